@@ -1,0 +1,1 @@
+"""semcodec: semantic image coding at micro-bits per pixel."""

@@ -1,0 +1,198 @@
+"""The ``.sem`` container: header bytes in, header bytes out (``format/SPEC.md`` §2).
+
+This module knows bytes only: it never touches a model or the range coder.
+
+    >>> h = Header(width=512, height=512, seed=7)
+    >>> raw = encode_header(h)
+    >>> raw.hex()
+    'a74c0780048004'
+    >>> decode_header(raw + b"payload")[0] == h
+    True
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+from semcodec.errors import SemFormatError, SemLimitError, SemVersionError
+
+MAGIC = 0xA7
+"""First byte of every ``.sem`` file: a UTF-8 continuation byte, so no text file starts with it."""
+
+FORMAT_VERSION = 1
+"""The version this build writes; it reads versions in :data:`READABLE_VERSIONS`."""
+
+READABLE_VERSIONS = frozenset({1})
+
+FLAG_MODEL = 1 << 0
+FLAG_GENERATOR = 1 << 1
+FLAG_SEED = 1 << 2
+FLAG_SIZE = 1 << 3
+FLAG_CHECK = 1 << 4
+_KNOWN_FLAGS = FLAG_MODEL | FLAG_GENERATOR | FLAG_SEED | FLAG_SIZE | FLAG_CHECK
+_FLAG_NAMES = {5: "bit 5 (reserved)"}
+
+DEFAULT_WIDTH = 1024
+DEFAULT_HEIGHT = 1024
+MAX_DIMENSION = 16384
+"""Largest width or height a reader accepts."""
+MAX_ID = 2**32 - 1
+MAX_SEED = 2**64 - 1
+_MAX_VARINT_BYTES = 10  # ceil(64 / 7): a longer varint is rejected before it grows
+
+
+@dataclass(frozen=True)
+class Header:
+    """Everything a ``.sem`` header says. Defaults are free: they cost no bytes.
+
+    Attributes:
+        model_id: probability-model id (registry); pins tokenizer and context profile.
+        generator_id: text-to-image generator id (registry); 0 means "decoder's choice".
+        seed: generator seed.
+        width, height: resolution the image is regenerated at.
+        check: whether a 2-byte integrity check of the text follows the header.
+    """
+
+    model_id: int = 0
+    generator_id: int = 0
+    seed: int = 0
+    width: int = DEFAULT_WIDTH
+    height: int = DEFAULT_HEIGHT
+    check: bool = False
+
+    def __post_init__(self) -> None:
+        for name, value, top in (
+            ("model_id", self.model_id, MAX_ID),
+            ("generator_id", self.generator_id, MAX_ID),
+            ("seed", self.seed, MAX_SEED),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= top:
+                raise SemLimitError(f"{name} must be an integer in [0, {top}], got {value!r}")
+        for name, value in (("width", self.width), ("height", self.height)):
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_DIMENSION:
+                raise SemLimitError(f"{name} must be an integer in [1, {MAX_DIMENSION}], got {value!r}")
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+
+def encode_varint(value: int) -> bytes:
+    """Unsigned LEB128: 7 bits a byte, least significant group first, high bit = more.
+
+    >>> encode_varint(300).hex()
+    'ac02'
+    """
+    if value < 0:
+        raise ValueError("varints are unsigned")
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def decode_varint(data: bytes, pos: int, field: str, top: int) -> tuple[int, int]:
+    """Read one canonical LEB128 varint at ``pos``; return ``(value, next_pos)``."""
+    value = 0
+    shift = 0
+    for i in range(_MAX_VARINT_BYTES):
+        if pos + i >= len(data):
+            raise SemFormatError(f"file ends inside the {field} field")
+        byte = data[pos + i]
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            if byte == 0 and i > 0:
+                raise SemFormatError(f"{field} is not minimally encoded")
+            if value > top:
+                raise SemLimitError(f"{field} {value} exceeds the limit {top}")
+            return value, pos + i + 1
+    raise SemLimitError(f"{field} is longer than {_MAX_VARINT_BYTES} bytes")
+
+
+def text_check(text: str) -> bytes:
+    """The optional integrity check: the low 16 bits of CRC-32 (zlib) of the UTF-8 text, big-endian."""
+    return (zlib.crc32(text.encode("utf-8")) & 0xFFFF).to_bytes(2, "big")
+
+
+def encode_header(header: Header, check_value: bytes = b"") -> bytes:
+    """Serialise ``header``; ``check_value`` (2 bytes) is required iff ``header.check``."""
+    flags = 0
+    fields = bytearray()
+    if header.model_id:
+        flags |= FLAG_MODEL
+        fields += encode_varint(header.model_id)
+    if header.generator_id:
+        flags |= FLAG_GENERATOR
+        fields += encode_varint(header.generator_id)
+    if header.seed:
+        flags |= FLAG_SEED
+        fields += encode_varint(header.seed)
+    if (header.width, header.height) != (DEFAULT_WIDTH, DEFAULT_HEIGHT):
+        flags |= FLAG_SIZE
+        fields += encode_varint(header.width) + encode_varint(header.height)
+    if header.check:
+        if len(check_value) != 2:
+            raise ValueError("a header with check=True needs its 2-byte check value")
+        flags |= FLAG_CHECK
+        fields += check_value
+    return bytes([MAGIC, (FORMAT_VERSION << 6) | flags]) + bytes(fields)
+
+
+def decode_header(data: bytes) -> tuple[Header, bytes, int]:
+    """Parse the header at the start of ``data``.
+
+    Returns ``(header, check_value, payload_offset)``; ``check_value`` is ``b""`` when the
+    file carries no integrity check.
+    """
+    if len(data) < 2:
+        raise SemFormatError(f"file too short for a .sem header ({len(data)} bytes)")
+    if data[0] != MAGIC:
+        raise SemFormatError(f"not a .sem file (first byte 0x{data[0]:02x}, expected 0x{MAGIC:02x})")
+    version = data[1] >> 6
+    if version not in READABLE_VERSIONS:
+        raise SemVersionError(
+            f"unsupported .sem format version {version} (this reader knows version "
+            f"{', '.join(map(str, sorted(READABLE_VERSIONS)))})"
+        )
+    flags = data[1] & 0x3F
+    unknown = flags & ~_KNOWN_FLAGS
+    if unknown:
+        names = ", ".join(_FLAG_NAMES.get(b, f"bit {b}") for b in range(6) if unknown >> b & 1)
+        raise SemFormatError(f"unknown header flag {names}")
+    pos = 2
+    model_id = generator_id = seed = 0
+    width, height = DEFAULT_WIDTH, DEFAULT_HEIGHT
+    if flags & FLAG_MODEL:
+        model_id, pos = decode_varint(data, pos, "model id", MAX_ID)
+        if model_id == 0:
+            raise SemFormatError("model id 0 must be omitted, not stored")
+    if flags & FLAG_GENERATOR:
+        generator_id, pos = decode_varint(data, pos, "generator id", MAX_ID)
+        if generator_id == 0:
+            raise SemFormatError("generator id 0 must be omitted, not stored")
+    if flags & FLAG_SEED:
+        seed, pos = decode_varint(data, pos, "seed", MAX_SEED)
+        if seed == 0:
+            raise SemFormatError("seed 0 must be omitted, not stored")
+    if flags & FLAG_SIZE:
+        width, pos = decode_varint(data, pos, "width", MAX_DIMENSION)
+        height, pos = decode_varint(data, pos, "height", MAX_DIMENSION)
+        if width == 0 or height == 0:
+            raise SemFormatError(f"resolution {width}x{height} has a zero side")
+        if (width, height) == (DEFAULT_WIDTH, DEFAULT_HEIGHT):
+            raise SemFormatError("the default resolution must be omitted, not stored")
+    check_value = b""
+    if flags & FLAG_CHECK:
+        if pos + 2 > len(data):
+            raise SemFormatError("file ends inside the integrity check")
+        check_value = bytes(data[pos : pos + 2])
+        pos += 2
+    header = Header(model_id, generator_id, seed, width, height, bool(flags & FLAG_CHECK))
+    return header, check_value, pos

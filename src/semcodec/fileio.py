@@ -1,0 +1,62 @@
+"""Safe file I/O for the CLI: ``-`` for stdin/stdout, atomic writes, no clobbering.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> atomic_write(d / "a.sem", b"\\xa7\\x40")
+    >>> atomic_write(d / "a.sem", b"x")
+    Traceback (most recent call last):
+    ...
+    semcodec.fileio.OutputExistsError: a.sem already exists (use -f to overwrite)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+STDIO = "-"
+
+
+class OutputExistsError(Exception):
+    """Refusing to overwrite an existing output without ``force``."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"{path.name} already exists (use -f to overwrite)")
+        self.path = path
+
+
+def read_input(path: str | os.PathLike[str]) -> bytes:
+    """Read a whole file, or standard input for ``-``."""
+    if str(path) == STDIO:
+        return sys.stdin.buffer.read()
+    return Path(path).read_bytes()
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes, force: bool = False) -> None:
+    """Write ``data`` to ``path`` all-or-nothing (temp file in the same folder, fsync, rename).
+
+    ``-`` writes to standard output. An existing file is kept unless ``force``.
+    """
+    if str(path) == STDIO:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    target = Path(path)
+    if target.exists() and not force:
+        raise OutputExistsError(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if not force and target.exists():  # appeared while we wrote: still refuse
+            raise OutputExistsError(target)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

