@@ -1,0 +1,5 @@
+import sys
+
+from semcodec.cli import main
+
+sys.exit(main())

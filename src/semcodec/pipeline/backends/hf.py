@@ -1,0 +1,297 @@
+"""The ``hf`` backend: local models through ``transformers`` and ``diffusers``.
+
+Describing and critiquing use any image-text-to-text model with a chat template
+(SmolVLM, Qwen2-VL, LLaVA, ...); generating uses ``AutoPipelineForText2Image`` (SD-Turbo,
+SDXL-Turbo, FLUX.1-schnell, ...). Weights come from a local folder or the local Hugging
+Face cache only — an encode must never start a multi-gigabyte download by surprise —
+unless ``SEMCODEC_HF_DOWNLOAD=1`` (``HF_HUB_OFFLINE=1`` still wins).
+
+Runs on CUDA when present, else CPU. Seeds drive a CPU ``torch.Generator``, which
+diffusers supports on every device, so a seed paints the same latents on any machine.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import threading
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from semcodec.pipeline import imaging, prompts
+from semcodec.pipeline.backends import BackendOptions
+from semcodec.pipeline.errors import BackendError, BackendUnavailableError
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+    from semcodec.pipeline.interfaces import StepCallback
+
+DEFAULT_VLM = "HuggingFaceTB/SmolVLM-256M-Instruct"
+DEFAULT_PIPELINE = "stabilityai/sd-turbo"
+
+# Sampling settings the distilled models are made for; a header's generator id pins the
+# model, and these pin how it is run, so encode and decode paint alike.
+KNOWN_PIPELINES: dict[str, dict[str, float]] = {
+    "stabilityai/sd-turbo": {"steps": 1, "guidance": 0.0},
+    "stabilityai/sdxl-turbo": {"steps": 1, "guidance": 0.0},
+    "black-forest-labs/FLUX.1-schnell": {"steps": 4, "guidance": 0.0},
+}
+
+
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError:
+        raise BackendUnavailableError(
+            "the hf backend needs torch, transformers and diffusers: pip install 'semcodec[hf]'"
+        ) from None
+    return torch
+
+
+def _download_allowed() -> bool:
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    return not offline and os.environ.get("SEMCODEC_HF_DOWNLOAD") == "1"
+
+
+def _missing(model_id: str, err: BaseException) -> BackendUnavailableError:
+    """The error for weights that are not on this machine, saying where we looked and what to do."""
+    if Path(model_id).expanduser().exists():
+        return BackendUnavailableError(
+            f"hf model folder {model_id} cannot be loaded: {str(err).splitlines()[0]}"
+        )
+    try:
+        from huggingface_hub import constants
+
+        cache = constants.HF_HUB_CACHE
+    except ImportError:  # pragma: no cover
+        cache = "the Hugging Face cache"
+    return BackendUnavailableError(
+        f"hf model {model_id!r} is not in the local Hugging Face cache ({cache}); download it once with "
+        f"`hf download {model_id}`, or name a local folder (hf:/path/to/model)"
+    )
+
+
+class HFBackend:
+    """Loads each model once and serialises inference on it (one model, one device)."""
+
+    name = "hf"
+    default_captioner = DEFAULT_VLM
+    default_generator = DEFAULT_PIPELINE
+
+    def __init__(self, options: BackendOptions | None = None) -> None:
+        self.options = options or BackendOptions()
+        self.on_event: Callable[[str], None] | None = None
+        self._vlms: dict[str, tuple[Any, Any]] = {}
+        self._pipes: dict[str, Any] = {}
+        # Batch threads share the models; running two forward passes at once on one model
+        # only splits the same cores (or GPU) and doubles activation memory.
+        self._lock = threading.RLock()
+
+    def device(self) -> str:
+        if self.options.device:
+            return self.options.device
+        return "cuda" if _torch().cuda.is_available() else "cpu"
+
+    def _dtype(self) -> Any:
+        torch = _torch()
+        if self.device().startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+
+    def _load_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"local_files_only": not _download_allowed()}
+        if self.device() != "cpu":
+            kwargs["torch_dtype"] = self._dtype()
+        return kwargs
+
+    def vlm(self, model_id: str) -> tuple[Any, Any]:
+        """``(processor, model)`` for an image-text-to-text model, loaded on first use."""
+        with self._lock:
+            if model_id not in self._vlms:
+                _torch()
+                try:
+                    from transformers import AutoModelForImageTextToText, AutoProcessor
+                except ImportError:
+                    raise BackendUnavailableError(
+                        "the hf backend needs transformers: pip install 'semcodec[hf]'"
+                    ) from None
+                kwargs = self._load_kwargs()
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", FutureWarning)  # torch_dtype → dtype rename
+                        processor = AutoProcessor.from_pretrained(
+                            model_id, local_files_only=kwargs["local_files_only"]
+                        )
+                        model = AutoModelForImageTextToText.from_pretrained(model_id, **kwargs)
+                except OSError as err:
+                    raise _missing(model_id, err) from None
+                except (ValueError, KeyError) as err:
+                    raise BackendUnavailableError(
+                        f"hf model {model_id!r} is not an image-text-to-text model: "
+                        f"{str(err).splitlines()[0]}"
+                    ) from None
+                self._vlms[model_id] = (processor, model.to(self.device()).eval())
+            return self._vlms[model_id]
+
+    def pipeline(self, model_id: str) -> Any:
+        """A diffusers text-to-image pipeline, loaded on first use."""
+        with self._lock:
+            if model_id not in self._pipes:
+                _torch()
+                try:
+                    from diffusers import AutoPipelineForText2Image
+                except ImportError:
+                    raise BackendUnavailableError(
+                        "the hf backend needs diffusers: pip install 'semcodec[hf]'"
+                    ) from None
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", FutureWarning)
+                        pipe = AutoPipelineForText2Image.from_pretrained(model_id, **self._load_kwargs())
+                except OSError as err:
+                    raise _missing(model_id, err) from None
+                except ValueError as err:
+                    raise BackendUnavailableError(
+                        f"hf model {model_id!r} is not a text-to-image pipeline: {str(err).splitlines()[0]}"
+                    ) from None
+                pipe = pipe.to(self.device())
+                pipe.set_progress_bar_config(disable=True)  # we report steps ourselves
+                self._pipes[model_id] = pipe
+            return self._pipes[model_id]
+
+    def chat(self, model_id: str, text: str, images: list[Image], max_new_tokens: int) -> str:
+        """One user turn with ``images`` through the model's own chat template; greedy decoding."""
+        torch = _torch()
+        with self._lock:
+            processor, model = self.vlm(model_id)
+            content: list[dict[str, Any]] = [{"type": "image", "image": im} for im in images]
+            content.append({"type": "text", "text": text})
+            try:
+                inputs = processor.apply_chat_template(
+                    [{"role": "user", "content": content}],
+                    add_generation_prompt=True,
+                    tokenize=True,
+                    return_dict=True,
+                    return_tensors="pt",
+                )
+            except (ValueError, TypeError) as err:
+                raise BackendError(f"hf model {model_id!r} cannot take a chat with images: {err}") from None
+            inputs = inputs.to(model.device, dtype=model.dtype)
+            with torch.inference_mode():
+                out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+            new_tokens = out[:, inputs["input_ids"].shape[1] :]
+            return str(processor.batch_decode(new_tokens, skip_special_tokens=True)[0])
+
+    def captioner(self, model: str | None = None) -> HFCaptioner:
+        self.vlm(model or DEFAULT_VLM)  # load now: a missing model is a start-up error, not a mid-batch one
+        return HFCaptioner(self, model or DEFAULT_VLM)
+
+    def critic(self, model: str | None = None) -> HFCritic:
+        self.vlm(model or DEFAULT_VLM)
+        return HFCritic(self, model or DEFAULT_VLM)
+
+    def generator(self, model: str | None = None) -> HFGenerator:
+        self.pipeline(model or DEFAULT_PIPELINE)
+        return HFGenerator(self, model or DEFAULT_PIPELINE)
+
+
+class HFCaptioner:
+    """Describes with a local vision-language model."""
+
+    def __init__(self, backend: HFBackend, model: str) -> None:
+        self.backend = backend
+        self.model = model
+        self.name = f"hf:{model}"
+
+    def describe(self, image: Image, word_budget: int, critique: str | None = None) -> str:
+        # ~1.5 tokens a word plus slack; the rate controller trims anything longer.
+        limit = int(word_budget * 1.5) + 16
+        reply = self.backend.chat(self.model, prompts.describe_prompt(word_budget, critique), [image], limit)
+        text = prompts.clean_description(reply)
+        if not text:
+            raise BackendError(f"hf describe: {self.model} returned an empty description")
+        return text
+
+
+class HFCritic:
+    """Scores a reconstruction with a local vision-language model (two images, one turn)."""
+
+    def __init__(self, backend: HFBackend, model: str) -> None:
+        self.backend = backend
+        self.model = model
+        self.name = f"hf:{model}"
+
+    def critique(self, original: Image, reconstruction: Image) -> tuple[float, str]:
+        reply = self.backend.chat(self.model, prompts.CRITIQUE, [original, reconstruction], 96)
+        return prompts.parse_critique(reply)
+
+
+class HFGenerator:
+    """Paints with a local diffusers pipeline at its native resolution, then resizes."""
+
+    honours_seed = True
+
+    def __init__(self, backend: HFBackend, model: str) -> None:
+        self.backend = backend
+        self.model = model
+        self.name = f"hf:{model}"
+
+    def _settings(self, pipe: Any) -> tuple[int, float | None]:
+        known = KNOWN_PIPELINES.get(self.model, {})
+        opts = self.backend.options
+        steps = opts.steps or known.get("steps")
+        guidance = opts.guidance if opts.guidance is not None else known.get("guidance")
+        if steps is None:
+            default = inspect.signature(pipe.__call__).parameters.get("num_inference_steps")
+            steps = default.default if default is not None and isinstance(default.default, int) else 50
+        return int(steps), guidance
+
+    @staticmethod
+    def _native_size(pipe: Any, width: int, height: int) -> tuple[int, int]:
+        """The header's aspect ratio at the resolution the model was trained for.
+
+        Distilled models paint poorly far from their training size (SD-Turbo at 1024 tiles
+        and repeats), so we paint natively and let Pillow resize to the header's size.
+        """
+        scale = int(getattr(pipe, "vae_scale_factor", 8))
+        sample = getattr(pipe, "default_sample_size", None)
+        if sample is None and getattr(pipe, "unet", None) is not None:
+            sample = pipe.unet.config.sample_size
+        sample = sample if isinstance(sample, int) else 64
+        return imaging.aspect_fit(width, height, sample * scale, 2 * scale)
+
+    def generate(
+        self, text: str, width: int, height: int, seed: int, on_step: StepCallback | None = None
+    ) -> Image:
+        torch = _torch()
+        with self.backend._lock:
+            pipe = self.backend.pipeline(self.model)
+            steps, guidance = self._settings(pipe)
+            native_w, native_h = self._native_size(pipe, width, height)
+            kwargs: dict[str, Any] = {
+                "prompt": text,
+                "width": native_w,
+                "height": native_h,
+                "num_inference_steps": steps,
+                "generator": torch.Generator("cpu").manual_seed(seed),
+            }
+            if guidance is not None:
+                kwargs["guidance_scale"] = guidance
+            if on_step and "callback_on_step_end" in inspect.signature(pipe.__call__).parameters:
+
+                def step_end(_pipe: Any, index: int, _t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+                    on_step(index + 1, steps)
+                    return tensors
+
+                kwargs["callback_on_step_end"] = step_end
+            try:
+                with torch.inference_mode():
+                    image = pipe(**kwargs).images[0]
+            except (RuntimeError, ValueError) as err:
+                raise BackendError(
+                    f"hf generate with {self.model} failed: {str(err).splitlines()[0]}"
+                ) from None
+        return imaging.resize(image, width, height)
