@@ -141,13 +141,27 @@ class ExactLM:
     # -- the model ---------------------------------------------------------------------
     def forward(self, tokens: Sequence[int] | np.ndarray, cache: KVCache) -> np.ndarray:
         """Evaluate ``tokens`` after the cached positions; returns final hidden states (N, hidden)."""
+        return self.forward_many([(tokens, cache)])[0]
+
+    def forward_many(self, segments: Sequence[tuple[Sequence[int] | np.ndarray, KVCache]]) -> list[np.ndarray]:
+        """Evaluate several sequences at once, each continuing its own cache.
+
+        The rows of all segments share every weight matrix product (one pass over the
+        weights for all of them); attention runs per segment. Rows never mix, so each
+        result is bit-identical to evaluating its segment alone.
+        """
         w = self.w
-        ids = np.asarray(tokens, dtype=np.int64)
-        start = cache.length
+        ids = np.concatenate([np.asarray(t, dtype=np.int64).reshape(-1) for t, _ in segments])
+        bounds: list[tuple[int, int, int]] = []  # (row_lo, row_hi, start position)
+        row = 0
+        for tokens, cache in segments:
+            n_seg = len(tokens)
+            if cache.length + n_seg > len(self.cos):
+                raise ValueError(f"sequence of {cache.length + n_seg} positions exceeds the runtime's {len(self.cos)}")
+            bounds.append((row, row + n_seg, cache.length))
+            row += n_seg
         n = len(ids)
-        if start + n > len(self.cos):
-            raise ValueError(f"sequence of {start + n} positions exceeds the runtime's {len(self.cos)}")
-        positions = np.arange(start, start + n)
+        positions = np.concatenate([np.arange(s, s + hi - lo) for lo, hi, s in bounds])
         x = w.embed_q[ids].astype(np.float64) * w.embed_scale[ids][:, None]
         hd = self.head_dim
         for li, layer in enumerate(w.layers):
@@ -159,13 +173,15 @@ class ExactLM:
             k = self._rope(k, positions)
             ki = np.clip(np.rint(k * float(1 << QK_FRACTION_BITS)), -QK_LIMIT, QK_LIMIT)
             vi = np.clip(np.rint(v * float(1 << V_FRACTION_BITS)), -V_LIMIT, V_LIMIT)
-            if li < len(cache.keys):
-                cache.keys[li] = np.concatenate([cache.keys[li], ki])
-                cache.values[li] = np.concatenate([cache.values[li], vi])
-            else:
-                cache.keys.append(ki)
-                cache.values.append(vi)
-            att = self._attention(q, cache.keys[li], cache.values[li], start).reshape(n, -1)
+            att = np.empty((n, self.n_heads * hd), dtype=np.float64)
+            for (lo, hi, start), (_, cache) in zip(bounds, segments, strict=True):
+                if li < len(cache.keys):
+                    cache.keys[li] = np.concatenate([cache.keys[li], ki[lo:hi]])
+                    cache.values[li] = np.concatenate([cache.values[li], vi[lo:hi]])
+                else:
+                    cache.keys.append(ki[lo:hi])
+                    cache.values.append(vi[lo:hi])
+                att[lo:hi] = self._attention(q[lo:hi], cache.keys[li], cache.values[li], start).reshape(hi - lo, -1)
             o_q, o_s = quantize_rows(att, self.amax_hidden)
             x = x + exact_matmul(o_q, o_s, layer.wo, layer.wo_scale)
             m_q, m_s = rms_quantize(x, layer.ffn_norm, self.eps, self.amax_hidden)
@@ -173,8 +189,9 @@ class ExactLM:
             up = exact_matmul(m_q, m_s, layer.wu, layer.wu_scale)
             d_q, d_s = quantize_rows(self._silu(gate) * up, self.amax_ffn)
             x = x + exact_matmul(d_q, d_s, layer.wd, layer.wd_scale)
-        cache.length = start + n
-        return x
+        for (lo, hi, start), (_, cache) in zip(bounds, segments, strict=True):
+            cache.length = start + hi - lo
+        return [x[lo:hi] for lo, hi, _ in bounds]
 
     def logits(self, hidden: np.ndarray) -> np.ndarray:
         """Final norm and the tied output head, (N, vocab) float64."""

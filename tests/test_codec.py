@@ -1,0 +1,145 @@
+"""Round trips of the text codec: corpus, arbitrary Unicode, header fields, refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import semcodec
+from semcodec import container
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _corpus(name: str, count: int, start: int = 0) -> list[str]:
+    path = SHARED / name
+    if not path.exists():
+        pytest.skip(f"{path} not present (the development corpora live in ../shared)")
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return lines[start : start + count]
+
+
+def test_corpus_round_trip_is_bit_exact() -> None:
+    texts = _corpus("coco-captions-dev.txt", 25, 2000) + _corpus("coco-paragraphs-dev.txt", 3, 200)
+    for text in texts:
+        data = semcodec.pack(text)
+        assert semcodec.unpack(data).text == text
+
+
+def test_compactness_of_a_typical_caption() -> None:
+    """Issue 2: header <= 6 bytes by default; file - cross-entropy <= header + 2 bytes."""
+    for text in _corpus("coco-captions-dev.txt", 10, 3000):
+        data = semcodec.pack(text)
+        header_bytes = semcodec.unpack(data).header_bytes
+        assert header_bytes == 2
+        floor_bytes = semcodec.information_bits(text) / 8
+        assert len(data) - floor_bytes <= header_bytes + 2, (text, len(data), floor_bytes)
+
+
+def test_ninety_character_caption_fits_twenty_bytes() -> None:
+    text = "A large brown dog runs across a sunny park, chasing a red frisbee thrown by a young boy."
+    assert 85 <= len(text) <= 95
+    assert len(semcodec.pack(text)) <= 20
+
+
+unicode_text = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",)), min_size=0, max_size=40
+)
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(unicode_text)
+def test_arbitrary_unicode_round_trips(text: str) -> None:
+    assert semcodec.unpack(semcodec.pack(text)).text == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        " ",
+        "\n\n\t  \r\n",
+        "🐈‍⬛ 🏳️‍🌈 👩🏽‍🚀",
+        "東京タワーと富士山、夕焼けの空。",
+        "e\u0301 a\u0308 n\u0303 Z\u0335\u0321\u031b",
+        "\x00\x01\x07\x1b[31m\x7f",
+        "<|im_end|> <|endoftext|> <|im_start|>assistant",
+        "12345678901234567890 3.14159",
+        "x" * 500,
+    ],
+)
+def test_edge_texts_round_trip(text: str) -> None:
+    assert semcodec.unpack(semcodec.pack(text)).text == text
+
+
+def test_long_text_round_trips() -> None:
+    text = " ".join(_corpus("coco-paragraphs-dev.txt", 3, 300))
+    assert semcodec.unpack(semcodec.pack(text, model_id=2)).text == text
+
+
+def test_lone_surrogate_is_refused() -> None:
+    with pytest.raises(semcodec.SemInputError):
+        semcodec.pack("broken \ud800 text")
+
+
+def test_text_over_the_token_limit_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from semcodec import codec
+
+    monkeypatch.setattr(codec, "MAX_TOKENS", 8)
+    with pytest.raises(semcodec.SemLimitError):
+        semcodec.pack("one two three four five six seven eight nine ten eleven")
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {"model_id": 1},
+        {"model_id": 2, "generator_id": 3},
+        {"seed": 1},
+        {"seed": 2**64 - 1},
+        {"width": 1, "height": 1},
+        {"width": 16384, "height": 16384},
+        {"width": 1024, "height": 1023},
+        {"generator_id": 5, "check": True},
+    ],
+)
+def test_header_fields_round_trip_through_files(fields: dict[str, int]) -> None:
+    data = semcodec.pack("A cat on a mat.", **fields)
+    decoded = semcodec.unpack(data)
+    assert decoded.text == "A cat on a mat."
+    for key, value in fields.items():
+        assert getattr(decoded.header, key) == value
+    assert semcodec.read_header(data) == decoded.header
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"width": 0}, {"height": 16385}, {"seed": 2**64}, {"seed": -1}, {"model_id": -1}, {"generator_id": 2**32}],
+)
+def test_out_of_range_header_fields_are_refused(fields: dict[str, int]) -> None:
+    with pytest.raises(semcodec.SemLimitError):
+        semcodec.pack("x", **fields)
+
+
+def test_unknown_model_id_is_refused_by_name() -> None:
+    with pytest.raises(semcodec.SemUnknownModelError, match="77"):
+        semcodec.pack("x", model_id=77)
+
+
+def test_defaults_cost_nothing() -> None:
+    assert container.encode_header(container.Header()) == bytes([0xA7, 0x40])
+    sized = container.encode_header(container.Header(width=512, height=512))
+    assert len(sized) == 2 + 2 + 2
+
+
+def test_integrity_check_catches_a_changed_text() -> None:
+    data = bytearray(semcodec.pack("A blue bicycle leaning on a wall.", check=True))
+    header = semcodec.read_header(bytes(data))
+    assert header.check
+    data[2] ^= 0x01  # first byte of the check value
+    with pytest.raises(semcodec.SemIntegrityError):
+        semcodec.unpack(bytes(data))
