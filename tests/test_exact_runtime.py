@@ -179,3 +179,16 @@ def test_pack_on_one_kernel_unpack_on_another() -> None:
         capture_output=True, text=True, check=True,
     )
     assert json.loads(unpacked.stdout) == texts
+
+
+def test_numpy_and_torch_backends_agree(model) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("torch", reason="torch is the optional [hf] extra")
+    from semcodec.models.exact import ExactLM, TorchProducts
+
+    torch_lm = ExactLM(model.lm.w, TorchProducts("cpu"))
+    for caption in CAPTIONS[:2]:
+        ids = model.tokenizer.encode(caption)
+        assert np.array_equal(
+            batch_frequencies(torch_lm, model.context_ids, ids),
+            batch_frequencies(model.lm, model.context_ids, ids),
+        )

@@ -51,9 +51,55 @@ def quantize_rows(x: np.ndarray, amax_int: int) -> tuple[np.ndarray, np.ndarray]
     return q, scale
 
 
-def exact_matmul(x_q: np.ndarray, x_scale: np.ndarray, w_q: np.ndarray, w_scale: np.ndarray) -> np.ndarray:
+class NumpyProducts:
+    """Integer-valued float32 products through numpy's BLAS."""
+
+    name = "numpy"
+
+    def __call__(self, x_q: np.ndarray, w_q: np.ndarray) -> np.ndarray:
+        return x_q @ w_q.T
+
+
+class TorchProducts:
+    """The same products through torch (CPU or CUDA): equal bits, by the same argument.
+
+    TF32 is switched off although it would not matter here: |x_q|, |w_q| <= 127 need 7
+    mantissa bits, which TF32 (10) and even bf16 (7) hold exactly; accumulation is float32.
+    """
+
+    def __init__(self, device: str = "cpu") -> None:
+        import torch
+
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.set_float32_matmul_precision("highest")
+        self._torch = torch
+        self.device = torch.device(device)
+        self.name = f"torch-{self.device.type}"
+        self._weights: dict[int, object] = {}
+
+    def __call__(self, x_q: np.ndarray, w_q: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        key = id(w_q)
+        w_t = self._weights.get(key)
+        if w_t is None:
+            w_t = torch.from_numpy(np.ascontiguousarray(w_q)).to(self.device)
+            self._weights[key] = w_t
+        x_t = torch.from_numpy(np.ascontiguousarray(x_q)).to(self.device)
+        out: np.ndarray = (x_t @ w_t.T).cpu().numpy()  # type: ignore[attr-defined]
+        return out
+
+
+def exact_matmul(
+    x_q: np.ndarray, x_scale: np.ndarray, w_q: np.ndarray, w_scale: np.ndarray,
+    products: NumpyProducts | TorchProducts | None = None,
+) -> np.ndarray:
     """``(x_q @ w_q.T) * x_scale * w_scale``; the product is exact (see module docstring)."""
-    return (x_q @ w_q.T).astype(np.float64) * x_scale * w_scale
+    product = (products or _NUMPY)(x_q, w_q)
+    return product.astype(np.float64) * x_scale * w_scale
+
+
+_NUMPY = NumpyProducts()
 
 
 def rms_quantize(x: np.ndarray, gain: np.ndarray, eps: float, amax_int: int) -> tuple[np.ndarray, np.ndarray]:
@@ -83,8 +129,9 @@ class KVCache:
 class ExactLM:
     """The exact runtime over converted :class:`ModelWeights`."""
 
-    def __init__(self, weights: ModelWeights) -> None:
+    def __init__(self, weights: ModelWeights, products: NumpyProducts | TorchProducts | None = None) -> None:
         self.w = weights
+        self.products = products or _NUMPY
         cfg = weights.config
         self.n_layers = cfg.n_layers
         self.n_heads = cfg.n_heads
@@ -166,9 +213,9 @@ class ExactLM:
         hd = self.head_dim
         for li, layer in enumerate(w.layers):
             a_q, a_s = rms_quantize(x, layer.attn_norm, self.eps, self.amax_hidden)
-            q = exact_matmul(a_q, a_s, layer.wq, layer.wq_scale).reshape(n, self.n_heads, hd)
-            k = exact_matmul(a_q, a_s, layer.wk, layer.wk_scale).reshape(n, self.n_kv_heads, hd)
-            v = exact_matmul(a_q, a_s, layer.wv, layer.wv_scale).reshape(n, self.n_kv_heads, hd)
+            q = exact_matmul(a_q, a_s, layer.wq, layer.wq_scale, self.products).reshape(n, self.n_heads, hd)
+            k = exact_matmul(a_q, a_s, layer.wk, layer.wk_scale, self.products).reshape(n, self.n_kv_heads, hd)
+            v = exact_matmul(a_q, a_s, layer.wv, layer.wv_scale, self.products).reshape(n, self.n_kv_heads, hd)
             q = self._rope(q, positions)
             k = self._rope(k, positions)
             ki = np.clip(np.rint(k * float(1 << QK_FRACTION_BITS)), -QK_LIMIT, QK_LIMIT)
@@ -183,12 +230,12 @@ class ExactLM:
                     cache.values.append(vi[lo:hi])
                 att[lo:hi] = self._attention(q[lo:hi], cache.keys[li], cache.values[li], start).reshape(hi - lo, -1)
             o_q, o_s = quantize_rows(att, self.amax_hidden)
-            x = x + exact_matmul(o_q, o_s, layer.wo, layer.wo_scale)
+            x = x + exact_matmul(o_q, o_s, layer.wo, layer.wo_scale, self.products)
             m_q, m_s = rms_quantize(x, layer.ffn_norm, self.eps, self.amax_hidden)
-            gate = exact_matmul(m_q, m_s, layer.wg, layer.wg_scale)
-            up = exact_matmul(m_q, m_s, layer.wu, layer.wu_scale)
+            gate = exact_matmul(m_q, m_s, layer.wg, layer.wg_scale, self.products)
+            up = exact_matmul(m_q, m_s, layer.wu, layer.wu_scale, self.products)
             d_q, d_s = quantize_rows(self._silu(gate) * up, self.amax_ffn)
-            x = x + exact_matmul(d_q, d_s, layer.wd, layer.wd_scale)
+            x = x + exact_matmul(d_q, d_s, layer.wd, layer.wd_scale, self.products)
         for (lo, hi, start), (_, cache) in zip(bounds, segments, strict=True):
             cache.length = start + hi - lo
         return [x[lo:hi] for lo, hi, _ in bounds]
@@ -196,7 +243,7 @@ class ExactLM:
     def logits(self, hidden: np.ndarray) -> np.ndarray:
         """Final norm and the tied output head, (N, vocab) float64."""
         h_q, h_s = rms_quantize(hidden, self.w.final_norm, self.eps, self.amax_hidden)
-        return exact_matmul(h_q, h_s, self.w.embed_q, self.w.embed_scale)
+        return exact_matmul(h_q, h_s, self.w.embed_q, self.w.embed_scale, self.products)
 
     def frequencies(self, logits: np.ndarray) -> np.ndarray:
         """Integer frequency tables (N, vocab) int64: every entry >= 1, each row sums to 2**24.
