@@ -142,20 +142,35 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 def cmd_unpack(args: argparse.Namespace) -> int:
     import semcodec
+    from semcodec.codec import unpack_many
 
     many = len(args.inputs) > 1
     if many and args.output is not None and not Path(args.output).is_dir():
         raise SemError(f"with several inputs, -o must be an existing directory ({args.output} is not)")
+    if not many:
+        decoded = semcodec.unpack(read_input(args.inputs[0]))
+        text = decoded.text + ("" if args.no_newline else "\n")
+        atomic_write(args.output or STDIO, text.encode("utf-8"), args.force)
+        return EXIT_OK
     failures = 0
+    blobs: list[bytes] = []
+    readable: list[str] = []
     for src in args.inputs:
         try:
-            decoded = semcodec.unpack(read_input(src))
-            text = decoded.text + ("" if args.no_newline else "\n")
-            target = args.output if not many else _batch_target(src, args.output, many, lambda s: STDIO, ".txt")
-            atomic_write(target or STDIO, text.encode("utf-8"), args.force)
+            blobs.append(read_input(src))
+            readable.append(src)
+        except OSError as err:
+            failures += 1
+            _error(f"{src}: {err.strerror or err}")
+    # One shared model pass per step serves every file (semcodec.codec.unpack_many).
+    for src, outcome in zip(readable, unpack_many(blobs), strict=True):
+        try:
+            if isinstance(outcome, SemError):
+                raise outcome
+            text = outcome.text + ("" if args.no_newline else "\n")
+            target = _batch_target(src, args.output, many, lambda s: STDIO, ".txt")
+            atomic_write(target, text.encode("utf-8"), args.force)
         except (SemError, OutputExistsError, OSError) as err:
-            if not many:
-                raise
             failures += 1
             _error(f"{src}: {err}")
     return EXIT_PARTIAL if failures else EXIT_OK

@@ -10,14 +10,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from semcodec import coding
 from semcodec.container import Header, decode_header, encode_header, text_check
-from semcodec.errors import SemInputError, SemIntegrityError, SemLimitError
+from semcodec.errors import SemError, SemInputError, SemIntegrityError, SemLimitError
+from semcodec.models.exact import KVCache
 from semcodec.registry import model_spec
+
+if TYPE_CHECKING:
+    from semcodec.models import LoadedModel
 
 MAX_TOKENS = 2048
 """Most text tokens a file may hold (the end-of-text token not counted)."""
@@ -103,24 +110,98 @@ def pack(
 
 def unpack(data: bytes) -> SemFile:
     """Decode a ``.sem`` file; every failure is a :class:`semcodec.SemError`."""
+    result = unpack_many([data])[0]
+    if isinstance(result, SemError):
+        raise result
+    return result
+
+
+BATCH_FILES = 32
+"""Files decoded in lockstep at most (bounds the KV caches' memory)."""
+
+
+@dataclass
+class _Job:
+    index: int
+    header: Header
+    check_value: bytes
+    header_bytes: int
+    payload: bytes
+    stream: coding.StreamDecoder
+    cache: KVCache
+    hidden: np.ndarray
+
+
+def unpack_many(blobs: Sequence[bytes]) -> list[SemFile | SemError]:
+    """Decode many files; one model pass per step serves every file still decoding.
+
+    Each file's tables are bit-identical to decoding it alone (rows never mix). A bad
+    file yields its :class:`SemError` in its slot; the others decode.
+    """
     from semcodec.models import load_model
-    from semcodec.models.exact import Session
 
-    header, check_value, offset = decode_header(data)
-    model_spec(header.model_id)
-    payload = bytes(data[offset:])
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise SemLimitError(f"payload of {len(payload)} bytes exceeds the limit {MAX_PAYLOAD_BYTES}")
-    model = load_model(header.model_id)
-    session = Session(model.lm, model.context_ids)
+    results: list[SemFile | SemError | None] = [None] * len(blobs)
+    by_model: dict[int, list[tuple[int, Header, bytes, int, bytes]]] = {}
+    for i, data in enumerate(blobs):
+        try:
+            header, check_value, offset = decode_header(data)
+            model_spec(header.model_id)
+            payload = bytes(data[offset:])
+            if len(payload) > MAX_PAYLOAD_BYTES:
+                raise SemLimitError(f"payload of {len(payload)} bytes exceeds the limit {MAX_PAYLOAD_BYTES}")
+        except SemError as err:
+            results[i] = err
+            continue
+        by_model.setdefault(header.model_id, []).append((i, header, check_value, offset, payload))
+    for model_id, items in by_model.items():
+        model = load_model(model_id)
+        context_cache = KVCache()
+        context_hidden = model.lm.forward(model.context_ids, context_cache)[-1:]
+        for lo in range(0, len(items), BATCH_FILES):
+            jobs = [
+                _Job(i, header, check, offset, payload, coding.StreamDecoder(payload),
+                     KVCache(list(context_cache.keys), list(context_cache.values), context_cache.length),
+                     context_hidden)
+                for i, header, check, offset, payload in items[lo : lo + BATCH_FILES]
+            ]
+            # One token per step is a chain of small matrix products: a second BLAS thread
+            # barely helps them and, on a busy machine, spin-waits them to a crawl.
+            with threadpool_limits(limits=1, user_api="blas"):
+                for job, outcome in _decode_lockstep(model, jobs):
+                    results[job.index] = outcome
+    assert all(r is not None for r in results)
+    return results  # type: ignore[return-value]
 
-    def next_table(decoded: list[int]) -> np.ndarray:
-        if decoded:
-            session.append(decoded[-1])
-        return session.next_frequencies()
 
-    symbols, tables = coding.decode(payload, next_table, stop_symbol=model.eos_id, max_symbols=MAX_TOKENS + 1)
-    if not coding.is_canonical(payload, symbols, tables):
+def _decode_lockstep(model: LoadedModel, jobs: list[_Job]) -> list[tuple[_Job, SemFile | SemError]]:
+    done: list[tuple[_Job, SemFile | SemError]] = []
+    active = jobs
+    while active:
+        tables = model.lm.frequencies(model.lm.logits(np.concatenate([job.hidden for job in active])))
+        still: list[_Job] = []
+        for job, table in zip(active, tables, strict=True):
+            try:
+                symbol = job.stream.step(table)
+                if symbol == model.eos_id:
+                    done.append((job, _finish(model, job)))
+                elif len(job.stream.symbols) > MAX_TOKENS:
+                    raise SemLimitError(f"payload decodes to no end-of-text within {MAX_TOKENS + 1} tokens")
+                else:
+                    still.append(job)
+            except SemError as err:
+                done.append((job, err))
+        if still:
+            outs = model.lm.forward_many([([job.stream.symbols[-1]], job.cache) for job in still])
+            for job, hidden in zip(still, outs, strict=True):
+                job.hidden = hidden
+        active = still
+    return done
+
+
+def _finish(model: LoadedModel, job: _Job) -> SemFile:
+    """Checks that make a decoded file trustworthy (SPEC §6), then the result."""
+    symbols, tables = job.stream.symbols, job.stream.tables
+    if not coding.is_canonical(job.payload, symbols, tables):
         raise SemIntegrityError("payload is not the canonical coding of what it decodes to (corrupt file)")
     tokens = symbols[:-1]
     text = model.tokenizer.decode(tokens)
@@ -130,6 +211,6 @@ def unpack(data: bytes) -> SemFile:
         canonical = False
     if not canonical:
         raise SemIntegrityError("payload decodes to a non-canonical token sequence (corrupt file)")
-    if header.check and text_check(text) != check_value:
+    if job.header.check and text_check(text) != job.check_value:
         raise SemIntegrityError("integrity check failed: the text differs from what was packed")
-    return SemFile(text, header, len(tokens), offset, len(payload))
+    return SemFile(text, job.header, len(tokens), job.header_bytes, len(job.payload))

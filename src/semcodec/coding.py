@@ -48,6 +48,7 @@ from .errors import SemIntegrityError, SemLimitError
 __all__ = [
     "MAX_ALPHABET",
     "PRECISION",
+    "StreamDecoder",
     "cross_entropy_bits",
     "decode",
     "encode",
@@ -168,7 +169,10 @@ def _final_interval(symbols: Sequence[int], tables: Sequence[np.ndarray]) -> tup
 
 
 def _shortest_payload(low: int, rng: int, bits: int) -> bytes:
-    """Shortest byte string (then smallest value) ``v`` of ``k`` bytes with ``low <= v*2**(bits-8k) < low+rng``."""
+    """The ``k``-byte big-endian string of value ``v`` with ``low <= v * 2**(bits - 8k) < low + rng``.
+
+    Minimal ``k`` first, then minimal ``v``.
+    """
     high = low + rng
 
     def smallest(k: int) -> int | None:
@@ -257,27 +261,47 @@ def decode(
     ...
     semcodec.errors.SemLimitError: payload decodes to no end-of-text within 5 tokens
     """
-    decoder = _RangeDecoder(_payload_words(payload))
-    symbols: list[int] = []
-    used: list[np.ndarray] = []
-    buf = np.empty(0, dtype=np.float32)
-    while len(symbols) < max_symbols:
-        f = next_table(list(symbols))
+    stream = StreamDecoder(payload)
+    while len(stream.symbols) < max_symbols:
+        if stream.step(next_table(list(stream.symbols))) == stop_symbol:
+            return stream.symbols, stream.tables
+    raise SemLimitError(f"payload decodes to no end-of-text within {max_symbols} tokens")
+
+
+class StreamDecoder:
+    """Decode one symbol per :meth:`step`, for callers that interleave many streams.
+
+    :func:`decode` is this in a loop; a batch decoder keeps one ``StreamDecoder`` per file
+    and feeds each the table its model computed for it in a shared forward pass.
+
+    >>> import numpy as np
+    >>> f = np.array([2**23, 2**22, 2**22], dtype=np.int64)
+    >>> stream = StreamDecoder(encode([1, 2], [f, f]))
+    >>> stream.step(f), stream.step(f), stream.symbols
+    (1, 2, [1, 2])
+    """
+
+    def __init__(self, payload: bytes) -> None:
+        self._decoder = _RangeDecoder(_payload_words(payload))
+        self._buf = np.empty(0, dtype=np.float32)
+        self.symbols: list[int] = []
+        self.tables: list[np.ndarray] = []
+
+    def step(self, f: np.ndarray) -> int:
+        """Decode the next symbol with table ``f`` (validated); returns it."""
         validate_table(f)
-        if buf.shape != f.shape:
-            buf = np.empty(f.shape, dtype=np.float32)
+        if self._buf.shape != f.shape:
+            self._buf = np.empty(f.shape, dtype=np.float32)
         # f - 1 as float32 is exact (entries < 2**24); constriction's lazy model copies it.
-        np.subtract(f, 1, out=buf, casting="unsafe")
-        model = _Categorical(buf, lazy=True)
+        np.subtract(f, 1, out=self._buf, casting="unsafe")
+        model = _Categorical(self._buf, lazy=True)
         try:
-            s = int(decoder.decode(model))
+            s = int(self._decoder.decode(model))
         except AssertionError as err:
             # constriction signals q >= 2**24 ("invalid compressed data") with AssertionError.
             raise SemIntegrityError(
-                f"payload is not a valid range-coder stream (failed at token {len(symbols)})"
+                f"payload is not a valid range-coder stream (failed at token {len(self.symbols)})"
             ) from err
-        symbols.append(s)
-        used.append(f)
-        if s == stop_symbol:
-            return symbols, used
-    raise SemLimitError(f"payload decodes to no end-of-text within {max_symbols} tokens")
+        self.symbols.append(s)
+        self.tables.append(f)
+        return s
