@@ -45,9 +45,7 @@ def test_ninety_character_caption_fits_twenty_bytes() -> None:
     assert len(semcodec.pack(text)) <= 20
 
 
-unicode_text = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",)), min_size=0, max_size=40
-)
+unicode_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=0, max_size=40)
 
 
 @settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
@@ -118,7 +116,14 @@ def test_header_fields_round_trip_through_files(fields: dict[str, int]) -> None:
 
 @pytest.mark.parametrize(
     "fields",
-    [{"width": 0}, {"height": 16385}, {"seed": 2**64}, {"seed": -1}, {"model_id": -1}, {"generator_id": 2**32}],
+    [
+        {"width": 0},
+        {"height": 16385},
+        {"seed": 2**64},
+        {"seed": -1},
+        {"model_id": -1},
+        {"generator_id": 2**32},
+    ],
 )
 def test_out_of_range_header_fields_are_refused(fields: dict[str, int]) -> None:
     with pytest.raises(semcodec.SemLimitError):
@@ -143,3 +148,17 @@ def test_integrity_check_catches_a_changed_text() -> None:
     data[2] ^= 0x01  # first byte of the check value
     with pytest.raises(semcodec.SemIntegrityError):
         semcodec.unpack(bytes(data))
+
+
+def test_batch_unpack_matches_single_and_isolates_bad_files() -> None:
+    from semcodec.codec import unpack_many
+
+    texts = ["A cat on a mat.", "Two surfers ride a large wave at sunset near the rocky shore.", ""]
+    blobs = [semcodec.pack(t) for t in texts]
+    blobs.insert(1, b"\xa7\x40\xff\xff\xff\xff\xff")
+    blobs.append(semcodec.pack("A dog.", model_id=1))
+    results = unpack_many(blobs)
+    assert isinstance(results[1], semcodec.SemError)
+    good = [r for i, r in enumerate(results) if i != 1]
+    assert [r.text for r in good] == [*texts, "A dog."]  # type: ignore[union-attr]
+    assert all(r == semcodec.unpack(b) for r, b in zip(good, blobs[:1] + blobs[2:], strict=True))
