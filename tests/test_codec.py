@@ -24,9 +24,10 @@ def _corpus(name: str, count: int, start: int = 0) -> list[str]:
 
 def test_corpus_round_trip_is_bit_exact() -> None:
     texts = _corpus("coco-captions-dev.txt", 25, 2000) + _corpus("coco-paragraphs-dev.txt", 3, 200)
-    for text in texts:
-        data = semcodec.pack(text)
-        assert semcodec.unpack(data).text == text
+    from semcodec.codec import unpack_many
+
+    decoded = unpack_many([semcodec.pack(text) for text in texts])
+    assert [d.text for d in decoded] == texts  # type: ignore[union-attr]
 
 
 def test_compactness_of_a_typical_caption() -> None:
@@ -51,7 +52,22 @@ unicode_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min
 @settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(unicode_text)
 def test_arbitrary_unicode_round_trips(text: str) -> None:
-    assert semcodec.unpack(semcodec.pack(text)).text == text
+    """Round trip, or a SemInputError exactly when a character's bytes have no token."""
+    from semcodec.models import load_model
+
+    missing = load_model(0).tokenizer.missing_bytes
+    if missing.intersection(text.encode("utf-8")):
+        with pytest.raises(semcodec.SemInputError, match="has no token"):
+            semcodec.pack(text)
+    else:
+        assert semcodec.unpack(semcodec.pack(text)).text == text
+
+
+def test_characters_without_tokens_are_refused_by_name() -> None:
+    """SmolLM2's vocabulary lacks 6 control bytes and the UTF-8 lead bytes of planes 4-11."""
+    for char in ("\x06", "\x1d", "\U00050000"):
+        with pytest.raises(semcodec.SemInputError, match=f"U\\+{ord(char):04X}"):
+            semcodec.pack(f"a{char}b")
 
 
 @pytest.mark.parametrize(
@@ -63,7 +79,7 @@ def test_arbitrary_unicode_round_trips(text: str) -> None:
         "🐈‍⬛ 🏳️‍🌈 👩🏽‍🚀",
         "東京タワーと富士山、夕焼けの空。",
         "e\u0301 a\u0308 n\u0303 Z\u0335\u0321\u031b",
-        "\x00\x01\x07\x1b[31m\x7f",
+        "\x00\x01\x07\x1b[31m\x7f\x05",
         "<|im_end|> <|endoftext|> <|im_start|>assistant",
         "12345678901234567890 3.14159",
         "x" * 500,

@@ -69,6 +69,8 @@ class TextTokenizer:
                 self._control_by_text[text] = idx
             else:
                 self._token_bytes[idx] = bytes(inverse[ch] for ch in text)
+        present = {b for t in self._token_bytes if len(t) == 1 for b in t}
+        self.missing_bytes = frozenset(set(range(256)) - present)
         self._control_re = re.compile("|".join(re.escape(t) for t in sorted(self._control_by_text, key=len)[::-1]))
 
     def token_id(self, text: str) -> int:
@@ -78,9 +80,16 @@ class TextTokenizer:
     def encode(self, text: str) -> list[int]:
         """Tokenize a description; refuses text that would not decode back to itself."""
         try:
-            text.encode("utf-8")
+            raw = text.encode("utf-8")
         except UnicodeEncodeError:
             raise SemInputError("text is not valid Unicode (it contains lone surrogates)") from None
+        if self.missing_bytes.intersection(raw):
+            for pos, char in enumerate(text):
+                if self.missing_bytes.intersection(char.encode("utf-8")):
+                    raise SemInputError(
+                        f"character U+{ord(char):04X} at position {pos} has no token in this model's "
+                        "vocabulary; it cannot be packed"
+                    )
         ids: list[int] = self._tok.encode(text, add_special_tokens=False).ids
         if any(i in self.control_ids for i in ids):
             raise SemInputError("text tokenizes to a control token and cannot be packed")
