@@ -148,7 +148,10 @@ def test_tables_identical_across_blas_kernels_and_threads() -> None:
     for coretype, threads in (("Haswell", 2), ("Prescott", 1)):
         proc = subprocess.run(
             [sys.executable, "-c", _CHILD, json.dumps(CAPTIONS)],
-            env=_child_env(coretype, threads), capture_output=True, text=True, check=True,
+            env=_child_env(coretype, threads),
+            capture_output=True,
+            text=True,
+            check=True,
         )
         results.append(json.loads(proc.stdout))
     assert results[0] == results[1]
@@ -171,12 +174,20 @@ def test_pack_on_one_kernel_unpack_on_another() -> None:
     corpus = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco-captions-dev.txt"
     texts = [line.strip() for line in corpus.read_text().splitlines()[:12]] if corpus.exists() else CAPTIONS
     packed = subprocess.run(
-        [sys.executable, "-c", _PACK_CHILD], input=json.dumps(texts), env=_child_env("Haswell", 2),
-        capture_output=True, text=True, check=True,
+        [sys.executable, "-c", _PACK_CHILD],
+        input=json.dumps(texts),
+        env=_child_env("Haswell", 2),
+        capture_output=True,
+        text=True,
+        check=True,
     )
     unpacked = subprocess.run(
-        [sys.executable, "-c", _UNPACK_CHILD], input=packed.stdout, env=_child_env("Prescott", 1),
-        capture_output=True, text=True, check=True,
+        [sys.executable, "-c", _UNPACK_CHILD],
+        input=packed.stdout,
+        env=_child_env("Prescott", 1),
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert json.loads(unpacked.stdout) == texts
 

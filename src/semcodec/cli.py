@@ -54,8 +54,22 @@ def _error(message: str) -> None:
     print(f"semcodec: error: {message}", file=sys.stderr, flush=True)
 
 
+def _sem_limit() -> int:
+    """Most bytes a valid ``.sem`` file can have: the longest header (30 B) and payload."""
+    from semcodec.codec import MAX_PAYLOAD_BYTES
+
+    return 32 + MAX_PAYLOAD_BYTES
+
+
+def _text_limit() -> int:
+    """A longer text has more tokens than a file may hold (no token is over 81 bytes)."""
+    from semcodec.codec import MAX_TOKENS
+
+    return 128 * MAX_TOKENS
+
+
 def _read_text(path: str) -> str:
-    raw = read_input(path)
+    raw = read_input(path, _text_limit())
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -148,7 +162,7 @@ def cmd_unpack(args: argparse.Namespace) -> int:
     if many and args.output is not None and not Path(args.output).is_dir():
         raise SemError(f"with several inputs, -o must be an existing directory ({args.output} is not)")
     if not many:
-        decoded = semcodec.unpack(read_input(args.inputs[0]))
+        decoded = semcodec.unpack(read_input(args.inputs[0], _sem_limit()))
         text = decoded.text + ("" if args.no_newline else "\n")
         atomic_write(args.output or STDIO, text.encode("utf-8"), args.force)
         return EXIT_OK
@@ -157,11 +171,11 @@ def cmd_unpack(args: argparse.Namespace) -> int:
     readable: list[str] = []
     for src in args.inputs:
         try:
-            blobs.append(read_input(src))
+            blobs.append(read_input(src, _sem_limit()))
             readable.append(src)
-        except OSError as err:
+        except (OSError, SemError) as err:
             failures += 1
-            _error(f"{src}: {err.strerror or err}")
+            _error(f"{src}: {getattr(err, 'strerror', None) or err}")
     # One shared model pass per step serves every file (semcodec.codec.unpack_many).
     for src, outcome in zip(readable, unpack_many(blobs), strict=True):
         try:
@@ -181,7 +195,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     from semcodec.container import decode_header
     from semcodec.registry import generator_name, model_spec
 
-    data = read_input(args.input)
+    data = read_input(args.input, _sem_limit())
     header, check_value, offset = decode_header(data)
     info: dict[str, object] = {
         "format_version": semcodec.FORMAT_VERSION,
@@ -213,6 +227,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     else:
         width = max(len(k) for k in info)
         for key, value in info.items():
+            if isinstance(value, str):  # a hostile file's text may carry terminal escape sequences
+                value = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in value)
             print(f"{key:<{width}}  {value}")
     return EXIT_OK
 
@@ -314,18 +330,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_id", nargs="?", type=int, default=0)
     p.set_defaults(func=cmd_model)
 
-    try:
-        from semcodec.pipeline.commands import register as register_pipeline
-    except ImportError:
-        register_pipeline = None
-    if register_pipeline is not None:
-        register_pipeline(sub)
-    try:
-        from semcodec.bench.commands import register as register_bench
-    except ImportError:
-        register_bench = None
-    if register_bench is not None:
-        register_bench(sub)
+    # Image commands live in their own packages; they import heavy libraries only when run.
+    from semcodec.bench.commands import register as register_bench
+    from semcodec.pipeline.commands import register as register_pipeline
+
+    register_pipeline(sub)
+    register_bench(sub)
     return parser
 
 

@@ -21,7 +21,7 @@ from semcodec import coding
 from semcodec.container import Header, decode_header, encode_header, text_check
 from semcodec.errors import SemError, SemInputError, SemIntegrityError, SemLimitError
 from semcodec.models.exact import KVCache
-from semcodec.registry import model_spec
+from semcodec.registry import generator_name, model_spec
 
 if TYPE_CHECKING:
     from semcodec.models import LoadedModel
@@ -61,6 +61,7 @@ def read_header(data: bytes) -> Header:
     """Parse and validate only the header (no model is loaded)."""
     header, _, _ = decode_header(data)
     model_spec(header.model_id)
+    generator_name(header.generator_id)  # SPEC §6: unknown generator ids are rejected too
     return header
 
 
@@ -80,7 +81,7 @@ def frequency_tables(text: str, model_id: int = 0) -> tuple[list[int], np.ndarra
     tokens = model.tokenizer.encode(text)
     if len(tokens) > MAX_TOKENS:
         raise SemLimitError(f"text has {len(tokens)} tokens; the limit is {MAX_TOKENS}")
-    return tokens + [model.eos_id], batch_frequencies(model.lm, model.context_ids, tokens)
+    return [*tokens, model.eos_id], batch_frequencies(model.lm, model.context_ids, tokens)
 
 
 def information_bits(text: str, model_id: int = 0) -> float:
@@ -103,6 +104,7 @@ def pack(
     """Code ``text`` into a ``.sem`` file. Header fields at their defaults cost no bytes."""
     header = Header(model_id, generator_id, seed, width, height, check)
     model_spec(model_id)
+    generator_name(generator_id)
     symbols, tables = frequency_tables(text, model_id)
     payload = coding.encode(symbols, list(tables))
     return encode_header(header, text_check(text) if check else b"") + payload
@@ -146,6 +148,7 @@ def unpack_many(blobs: Sequence[bytes]) -> list[SemFile | SemError]:
         try:
             header, check_value, offset = decode_header(data)
             model_spec(header.model_id)
+            generator_name(header.generator_id)
             payload = bytes(data[offset:])
             if len(payload) > MAX_PAYLOAD_BYTES:
                 raise SemLimitError(f"payload of {len(payload)} bytes exceeds the limit {MAX_PAYLOAD_BYTES}")

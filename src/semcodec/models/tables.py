@@ -9,7 +9,7 @@ pattern on every machine and Python build. They are part of the format (SPEC §5
 from __future__ import annotations
 
 from decimal import Context, Decimal
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -28,7 +28,7 @@ def _exp_neg(x: Decimal) -> Decimal:
     return _CTX.exp(-x)
 
 
-@lru_cache(maxsize=None)
+@cache
 def exp_table(scale_bits: int) -> np.ndarray:
     """``T[i] = round(2**scale_bits * exp(-i / 256))`` for every i until it rounds to 0 (int64)."""
     one = Decimal(2) ** scale_bits
@@ -44,7 +44,7 @@ def exp_table(scale_bits: int) -> np.ndarray:
     return np.array(values, dtype=np.int64)
 
 
-@lru_cache(maxsize=None)
+@cache
 def sigmoid_table() -> np.ndarray:
     """``S[k] = 1 / (1 + exp(-(k - K) / 1024))`` for ``k`` in ``[0, 2K]``, ``K = 16 * 1024`` (float64)."""
     half = SIGMOID_RANGE << SIGMOID_STEP_BITS

@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from semcodec.errors import SemIntegrityError, SemInputError
+from semcodec.errors import SemInputError, SemIntegrityError
 
 _CONTROL = 3  # GGUF token type of special tokens
 

