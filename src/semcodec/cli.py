@@ -19,6 +19,7 @@ EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 EXIT_PARTIAL = 4
 EXIT_INTERRUPTED = 130
+EXIT_INTERNAL = 70
 
 EXIT_CODES_HELP = """\
 exit codes:
@@ -28,6 +29,7 @@ exit codes:
   2  usage error (unknown option, missing argument)
   3  a model or backend is unavailable (weights missing, download or API failed)
   4  a batch finished, but some of its files failed (each is reported on stderr)
+  70 internal error (a bug: please report it; SEMCODEC_DEBUG=1 shows the traceback)
   130 interrupted (no partial output is left behind)
 """
 
@@ -360,6 +362,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as err:
         _error(f"{err.filename or ''}: {err.strerror or err}".lstrip(": "))
         return EXIT_BAD_INPUT
+    except Exception as err:  # a bug: still one line, the traceback only on request
+        if os.environ.get("SEMCODEC_DEBUG"):
+            raise
+        _error(f"internal error: {type(err).__name__}: {err} (set SEMCODEC_DEBUG=1 for a traceback)")
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

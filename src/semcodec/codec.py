@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from semcodec import coding
 from semcodec.container import Header, decode_header, encode_header, text_check
@@ -74,14 +73,15 @@ def tokenize(text: str, model_id: int = 0) -> list[int]:
 
 def frequency_tables(text: str, model_id: int = 0) -> tuple[list[int], np.ndarray]:
     """Tokens of ``text`` plus end-of-text, and the table each is coded with (one batched pass)."""
-    from semcodec.models import load_model
+    from semcodec.models import blas_threads, load_model
     from semcodec.models.exact import batch_frequencies
 
     model = load_model(model_id)
     tokens = model.tokenizer.encode(text)
     if len(tokens) > MAX_TOKENS:
         raise SemLimitError(f"text has {len(tokens)} tokens; the limit is {MAX_TOKENS}")
-    return [*tokens, model.eos_id], batch_frequencies(model.lm, model.context_ids, tokens)
+    with blas_threads():
+        return [*tokens, model.eos_id], batch_frequencies(model.lm, model.context_ids, tokens)
 
 
 def information_bits(text: str, model_id: int = 0) -> float:
@@ -140,7 +140,7 @@ def unpack_many(blobs: Sequence[bytes]) -> list[SemFile | SemError]:
     Each file's tables are bit-identical to decoding it alone (rows never mix). A bad
     file yields its :class:`SemError` in its slot; the others decode.
     """
-    from semcodec.models import load_model
+    from semcodec.models import blas_threads, load_model
 
     results: list[SemFile | SemError | None] = [None] * len(blobs)
     by_model: dict[int, list[tuple[int, Header, bytes, int, bytes]]] = {}
@@ -158,18 +158,16 @@ def unpack_many(blobs: Sequence[bytes]) -> list[SemFile | SemError]:
         by_model.setdefault(header.model_id, []).append((i, header, check_value, offset, payload))
     for model_id, items in by_model.items():
         model = load_model(model_id)
-        context_cache = KVCache()
-        context_hidden = model.lm.forward(model.context_ids, context_cache)[-1:]
-        for lo in range(0, len(items), BATCH_FILES):
-            jobs = [
-                _Job(i, header, check, offset, payload, coding.StreamDecoder(payload),
-                     KVCache(list(context_cache.keys), list(context_cache.values), context_cache.length),
-                     context_hidden)
-                for i, header, check, offset, payload in items[lo : lo + BATCH_FILES]
-            ]
-            # One token per step is a chain of small matrix products: a second BLAS thread
-            # barely helps them and, on a busy machine, spin-waits them to a crawl.
-            with threadpool_limits(limits=1, user_api="blas"):
+        with blas_threads():
+            context_cache = KVCache()
+            context_hidden = model.lm.forward(model.context_ids, context_cache)[-1:]
+            for lo in range(0, len(items), BATCH_FILES):
+                jobs = [
+                    _Job(i, header, check, offset, payload, coding.StreamDecoder(payload),
+                         KVCache(list(context_cache.keys), list(context_cache.values), context_cache.length),
+                         context_hidden)
+                    for i, header, check, offset, payload in items[lo : lo + BATCH_FILES]
+                ]
                 for job, outcome in _decode_lockstep(model, jobs):
                     results[job.index] = outcome
     assert all(r is not None for r in results)

@@ -29,9 +29,7 @@ class Outcome:
 def images_in(folder: Path) -> list[Path]:
     """Image files directly inside ``folder``, sorted by name (hidden files skipped)."""
     return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
     )
 
 
@@ -54,6 +52,14 @@ def run_all(
     jobs = list(jobs)
     if concurrency <= 1 or len(jobs) <= 1:
         return [work(src, out) for src, out in jobs]
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="semcodec-encode") as pool:
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="semcodec-encode")
+    try:
         futures = [pool.submit(work, src, out) for src, out in jobs]
         return [f.result() for f in futures]
+    except BaseException:
+        # Ctrl-C: start nothing new; the items in flight finish their current call
+        # (outputs are atomic, so nothing half-written is left behind).
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        pool.shutdown(wait=True)

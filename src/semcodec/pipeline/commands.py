@@ -57,6 +57,24 @@ EXIT_PARTIAL = 4
 
 _ERR_LOCK = threading.Lock()
 
+_ENCODE_EXAMPLES = """\
+examples:
+  semcodec encode photo.jpg                          # writes photo.sem (openai if OPENAI_API_KEY is set)
+  semcodec encode photo.jpg -o p.sem --reflect 3 --seeds 4 --target-ubpp 150 --json
+  semcodec encode photos/ -o sems/ --jobs 8          # a folder; failures reported, the rest kept
+  semcodec encode photo.jpg --captioner hf --generator hf:stabilityai/sdxl-turbo
+
+environment: OPENAI_API_KEY, OPENAI_BASE_URL, SEMCODEC_CAPTIONER, SEMCODEC_GENERATOR,
+  SEMCODEC_CLIP_MODEL, SEMCODEC_TIMEOUT/_RETRIES/_BACKOFF, HF_HOME, HF_HUB_OFFLINE,
+  SEMCODEC_HF_DOWNLOAD=1 (let the hf backend download missing weights)
+"""
+
+_DECODE_EXAMPLES = """\
+examples:
+  semcodec decode photo.sem                          # writes photo.png with the header's generator
+  semcodec decode photo.sem -o photo.webp --generator hf:stabilityai/sd-turbo
+"""
+
 
 # -- argument types ---------------------------------------------------------------
 
@@ -75,43 +93,37 @@ def _int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
     return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{value} must be positive")
-    return value
+def _float_above(low: float, *, inclusive: bool) -> Callable[[str], float]:
+    """A parser for finite floats ``> low`` (or ``≥ low`` when ``inclusive``); nan is refused."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        ok = value >= low if inclusive else value > low
+        if not ok or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{value} must be a number {'≥' if inclusive else '>'} {low:g}")
+        return value
+
+    return parse
 
 
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0:  # also rejects nan
-        raise argparse.ArgumentTypeError(f"{value} must be ≥ 0")
-    return value
+_positive_float = _float_above(0, inclusive=False)
+_non_negative_float = _float_above(0, inclusive=True)
 
 
 def _add_backend_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("backend options")
-    group.add_argument(
-        "--timeout", type=_positive_float, metavar="S", help="seconds per API request (default 120)"
-    )
+    group.add_argument("--timeout", type=_positive_float, metavar="S", help="seconds per API request (default 120)")
     group.add_argument(
         "--retries",
         type=_int_at_least(0),
         metavar="N",
         help="retries on 429/5xx/timeouts, with backoff (default 4)",
     )
-    group.add_argument(
-        "--device", metavar="DEV", help="hf: torch device (default: cuda if present, else cpu)"
-    )
-    group.add_argument(
-        "--steps", type=_int_at_least(1), metavar="N", help="hf: diffusion steps (default: the model's)"
-    )
+    group.add_argument("--device", metavar="DEV", help="hf: torch device (default: cuda if present, else cpu)")
+    group.add_argument("--steps", type=_int_at_least(1), metavar="N", help="hf: diffusion steps (default: the model's)")
     group.add_argument("--guidance", type=_non_negative_float, metavar="G", help="hf: guidance scale")
     parser.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr (errors still)")
@@ -119,9 +131,13 @@ def _add_backend_options(parser: argparse.ArgumentParser) -> None:
 
 def register(subparsers: Any) -> None:
     """Add ``encode`` and ``decode`` to ``subparsers`` (from ``ArgumentParser.add_subparsers``)."""
+    from semcodec.cli import EXIT_CODES_HELP  # one text for every command
+
     enc = subparsers.add_parser(
         "encode",
         help="describe an image (or a folder of images) into a .sem file",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_ENCODE_EXAMPLES + "\n" + EXIT_CODES_HELP,
         description=(
             "Describe IMAGE with a vision-language model and pack the description into a .sem file. "
             "With --reflect/--seeds, repaint and judge candidates and keep the best by J = score − λ·bits."
@@ -150,9 +166,7 @@ def register(subparsers: Any) -> None:
         help="revision rounds: paint, judge, revise (default 0: describe once, paint nothing)",
     )
     rate = enc.add_mutually_exclusive_group()
-    rate.add_argument(
-        "--max-bits", type=_int_at_least(1), metavar="B", help="the whole file in at most B bits"
-    )
+    rate.add_argument("--max-bits", type=_int_at_least(1), metavar="B", help="the whole file in at most B bits")
     rate.add_argument(
         "--target-ubpp",
         type=_positive_float,
@@ -196,9 +210,7 @@ def register(subparsers: Any) -> None:
     )
     enc.add_argument("--model", metavar="ID", default="0", help="probability model id or name (default 0)")
     enc.add_argument("--check", action="store_true", help="store a 2-byte integrity check")
-    enc.add_argument(
-        "--keep-candidates", metavar="DIR", help="save each round's description, images and score"
-    )
+    enc.add_argument("--keep-candidates", metavar="DIR", help="save each round's description, images and score")
     enc.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     enc.add_argument(
         "--jobs",
@@ -213,6 +225,8 @@ def register(subparsers: Any) -> None:
     dec = subparsers.add_parser(
         "decode",
         help="repaint the image a .sem file describes",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_DECODE_EXAMPLES + "\n" + EXIT_CODES_HELP,
         description="Unpack IN.sem and repaint it at the header's size and seed with its generator.",
     )
     dec.add_argument("input", metavar="IN.sem|-", help=".sem file or - for stdin")
@@ -250,23 +264,24 @@ def classify(err: BaseException) -> tuple[int, str]:
     return EXIT_ERROR, " ".join(f"internal error: {type(err).__name__}: {err}".split())
 
 
-def _error(command: str, message: str) -> None:
+def _error(message: str) -> None:
+    # The same one-line form as pack/unpack; the lock keeps batch threads' lines whole.
     with _ERR_LOCK:
-        print(f"semcodec {command}: {message}", file=sys.stderr, flush=True)
+        print(f"semcodec: error: {message}", file=sys.stderr, flush=True)
 
 
-def _guard(command: str, run: Callable[[], int]) -> int:
+def _guard(run: Callable[[], int]) -> int:
     """Run a command; turn any error into one line and an exit code (never sys.exit)."""
     try:
         return run()
     except KeyboardInterrupt:
-        _error(command, "interrupted")
+        _error("interrupted")
         return 130
     except Exception as err:
         if os.environ.get("SEMCODEC_DEBUG") and not isinstance(err, (SemError, OSError, OutputExistsError)):
             raise
         code, message = classify(err)
-        _error(command, message)
+        _error(message)
         return code
 
 
@@ -292,7 +307,7 @@ def _refuse_existing(output: str, force: bool) -> None:
 
 def cmd_encode(args: argparse.Namespace) -> int:
     """``semcodec encode``; returns the exit code."""
-    return _guard("encode", lambda: _encode(args))
+    return _guard(lambda: _encode(args))
 
 
 def _default_captioner() -> str:
@@ -322,7 +337,7 @@ class _Encoder:
         progress = self.progress.child(name, live=False) if self.batch else self.progress
         try:
             _refuse_existing(output, self.args.force)
-            image = imaging.load_image(read_input(source), name)
+            image = imaging.load_image(read_input(source), "stdin" if source == STDIO else source)
             width, height = imaging.complete_size(image, self.args.width, self.args.height)
             header = Header(self.model_id, self.generator_id, 0, width, height, self.args.check)
             budget = budget_from(self.args.max_bits, self.args.target_ubpp, width, height)
@@ -330,7 +345,8 @@ class _Encoder:
             if self.settings.paints:
                 assert self.metric is not None
                 judge = Judge(image, self.judge_mode, self.metric, self.critic)
-            keep = self._keeper(name, header) if self.args.keep_candidates else None
+            stem = Path(name if output == STDIO else output).stem  # unique per batch item
+            keep = self._keeper(stem, header) if self.args.keep_candidates else None
             encoded = encode_image(
                 image,
                 captioner=self.captioner,
@@ -343,21 +359,17 @@ class _Encoder:
             )
             atomic_write(output, encoded.data, force=self.args.force)
         except Exception as err:
-            if os.environ.get("SEMCODEC_DEBUG") and not isinstance(
-                err, (SemError, OSError, OutputExistsError)
-            ):
+            if os.environ.get("SEMCODEC_DEBUG") and not isinstance(err, (SemError, OSError, OutputExistsError)):
                 raise
             code, message = classify(err)
-            _error("encode", f"{source}: {message}" if self.batch else message)
+            _error(f"{source}: {message}" if self.batch and not message.startswith(source) else message)
             return Outcome(source, output, error=message, code=code)
         summary = self._summary(
             source, output, encoded.data, encoded.header, encoded.result.candidates, encoded.best, budget
         )
         best = encoded.best
         score = "" if best.score is None else f", score {best.score:.3f}"
-        rounds = (
-            f", round {best.iteration} of {len(encoded.result.candidates)}" if self.settings.reflect else ""
-        )
+        rounds = f", round {best.iteration} of {len(encoded.result.candidates)}" if self.settings.reflect else ""
         progress.note(
             f"→ {output}: {len(encoded.data)} bytes, {summary['ubpp']} μbpp at "
             f'{encoded.header.width}×{encoded.header.height}{rounds}{score}: "{best.text}"'
@@ -397,10 +409,9 @@ class _Encoder:
             "iterations": [c.summary(header.pixels) for c in candidates],
         }
 
-    def _keeper(self, name: str, header: Header) -> Callable[[Candidate], None]:
+    def _keeper(self, stem: str, header: Header) -> Callable[[Candidate], None]:
         folder = Path(self.args.keep_candidates)
         folder.mkdir(parents=True, exist_ok=True)
-        stem = Path(name).stem
 
         def keep(cand: Candidate) -> None:
             base = folder / f"{stem}.r{cand.iteration}"
@@ -426,9 +437,7 @@ def _plan_jobs(args: argparse.Namespace) -> tuple[list[tuple[str, str]], bool]:
         if not inputs:
             raise SemInputError(f"{source}: no images ({', '.join(sorted(imaging.IMAGE_SUFFIXES))})")
         outdir.mkdir(parents=True, exist_ok=True)
-        return [
-            (str(i), str(o)) for i, o in zip(inputs, output_names(inputs, outdir, ".sem"), strict=True)
-        ], True
+        return [(str(i), str(o)) for i, o in zip(inputs, output_names(inputs, outdir, ".sem"), strict=True)], True
     if source == STDIO and not args.output:
         raise SemInputError("an image on stdin needs -o OUT.sem (or -o - for stdout)")
     if source != STDIO and not Path(source).exists():
@@ -527,7 +536,7 @@ def _scoring(kind: str) -> tuple[Metric, str]:
 
 def cmd_decode(args: argparse.Namespace) -> int:
     """``semcodec decode``; returns the exit code."""
-    return _guard("decode", lambda: _decode(args))
+    return _guard(lambda: _decode(args))
 
 
 def _decode(args: argparse.Namespace) -> int:

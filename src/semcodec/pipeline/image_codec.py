@@ -45,14 +45,26 @@ def unpack_file(data: bytes) -> SemFile:
     return semcodec.unpack(data)
 
 
-def file_cost(header: Header) -> CostFn:
-    """Exact cost of a description: bits of the file :func:`semcodec.pack` writes (seed 0)."""
-    base = replace(header, seed=0)
+class FileCost:
+    """Exact cost of a description: bits of the file :func:`semcodec.pack` writes (seed 0).
 
-    def cost(text: str) -> int:
-        return 8 * len(pack_text(text, base))
+    Keeps the packed bytes, because the LM coder is the slow part and the chosen
+    description's final file is usually one already costed (whenever its seed is 0).
+    """
 
-    return cost
+    def __init__(self, header: Header) -> None:
+        self.header = replace(header, seed=0)
+        self._files: dict[str, bytes] = {}
+
+    def __call__(self, text: str) -> int:
+        return 8 * len(self.pack(text, 0))
+
+    def pack(self, text: str, seed: int) -> bytes:
+        if seed:
+            return pack_text(text, replace(self.header, seed=seed))
+        if text not in self._files:
+            self._files[text] = pack_text(text, self.header)
+        return self._files[text]
 
 
 @dataclass
@@ -85,12 +97,13 @@ def encode_image(
     ``header`` carries model id, generator id, size and check flag; its seed is ignored
     (the search chooses it). ``cost_bits`` defaults to packing for real.
     """
+    packer = FileCost(header)
     result = reflect(
         original,
         captioner=captioner,
         generator=generator,
         judge=judge,
-        cost_bits=cost_bits or file_cost(header),
+        cost_bits=cost_bits or packer,
         header=header,
         settings=settings,
         progress=progress,
@@ -98,7 +111,7 @@ def encode_image(
     )
     final = replace(header, seed=result.best.seed)
     progress.note("packing")
-    data = pack_text(result.best.text, final)
+    data = packer.pack(result.best.text, final.seed)
     return Encoded(data, final, result)
 
 

@@ -46,12 +46,11 @@ def load_image(data: bytes, name: str = "input") -> Image:
     from PIL import ImageOps, UnidentifiedImageError
 
     try:
-        image = PILImage.open(io.BytesIO(data))
-        image.load()
+        opened = PILImage.open(io.BytesIO(data))
+        opened.load()
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise SemInputError(f"{name}: not a readable image ({err.__class__.__name__})") from None
-    image = ImageOps.exif_transpose(image)
-    return image.convert("RGB")
+    return ImageOps.exif_transpose(opened).convert("RGB")
 
 
 def default_size(image: Image, long_side: int = DEFAULT_LONG_SIDE) -> tuple[int, int]:

@@ -39,9 +39,7 @@ class Generator(Protocol):
     honours_seed: bool
     """False for backends whose output a seed does not pin (the OpenAI images API)."""
 
-    def generate(
-        self, text: str, width: int, height: int, seed: int, on_step: StepCallback | None = None
-    ) -> Image:
+    def generate(self, text: str, width: int, height: int, seed: int, on_step: StepCallback | None = None) -> Image:
         """Return an RGB image of exactly ``width``×``height`` for ``text`` and ``seed``."""
         ...
 

@@ -35,9 +35,7 @@ class Progress:
     def child(self, prefix: str, *, live: bool | None = None) -> Progress:
         """A printer for one item of a batch: same stream, its own prefix."""
         full = f"{self.prefix}{prefix}: " if prefix else self.prefix
-        return Progress(
-            self.stream, enabled=self.enabled, prefix=full, live=self.live if live is None else live
-        )
+        return Progress(self.stream, enabled=self.enabled, prefix=full, live=self.live if live is None else live)
 
     def note(self, message: str) -> None:
         """One line of news (a step started, an iteration's result)."""

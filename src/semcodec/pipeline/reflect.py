@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from semcodec.container import Header
+from semcodec.pipeline.errors import BackendError
 from semcodec.pipeline.progress import QUIET, Progress
 from semcodec.pipeline.prompts import revision_note
-from semcodec.pipeline.ratecontrol import CostFn, MemoCost, fit_description, seed_bits
+from semcodec.pipeline.ratecontrol import CostFn, MemoCost, fit_description, header_bits, seed_bits
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -115,8 +116,7 @@ class Judge:
             return verdict.critique
         if self.critic is None:
             return (
-                f"The reconstruction scored {verdict.score:.2f} ({verdict.source}); "
-                "describe the image more precisely."
+                f"The reconstruction scored {verdict.score:.2f} ({verdict.source}); describe the image more precisely."
             )
         return self.critic.critique(self.original, reconstruction)[1]
 
@@ -200,6 +200,7 @@ def reflect(
     n_seeds = settings.seeds if generator is not None and generator.honours_seed else 1
     # Reserve the header bytes of the largest seed we might store, so any choice fits.
     text_budget = None if settings.max_bits is None else settings.max_bits - seed_bits(header, n_seeds - 1)
+    overhead = header_bits(header)
     words = settings.words
     candidates: list[Candidate] = []
     best: Candidate | None = None
@@ -211,35 +212,55 @@ def reflect(
             progress.note(f"{tag}: {captioner.name} describing in ≤{budget} words")
             return captioner.describe(original, budget, note)
 
-        fitted = fit_description(
-            describe, cost, text_budget, words, max_asks=settings.max_asks, progress=progress
-        )
-        words = (
-            max(fitted.word_budget, 1) if fitted.asked > 1 else words
-        )  # start later rounds where it fitted
-        cand = Candidate(
-            round_no,
-            fitted.text,
-            fitted.bits,
-            word_budget=fitted.word_budget,
-            asked=fitted.asked,
-            truncated=fitted.truncated,
-        )
-        if settings.paints:
-            assert generator is not None and judge is not None
-            _paint_and_judge(cand, original, generator, judge, header, n_seeds, settings.lam, progress, tag)
+        try:
+            fitted = fit_description(
+                describe,
+                cost,
+                text_budget,
+                words,
+                overhead_bits=overhead,
+                max_asks=settings.max_asks,
+                progress=progress,
+            )
+            cand = Candidate(
+                round_no,
+                fitted.text,
+                fitted.bits,
+                word_budget=fitted.word_budget,
+                asked=fitted.asked,
+                truncated=fitted.truncated,
+            )
+            if settings.paints:
+                assert generator is not None and judge is not None
+                _paint_and_judge(cand, original, generator, judge, header, n_seeds, settings.lam, progress, tag)
+        except BackendError as err:
+            if best is None:
+                raise
+            # A revision is an attempt at improvement: when it fails (an API gave up, a
+            # model said nothing) the candidates already paid for still stand.
+            progress.note(f"{tag}: revision failed ({err}); keeping the best so far")
+            break
+        if fitted.asked > 1 or fitted.truncated:
+            # Later rounds ask for what actually fitted, not for the budget last asked for
+            # (a captioner that overshoots may have been asked for far fewer words).
+            words = max(1, len(fitted.text.split()))
         candidates.append(cand)
         best = best_of(candidates, settings.lam)
-        score = (
-            "" if cand.score is None else f", score {cand.score:.3f} ({cand.score_source}), seed {cand.seed}"
-        )
+        score = "" if cand.score is None else f", score {cand.score:.3f} ({cand.score_source}), seed {cand.seed}"
         progress.note(f"{tag}: {len(cand.text.split())} words, {cand.bits} bits{score}")
+        critique_failed = False
         if round_no < settings.reflect and best.critique is None:
             assert judge is not None
             progress.note(f"{tag}: critiquing the best reconstruction")
-            best.critique = judge.explain(best.images[best.seed], best.verdicts[best.seed])
+            try:
+                best.critique = judge.explain(best.images[best.seed], best.verdicts[best.seed])
+            except BackendError as err:
+                progress.note(f"{tag}: critique failed ({err}); keeping the best so far")
+                critique_failed = True
         if on_candidate is not None:
-            on_candidate(cand)
+            on_candidate(cand)  # after the critique, so a saved candidate includes it
+        if critique_failed:
+            break
     assert best is not None
     return ReflectResult(candidates, best)
 

@@ -37,7 +37,7 @@ class RetryPolicy:
         """
         if hint is not None and hint >= 0:
             return min(hint, self.max_delay)
-        raw = self.base_delay * (2**attempt)
+        raw = self.base_delay * 2.0**attempt
         return min(self.max_delay, raw * random.uniform(0.75, 1.25))
 
 

@@ -85,13 +85,16 @@ class ClipSimilarity:
 
     def __init__(self, model_id: str, device: str | None = None) -> None:
         import torch
-        from transformers import AutoProcessor, CLIPModel
+        import transformers
 
+        # transformers' classes are only partly typed; Any keeps mypy --strict honest here.
+        auto_processor: Any = transformers.AutoProcessor
+        clip_model: Any = transformers.CLIPModel
         self.torch = torch
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         try:
-            self.processor = AutoProcessor.from_pretrained(model_id, local_files_only=True)
-            self.model = CLIPModel.from_pretrained(model_id, local_files_only=True).to(self.device).eval()
+            self.processor = auto_processor.from_pretrained(model_id, local_files_only=True)
+            self.model = clip_model.from_pretrained(model_id, local_files_only=True).to(self.device).eval()
         except OSError:
             raise BackendUnavailableError(f"CLIP model {model_id!r} is not on this machine") from None
         self.name = f"clip:{model_id}"
@@ -140,10 +143,6 @@ def load_metric(kind: str = "auto", clip_model: str | None = None) -> Metric:
             if kind == "clip":
                 raise
     elif kind == "clip":
-        need = (
-            "torch and transformers (pip install 'semcodec[hf]')"
-            if not have_libs
-            else f"{model_id!r} on disk"
-        )
+        need = "torch and transformers (pip install 'semcodec[hf]')" if not have_libs else f"{model_id!r} on disk"
         raise BackendUnavailableError(f"the clip metric needs {need}")
     return PixelSimilarity()

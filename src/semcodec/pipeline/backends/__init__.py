@@ -12,7 +12,7 @@ import importlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from semcodec.errors import SemInputError
 from semcodec.registry import GENERATORS
@@ -66,6 +66,22 @@ class BackendOptions:
                     raise SemInputError(f"{env}={raw!r} is not a number") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
+
+
+BackendT = TypeVar("BackendT")
+
+
+class ModelRole(Generic[BackendT]):
+    """One role (captioner, critic, generator) played by one model of a backend.
+
+    The backend owns the client or the loaded weights; roles only name the model, so a
+    captioner and a critic on the same model share one copy of it.
+    """
+
+    def __init__(self, backend: BackendT, backend_name: str, model: str) -> None:
+        self.backend = backend
+        self.model = model
+        self.name = f"{backend_name}:{model}"
 
 
 class Backend(Protocol):
@@ -123,9 +139,7 @@ def load_backend(name: str, options: BackendOptions | None = None) -> Backend:
 class BackendPool:
     """Backends instantiated once per run, so a captioner and a critic share one model."""
 
-    def __init__(
-        self, options: BackendOptions | None = None, on_event: Callable[[str], None] | None = None
-    ) -> None:
+    def __init__(self, options: BackendOptions | None = None, on_event: Callable[[str], None] | None = None) -> None:
         self.options = options or BackendOptions()
         self.on_event = on_event
         self._loaded: dict[str, Backend] = {}

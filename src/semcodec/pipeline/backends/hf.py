@@ -12,6 +12,7 @@ diffusers supports on every device, so a seed paints the same latents on any mac
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import os
 import threading
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from semcodec.pipeline import imaging, prompts
-from semcodec.pipeline.backends import BackendOptions
+from semcodec.pipeline.backends import BackendOptions, ModelRole
 from semcodec.pipeline.errors import BackendError, BackendUnavailableError
 
 if TYPE_CHECKING:
@@ -41,14 +42,31 @@ KNOWN_PIPELINES: dict[str, dict[str, float]] = {
 }
 
 
-def _torch() -> Any:
+def _require(module: str) -> Any:
+    """Import one of the hf extra's libraries, or say how to install them."""
     try:
-        import torch
+        return importlib.import_module(module)
     except ImportError:
         raise BackendUnavailableError(
-            "the hf backend needs torch, transformers and diffusers: pip install 'semcodec[hf]'"
+            f"the hf backend needs {module} (with torch, transformers and diffusers): pip install 'semcodec[hf]'"
         ) from None
-    return torch
+
+
+def _version(text: str) -> tuple[int, ...]:
+    """``"4.56.1"`` → ``(4, 56, 1)``; pre-release tails are ignored.
+
+    >>> _version("5.24.0"), _version("4.57.0.dev0")
+    ((5, 24, 0), (4, 57, 0))
+    """
+    parts = []
+    for part in text.split(".")[:3]:
+        digits = "".join(ch for ch in part if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+def _torch() -> Any:
+    return _require("torch")
 
 
 def _download_allowed() -> bool:
@@ -59,9 +77,7 @@ def _download_allowed() -> bool:
 def _missing(model_id: str, err: BaseException) -> BackendUnavailableError:
     """The error for weights that are not on this machine, saying where we looked and what to do."""
     if Path(model_id).expanduser().exists():
-        return BackendUnavailableError(
-            f"hf model folder {model_id} cannot be loaded: {str(err).splitlines()[0]}"
-        )
+        return BackendUnavailableError(f"hf model folder {model_id} cannot be loaded: {str(err).splitlines()[0]}")
     try:
         from huggingface_hub import constants
 
@@ -101,10 +117,10 @@ class HFBackend:
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
 
-    def _load_kwargs(self) -> dict[str, Any]:
+    def _load_kwargs(self, dtype_name: str = "torch_dtype") -> dict[str, Any]:
         kwargs: dict[str, Any] = {"local_files_only": not _download_allowed()}
-        if self.device() != "cpu":
-            kwargs["torch_dtype"] = self._dtype()
+        if self.device() != "cpu":  # CPU keeps float32: half precision there is slow or unsupported
+            kwargs[dtype_name] = self._dtype()
         return kwargs
 
     def vlm(self, model_id: str) -> tuple[Any, Any]:
@@ -112,26 +128,21 @@ class HFBackend:
         with self._lock:
             if model_id not in self._vlms:
                 _torch()
+                transformers = _require("transformers")
+                # transformers 4.56 renamed torch_dtype to dtype (the old name still works, noisily)
+                new_name = _version(transformers.__version__) >= (4, 56)
+                kwargs = self._load_kwargs("dtype" if new_name else "torch_dtype")
+                # transformers' classes are only partly typed; Any keeps mypy --strict honest.
+                auto_processor: Any = transformers.AutoProcessor
+                auto_model: Any = transformers.AutoModelForImageTextToText
                 try:
-                    from transformers import AutoModelForImageTextToText, AutoProcessor
-                except ImportError:
-                    raise BackendUnavailableError(
-                        "the hf backend needs transformers: pip install 'semcodec[hf]'"
-                    ) from None
-                kwargs = self._load_kwargs()
-                try:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore", FutureWarning)  # torch_dtype → dtype rename
-                        processor = AutoProcessor.from_pretrained(
-                            model_id, local_files_only=kwargs["local_files_only"]
-                        )
-                        model = AutoModelForImageTextToText.from_pretrained(model_id, **kwargs)
+                    processor = auto_processor.from_pretrained(model_id, local_files_only=kwargs["local_files_only"])
+                    model = auto_model.from_pretrained(model_id, **kwargs)
                 except OSError as err:
                     raise _missing(model_id, err) from None
                 except (ValueError, KeyError) as err:
                     raise BackendUnavailableError(
-                        f"hf model {model_id!r} is not an image-text-to-text model: "
-                        f"{str(err).splitlines()[0]}"
+                        f"hf model {model_id!r} is not an image-text-to-text model: {str(err).splitlines()[0]}"
                     ) from None
                 self._vlms[model_id] = (processor, model.to(self.device()).eval())
             return self._vlms[model_id]
@@ -141,16 +152,14 @@ class HFBackend:
         with self._lock:
             if model_id not in self._pipes:
                 _torch()
-                try:
-                    from diffusers import AutoPipelineForText2Image
-                except ImportError:
-                    raise BackendUnavailableError(
-                        "the hf backend needs diffusers: pip install 'semcodec[hf]'"
-                    ) from None
+                diffusers = _require("diffusers")
+                auto_pipeline: Any = diffusers.AutoPipelineForText2Image
                 try:
                     with warnings.catch_warnings():
-                        warnings.simplefilter("ignore", FutureWarning)
-                        pipe = AutoPipelineForText2Image.from_pretrained(model_id, **self._load_kwargs())
+                        warnings.simplefilter("ignore", FutureWarning)  # diffusers' torch_dtype → dtype rename
+                        # diffusers passes a deprecated argument to huggingface_hub: not the user's business
+                        warnings.filterwarnings("ignore", message="The `local_dir_use_symlinks` argument")
+                        pipe = auto_pipeline.from_pretrained(model_id, **self._load_kwargs())
                 except OSError as err:
                     raise _missing(model_id, err) from None
                 except ValueError as err:
@@ -187,28 +196,23 @@ class HFBackend:
 
     def captioner(self, model: str | None = None) -> HFCaptioner:
         self.vlm(model or DEFAULT_VLM)  # load now: a missing model is a start-up error, not a mid-batch one
-        return HFCaptioner(self, model or DEFAULT_VLM)
+        return HFCaptioner(self, self.name, model or DEFAULT_VLM)
 
     def critic(self, model: str | None = None) -> HFCritic:
         self.vlm(model or DEFAULT_VLM)
-        return HFCritic(self, model or DEFAULT_VLM)
+        return HFCritic(self, self.name, model or DEFAULT_VLM)
 
     def generator(self, model: str | None = None) -> HFGenerator:
         self.pipeline(model or DEFAULT_PIPELINE)
-        return HFGenerator(self, model or DEFAULT_PIPELINE)
+        return HFGenerator(self, self.name, model or DEFAULT_PIPELINE)
 
 
-class HFCaptioner:
+class HFCaptioner(ModelRole[HFBackend]):
     """Describes with a local vision-language model."""
 
-    def __init__(self, backend: HFBackend, model: str) -> None:
-        self.backend = backend
-        self.model = model
-        self.name = f"hf:{model}"
-
     def describe(self, image: Image, word_budget: int, critique: str | None = None) -> str:
-        # ~1.5 tokens a word plus slack; the rate controller trims anything longer.
-        limit = int(word_budget * 1.5) + 16
+        # ~1.3 tokens a word, with slack for punctuation; the rate controller trims the rest.
+        limit = 2 * word_budget + 8
         reply = self.backend.chat(self.model, prompts.describe_prompt(word_budget, critique), [image], limit)
         text = prompts.clean_description(reply)
         if not text:
@@ -216,28 +220,18 @@ class HFCaptioner:
         return text
 
 
-class HFCritic:
+class HFCritic(ModelRole[HFBackend]):
     """Scores a reconstruction with a local vision-language model (two images, one turn)."""
-
-    def __init__(self, backend: HFBackend, model: str) -> None:
-        self.backend = backend
-        self.model = model
-        self.name = f"hf:{model}"
 
     def critique(self, original: Image, reconstruction: Image) -> tuple[float, str]:
         reply = self.backend.chat(self.model, prompts.CRITIQUE, [original, reconstruction], 96)
         return prompts.parse_critique(reply)
 
 
-class HFGenerator:
+class HFGenerator(ModelRole[HFBackend]):
     """Paints with a local diffusers pipeline at its native resolution, then resizes."""
 
     honours_seed = True
-
-    def __init__(self, backend: HFBackend, model: str) -> None:
-        self.backend = backend
-        self.model = model
-        self.name = f"hf:{model}"
 
     def _settings(self, pipe: Any) -> tuple[int, float | None]:
         known = KNOWN_PIPELINES.get(self.model, {})
@@ -261,11 +255,10 @@ class HFGenerator:
         if sample is None and getattr(pipe, "unet", None) is not None:
             sample = pipe.unet.config.sample_size
         sample = sample if isinstance(sample, int) else 64
-        return imaging.aspect_fit(width, height, sample * scale, 2 * scale)
+        # Multiples of 16 satisfy every pipeline's check (SD: 8, FLUX: 2 × its VAE factor).
+        return imaging.aspect_fit(width, height, sample * scale, max(16, 2 * scale))
 
-    def generate(
-        self, text: str, width: int, height: int, seed: int, on_step: StepCallback | None = None
-    ) -> Image:
+    def generate(self, text: str, width: int, height: int, seed: int, on_step: StepCallback | None = None) -> Image:
         torch = _torch()
         with self.backend._lock:
             pipe = self.backend.pipeline(self.model)
@@ -291,7 +284,5 @@ class HFGenerator:
                 with torch.inference_mode():
                     image = pipe(**kwargs).images[0]
             except (RuntimeError, ValueError) as err:
-                raise BackendError(
-                    f"hf generate with {self.model} failed: {str(err).splitlines()[0]}"
-                ) from None
+                raise BackendError(f"hf generate with {self.model} failed: {str(err).splitlines()[0]}") from None
         return imaging.resize(image, width, height)

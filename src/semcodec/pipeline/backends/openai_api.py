@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from semcodec.pipeline import imaging, prompts
-from semcodec.pipeline.backends import BackendOptions
+from semcodec.pipeline.backends import BackendOptions, ModelRole
 from semcodec.pipeline.errors import BackendError, BackendUnavailableError, redact
 from semcodec.pipeline.retry import RetryPolicy, call_with_retries
 
@@ -129,8 +129,7 @@ class OpenAIBackend:
                     ) from None
                 if not os.environ.get("OPENAI_API_KEY"):
                     raise BackendUnavailableError(
-                        "the openai backend needs OPENAI_API_KEY "
-                        "(and OPENAI_BASE_URL for a compatible server)"
+                        "the openai backend needs OPENAI_API_KEY (and OPENAI_BASE_URL for a compatible server)"
                     )
                 self._client = openai.OpenAI(timeout=self.options.timeout, max_retries=0)
             return self._client
@@ -153,14 +152,10 @@ class OpenAIBackend:
 
         def note(n: int, err: BaseException, wait: float) -> None:
             if self.on_event:
-                self.on_event(
-                    f"openai {what}: {self._short(err)}; retry {n}/{self.policy.retries} in {wait:.1f}s"
-                )
+                self.on_event(f"openai {what}: {self._short(err)}; retry {n}/{self.policy.retries} in {wait:.1f}s")
 
         try:
-            return call_with_retries(
-                attempt, self.policy, retryable=_retryable, hint=_retry_after, on_retry=note
-            )
+            return call_with_retries(attempt, self.policy, retryable=_retryable, hint=_retry_after, on_retry=note)
         except openai.APIConnectionError as err:
             cls = BackendError if isinstance(err, openai.APITimeoutError) else BackendUnavailableError
             raise cls(self._final(what, attempts, self._short(err))) from None
@@ -175,17 +170,20 @@ class OpenAIBackend:
             raise BackendError(self._final(what, attempts, self._short(err))) from None
 
     def _short(self, err: BaseException) -> str:
+        """One redacted line about ``err`` (servers may echo the key in error bodies)."""
         import openai
 
         if isinstance(err, openai.APITimeoutError):
-            return f"timed out after {self.options.timeout:g}s"
-        if isinstance(err, openai.APIConnectionError):
-            return f"cannot reach {self.client().base_url}"
-        if isinstance(err, openai.APIStatusError):
-            return f"HTTP {err.status_code}: {_status_detail(err)[:200]}"
-        if isinstance(err, MalformedReplyError):
-            return f"malformed reply: {err}"[:240]
-        return f"{type(err).__name__}: {err}"[:240]
+            text = f"timed out after {self.options.timeout:g}s"
+        elif isinstance(err, openai.APIConnectionError):
+            text = f"cannot reach {self.client().base_url}"
+        elif isinstance(err, openai.APIStatusError):
+            text = f"HTTP {err.status_code}: {_status_detail(err)[:200]}"
+        elif isinstance(err, MalformedReplyError):
+            text = f"malformed reply: {err}"[:240]
+        else:
+            text = f"{type(err).__name__}: {err}"[:240]
+        return redact(text)
 
     def _final(self, what: str, attempts: int, detail: str) -> str:
         tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
@@ -197,9 +195,7 @@ class OpenAIBackend:
         content += [{"type": "image_url", "image_url": {"url": imaging.to_data_url(im)}} for im in images]
 
         def call() -> str:
-            reply = self.client().chat.completions.create(
-                model=model, messages=[{"role": "user", "content": content}]
-            )
+            reply = self.client().chat.completions.create(model=model, messages=[{"role": "user", "content": content}])
             choices = getattr(reply, "choices", None)
             if not choices:
                 raise MalformedReplyError("no choices in the chat reply")
@@ -242,61 +238,42 @@ class OpenAIBackend:
 
     def captioner(self, model: str | None = None) -> OpenAICaptioner:
         self.client()
-        return OpenAICaptioner(self, model or DEFAULT_CHAT_MODEL)
+        return OpenAICaptioner(self, self.name, model or DEFAULT_CHAT_MODEL)
 
     def critic(self, model: str | None = None) -> OpenAICritic:
         self.client()
-        return OpenAICritic(self, model or DEFAULT_CHAT_MODEL)
+        return OpenAICritic(self, self.name, model or DEFAULT_CHAT_MODEL)
 
     def generator(self, model: str | None = None) -> OpenAIGenerator:
         self.client()
-        return OpenAIGenerator(self, model or DEFAULT_IMAGE_MODEL)
+        return OpenAIGenerator(self, self.name, model or DEFAULT_IMAGE_MODEL)
 
 
-class OpenAICaptioner:
+class OpenAICaptioner(ModelRole[OpenAIBackend]):
     """Describes images with a chat model that accepts image input."""
 
-    def __init__(self, backend: OpenAIBackend, model: str) -> None:
-        self.backend = backend
-        self.model = model
-        self.name = f"openai:{model}"
-
     def describe(self, image: Image, word_budget: int, critique: str | None = None) -> str:
-        reply = self.backend.chat(
-            self.model, "describe", prompts.describe_prompt(word_budget, critique), [image]
-        )
+        reply = self.backend.chat(self.model, "describe", prompts.describe_prompt(word_budget, critique), [image])
         text = prompts.clean_description(reply)
         if not text:
             raise BackendError(f"openai describe: {self.model} returned an empty description")
         return text
 
 
-class OpenAICritic:
+class OpenAICritic(ModelRole[OpenAIBackend]):
     """Compares original and reconstruction with a chat model (two images, one turn)."""
-
-    def __init__(self, backend: OpenAIBackend, model: str) -> None:
-        self.backend = backend
-        self.model = model
-        self.name = f"openai:{model}"
 
     def critique(self, original: Image, reconstruction: Image) -> tuple[float, str]:
         reply = self.backend.chat(self.model, "critique", prompts.CRITIQUE, [original, reconstruction])
         return prompts.parse_critique(reply)
 
 
-class OpenAIGenerator:
+class OpenAIGenerator(ModelRole[OpenAIBackend]):
     """Paints with the images API. Seeds are not part of that API, so they are ignored."""
 
     honours_seed = False
 
-    def __init__(self, backend: OpenAIBackend, model: str) -> None:
-        self.backend = backend
-        self.model = model
-        self.name = f"openai:{model}"
-
-    def generate(
-        self, text: str, width: int, height: int, seed: int, on_step: StepCallback | None = None
-    ) -> Image:
+    def generate(self, text: str, width: int, height: int, seed: int, on_step: StepCallback | None = None) -> Image:
         image = self.backend.images(self.model, text, width, height)
         if on_step:
             on_step(1, 1)

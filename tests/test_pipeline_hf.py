@@ -1,0 +1,195 @@
+"""The ``hf`` backend against tiny random-weight models built here with the libraries' configs.
+
+Models are saved with ``save_pretrained`` and loaded back through the backend's real
+``from_pretrained`` path: from local folders, and from a Hugging Face cache laid out in a
+temporary ``HF_HOME`` under the registry's model ids (offline, as on a user's machine
+after ``hf download``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("diffusers")
+PIL = pytest.importorskip("PIL.Image")
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from pipeline_fixtures import cli, tiny_models  # noqa: E402
+from pipeline_fixtures.fakes import fake_pack, fake_unpack  # noqa: E402
+from semcodec.container import decode_header  # noqa: E402
+from semcodec.pipeline import image_codec  # noqa: E402
+from semcodec.pipeline.backends import BackendOptions  # noqa: E402
+from semcodec.pipeline.backends.hf import HFBackend  # noqa: E402
+from semcodec.pipeline.commands import main  # noqa: E402
+from semcodec.pipeline.errors import BackendUnavailableError  # noqa: E402
+from semcodec.pipeline.similarity import load_metric  # noqa: E402
+
+# diffusers' own numpy-2 deprecations are not ours to fix
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:diffusers")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Toy models gain nothing from threads, and on a busy 2-core machine spinning OpenMP
+    workers make every tiny op many times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("tiny-models")
+    return {
+        "vlm": tiny_models.build_vlm(base / "vlm"),
+        "sd": tiny_models.build_sd(base / "sd"),
+        "clip": tiny_models.build_clip(base / "clip"),
+    }
+
+
+@pytest.fixture(scope="module")
+def backend() -> HFBackend:
+    return HFBackend(BackendOptions(steps=2, device="cpu"))
+
+
+@pytest.fixture
+def photo(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "photo.png"
+    image = PIL.new("RGB", (96, 72), (40, 160, 60))
+    image.paste((220, 40, 40), (20, 20, 60, 50))
+    image.save(path)
+    yield path
+
+
+def test_captioner_and_critic(models: dict[str, Path], backend: HFBackend) -> None:
+    image = PIL.new("RGB", (80, 60), (200, 20, 20))
+    captioner = backend.captioner(str(models["vlm"]))
+    text = captioner.describe(image, 8)
+    assert text and text == text.strip() and "\n" not in text
+    assert captioner.describe(image, 8) == text  # greedy decoding: deterministic
+    assert len(text.split()) <= 2 * 8 + 8  # the token limit follows the word budget
+    assert captioner.describe(image, 8, "Differences: the cat is green") != ""
+    score, critique = backend.critic(str(models["vlm"])).critique(image, image)
+    assert math.isnan(score) or 0.0 <= score <= 1.0  # random weights rarely write "SCORE: n"
+    assert isinstance(critique, str)
+
+
+def test_generator_honours_seed_size_and_steps(models: dict[str, Path], backend: HFBackend) -> None:
+    import numpy as np
+
+    generator = backend.generator(str(models["sd"]))
+    assert generator.honours_seed
+    steps: list[tuple[int, int]] = []
+    first = generator.generate("a red cat", 100, 70, seed=5, on_step=lambda d, t: steps.append((d, t)))
+    assert first.size == (100, 70) and first.mode == "RGB"
+    assert steps == [(1, 2), (2, 2)]
+    again = generator.generate("a red cat", 100, 70, seed=5)
+    other = generator.generate("a red cat", 100, 70, seed=6)
+    assert np.array_equal(np.asarray(first), np.asarray(again))
+    assert not np.array_equal(np.asarray(first), np.asarray(other))
+    big = generator.generate("a red cat", 1536, 640, seed=2**64 - 1)  # any header seed and size
+    assert big.size == (1536, 640)
+
+
+def test_clip_metric_from_a_local_model(models: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    metric = load_metric("clip", str(models["clip"]))
+    assert metric.name == f"clip:{models['clip']}" and not metric.is_fallback
+    red, blue = PIL.new("RGB", (50, 40), "red"), PIL.new("RGB", (50, 40), "blue")
+    score = metric.bind(red)
+    assert score(red) == pytest.approx(1.0, abs=1e-5)
+    assert -1.0 <= score(blue) < 1.0
+    monkeypatch.setenv("SEMCODEC_CLIP_MODEL", str(models["clip"]))
+    assert load_metric("auto").name.startswith("clip:")
+    with pytest.raises(BackendUnavailableError, match="the clip metric needs"):
+        load_metric("clip", "/nonexistent/clip")
+
+
+def test_missing_weights_are_a_clear_error(
+    backend: HFBackend, photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(BackendUnavailableError, match=r"not in the local Hugging Face cache .*hf download acme/no"):
+        backend.generator("acme/no-such-model")
+    assert main(["encode", str(photo), "-o", str(tmp_path / "x.sem"), "--captioner", "hf:acme/no-vlm"]) == 3
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith("semcodec: error: hf model 'acme/no-vlm' is not in the local Hugging Face cache")
+    assert not (tmp_path / "x.sem").exists()
+
+
+def test_reflection_and_seeds_decode_to_the_chosen_painting(
+    models: dict[str, Path],
+    photo: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """encode --reflect --seeds with local folders; decode repaints the kept candidate exactly."""
+    monkeypatch.setattr(image_codec, "pack_text", fake_pack)  # the real coder runs in the test below
+    monkeypatch.setattr(image_codec, "unpack_file", fake_unpack)
+    monkeypatch.setenv("SEMCODEC_CLIP_MODEL", str(models["clip"]))
+    sem, keep = tmp_path / "photo.sem", tmp_path / "keep"
+    vlm, sd = f"hf:{models['vlm']}", f"hf:{models['sd']}"
+    code = main(
+        ["encode", str(photo), "-o", str(sem), "--captioner", vlm, "--generator", sd, "--reflect", "1",
+         "--seeds", "2", "--steps", "2", "--words", "6", "--width", "80", "--height", "64",
+         "--keep-candidates", str(keep), "--json"]
+    )  # fmt: skip
+    assert code == 0
+    out, err = capsys.readouterr()
+    summary = json.loads(out)
+    assert f"{sd[3:]} has no generator id in the registry" in err.replace("hf:", "")
+    assert "painting with" in err and "[####################] 2/2" in err  # diffusion steps reported
+    assert summary["generator_id"] == 0 and summary["score_source"].startswith("clip:")
+    assert [len(it["seed_scores"]) for it in summary["iterations"]] == [2, 2]
+    best = summary["iterations"][summary["chosen"]]
+    assert decode_header(sem.read_bytes())[0].seed == best["seed"] == summary["seed"]
+
+    out_png = tmp_path / "photo.out.png"
+    assert main(["decode", str(sem), "-o", str(out_png), "--generator", sd, "--steps", "2"]) == 0
+    decoded = PIL.open(out_png)
+    kept = PIL.open(keep / f"photo.r{best['iteration']}.s{best['seed']}.png")
+    assert decoded.size == (80, 64)
+    assert decoded.tobytes() == kept.tobytes()  # same text, seed, model: same painting
+
+
+def test_round_trip_through_the_semcodec_cli_and_the_hf_cache(
+    models: dict[str, Path], photo: Path, tmp_path: Path
+) -> None:
+    """`semcodec encode` / `decode` in fresh processes: registry names resolved offline from HF_HOME."""
+    hf_home = tmp_path / "hf-home"
+    tiny_models.add_to_hf_cache(hf_home, "HuggingFaceTB/SmolVLM-256M-Instruct", models["vlm"])
+    tiny_models.add_to_hf_cache(hf_home, "stabilityai/sd-turbo", models["sd"])
+    tiny_models.add_to_hf_cache(hf_home, "openai/clip-vit-base-patch32", models["clip"])
+    env = cli.clean_env(HF_HOME=str(hf_home), HF_HUB_OFFLINE="1")
+
+    def semcodec(*args: str) -> subprocess.CompletedProcess[str]:
+        return cli.semcodec(*args, env=env)
+
+    sem = tmp_path / "photo.sem"
+    # --words 1: the toy captioner babbles to its token limit, and every word is LM work.
+    enc = semcodec("encode", str(photo), "-o", str(sem), "--reflect", "1", "--words", "1", "--json")
+    assert enc.returncode == 0, enc.stderr
+    summary = json.loads(enc.stdout)
+    assert summary["captioner"] == "hf:HuggingFaceTB/SmolVLM-256M-Instruct"
+    assert summary["generator"] == "hf:stabilityai/sd-turbo" and summary["generator_id"] == 3
+    assert summary["score_source"] == "clip:openai/clip-vit-base-patch32"
+    assert summary["bytes"] == sem.stat().st_size
+
+    out_png = tmp_path / "photo.decoded.png"
+    dec = semcodec("decode", str(sem), "-o", str(out_png))  # generator from the header's id
+    assert dec.returncode == 0, dec.stderr
+    assert "loading generator hf:stabilityai/sd-turbo" in dec.stderr
+    assert f'seed {summary["seed"]}: "{summary["text"]}"' in dec.stderr  # the real unpack's text
+    assert PIL.open(out_png).size == (summary["width"], summary["height"]) == (1024, 768)
