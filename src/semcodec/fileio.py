@@ -17,6 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from semcodec.errors import SemLimitError
+
 STDIO = "-"
 
 
@@ -28,11 +30,23 @@ class OutputExistsError(Exception):
         self.path = path
 
 
-def read_input(path: str | os.PathLike[str]) -> bytes:
-    """Read a whole file, or standard input for ``-``."""
+def read_input(path: str | os.PathLike[str], limit: int | None = None) -> bytes:
+    """Read a whole file, or standard input for ``-``.
+
+    With ``limit``, at most ``limit + 1`` bytes are read, and an input longer than ``limit``
+    raises :class:`~semcodec.errors.SemLimitError` (``/dev/zero`` or a huge file cannot
+    exhaust memory).
+    """
+    size = -1 if limit is None else limit + 1
     if str(path) == STDIO:
-        return sys.stdin.buffer.read()
-    return Path(path).read_bytes()
+        data = sys.stdin.buffer.read(size)
+    else:
+        with Path(path).open("rb") as handle:
+            data = handle.read(size)
+    if limit is not None and len(data) > limit:
+        name = "standard input" if str(path) == STDIO else str(path)
+        raise SemLimitError(f"{name} is larger than the {limit}-byte input limit")
+    return data
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes, force: bool = False) -> None:
