@@ -29,6 +29,9 @@ STATE_MASK = (1 << STATE_BITS) - 1
 RENORM_LIMIT = 1 << (STATE_BITS - WORD_BITS)  # range must stay >= 2**32
 
 
+MAX_OVERREAD = 12  # bytes a decoder may read past the payload (SPEC section 4)
+
+
 class InvalidPayloadError(Exception):
     """The decoder reached a value that no encoder can produce (quantile >= 2**24)."""
 
@@ -129,7 +132,7 @@ class RangeEncoder:
     def canonical_payload(self) -> bytes:
         """Shortest byte string whose value lies in the final interval (ties: smallest value)."""
         low, rng, bits = self.final_interval()
-        k = 0
+        k = max(0, bits // 8 - MAX_OVERREAD)  # a decoder reads bits // 8 bytes in all
         while True:
             shift = bits - 8 * k
             value = -((-low) >> shift) if shift > 0 else low << -shift
@@ -141,9 +144,11 @@ class RangeEncoder:
 class RangeDecoder:
     """Streaming range decoder reading ``payload`` followed by zero bytes forever."""
 
-    def __init__(self, payload: bytes) -> None:
+    def __init__(self, payload: bytes, max_overread: int | None = MAX_OVERREAD) -> None:
         data = bytes(payload) + b"\x00" * (-len(payload) % 4)
         self.words = [int.from_bytes(data[i : i + 4], "big") for i in range(0, len(data), 4)]
+        self.payload_bytes = len(payload)
+        self.max_overread = max_overread
         self.next_word = 0
         self.lower = 0
         self.range = STATE_MASK
@@ -168,6 +173,8 @@ class RangeDecoder:
             self.range <<= WORD_BITS
             self.lower = (self.lower << WORD_BITS) & STATE_MASK
             self.point = ((self.point << WORD_BITS) & STATE_MASK) | self._read()
+            if self.max_overread is not None and 4 * self.next_word > self.payload_bytes + self.max_overread:
+                raise InvalidPayloadError("decoder reads more than MAX_OVERREAD bytes past the payload")
         return symbol
 
 
@@ -181,9 +188,9 @@ def encode(symbols: Sequence[int], tables: Sequence[Sequence[int]]) -> bytes:
     return enc.canonical_payload()
 
 
-def decode_n(payload: bytes, tables: Sequence[Sequence[int]]) -> list[int]:
+def decode_n(payload: bytes, tables: Sequence[Sequence[int]], max_overread: int | None = MAX_OVERREAD) -> list[int]:
     """Decode ``len(tables)`` symbols (may raise :class:`InvalidPayloadError`)."""
-    dec = RangeDecoder(payload)
+    dec = RangeDecoder(payload, max_overread)
     return [dec.decode(f) for f in tables]
 
 

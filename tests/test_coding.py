@@ -160,12 +160,10 @@ def test_constriction_reads_missing_words_as_zero() -> None:
         results = []
         for pad in (0, 1, 3, 60):
             dec = RangeDecoder(np.array(words + [0] * pad, dtype=np.uint32))
-            results.append(
-                [int(dec.decode(Categorical((f - 1).astype(np.float32), lazy=True))) for f in tables]
-            )
+            results.append([int(dec.decode(Categorical((f - 1).astype(np.float32), lazy=True))) for f in tables])
         assert all(r == results[0] for r in results)
         padded = b"".join(w.to_bytes(4, "big") for w in words)
-        assert ref.decode_n(padded, tables) == results[0]
+        assert ref.decode_n(padded, tables, max_overread=None) == results[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -236,15 +234,18 @@ def test_payload_is_shortest_then_smallest(msg: tuple[list[int], list[np.ndarray
     if not symbols:
         assert payload == b""
         return
-    if payload:
+    low, rng, bits = reference_encoder(symbols, tables).final_interval()
+    min_len = max(0, bits // 8 - coding.MAX_OVERREAD)  # a decoder may not read further past the end
+    assert len(payload) >= min_len
+    value = int.from_bytes(payload, "big")
+    if value > 0:
+        assert not ref.decodes_to((value - 1).to_bytes(len(payload), "big"), symbols, tables)
+    if len(payload) > min_len:
         assert payload[-1] != 0
         assert not ref.decodes_to(payload[:-1], symbols, tables)
-        value = int.from_bytes(payload, "big")
-        assert not ref.decodes_to((value - 1).to_bytes(len(payload), "big"), symbols, tables)
-    # No byte string at all of length len(payload) - 1 lies in the final interval.
-    low, rng, bits = reference_encoder(symbols, tables).final_interval()
+    # No byte string at all of length len(payload) - 1 (if allowed) lies in the final interval.
     k = len(payload) - 1
-    if k >= 0:
+    if k >= min_len:
         shift = bits - 8 * k
         assert (-((-low) >> shift)) << shift >= low + rng
     # Overhead: at most one byte over the information content (for these short messages).
@@ -301,7 +302,7 @@ def test_decode_limit() -> None:
     assert coding.decode(payload, lambda p: f, stop_symbol=1, max_symbols=4)[0] == [0, 0, 0, 1]
     with pytest.raises(SemLimitError, match="no end-of-text within 3 tokens"):
         coding.decode(payload, lambda p: f, stop_symbol=1, max_symbols=3)
-    with pytest.raises(SemLimitError):
+    with pytest.raises(SemIntegrityError, match="reads past"):  # fails fast, long before the limit
         coding.decode(b"", lambda p: f, stop_symbol=1, max_symbols=100)
     with pytest.raises(SemLimitError):
         coding.decode(payload, lambda p: f, stop_symbol=1, max_symbols=0)

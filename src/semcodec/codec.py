@@ -201,8 +201,8 @@ def _decode_lockstep(model: LoadedModel, jobs: list[_Job]) -> list[tuple[_Job, S
 
 def _finish(model: LoadedModel, job: _Job) -> SemFile:
     """Checks that make a decoded file trustworthy (SPEC §6), then the result."""
-    symbols, tables = job.stream.symbols, job.stream.tables
-    if not coding.is_canonical(job.payload, symbols, tables):
+    symbols = job.stream.symbols
+    if not job.stream.is_canonical():
         raise SemIntegrityError("payload is not the canonical coding of what it decodes to (corrupt file)")
     tokens = symbols[:-1]
     text = model.tokenizer.decode(tokens)

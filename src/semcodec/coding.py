@@ -14,9 +14,10 @@ reproduce ``f`` exactly: their left cumulative for symbol ``i`` is
 ``floor(sum(p[:i]) * scale) + i`` with ``scale = (2**24 - V) / sum(p) == 1.0``.
 
 Termination: the payload is the *shortest* byte string that, read as a big-endian
-fraction followed by zero bytes forever, decodes to the symbols; among strings of that
-length, the numerically smallest one.  Hence a canonical payload never ends in ``0x00``
-(dropping a trailing zero byte keeps the value, so the shorter string would qualify).
+fraction followed by zero bytes forever, decodes to the symbols without the decoder
+reading more than ``MAX_OVERREAD`` bytes past its end; among strings of that length, the
+numerically smallest one.  So a canonical payload ends in ``0x00`` only when that minimum
+length forces it (dropping a trailing zero keeps the value, so a shorter string would qualify).
 
 Example:
 
@@ -62,6 +63,13 @@ PRECISION: Final[int] = 24
 TOTAL: Final[int] = 1 << PRECISION
 MAX_ALPHABET: Final[int] = TOTAL - 2
 """Largest alphabet size ``V`` (constriction rejects ``V >= 2**24 - 1``)."""
+
+MAX_OVERREAD: Final[int] = 12
+"""A decoder may read at most this many bytes past the payload's end (SPEC §4).
+
+Legitimate payloads never need more (the encoder makes sure), so a damaged file is
+rejected a few tokens after its decoding goes astray instead of running to the token limit.
+"""
 
 _WORD_BITS: Final[int] = 32
 _STATE_BITS: Final[int] = 64
@@ -140,18 +148,22 @@ def _interval_model(cum: int, freq: int) -> tuple[int, Any]:
 
 
 def _final_interval(symbols: Sequence[int], tables: Sequence[np.ndarray]) -> tuple[int, int, int]:
-    """Run constriction's RangeEncoder and return ``(low, rng, bits)``.
-
-    A value ``x`` in ``[0, 1)`` (the payload read as a big-endian fraction) decodes to
-    ``symbols`` iff ``low <= x * 2**bits < low + rng``.  For zero symbols returns ``(0, 1, 0)``.
-    """
+    """``(low, rng, bits)`` of ``symbols`` under ``tables`` (validated); see :func:`_interval_of`."""
     if len(symbols) != len(tables):
         raise ValueError(f"{len(symbols)} symbols but {len(tables)} tables")
-    if not symbols:
+    return _interval_of([_symbol_interval(s, f) for s, f in zip(symbols, tables, strict=True)])
+
+
+def _interval_of(intervals: Sequence[tuple[int, int]]) -> tuple[int, int, int]:
+    """Run constriction's RangeEncoder over ``(cum, freq)`` pairs and return ``(low, rng, bits)``.
+
+    A value ``x`` in ``[0, 1)`` (the payload read as a big-endian fraction) decodes to
+    the symbols iff ``low <= x * 2**bits < low + rng``.  For zero symbols returns ``(0, 1, 0)``.
+    """
+    if not intervals:
         return 0, 1, 0
     enc = _RangeEncoder()
-    for s, f in zip(symbols, tables, strict=True):
-        cum, freq = _symbol_interval(s, f)
+    for cum, freq in intervals:
         idx, model = _interval_model(cum, freq)
         enc.encode(idx, model)
     pos, (lower, rng) = enc.pos()
@@ -171,7 +183,7 @@ def _final_interval(symbols: Sequence[int], tables: Sequence[np.ndarray]) -> tup
 def _shortest_payload(low: int, rng: int, bits: int) -> bytes:
     """The ``k``-byte big-endian string of value ``v`` with ``low <= v * 2**(bits - 8k) < low + rng``.
 
-    Minimal ``k`` first, then minimal ``v``.
+    Minimal ``k >= bits // 8 - MAX_OVERREAD`` first, then minimal ``v``.
     """
     high = low + rng
 
@@ -182,13 +194,15 @@ def _shortest_payload(low: int, rng: int, bits: int) -> bytes:
         v = -((-low) >> shift)  # ceil(low / 2**shift)
         return v if (v << shift) < high else None
 
+    # A decoder reads bits // 8 bytes in all; it may read at most MAX_OVERREAD past the end.
+    min_k = max(0, bits // 8 - MAX_OVERREAD)
     # Start near the information content (bits - log2(rng)); the predicate is monotone in k.
-    k = max(0, (bits - rng.bit_length()) // 8)
+    k = max(min_k, (bits - rng.bit_length()) // 8)
     if smallest(k) is None:
         while smallest(k) is None:
             k += 1
     else:
-        while k > 0 and smallest(k - 1) is not None:
+        while k > min_k and smallest(k - 1) is not None:
             k -= 1
     v = smallest(k)
     assert v is not None
@@ -199,7 +213,8 @@ def encode(symbols: Sequence[int], tables: Sequence[np.ndarray]) -> bytes:
     """Range-code ``symbols`` (``tables[i]`` is the frequency table for ``symbols[i]``).
 
     Returns the canonical payload: the shortest byte string that decodes to ``symbols``
-    (ties: the numerically smallest).  It never ends in ``0x00``; zero symbols give ``b""``.
+    (ties: the numerically smallest) that a decoder can read without going more than
+    :data:`MAX_OVERREAD` bytes past its end.  Zero symbols give ``b""``.
 
     >>> import numpy as np
     >>> f = np.array([2**24 - 3, 1, 1, 1], dtype=np.int64)
@@ -261,7 +276,7 @@ def decode(
     ...
     semcodec.errors.SemLimitError: payload decodes to no end-of-text within 5 tokens
     """
-    stream = StreamDecoder(payload)
+    stream = StreamDecoder(payload, keep_tables=True)
     while len(stream.symbols) < max_symbols:
         if stream.step(next_table(list(stream.symbols))) == stop_symbol:
             return stream.symbols, stream.tables
@@ -272,19 +287,26 @@ class StreamDecoder:
     """Decode one symbol per :meth:`step`, for callers that interleave many streams.
 
     :func:`decode` is this in a loop; a batch decoder keeps one ``StreamDecoder`` per file
-    and feeds each the table its model computed for it in a shared forward pass.
+    and feeds each the table its model computed for it in a shared forward pass. Only the
+    ``(cum, freq)`` of each decoded symbol is kept (``keep_tables`` keeps the whole tables),
+    which is all :meth:`is_canonical` needs.
 
     >>> import numpy as np
     >>> f = np.array([2**23, 2**22, 2**22], dtype=np.int64)
     >>> stream = StreamDecoder(encode([1, 2], [f, f]))
-    >>> stream.step(f), stream.step(f), stream.symbols
-    (1, 2, [1, 2])
+    >>> stream.step(f), stream.step(f), stream.symbols, stream.is_canonical()
+    (1, 2, [1, 2], True)
     """
 
-    def __init__(self, payload: bytes) -> None:
-        self._decoder = _RangeDecoder(_payload_words(payload))
+    def __init__(self, payload: bytes, keep_tables: bool = False) -> None:
+        self.payload = bytes(payload)
+        self._decoder = _RangeDecoder(_payload_words(self.payload))
         self._buf = np.empty(0, dtype=np.float32)
+        self._range = _STATE_MASK
+        self._words_read = 2  # the decoder's initial point
+        self._keep_tables = keep_tables
         self.symbols: list[int] = []
+        self.intervals: list[tuple[int, int]] = []
         self.tables: list[np.ndarray] = []
 
     def step(self, f: np.ndarray) -> int:
@@ -302,6 +324,23 @@ class StreamDecoder:
             raise SemIntegrityError(
                 f"payload is not a valid range-coder stream (failed at token {len(self.symbols)})"
             ) from err
+        cum, freq = int(f[:s].sum(dtype=np.int64)), int(f[s])
+        # Mirror the decoder's renormalisation to count the words it has read (SPEC §4).
+        self._range = (self._range >> PRECISION) * freq
+        if self._range < 1 << _WORD_BITS:
+            self._range <<= _WORD_BITS
+            self._words_read += 1
+            if 4 * self._words_read > len(self.payload) + MAX_OVERREAD:
+                raise SemIntegrityError(
+                    f"payload ends before its end-of-text (token {len(self.symbols)} reads past it): corrupt file"
+                )
         self.symbols.append(s)
-        self.tables.append(f)
+        self.intervals.append((cum, freq))
+        if self._keep_tables:
+            self.tables.append(f)
         return s
+
+    def is_canonical(self) -> bool:
+        """True iff re-encoding the decoded symbols gives the payload back byte for byte."""
+        low, rng, bits = _interval_of(self.intervals)
+        return _shortest_payload(low, rng, bits) == self.payload
