@@ -203,3 +203,27 @@ def test_numpy_and_torch_backends_agree(model) -> None:  # type: ignore[no-untyp
             batch_frequencies(torch_lm, model.context_ids, ids),
             batch_frequencies(model.lm, model.context_ids, ids),
         )
+
+
+def test_cached_context_state_is_verified(model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The saved context is bit-identical to evaluating it; a damaged file is not trusted."""
+    import shutil
+
+    from semcodec import models as semmodels
+
+    state = semmodels.context_state(0)
+    fresh = KVCache()
+    hidden = model.lm.forward(model.context_ids, fresh)[-1:]
+    assert np.array_equal(hidden, state.hidden)
+    assert all(np.array_equal(a, b) for a, b in zip(fresh.keys, state.keys, strict=True))
+    saved = sorted(model.lm.w.directory.glob("context-*.npz"))
+    assert saved
+    for original in saved:
+        copy = tmp_path / original.name
+        shutil.copyfile(original, copy)
+        loaded = semmodels._load_context(copy, model.lm.n_layers)
+        assert loaded is not None
+        raw = bytearray(copy.read_bytes())
+        raw[len(raw) // 2] ^= 0x10
+        copy.write_bytes(bytes(raw))
+        assert semmodels._load_context(copy, model.lm.n_layers) is None

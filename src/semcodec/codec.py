@@ -73,15 +73,19 @@ def tokenize(text: str, model_id: int = 0) -> list[int]:
 
 def frequency_tables(text: str, model_id: int = 0) -> tuple[list[int], np.ndarray]:
     """Tokens of ``text`` plus end-of-text, and the table each is coded with (one batched pass)."""
-    from semcodec.models import blas_threads, load_model
-    from semcodec.models.exact import batch_frequencies
+    from semcodec.models import blas_threads, context_state, load_model
+    from semcodec.models.exact import tables_from_hidden
 
     model = load_model(model_id)
     tokens = model.tokenizer.encode(text)
     if len(tokens) > MAX_TOKENS:
         raise SemLimitError(f"text has {len(tokens)} tokens; the limit is {MAX_TOKENS}")
     with blas_threads():
-        return [*tokens, model.eos_id], batch_frequencies(model.lm, model.context_ids, tokens)
+        start = context_state(model_id)
+        hidden = [start.hidden]
+        if tokens:
+            hidden.append(model.lm.forward(tokens, start.fresh_cache()))
+        return [*tokens, model.eos_id], tables_from_hidden(model.lm, np.concatenate(hidden))
 
 
 def information_bits(text: str, model_id: int = 0) -> float:
@@ -140,7 +144,7 @@ def unpack_many(blobs: Sequence[bytes]) -> list[SemFile | SemError]:
     Each file's tables are bit-identical to decoding it alone (rows never mix). A bad
     file yields its :class:`SemError` in its slot; the others decode.
     """
-    from semcodec.models import blas_threads, load_model
+    from semcodec.models import blas_threads, context_state, load_model
 
     results: list[SemFile | SemError | None] = [None] * len(blobs)
     by_model: dict[int, list[tuple[int, Header, bytes, int, bytes]]] = {}
@@ -159,13 +163,11 @@ def unpack_many(blobs: Sequence[bytes]) -> list[SemFile | SemError]:
     for model_id, items in by_model.items():
         model = load_model(model_id)
         with blas_threads():
-            context_cache = KVCache()
-            context_hidden = model.lm.forward(model.context_ids, context_cache)[-1:]
+            start = context_state(model_id)
             for lo in range(0, len(items), BATCH_FILES):
                 jobs = [
                     _Job(i, header, check, offset, payload, coding.StreamDecoder(payload),
-                         KVCache(list(context_cache.keys), list(context_cache.values), context_cache.length),
-                         context_hidden)
+                         start.fresh_cache(), start.hidden)
                     for i, header, check, offset, payload in items[lo : lo + BATCH_FILES]
                 ]
                 for job, outcome in _decode_lockstep(model, jobs):

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
 from threadpoolctl import threadpool_limits
 
-from semcodec.models.exact import ExactLM
+from semcodec.models.exact import ExactLM, KVCache
 from semcodec.models.tokenizer import TextTokenizer
-from semcodec.models.weights import load_weights
+from semcodec.models.weights import RUNTIME_VERSION, load_weights
 from semcodec.registry import ModelSpec, WeightsSource, model_spec
 
 
@@ -54,3 +58,80 @@ def blas_threads() -> Iterator[None]:
     threads = int(os.environ.get("SEMCODEC_THREADS", "1"))
     with threadpool_limits(limits=max(1, threads), user_api="blas"):
         yield
+
+
+@dataclass(frozen=True)
+class ContextState:
+    """The model after reading a profile's context: what every pack and unpack starts from."""
+
+    keys: tuple[np.ndarray, ...]
+    values: tuple[np.ndarray, ...]
+    hidden: np.ndarray  # final hidden state of the last context position, (1, hidden)
+
+    def fresh_cache(self) -> KVCache:
+        """A cache to continue from; the shared arrays are never written in place."""
+        return KVCache(list(self.keys), list(self.values), len(self.keys[0]))
+
+
+@lru_cache(maxsize=8)
+def context_state(model_id: int) -> ContextState:
+    """Evaluate the context once and keep it, in memory and beside the converted weights.
+
+    The arrays are bit-for-bit what evaluating the context gives (saved raw, with their
+    sha256; a mismatching file is recomputed), so starting from them changes no table.
+    """
+    model = load_model(model_id)
+    ids = np.asarray(model.context_ids, dtype=np.int64)
+    name = hashlib.sha256(f"rt{RUNTIME_VERSION}:".encode() + ids.tobytes()).hexdigest()[:20]
+    path = model.lm.w.directory / f"context-{name}.npz"
+    state = _load_context(path, model.lm.n_layers)
+    if state is None:
+        cache = KVCache()
+        hidden = model.lm.forward(model.context_ids, cache)[-1:]
+        state = ContextState(tuple(cache.keys), tuple(cache.values), hidden)
+        _save_context(path, state)
+    return state
+
+
+def _context_arrays(state: ContextState) -> dict[str, np.ndarray]:
+    arrays = {f"k{i}": k for i, k in enumerate(state.keys)}
+    arrays.update({f"v{i}": v for i, v in enumerate(state.values)})
+    arrays["hidden"] = state.hidden
+    return arrays
+
+
+def _digest(arrays: dict[str, np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        digest.update(name.encode() + np.ascontiguousarray(arrays[name]).tobytes())
+    return digest.hexdigest()
+
+
+def _load_context(path: os.PathLike[str], n_layers: int) -> ContextState | None:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    stored = arrays.pop("sha256", None)
+    if stored is None or str(stored) != _digest(arrays):
+        return None
+    try:
+        keys = tuple(arrays[f"k{i}"] for i in range(n_layers))
+        values = tuple(arrays[f"v{i}"] for i in range(n_layers))
+        return ContextState(keys, values, arrays["hidden"])
+    except KeyError:
+        return None
+
+
+def _save_context(path: os.PathLike[str], state: ContextState) -> None:
+    """Best effort: a read-only cache only costs the recomputation next time."""
+    arrays = _context_arrays(state)
+    folder = os.path.dirname(os.fspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".context-", suffix=".npz")
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, sha256=np.array(_digest(arrays)), **arrays)  # type: ignore[arg-type]
+        os.replace(tmp, path)
+    except OSError:
+        return

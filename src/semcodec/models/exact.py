@@ -287,7 +287,11 @@ def batch_frequencies(lm: ExactLM, context: Sequence[int], tokens: Sequence[int]
     """
     cache = KVCache()
     seq = list(context) + list(tokens)
-    hidden = lm.forward(seq, cache)[len(context) - 1 :]
+    return tables_from_hidden(lm, lm.forward(seq, cache)[len(context) - 1 :])
+
+
+def tables_from_hidden(lm: ExactLM, hidden: np.ndarray) -> np.ndarray:
+    """Frequency tables (N, vocab) int32 of final hidden states, in chunks of bounded memory."""
     out = np.empty((len(hidden), lm.vocab_size), dtype=np.int32)
     for lo in range(0, len(hidden), _TABLE_CHUNK):
         out[lo : lo + _TABLE_CHUNK] = lm.frequencies(lm.logits(hidden[lo : lo + _TABLE_CHUNK]))
