@@ -85,7 +85,8 @@ def register(subparsers: Any) -> None:
         description="For each corpus (one text per line), code each of the first N texts on its own with\n"
         "every coder and model profile, and print mean bytes per text, bits per character, the ratio\n"
         "to brotli, the model's cross-entropy (the floor), the gap to it, and pack/unpack speed.",
-        epilog="example:\n  OPENBLAS_NUM_THREADS=1 semcodec bench text shared/data/coco-captions-dev.txt --limit 300",
+        epilog="example:\n"
+        "  OPENBLAS_NUM_THREADS=1 semcodec bench text ../shared/data/coco-captions-dev.txt --limit 300",
     )
     p.add_argument("corpora", nargs="+", metavar="CORPUS", help="UTF-8 text file, one text per line")
     p.add_argument("--limit", type=_positive_int, metavar="N", help="measure the first N texts (default: all)")

@@ -1,0 +1,491 @@
+"""The ``semcodec`` command line as a user meets it: exit codes, ``-``, no clobbering,
+atomic outputs, untouched inputs, batches that carry on, one-line errors.
+
+Most tests call :func:`semcodec.cli.main` in-process (the model loads once); the ones about
+the process itself (pipes, tracebacks, exit status, environment) run ``python -m semcodec``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import semcodec
+from semcodec import cli
+from semcodec.errors import SemModelError
+
+CAPTION = "A cat sleeping on a red sofa."
+
+
+def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = cli.main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_process(
+    argv: list[str], stdin: bytes = b"", env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    full_env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "SEMCODEC_QUIET": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "semcodec", *argv],
+        input=stdin,
+        capture_output=True,
+        env=full_env,
+        cwd=cwd,
+        timeout=300,
+        check=False,
+    )
+
+
+def snapshot(directory: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under ``directory`` with its bytes and mtime (ns), hidden temp files included."""
+    return {
+        str(p.relative_to(directory)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
+
+
+def one_error_line(err: str) -> str:
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("semcodec: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def packed(model) -> bytes:  # type: ignore[no-untyped-def]
+    return semcodec.pack(CAPTION)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SEMCODEC_QUIET", "1")
+    yield tmp_path
+
+
+# -- help, version, usage errors ------------------------------------------------------------
+
+
+def _commands() -> list[str]:
+    sub = cli.build_parser()._subparsers._group_actions[0]  # type: ignore[union-attr]
+    return sorted(sub.choices)  # type: ignore[arg-type]
+
+
+def test_main_help_documents_every_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for code, meaning in [(0, "success"), (1, "bad input"), (2, "usage error"), (3, "unavailable"), (4, "batch")]:
+        assert any(line.split()[:1] == [str(code)] and meaning in line for line in out.splitlines()), (code, out)
+    for command in ("pack", "unpack", "info"):
+        assert command in out
+
+
+@pytest.mark.parametrize("command", _commands())
+def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main([command, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: semcodec {command}")
+    if command in ("pack", "unpack", "info"):
+        assert "exit codes:" in out and "4  a batch" in out
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--version"])
+    assert exc.value.code == 0
+    assert f"semcodec {semcodec.__version__}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["frobnicate"],
+        ["pack"],
+        ["unpack"],
+        ["info"],
+        ["pack", "x.txt", "--bogus"],
+        ["pack", "x.txt", "--width", "0"],
+        ["pack", "x.txt", "--height", "16385"],
+        ["pack", "x.txt", "--width", "wide"],
+        ["pack", "x.txt", "--seed", "-1"],
+        ["pack", "x.txt", "--seed", str(2**64)],
+        ["model", "destroy"],
+    ],
+)
+def test_usage_errors_exit_2(argv: list[str], workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: semcodec") and "error:" in err
+    assert list(workdir.iterdir()) == []
+
+
+# -- pack / unpack / info on files ----------------------------------------------------------
+
+
+def test_pack_then_unpack_files(workdir: Path, packed: bytes, capsys: pytest.CaptureFixture[str]) -> None:
+    (workdir / "caption.txt").write_text(CAPTION + "\n", encoding="utf-8")
+    before = snapshot(workdir)
+    code, out, err = run_main(["pack", "caption.txt"], capsys)
+    assert (code, out) == (0, "")
+    assert err.startswith(f"caption.txt: {len(CAPTION)} chars -> {len(packed)} B")
+    assert (workdir / "caption.txt.sem").read_bytes() == packed  # one trailing newline dropped
+    after = snapshot(workdir)
+    assert after["caption.txt"] == before["caption.txt"]  # input untouched, mtime included
+    assert set(after) == {"caption.txt", "caption.txt.sem"}
+
+    code, out, err = run_main(["unpack", "caption.txt.sem"], capsys)  # default: stdout
+    assert (code, out, err) == (0, CAPTION + "\n", "")
+    code, out, err = run_main(["unpack", "caption.txt.sem", "-o", "back.txt", "-n"], capsys)
+    assert (code, out, err) == (0, "", "")
+    assert (workdir / "back.txt").read_text(encoding="utf-8") == CAPTION
+    assert snapshot(workdir)["caption.txt.sem"] == after["caption.txt.sem"]
+
+
+def test_pack_header_options_reach_the_file(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (workdir / "c.txt").write_bytes(CAPTION.encode())
+    code, _, _ = run_main(
+        [
+            "pack",
+            "c.txt",
+            "-o",
+            "c.sem",
+            "--width",
+            "512",
+            "--height",
+            "256",
+            "--seed",
+            "7",
+            "--check",
+            "--generator",
+            "openai:dall-e-3",
+            "--model",
+            "smollm2-135m-instruct/plain",
+            "-q",
+        ],
+        capsys,
+    )
+    assert code == 0
+    data = (workdir / "c.sem").read_bytes()
+    assert semcodec.read_header(data) == semcodec.Header(1, 1, 7, 512, 256, True)
+    assert semcodec.unpack(data).text == CAPTION
+
+
+def test_stdin_and_stdout_in_process(
+    workdir: Path, packed: bytes, monkeypatch: pytest.MonkeyPatch, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(packed)))
+    assert cli.main(["unpack", "-", "-o", "-"]) == 0
+    assert capsysbinary.readouterr().out == CAPTION.encode() + b"\n"
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(CAPTION.encode() + b"\n")))
+    assert cli.main(["pack", "-", "-o", "-", "-q"]) == 0
+    assert capsysbinary.readouterr().out == packed
+    assert list(workdir.iterdir()) == []
+
+
+def test_stdin_and_stdout_pipes(workdir: Path, packed: bytes) -> None:
+    """``printf ... | semcodec pack - | semcodec unpack -`` in real processes."""
+    first = run_process(["pack", "-", "-q"], stdin=CAPTION.encode() + b"\n", cwd=workdir)
+    assert (first.returncode, first.stdout, first.stderr) == (0, packed, b"")
+    second = run_process(["unpack", "-"], stdin=first.stdout, cwd=workdir)
+    assert (second.returncode, second.stdout, second.stderr) == (0, CAPTION.encode() + b"\n", b"")
+    assert list(workdir.iterdir()) == []
+
+
+def test_refuses_to_overwrite_without_force(workdir: Path, packed: bytes, capsys: pytest.CaptureFixture[str]) -> None:
+    (workdir / "c.txt").write_text(CAPTION, encoding="utf-8")
+    (workdir / "c.txt.sem").write_bytes(b"precious")
+    (workdir / "c.sem").write_bytes(packed)
+    (workdir / "out.txt").write_bytes(b"precious too")
+    before = snapshot(workdir)
+    for argv in (["pack", "c.txt"], ["unpack", "c.sem", "-o", "out.txt"]):
+        code, out, err = run_main(argv, capsys)
+        assert (code, out) == (1, "")
+        assert "already exists (use -f to overwrite)" in one_error_line(err)
+        assert snapshot(workdir) == before
+    assert run_main(["pack", "c.txt", "-f", "-q"], capsys)[0] == 0
+    assert (workdir / "c.txt.sem").read_bytes() == packed
+    assert run_main(["unpack", "c.sem", "-o", "out.txt", "-f"], capsys)[0] == 0
+    assert (workdir / "out.txt").read_text(encoding="utf-8") == CAPTION + "\n"
+
+
+def test_failed_unpack_leaves_no_output(workdir: Path, packed: bytes, capsys: pytest.CaptureFixture[str]) -> None:
+    (workdir / "bad.sem").write_bytes(packed + b"\x00")  # trailing byte: not canonical
+    (workdir / "kept.txt").write_bytes(b"old text\n")
+    before = snapshot(workdir)
+    code, out, err = run_main(["unpack", "bad.sem", "-o", "new.txt"], capsys)
+    assert (code, out) == (1, "")
+    assert "canonical" in one_error_line(err)
+    code, out, err = run_main(["unpack", "bad.sem", "-o", "kept.txt", "-f"], capsys)
+    assert (code, out) == (1, "")
+    one_error_line(err)
+    assert snapshot(workdir) == before  # no new.txt, no temp file, kept.txt as it was
+
+
+@pytest.mark.parametrize("failure", ["fsync", "replace", "interrupt"])
+def test_failed_write_leaves_nothing_behind(
+    failure: str, workdir: Path, packed: bytes, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A write that fails midway (disk full, rename refused, Ctrl-C) leaves no partial or temp file
+    and keeps an existing target intact, even with -f."""
+    (workdir / "c.sem").write_bytes(packed)
+    (workdir / "old.txt").write_bytes(b"old text\n")
+    before = snapshot(workdir)
+    from semcodec import fileio
+
+    def boom(*args: object) -> None:
+        if failure == "interrupt":
+            raise KeyboardInterrupt
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(fileio.os, failure if failure != "interrupt" else "replace", boom)
+    for target in ("new.txt", "old.txt"):
+        code, _, err = run_main(["unpack", "c.sem", "-o", target, "-f"], capsys)
+        assert code == (130 if failure == "interrupt" else 1)
+        line = one_error_line(err)
+        assert ("interrupted" if failure == "interrupt" else "No space left on device") in line
+        assert snapshot(workdir) == before
+
+
+def test_batch_unpack_continues_past_bad_files(
+    workdir: Path, packed: bytes, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = semcodec.pack("Two dogs play in the snow.")
+    (workdir / "a.sem").write_bytes(packed)
+    (workdir / "bad.sem").write_bytes(b"\xa7\x80" + packed[2:])  # version 2
+    (workdir / "worse.sem").write_bytes(packed + b"\x00")  # not canonical
+    (workdir / "good.sem").write_bytes(other)
+    (workdir / "out").mkdir()
+    inputs = snapshot(workdir)
+    code, out, err = run_main(
+        ["unpack", "a.sem", "bad.sem", "missing.sem", "worse.sem", "good.sem", "-o", "out/"], capsys
+    )
+    assert (code, out) == (4, "")
+    lines = sorted(err.splitlines())  # unreadable files are reported first, then undecodable ones
+    assert len(lines) == 3 and "Traceback" not in err, err
+    assert lines[0].startswith("semcodec: error: bad.sem: ") and "version 2" in lines[0]
+    assert lines[1].startswith("semcodec: error: missing.sem: ") and "No such file" in lines[1]
+    assert lines[2].startswith("semcodec: error: worse.sem: ") and "canonical" in lines[2]
+    assert sorted(p.name for p in (workdir / "out").iterdir()) == ["a", "good"]
+    assert (workdir / "out" / "a").read_text(encoding="utf-8") == CAPTION + "\n"
+    assert (workdir / "out" / "good").read_text(encoding="utf-8") == "Two dogs play in the snow.\n"
+    assert {k: v for k, v in snapshot(workdir).items() if not k.startswith("out")} == inputs
+
+
+def test_batch_pack_continues_past_bad_files(workdir: Path, packed: bytes, capsys: pytest.CaptureFixture[str]) -> None:
+    (workdir / "a.txt").write_text(CAPTION, encoding="utf-8")
+    (workdir / "latin1.txt").write_bytes("Caf\xe9".encode("latin-1"))
+    (workdir / "c.txt").write_text("A dog.", encoding="utf-8")
+    (workdir / "out").mkdir()
+    (workdir / "out" / "c.txt.sem").write_bytes(b"precious")
+    code, out, err = run_main(["pack", "a.txt", "latin1.txt", "c.txt", "-o", "out", "-q"], capsys)
+    assert (code, out) == (4, "")
+    lines = err.splitlines()
+    assert len(lines) == 2, err
+    assert lines[0].startswith("semcodec: error: latin1.txt: ") and "not UTF-8" in lines[0]
+    assert lines[1].startswith("semcodec: error: c.txt: ") and "already exists" in lines[1]
+    assert (workdir / "out" / "a.txt.sem").read_bytes() == packed
+    assert (workdir / "out" / "c.txt.sem").read_bytes() == b"precious"
+    assert sorted(p.name for p in (workdir / "out").iterdir()) == ["a.txt.sem", "c.txt.sem"]
+
+
+def test_batch_needs_an_existing_directory(workdir: Path, packed: bytes, capsys: pytest.CaptureFixture[str]) -> None:
+    (workdir / "a.sem").write_bytes(packed)
+    code, out, err = run_main(["unpack", "a.sem", "a.sem", "-o", "nowhere"], capsys)
+    assert (code, out) == (1, "")
+    assert "existing directory" in one_error_line(err)
+    assert sorted(p.name for p in workdir.iterdir()) == ["a.sem"]
+
+
+# -- bad input: exit 1, one line -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "content", "message"),
+    [
+        (["unpack", "f.sem"], b"GIF89a", "not a .sem file"),
+        (["unpack", "f.sem"], b"\xa7", "too short"),
+        (["unpack", "f.sem"], b"\xa7\x80\x01", "version 2"),
+        (["unpack", "f.sem"], b"\xa7\x60\x01", "flag bit 5"),
+        (["unpack", "f.sem"], b"\xa7\x41\x09\x01", "model id 9"),
+        (["unpack", "f.sem"], b"\xa7\x42\x09\x01", "generator id 9"),
+        (["unpack", "f.sem"], b"\xa7\x48\x80\x81\x01\x01", "width 16512 exceeds"),
+        (["unpack", "f.sem"], b"\xa7\x40" + b"\x55" * 7000, "input limit"),
+        (["info", "f.sem"], b"\xa7\x40" + b"\x55" * 7000, "input limit"),
+        (["info", "f.sem", "--header-only"], b"\xa7\x50\x01", "integrity check"),
+        (["pack", "f.sem"], b"\xff\xfe", "not UTF-8"),
+        (["pack", "f.sem", "-o", "g.sem"], b"x" * (128 * 2048 + 1), "input limit"),
+        (["unpack", "missing.sem"], None, "No such file"),
+        (["unpack", "."], None, "directory"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_1(
+    argv: list[str], content: bytes | None, message: str, workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if content is not None:
+        (workdir / "f.sem").write_bytes(content)
+    before = snapshot(workdir)
+    code, out, err = run_main(argv, capsys)
+    assert (code, out) == (1, "")
+    assert message in one_error_line(err)
+    assert snapshot(workdir) == before
+
+
+@pytest.mark.parametrize("command", ["unpack", "info", "pack"])
+def test_endless_input_is_refused(command: str, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``/dev/zero`` is read up to the input limit, not until memory runs out."""
+    if not Path("/dev/zero").exists():
+        pytest.skip("no /dev/zero")
+    code, out, err = run_main(
+        [command, "/dev/zero", "-o", "z"] if command == "pack" else [command, "/dev/zero"], capsys
+    )
+    assert (code, out) == (1, "")
+    assert "input limit" in one_error_line(err)
+    assert list(workdir.iterdir()) == []
+
+
+def test_process_errors_have_no_traceback(workdir: Path, packed: bytes) -> None:
+    (workdir / "bad.sem").write_bytes(packed[:-1] + bytes([packed[-1] ^ 0x40]))
+    (workdir / "junk.sem").write_bytes(b"\x00junk")
+    for argv in (["unpack", "junk.sem"], ["info", "junk.sem", "--json"], ["unpack", "nonexistent.sem"]):
+        result = run_process(argv, cwd=workdir)
+        assert result.returncode == 1, result
+        assert result.stdout == b""
+        one_error_line(result.stderr.decode())
+
+
+def test_model_unavailable_exits_3(tmp_path: Path, packed: bytes) -> None:
+    """No cached weights and a model file that fails verification: exit 3, one line, nothing cached."""
+    (tmp_path / "f.sem").write_bytes(packed)
+    (tmp_path / "fake.gguf").write_bytes(b"GGUF" + b"\x00" * 1000)
+    cache = tmp_path / "cache"
+    env = {"SEMCODEC_CACHE_DIR": str(cache), "SEMCODEC_MODEL_FILE": str(tmp_path / "fake.gguf")}
+    result = run_process(["unpack", "f.sem"], env=env, cwd=tmp_path)
+    assert result.returncode == 3, result
+    assert "sha256" in one_error_line(result.stderr.decode())
+    assert [p for p in cache.rglob("*") if p.is_file()] == []
+    # A model file that does not exist is the same kind of failure.
+    env["SEMCODEC_MODEL_FILE"] = str(tmp_path / "no-such.gguf")
+    result = run_process(["unpack", "f.sem"], env=env, cwd=tmp_path)
+    assert result.returncode == 3, result
+    assert "no-such.gguf" in one_error_line(result.stderr.decode())
+
+
+def test_model_unavailable_in_process_exits_3(
+    workdir: Path, packed: bytes, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (workdir / "f.sem").write_bytes(packed)
+
+    def unavailable(model_id: int) -> None:
+        raise SemModelError("weights missing")
+
+    monkeypatch.setattr("semcodec.models.load_model", unavailable)
+    code, out, err = run_main(["unpack", "f.sem"], capsys)
+    assert (code, out) == (3, "")
+    assert "weights missing" in one_error_line(err)
+    # info --header-only needs no model at all
+    code, out, err = run_main(["info", "f.sem", "--header-only"], capsys)
+    assert (code, err) == (0, "")
+
+
+def test_interrupt_exits_130_without_output(
+    workdir: Path, packed: bytes, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (workdir / "f.sem").write_bytes(packed)
+
+    def interrupted(blobs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("semcodec.codec.unpack_many", interrupted)
+    code, out, err = run_main(["unpack", "f.sem", "-o", "f.txt"], capsys)
+    assert (code, out) == (130, "")
+    assert "interrupted" in one_error_line(err)
+    assert sorted(p.name for p in workdir.iterdir()) == ["f.sem"]
+
+
+# -- info -----------------------------------------------------------------------------------
+
+INFO_FIELDS = {
+    "format_version",
+    "file_bytes",
+    "header_bytes",
+    "payload_bytes",
+    "payload_bits",
+    "model_id",
+    "model",
+    "generator_id",
+    "generator",
+    "seed",
+    "width",
+    "height",
+    "integrity_check",
+    "micro_bpp",
+    "micro_bpp_at_1024",
+}
+
+
+def test_info_json_fields(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = semcodec.pack(CAPTION, generator_id=1, seed=7, width=512, height=256, check=True)
+    (workdir / "c.sem").write_bytes(data)
+    code, out, err = run_main(["info", "c.sem", "--json"], capsys)
+    assert (code, err) == (0, "")
+    info = json.loads(out)
+    assert set(info) == INFO_FIELDS | {"characters", "tokens", "bits_per_character", "text"}
+    header_bytes = len(data) - len(semcodec.pack(CAPTION)) + 2  # same payload, bigger header
+    assert info == info | {
+        "format_version": 1,
+        "file_bytes": len(data),
+        "header_bytes": header_bytes,
+        "payload_bytes": len(data) - header_bytes,
+        "payload_bits": 8 * (len(data) - header_bytes),
+        "model_id": 0,
+        "model": "smollm2-135m-instruct/describe",
+        "generator_id": 1,
+        "generator": "openai:dall-e-3",
+        "seed": 7,
+        "width": 512,
+        "height": 256,
+        "integrity_check": data[header_bytes - 2 : header_bytes].hex(),
+        "text": CAPTION,
+        "characters": len(CAPTION),
+        "tokens": len(semcodec.codec.tokenize(CAPTION)),
+    }
+    assert info["micro_bpp"] == pytest.approx(8e6 * len(data) / (512 * 256), abs=1e-3)
+    assert info["micro_bpp_at_1024"] == pytest.approx(8e6 * len(data) / 1024**2, abs=1e-3)
+    assert info["bits_per_character"] == pytest.approx(8 * len(data) / len(CAPTION), abs=1e-4)
+
+    code, out, err = run_main(["info", "c.sem", "--json", "--header-only"], capsys)
+    assert (code, err) == (0, "")
+    assert set(json.loads(out)) == INFO_FIELDS
+
+
+def test_info_does_not_print_terminal_escapes(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A hostile file's text can hold escape sequences (set the window title, rewrite the screen):
+    ``info`` shows them escaped; ``--json`` escapes them anyway; ``unpack`` writes the exact text."""
+    text = "A cat\x1b]0;owned\x07 on a mat\u202e."
+    (workdir / "e.sem").write_bytes(semcodec.pack(text))
+    code, out, _ = run_main(["info", "e.sem"], capsys)
+    assert code == 0
+    assert out.isprintable() or all(c.isprintable() or c == "\n" for c in out)
+    assert "A cat\\x1b]0;owned\\x07 on a mat\\u202e." in out
+    code, out, _ = run_main(["info", "e.sem", "--json"], capsys)
+    assert json.loads(out)["text"] == text and "\x1b" not in out
+    code, out, _ = run_main(["unpack", "e.sem", "-n"], capsys)
+    assert out == text

@@ -1,0 +1,255 @@
+"""Model and cache integrity: verified weights, corrupt cache entries rebuilt, no pickle.
+
+Every test works on a copy of the cache in a temporary ``SEMCODEC_CACHE_DIR`` (the user's
+cache is only read), with ``SEMCODEC_MODEL_FILE`` pointing where the test says, so nothing
+is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from semcodec.errors import SemModelError
+from semcodec.models import weights
+from semcodec.registry import MODELS, SMOLLM2_135M_INSTRUCT
+
+SOURCE = SMOLLM2_135M_INSTRUCT
+ENTRY_FILES = ("index.json", "weights.bin", "tokenizer.json", "control_tokens.json")
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def flip_byte(path: Path, offset: int) -> None:
+    with path.open("r+b") as handle:
+        handle.seek(offset)
+        byte = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([byte[0] ^ 0x01]))
+
+
+@pytest.fixture(scope="module")
+def originals(model_cache_dir: Path) -> dict[str, str]:
+    """sha256 of every file of the real cache entry (the conversion is deterministic)."""
+    return {name: sha256(model_cache_dir / name) for name in ENTRY_FILES}
+
+
+@pytest.fixture(scope="module")
+def real_gguf(model_cache_dir: Path) -> Path:
+    path = model_cache_dir.parent / "gguf" / f"{SOURCE.gguf_sha256}.gguf"
+    if not path.is_file():
+        pytest.skip(f"no cached GGUF at {path}")
+    return path
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty cache root; fetching is impossible unless a test sets SEMCODEC_MODEL_FILE."""
+    root = tmp_path / "cache"
+    monkeypatch.setenv("SEMCODEC_CACHE_DIR", str(root))
+    monkeypatch.setenv("SEMCODEC_MODEL_FILE", str(tmp_path / "no-model-file-here.gguf"))
+    monkeypatch.delenv("SEMCODEC_QUIET", raising=False)
+    monkeypatch.setattr(weights, "_installed_package_file", lambda source: None)
+    return root
+
+
+def copy_cache(cache: Path, model_cache_dir: Path, real_gguf: Path) -> Path:
+    """Copy (never link: tests modify the copies) the GGUF and the entry; return the entry."""
+    (cache / "gguf").mkdir(parents=True)
+    shutil.copyfile(real_gguf, cache / "gguf" / real_gguf.name)
+    entry = cache / model_cache_dir.name
+    entry.mkdir()
+    for name in ENTRY_FILES:
+        shutil.copyfile(model_cache_dir / name, entry / name)
+    assert weights._cache_dir(SOURCE) == entry
+    return entry
+
+
+def _flip_weights(entry: Path) -> None:
+    flip_byte(entry / "weights.bin", (entry / "weights.bin").stat().st_size // 2)
+
+
+def _truncate_weights(entry: Path) -> None:
+    with (entry / "weights.bin").open("r+b") as handle:
+        handle.truncate(1000)
+
+
+def _edit_vocabulary(entry: Path) -> None:
+    raw = (entry / "tokenizer.json").read_bytes()
+    assert raw.count(b'"cat"') >= 1
+    (entry / "tokenizer.json").write_bytes(raw.replace(b'"cat"', b'"cbt"', 1))
+
+
+def _edit_controls(entry: Path) -> None:
+    (entry / "control_tokens.json").write_text("[0]")
+
+
+def _garbage_index(entry: Path) -> None:
+    (entry / "index.json").write_text("{not json")
+
+
+def _old_index(entry: Path) -> None:
+    meta = json.loads((entry / "index.json").read_text())
+    del meta["files_sha256"]
+    (entry / "index.json").write_text(json.dumps(meta))
+
+
+def _no_index(entry: Path) -> None:
+    (entry / "index.json").unlink()
+
+
+CORRUPTIONS: dict[str, tuple[Callable[[Path], None], str]] = {
+    "weights.bin byte flipped": (_flip_weights, "weights.bin does not match its recorded sha256"),
+    "weights.bin truncated": (_truncate_weights, "weights.bin does not match its recorded sha256"),
+    "tokenizer.json vocabulary edited": (_edit_vocabulary, "tokenizer.json does not match its recorded sha256"),
+    "control_tokens.json edited": (_edit_controls, "control_tokens.json does not match its recorded sha256"),
+    "index.json not JSON": (_garbage_index, "is unusable"),
+    "index.json without tokenizer hashes": (_old_index, "no sha256 recorded for the tokenizer files"),
+    "index.json missing": (_no_index, "converting the model"),
+}
+
+
+@pytest.mark.parametrize("corruption", list(CORRUPTIONS))
+def test_corrupt_cache_entry_is_detected_and_rebuilt(
+    corruption: str,
+    cache: Path,
+    model_cache_dir: Path,
+    real_gguf: Path,
+    originals: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    entry = copy_cache(cache, model_cache_dir, real_gguf)
+    damage, message = CORRUPTIONS[corruption]
+    damage(entry)
+    assert {name: sha256(entry / name) for name in ENTRY_FILES if (entry / name).exists()} != originals
+
+    loaded = weights.load_weights(SOURCE)
+    err = capsys.readouterr().err
+    assert message in err and "converting the model" in err, err
+    assert loaded.directory == entry
+    assert {name: sha256(entry / name) for name in ENTRY_FILES} == originals  # rebuilt bit for bit
+    assert sorted(p.name for p in cache.iterdir()) == sorted(["gguf", entry.name])  # no staging left over
+
+    weights.load_weights(SOURCE)  # and now it loads without a rebuild
+    assert "rebuilding" not in capsys.readouterr().err
+
+
+def test_intact_entry_loads_without_reading_the_gguf(
+    cache: Path, model_cache_dir: Path, real_gguf: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    entry = copy_cache(cache, model_cache_dir, real_gguf)
+    (cache / "gguf" / real_gguf.name).unlink()
+    assert weights.load_weights(SOURCE).directory == entry
+    assert capsys.readouterr().err == ""
+
+
+def test_corrupt_cached_gguf_is_never_converted(
+    cache: Path,
+    model_cache_dir: Path,
+    real_gguf: Path,
+    originals: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A damaged entry is rebuilt from the cached GGUF only after the GGUF's own sha256 checks out."""
+    entry = copy_cache(cache, model_cache_dir, real_gguf)
+    cached_gguf = cache / "gguf" / real_gguf.name
+    flip_byte(cached_gguf, 10_000_000)
+    _flip_weights(entry)
+    with pytest.raises(SemModelError, match="cannot read the model file"):  # no good copy to fetch from
+        weights.load_weights(SOURCE)
+    assert "does not match its sha256" in capsys.readouterr().err
+    assert not cached_gguf.exists()
+    monkeypatch.setenv("SEMCODEC_MODEL_FILE", str(real_gguf))
+    weights.load_weights(SOURCE)
+    assert {name: sha256(entry / name) for name in ENTRY_FILES} == originals
+    assert sha256(cached_gguf) == SOURCE.gguf_sha256
+
+
+@pytest.mark.parametrize("kind", ["one byte flipped", "truncated", "not a GGUF"])
+def test_model_file_with_the_wrong_sha256_is_refused(
+    kind: str, cache: Path, real_gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = tmp_path / "model.gguf"
+    if kind == "not a GGUF":
+        bad.write_bytes(b"GGUF" + bytes(4096))
+    else:
+        shutil.copyfile(real_gguf, bad)
+        if kind == "truncated":
+            with bad.open("r+b") as handle:
+                handle.truncate(bad.stat().st_size - 1)
+        else:
+            flip_byte(bad, bad.stat().st_size // 3)
+    monkeypatch.setenv("SEMCODEC_MODEL_FILE", str(bad))
+    with pytest.raises(SemModelError, match=r"sha256 [0-9a-f]{16}… does not match the registry's b179c9523d0e6a0f…"):
+        weights.load_weights(SOURCE)
+    assert [p for p in cache.rglob("*") if p.is_file()] == []  # neither the file nor a .part is kept
+
+
+def test_missing_model_file_is_a_model_error(cache: Path) -> None:
+    with pytest.raises(SemModelError, match=r"cannot read the model file .*no-model-file-here\.gguf"):
+        weights.ensure_gguf(SOURCE)
+
+
+def test_every_registered_model_pins_a_sha256() -> None:
+    for spec in MODELS.values():
+        assert re.fullmatch(r"[0-9a-f]{64}", spec.weights.gguf_sha256), spec
+
+
+# -- no pickle ------------------------------------------------------------------------------
+
+SRC = Path(__file__).resolve().parent.parent / "src"
+
+UNSAFE_LOADING = re.compile(
+    r"""
+      \bimport\s+(?:c?pickle|dill|shelve|joblib|cloudpickle)\b
+    | \bfrom\s+(?:c?pickle|dill|shelve|joblib|cloudpickle)\b\s+import
+    | \b(?:c?pickle|dill|joblib|cloudpickle)\.loads?\(
+    | \bmarshal\.loads?\(
+    | \ballow_pickle\s*=\s*True
+    | \btorch\.load\((?![^)]*weights_only\s*=\s*True)[^)]*\)
+    | \byaml\.(?:unsafe_)?load\((?![^)]*Loader\s*=\s*yaml\.SafeLoader)[^)]*\)
+    | \bpd\.read_pickle\(
+    """,
+    re.VERBOSE,
+)
+
+
+@pytest.mark.parametrize(
+    ("snippet", "unsafe"),
+    [
+        ("import pickle", True),
+        ("from pickle import loads", True),
+        ("x = pickle.load(f)", True),
+        ("np.load(p, allow_pickle=True)", True),
+        ("torch.load(path)", True),
+        ("torch.load(path, map_location='cpu')", True),
+        ("torch.load(path, weights_only=True)", False),
+        ("yaml.load(text)", True),
+        ("np.load(p)", False),
+        ("# no pickle here", False),
+        ("json.loads(text)", False),
+    ],
+)
+def test_unsafe_loading_pattern(snippet: str, unsafe: bool) -> None:
+    assert bool(UNSAFE_LOADING.search(snippet)) is unsafe
+
+
+def test_no_pickle_loading_anywhere_in_src() -> None:
+    files = sorted(SRC.rglob("*.py"))
+    assert len(files) > 10
+    hits = [
+        f"{path.relative_to(SRC)}:{text.count(chr(10), 0, m.start()) + 1}: {m.group(0)}"
+        for path in files
+        for text in [path.read_text(encoding="utf-8")]
+        for m in UNSAFE_LOADING.finditer(text)
+    ]
+    assert hits == []
