@@ -55,27 +55,19 @@ def sigmoid_table() -> np.ndarray:
     return out
 
 
+def _taylor(x: Decimal, term: Decimal, n: int) -> Decimal:
+    """Sum of ``term * (-x**2)**j / ((n+1)(n+2)...)`` until the terms fall below 1e-60."""
+    total = Decimal(0)
+    while abs(term) >= Decimal("1e-60"):
+        total = _CTX.add(total, term)
+        term = _CTX.divide(_CTX.multiply(_CTX.multiply(term, x), -x), (n + 1) * (n + 2))
+        n += 2
+    return total
+
+
 def _sin_cos(x: Decimal) -> tuple[Decimal, Decimal]:
     """Taylor series for |x| <= 1 (enough terms for 50 digits)."""
-    term = x
-    s = Decimal(0)
-    n = 1
-    while True:
-        s = _CTX.add(s, term)
-        term = _CTX.divide(_CTX.multiply(_CTX.multiply(term, x), -x), (n + 1) * (n + 2))
-        n += 2
-        if abs(term) < Decimal("1e-60"):
-            break
-    term = Decimal(1)
-    c = Decimal(0)
-    n = 0
-    while True:
-        c = _CTX.add(c, term)
-        term = _CTX.divide(_CTX.multiply(_CTX.multiply(term, x), -x), (n + 1) * (n + 2))
-        n += 2
-        if abs(term) < Decimal("1e-60"):
-            break
-    return s, c
+    return _taylor(x, x, 1), _taylor(x, Decimal(1), 0)
 
 
 def rope_tables(n_positions: int, head_dim: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
