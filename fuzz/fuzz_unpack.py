@@ -41,16 +41,7 @@ def test_one_input(data: bytes) -> None:
         decoded = semcodec.unpack(data)
     except SemError:
         return
-    h = decoded.header
-    again = semcodec.pack(
-        decoded.text,
-        model_id=h.model_id,
-        generator_id=h.generator_id,
-        seed=h.seed,
-        width=h.width,
-        height=h.height,
-        check=h.check,
-    )
+    again = semcodec.pack_header(decoded.text, decoded.header)
     assert again == data, (
         f"accepted a non-canonical file: {data.hex()} decodes to {decoded.text!r}, which packs to {again.hex()}"
     )

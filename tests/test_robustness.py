@@ -506,22 +506,13 @@ def test_without_check_accepted_damage_is_canonical(damage: dict[str, Damage]) -
         mp.setattr(semcodec.codec, "MAX_TOKENS", FLIP_TOKEN_LIMIT)
         for key, outcome in decoded:
             assert outcome.header is not None and outcome.text is not None
-            h = outcome.header
             what, where = key
             expected = bytearray(d.data)
             if what == "flip":
                 expected[where // 8] ^= 1 << (where % 8)
             else:
                 expected = expected[:where]
-            repacked = semcodec.pack(
-                outcome.text,
-                model_id=h.model_id,
-                generator_id=h.generator_id,
-                seed=h.seed,
-                width=h.width,
-                height=h.height,
-                check=h.check,
-            )
+            repacked = semcodec.pack_header(outcome.text, outcome.header)
             assert repacked == bytes(expected), (key, outcome)
 
 

@@ -13,7 +13,7 @@ language model whose probabilities are computed in exact integer arithmetic, so 
     512
 """
 
-from semcodec.codec import MAX_TOKENS, SemFile, information_bits, pack, read_header, unpack
+from semcodec.codec import MAX_TOKENS, SemFile, information_bits, pack, pack_header, read_header, unpack
 from semcodec.container import FORMAT_VERSION, Header
 from semcodec.errors import (
     SemError,
@@ -43,6 +43,7 @@ __all__ = [
     "SemVersionError",
     "information_bits",
     "pack",
+    "pack_header",
     "read_header",
     "unpack",
 ]

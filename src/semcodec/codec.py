@@ -114,6 +114,15 @@ def pack(
     return encode_header(header, text_check(text) if check else b"") + payload
 
 
+def pack_header(text: str, header: Header) -> bytes:
+    """:func:`pack` with every field taken from ``header``: ``unpack(pack_header(f.text, f.header))``
+    gives back the bytes of any valid file ``f``."""
+    return pack(
+        text, model_id=header.model_id, generator_id=header.generator_id, seed=header.seed,
+        width=header.width, height=header.height, check=header.check,
+    )
+
+
 def unpack(data: bytes) -> SemFile:
     """Decode a ``.sem`` file; every failure is a :class:`semcodec.SemError`."""
     result = unpack_many([data])[0]

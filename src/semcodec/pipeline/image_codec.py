@@ -24,18 +24,10 @@ if TYPE_CHECKING:
 
 
 def pack_text(text: str, header: Header) -> bytes:
-    """:func:`semcodec.pack` with every field of ``header``."""
-    import semcodec
+    """:func:`semcodec.pack_header`, imported on first use (tests replace this seam)."""
+    from semcodec.codec import pack_header
 
-    return semcodec.pack(
-        text,
-        model_id=header.model_id,
-        generator_id=header.generator_id,
-        seed=header.seed,
-        width=header.width,
-        height=header.height,
-        check=header.check,
-    )
+    return pack_header(text, header)
 
 
 def unpack_file(data: bytes) -> SemFile:
