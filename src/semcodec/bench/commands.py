@@ -17,31 +17,12 @@ import sys
 from typing import Any
 
 from semcodec.errors import SemError, SemModelError
+from semcodec.pipeline.commands import int_at_least
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_BACKEND = 3
 EXIT_PARTIAL = 4
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be ≥ 0")
-    return value
 
 
 def _model_list(text: str) -> list[int]:
@@ -89,7 +70,7 @@ def register(subparsers: Any) -> None:
         "  OPENBLAS_NUM_THREADS=1 semcodec bench text ../shared/data/coco-captions-dev.txt --limit 300",
     )
     p.add_argument("corpora", nargs="+", metavar="CORPUS", help="UTF-8 text file, one text per line")
-    p.add_argument("--limit", type=_positive_int, metavar="N", help="measure the first N texts (default: all)")
+    p.add_argument("--limit", type=int_at_least(1), metavar="N", help="measure the first N texts (default: all)")
     p.add_argument(
         "--models",
         type=_model_list,
@@ -98,14 +79,14 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--unpack-limit",
-        type=_non_negative_int,
+        type=int_at_least(0),
         default=UNPACK_LIMIT,
         metavar="K",
         help=f"texts unpacked (and verified) per profile for the unpack speed (default {UNPACK_LIMIT})",
     )
     p.add_argument(
         "--zstd-dict-size",
-        type=_positive_int,
+        type=int_at_least(1),
         default=ZSTD_DICT_SIZE,
         metavar="BYTES",
         help=f"size of the trained zstd dictionary (default {ZSTD_DICT_SIZE}, as zstd --train)",

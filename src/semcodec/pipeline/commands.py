@@ -79,7 +79,9 @@ examples:
 # -- argument types ---------------------------------------------------------------
 
 
-def _int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
+def int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
+    """argparse type: an integer >= ``low`` (and <= ``high``), with a one-line error otherwise."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -118,12 +120,12 @@ def _add_backend_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--timeout", type=_positive_float, metavar="S", help="seconds per API request (default 120)")
     group.add_argument(
         "--retries",
-        type=_int_at_least(0),
+        type=int_at_least(0),
         metavar="N",
         help="retries on 429/5xx/timeouts, with backoff (default 4)",
     )
     group.add_argument("--device", metavar="DEV", help="hf: torch device (default: cuda if present, else cpu)")
-    group.add_argument("--steps", type=_int_at_least(1), metavar="N", help="hf: diffusion steps (default: the model's)")
+    group.add_argument("--steps", type=int_at_least(1), metavar="N", help="hf: diffusion steps (default: the model's)")
     group.add_argument("--guidance", type=_non_negative_float, metavar="G", help="hf: guidance scale")
     parser.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr (errors still)")
@@ -160,13 +162,13 @@ def register(subparsers: Any) -> None:
     enc.add_argument("--critic", metavar="NAME", help="judge for reflection (default: the captioner)")
     enc.add_argument(
         "--reflect",
-        type=_int_at_least(0),
+        type=int_at_least(0),
         default=0,
         metavar="N",
         help="revision rounds: paint, judge, revise (default 0: describe once, paint nothing)",
     )
     rate = enc.add_mutually_exclusive_group()
-    rate.add_argument("--max-bits", type=_int_at_least(1), metavar="B", help="the whole file in at most B bits")
+    rate.add_argument("--max-bits", type=int_at_least(1), metavar="B", help="the whole file in at most B bits")
     rate.add_argument(
         "--target-ubpp",
         type=_positive_float,
@@ -175,21 +177,21 @@ def register(subparsers: Any) -> None:
     )
     enc.add_argument(
         "--seeds",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         default=1,
         metavar="K",
         help="generator seeds tried per candidate; the best is stored (default 1)",
     )
     enc.add_argument(
         "--width",
-        type=_int_at_least(1, MAX_DIMENSION),
+        type=int_at_least(1, MAX_DIMENSION),
         metavar="W",
         help="decoded width (default: the image's aspect ratio, long side 1024)",
     )
-    enc.add_argument("--height", type=_int_at_least(1, MAX_DIMENSION), metavar="H", help="decoded height")
+    enc.add_argument("--height", type=int_at_least(1, MAX_DIMENSION), metavar="H", help="decoded height")
     enc.add_argument(
         "--words",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         default=DEFAULT_WORDS,
         metavar="N",
         help=f"word budget asked of the captioner (default {DEFAULT_WORDS})",
@@ -214,7 +216,7 @@ def register(subparsers: Any) -> None:
     enc.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     enc.add_argument(
         "--jobs",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         default=4,
         metavar="J",
         help="images encoded at once for a folder; bounds API requests in flight (default 4)",
