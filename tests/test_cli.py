@@ -410,7 +410,7 @@ def test_interrupt_exits_130_without_output(
 ) -> None:
     (workdir / "f.sem").write_bytes(packed)
 
-    def interrupted(blobs: object) -> None:
+    def interrupted(*args: object) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr("semcodec.codec.unpack_many", interrupted)
@@ -489,3 +489,13 @@ def test_info_does_not_print_terminal_escapes(workdir: Path, capsys: pytest.Capt
     assert json.loads(out)["text"] == text and "\x1b" not in out
     code, out, _ = run_main(["unpack", "e.sem", "-n"], capsys)
     assert out == text
+
+
+def test_outputs_get_the_usual_file_mode(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Atomic writes go through a private temp file; the result still gets 0666 & ~umask."""
+
+    from semcodec import fileio
+
+    (workdir / "m.txt").write_text("A red kite over a beach.\n")
+    assert run_main(["pack", "m.txt", "-o", "m.sem"], capsys)[0] == 0
+    assert (workdir / "m.sem").stat().st_mode & 0o777 == 0o666 & ~fileio._UMASK

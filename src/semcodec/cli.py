@@ -100,6 +100,30 @@ def _comparison(text: str) -> str:
     return ", ".join(parts)
 
 
+class _TokenProgress:
+    """``decoding: N tokens`` redrawn on a terminal's stderr, only once decoding takes a while."""
+
+    def __init__(self, delay: float = 1.5) -> None:
+        import time
+
+        self._clock = time.monotonic
+        self._start = self._clock()
+        self._delay = delay
+        self._shown = False
+        self._live = sys.stderr.isatty()
+
+    def __call__(self, tokens: int, still: int) -> None:
+        if not self._live or self._clock() - self._start < self._delay:
+            return
+        files = f", {still} file(s) still decoding" if still > 1 else ""
+        print(f"\rsemcodec: decoding: {tokens} tokens{files}   ", end="", file=sys.stderr, flush=True)
+        self._shown = True
+
+    def close(self) -> None:
+        if self._shown:
+            print(file=sys.stderr, flush=True)
+
+
 # -- pack / unpack / info ----------------------------------------------------------------
 
 
@@ -157,14 +181,20 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 
 def cmd_unpack(args: argparse.Namespace) -> int:
-    import semcodec
     from semcodec.codec import unpack_many
 
     many = len(args.inputs) > 1
     if many and args.output is not None and not Path(args.output).is_dir():
         raise SemError(f"with several inputs, -o must be an existing directory ({args.output} is not)")
     if not many:
-        decoded = semcodec.unpack(read_input(args.inputs[0], _sem_limit()))
+        progress = _TokenProgress()
+        try:
+            result = unpack_many([read_input(args.inputs[0], _sem_limit())], progress)[0]
+        finally:
+            progress.close()
+        if isinstance(result, SemError):
+            raise result
+        decoded = result
         text = decoded.text + ("" if args.no_newline else "\n")
         atomic_write(args.output or STDIO, text.encode("utf-8"), args.force)
         return EXIT_OK
@@ -179,7 +209,12 @@ def cmd_unpack(args: argparse.Namespace) -> int:
             failures += 1
             _error(f"{src}: {getattr(err, 'strerror', None) or err}")
     # One shared model pass per step serves every file (semcodec.codec.unpack_many).
-    for src, outcome in zip(readable, unpack_many(blobs), strict=True):
+    progress = _TokenProgress()
+    try:
+        outcomes = unpack_many(blobs, progress)
+    finally:
+        progress.close()
+    for src, outcome in zip(readable, outcomes, strict=True):
         try:
             if isinstance(outcome, SemError):
                 raise outcome

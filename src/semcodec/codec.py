@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -147,8 +147,12 @@ class _Job:
     hidden: np.ndarray
 
 
-def unpack_many(blobs: Sequence[bytes]) -> list[SemFile | SemError]:
+def unpack_many(
+    blobs: Sequence[bytes], on_step: Callable[[int, int], None] | None = None
+) -> list[SemFile | SemError]:
     """Decode many files; one model pass per step serves every file still decoding.
+
+    ``on_step(tokens_decoded, files_still_decoding)`` is called after every step (progress).
 
     Each file's tables are bit-identical to decoding it alone (rows never mix). A bad
     file yields its :class:`SemError` in its slot; the others decode.
@@ -179,15 +183,18 @@ def unpack_many(blobs: Sequence[bytes]) -> list[SemFile | SemError]:
                          start.fresh_cache(), start.hidden)
                     for i, header, check, offset, payload in items[lo : lo + BATCH_FILES]
                 ]
-                for job, outcome in _decode_lockstep(model, jobs):
+                for job, outcome in _decode_lockstep(model, jobs, on_step):
                     results[job.index] = outcome
     assert all(r is not None for r in results)
     return results  # type: ignore[return-value]
 
 
-def _decode_lockstep(model: LoadedModel, jobs: list[_Job]) -> list[tuple[_Job, SemFile | SemError]]:
+def _decode_lockstep(
+    model: LoadedModel, jobs: list[_Job], on_step: Callable[[int, int], None] | None
+) -> list[tuple[_Job, SemFile | SemError]]:
     done: list[tuple[_Job, SemFile | SemError]] = []
     active = jobs
+    decoded = 0
     while active:
         tables = model.lm.frequencies(model.lm.logits(np.concatenate([job.hidden for job in active])))
         still: list[_Job] = []
@@ -202,6 +209,9 @@ def _decode_lockstep(model: LoadedModel, jobs: list[_Job]) -> list[tuple[_Job, S
                     still.append(job)
             except SemError as err:
                 done.append((job, err))
+        decoded += len(active)
+        if on_step is not None:
+            on_step(decoded, len(still))
         if still:
             outs = model.lm.forward_many([([job.stream.symbols[-1]], job.cache) for job in still])
             for job, hidden in zip(still, outs, strict=True):

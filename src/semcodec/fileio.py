@@ -49,6 +49,15 @@ def read_input(path: str | os.PathLike[str], limit: int | None = None) -> bytes:
     return data
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once, at import: os.umask is process-wide, not thread-safe to probe
+
+
 def atomic_write(path: str | os.PathLike[str], data: bytes, force: bool = False) -> None:
     """Write ``data`` to ``path`` all-or-nothing (temp file in the same folder, fsync, rename).
 
@@ -64,6 +73,8 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, force: bool = False)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
     try:
         with os.fdopen(fd, "wb") as handle:
+            # mkstemp makes the file private (0600); give it the mode a plain open() would.
+            os.fchmod(handle.fileno(), 0o666 & ~_UMASK)
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
