@@ -11,27 +11,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from semcodec.errors import SemError, SemModelError
+from semcodec.exitcodes import (
+    EXIT_BAD_INPUT,
+    EXIT_CODES_HELP,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_UNAVAILABLE,
+)
 from semcodec.fileio import STDIO, OutputExistsError, atomic_write, read_input
-
-EXIT_OK = 0
-EXIT_BAD_INPUT = 1
-EXIT_USAGE = 2
-EXIT_UNAVAILABLE = 3
-EXIT_PARTIAL = 4
-EXIT_INTERRUPTED = 130
-EXIT_INTERNAL = 70
-
-EXIT_CODES_HELP = """\
-exit codes:
-  0  success
-  1  bad input: not a .sem file, corrupt or truncated, unsupported version, unknown
-     model id, a limit exceeded, text that cannot be coded losslessly, output exists
-  2  usage error (unknown option, missing argument)
-  3  a model or backend is unavailable (weights missing, download or API failed)
-  4  a batch finished, but some of its files failed (each is reported on stderr)
-  70 internal error (a bug: please report it; SEMCODEC_DEBUG=1 shows the traceback)
-  130 interrupted (no partial output is left behind)
-"""
 
 MAIN_DESCRIPTION = """\
 Semantic image codec at micro-bits per pixel. A description of an image is

@@ -17,12 +17,8 @@ import sys
 from typing import Any
 
 from semcodec.errors import SemError, SemModelError
+from semcodec.exitcodes import EXIT_BAD_INPUT, EXIT_OK, EXIT_UNAVAILABLE
 from semcodec.pipeline.commands import int_at_least
-
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_BACKEND = 3
-EXIT_PARTIAL = 4
 
 
 def _model_list(text: str) -> list[int]:
@@ -123,10 +119,10 @@ def cmd_text(args: argparse.Namespace) -> int:
                 print(render_text_bench(bench) + "\n", flush=True)
     except SemModelError as err:
         _error(str(err))
-        return EXIT_BACKEND
+        return EXIT_UNAVAILABLE
     except (SemError, ValueError) as err:
         _error(str(err))
-        return EXIT_ERROR
+        return EXIT_BAD_INPUT
     if args.json:
         print(dumps(benches))
     return EXIT_OK

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from semcodec.container import MAX_DIMENSION, Header
 from semcodec.errors import SemError, SemInputError, SemModelError
+from semcodec.exitcodes import EXIT_BAD_INPUT, EXIT_CODES_HELP, EXIT_OK, EXIT_PARTIAL, EXIT_UNAVAILABLE
 from semcodec.fileio import STDIO, OutputExistsError, atomic_write, read_input
 from semcodec.pipeline import imaging
 from semcodec.pipeline.backends import (
@@ -50,10 +51,6 @@ if TYPE_CHECKING:
     from semcodec.pipeline.interfaces import Captioner, Critic, Generator
     from semcodec.pipeline.similarity import Metric
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_BACKEND = 3
-EXIT_PARTIAL = 4
 
 _ERR_LOCK = threading.Lock()
 
@@ -133,7 +130,6 @@ def _add_backend_options(parser: argparse.ArgumentParser) -> None:
 
 def register(subparsers: Any) -> None:
     """Add ``encode`` and ``decode`` to ``subparsers`` (from ``ArgumentParser.add_subparsers``)."""
-    from semcodec.cli import EXIT_CODES_HELP  # one text for every command
 
     enc = subparsers.add_parser(
         "encode",
@@ -257,13 +253,13 @@ def main(argv: list[str] | None = None) -> int:
 def classify(err: BaseException) -> tuple[int, str]:
     """Exit code and one-line message for an error a command met."""
     if isinstance(err, (BackendError, SemModelError)):  # as for pack/unpack: a model is unavailable
-        return EXIT_BACKEND, str(err)
+        return EXIT_UNAVAILABLE, str(err)
     if isinstance(err, (SemError, OutputExistsError)):
-        return EXIT_ERROR, str(err)
+        return EXIT_BAD_INPUT, str(err)
     if isinstance(err, OSError):
         where = f"{err.filename}: " if err.filename else ""
-        return EXIT_ERROR, f"{where}{err.strerror or err}"
-    return EXIT_ERROR, " ".join(f"internal error: {type(err).__name__}: {err}".split())
+        return EXIT_BAD_INPUT, f"{where}{err.strerror or err}"
+    return EXIT_BAD_INPUT, " ".join(f"internal error: {type(err).__name__}: {err}".split())
 
 
 def _error(message: str) -> None:
