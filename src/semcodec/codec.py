@@ -56,11 +56,16 @@ class SemFile:
         return 8e6 * self.file_bytes / self.header.pixels
 
 
+def _require_known_ids(header: Header) -> None:
+    """SPEC §6: unknown model and generator ids are rejected, by name, before any model work."""
+    model_spec(header.model_id)
+    generator_name(header.generator_id)
+
+
 def read_header(data: bytes) -> Header:
     """Parse and validate only the header (no model is loaded)."""
     header, _, _ = decode_header(data)
-    model_spec(header.model_id)
-    generator_name(header.generator_id)  # SPEC §6: unknown generator ids are rejected too
+    _require_known_ids(header)
     return header
 
 
@@ -107,8 +112,7 @@ def pack(
 ) -> bytes:
     """Code ``text`` into a ``.sem`` file. Header fields at their defaults cost no bytes."""
     header = Header(model_id, generator_id, seed, width, height, check)
-    model_spec(model_id)
-    generator_name(generator_id)
+    _require_known_ids(header)
     symbols, tables = frequency_tables(text, model_id)
     payload = coding.encode(symbols, list(tables))
     return encode_header(header, text_check(text) if check else b"") + payload
@@ -164,8 +168,7 @@ def unpack_many(
     for i, data in enumerate(blobs):
         try:
             header, check_value, offset = decode_header(data)
-            model_spec(header.model_id)
-            generator_name(header.generator_id)
+            _require_known_ids(header)
             payload = bytes(data[offset:])
             if len(payload) > MAX_PAYLOAD_BYTES:
                 raise SemLimitError(f"payload of {len(payload)} bytes exceeds the limit {MAX_PAYLOAD_BYTES}")
