@@ -112,9 +112,7 @@ def _run_fake(photo_dir: Path, reflect: int) -> tuple[ImageBench, FakeGenerator]
     generator = FakeGenerator()
     roles = Roles(FakeCaptioner(), generator, FakeCritic())
     images = [(p.name, lambda p=p: Image.open(p).convert("RGB")) for p in sorted(photo_dir.glob("*.*g"))]
-    bench = run_image_bench(
-        images, roles, BenchSettings(reflect=reflect, width=128, height=96), metrics, notes, coder=FakeCoder()
-    )
+    bench = run_image_bench(images, roles, BenchSettings(reflect=reflect), metrics, notes, coder=FakeCoder())
     return bench, generator
 
 
@@ -122,13 +120,13 @@ def test_every_round_is_a_real_file_with_exact_rates(photo_dir: Path) -> None:
     bench, generator = _run_fake(photo_dir, reflect=2)
     assert [r.name for r in bench.images] == ["a_red.png", "b_blue.jpg"]
     red = bench.images[0]
-    assert (red.width, red.height, red.decode_width, red.decode_height) == (96, 64, 128, 96)
+    assert (red.width, red.height, red.decode_width, red.decode_height) == (96, 64, 96, 64)  # the source's size
     assert [it.text for it in red.iterations] == [
         "a red square",
         "a very red square",
         "a very very red square",
     ]
-    header_bits = 8 * len(encode_header(Header(width=128, height=96)))
+    header_bits = 8 * len(encode_header(Header(width=96, height=64)))
     for it in red.iterations:
         assert it.header_bits == header_bits
         assert it.payload_bits == 8 * len(it.text.encode())
@@ -136,7 +134,7 @@ def test_every_round_is_a_real_file_with_exact_rates(photo_dir: Path) -> None:
         assert it.ubpp == pytest.approx(1e6 * it.file_bits / (96 * 64))
         assert it.ubpp_1024 == pytest.approx(1e6 * it.file_bits / 1024**2)
         assert set(it.scores) == {"pixel", "psnr64"}
-        assert it.image is not None and it.image.size == (128, 96)
+        assert it.image is not None and it.image.size == (96, 64)
     assert sum(it.chosen for it in red.iterations) == 1
     # The reflection painted every round; the bench reused those paintings, painting nothing twice.
     assert len(generator.calls) == 6
@@ -149,6 +147,9 @@ def test_every_round_is_a_real_file_with_exact_rates(photo_dir: Path) -> None:
     assert means["round 1"].file_bits == pytest.approx(sum(r.iterations[1].file_bits for r in bench.images) / 2)
     data = json.loads(json.dumps(bench.to_json()))  # JSON-serialisable, no images inside
     assert data["images"][0]["iterations"][1]["payload_bits"] == 8 * len("a very red square")
+    first = data["images"][0]["iterations"][0]
+    assert first["micro_bpp"] == round(1e6 * first["file_bits"] / (96 * 64), 3)  # the key info and encode use
+    assert data["means"][0]["micro_bpp_at_1024"] == pytest.approx(means["round 0"].ubpp_1024)
     assert data["primary_metric"] == "pixel"
 
 

@@ -73,19 +73,19 @@ def test_encode_decode_files_with_progress(
     assert main(["encode", str(photo)]) == 0
     sem = tmp_path / "photo.sem"  # default output name
     header, _, offset = decode_header(sem.read_bytes())
-    assert header == Header(generator_id=1, width=1024, height=768)  # openai:dall-e-3, image aspect
+    assert header == Header(generator_id=1, width=400, height=300)  # openai:dall-e-3, the source's size
     assert sem.read_bytes()[offset:].decode() == "A small red cat sits on a green lawn under a blue sky."
     err = capsys.readouterr().err
     assert "loading captioner openai" in err and "describing in ≤30 words" in err
-    assert f"→ {sem}:" in err and "μbpp at 1024×768" in err
+    assert f"→ {sem}:" in err and "μbpp at 400×300" in err
     assert stub.calls(srv.IMAGES) == []  # no reflection, one seed: nothing painted
 
     assert main(["decode", str(sem), "-o", str(tmp_path / "back.png")]) == 0
     back = PIL.open(tmp_path / "back.png")
-    assert back.size == (1024, 768) and back.format == "PNG"
+    assert back.size == (400, 300) and back.format == "PNG"
     (call,) = stub.calls(srv.IMAGES)
-    assert call.body["model"] == "dall-e-3" and call.body["size"] == "1792x1024"
-    assert "painting 1024×768 with openai:dall-e-3" in capsys.readouterr().err
+    assert call.body["model"] == "dall-e-3" and call.body["size"] == "1792x1024"  # painted at a DALL-E 3 size
+    assert "painting 400×300 with openai:dall-e-3" in capsys.readouterr().err
 
 
 @pytest.mark.usefixtures("fast_codec")
@@ -140,8 +140,8 @@ def test_reflection_json_and_kept_candidates(
     summary = json.loads(out)
     assert summary["bytes"] == (tmp_path / "cat.sem").stat().st_size
     assert summary["bits"] == 8 * summary["bytes"]
-    assert (summary["width"], summary["height"], summary["generator"]) == (1024, 1024, "openai:dall-e-3")
-    assert summary["ubpp"] == round(summary["bits"] / 1024**2 * 1e6, 3)
+    assert (summary["width"], summary["height"], summary["generator"]) == (200, 200, "openai:dall-e-3")
+    assert summary["micro_bpp"] == round(summary["bits"] / 200**2 * 1e6, 3)
     assert [it["iteration"] for it in summary["iterations"]] == [0, 1]
     first = summary["iterations"][0]
     assert first["score"] == 0.6 and first["score_source"] == "critic:openai:gpt-4o"
@@ -193,13 +193,13 @@ def test_bit_budgets_are_met_or_refused(
     assert summary["iterations"][0]["truncated"] and LONG.startswith(summary["text"])
     assert summary["iterations"][0]["captioner_calls"] >= 2  # re-asked before cutting
 
-    assert main(["encode", str(photo), "-o", str(out), "-f", "--target-ubpp", "200", "--json"]) == 0
+    assert main(["encode", str(photo), "-o", str(out), "-f", "--target-ubpp", "20000", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["max_bits"] == int(200 * 1024 * 1024 / 1e6) and summary["bits"] <= summary["max_bits"]
+    assert summary["max_bits"] == int(20000 * 64 * 64 / 1e6) and summary["bits"] <= summary["max_bits"]
 
     assert main(["encode", str(photo), "-o", str(out), "-f", "--max-bits", "8"]) == 1
     assert lines(capsys.readouterr().err)[-1] == (
-        "semcodec: error: a budget of 8 bits leaves nothing for the description: the header alone takes 24 bits"
+        "semcodec: error: a budget of 8 bits leaves nothing for the description: the header alone takes 40 bits"
     )
     with pytest.raises(SystemExit) as usage:
         main(["encode", str(photo), "--max-bits", "100", "--target-ubpp", "3"])
@@ -274,3 +274,59 @@ def test_round_trip_with_the_real_coder_and_cli(stub: srv.OpenAIStub, tmp_path: 
     assert PIL.open(tmp_path / "photo.out.png").size == (512, 384)
     (decode_call,) = stub.calls(srv.IMAGES)[painted_while_encoding:]
     assert decode_call.body["prompt"] == summary["text"]  # real unpack restored the exact description
+
+
+def test_a_768x512_photo_has_one_rate_everywhere_and_decodes_to_768x512(
+    stub: srv.OpenAIStub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 13's goal, with the real coder: `encode --json`, `info` and `bench images` report
+    the same μbpp (over the source's 768×512 pixels), `decode` gives back 768×512, and the
+    header costs no more than the old default header (1024×704, the aspect ratio at 1024)."""
+    from semcodec import cli as top
+    from semcodec.container import encode_header
+
+    photo = write_photo(tmp_path / "photo.png", (768, 512))
+    sem = tmp_path / "photo.sem"
+    assert main(["encode", str(photo), "-o", str(sem), "--json", "-q"]) == 0
+    encoded = json.loads(capsys.readouterr().out)
+    data = sem.read_bytes()
+    header, _, offset = decode_header(data)
+    assert header == Header(generator_id=1, width=768, height=512)
+    assert encoded["micro_bpp"] == round(8e6 * len(data) / (768 * 512), 3)
+    assert offset <= len(encode_header(Header(generator_id=1, width=1024, height=704)))
+
+    assert top.main(["info", str(sem), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["micro_bpp"] == encoded["micro_bpp"] and info["text"] == encoded["text"]
+
+    assert top.main(["bench", "images", str(photo), "--metrics", "psnr64", "--json", "-q"]) == 0
+    bench = json.loads(capsys.readouterr().out)
+    (only,) = bench["images"][0]["iterations"]
+    assert (only["text"], only["file_bits"]) == (encoded["text"], 8 * len(data))  # the same encode path
+    assert only["micro_bpp"] == encoded["micro_bpp"]
+
+    out = tmp_path / "photo.webp"
+    assert main(["decode", str(sem), "-o", str(out), "-q"]) == 0
+    back = PIL.open(out)
+    assert (back.format, back.size) == ("WEBP", (768, 512))
+    assert stub.calls(srv.IMAGES)[-1].body["size"] == "1792x1024"  # painted at a DALL-E 3 size, then resized
+
+
+@pytest.mark.usefixtures("fast_codec")
+def test_decode_output_format_and_paint_size(
+    stub: srv.OpenAIStub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photo = write_photo(tmp_path / "p.png", (300, 200))
+    sem = tmp_path / "p.sem"
+    assert main(["encode", str(photo), "-o", str(sem), "-q"]) == 0
+    for name in ("p.gif", "p"):
+        assert main(["decode", str(sem), "-o", str(tmp_path / name)]) == 1
+        assert lines(capsys.readouterr().err)[-1].startswith(f"semcodec: error: {tmp_path / name}: cannot write")
+    assert stub.calls(srv.IMAGES) == []  # refused before painting
+    assert main(["decode", str(sem), "-o", str(tmp_path / "p.jpg"), "--paint-size", "1024x1024", "-q"]) == 0
+    back = PIL.open(tmp_path / "p.jpg")
+    assert (back.format, back.size) == ("JPEG", (300, 200))
+    assert stub.calls(srv.IMAGES)[-1].body["size"] == "1024x1024"
+    with pytest.raises(SystemExit):
+        main(["decode", str(sem), "--paint-size", "big"])
+    assert "is not WIDTHxHEIGHT" in capsys.readouterr().err

@@ -13,6 +13,7 @@ import math
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -26,12 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pipeline_fixtures import cli, tiny_models  # noqa: E402
 from pipeline_fixtures.fakes import fake_pack, fake_unpack  # noqa: E402
-from semcodec.container import decode_header  # noqa: E402
+from semcodec.container import Header, decode_header  # noqa: E402
 from semcodec.pipeline import image_codec  # noqa: E402
 from semcodec.pipeline.backends import BackendOptions  # noqa: E402
 from semcodec.pipeline.backends.hf import HFBackend  # noqa: E402
 from semcodec.pipeline.commands import main  # noqa: E402
 from semcodec.pipeline.errors import BackendUnavailableError  # noqa: E402
+from semcodec.pipeline.painting import paint  # noqa: E402
 from semcodec.pipeline.similarity import load_metric  # noqa: E402
 
 # diffusers' own numpy-2 deprecations are not ours to fix
@@ -93,14 +95,17 @@ def test_generator_honours_seed_size_and_steps(models: dict[str, Path], backend:
     generator = backend.generator(str(models["sd"]))
     assert generator.honours_seed
     steps: list[tuple[int, int]] = []
-    first = generator.generate("a red cat", 100, 70, seed=5, on_step=lambda d, t: steps.append((d, t)))
+    header = Header(width=100, height=70, seed=5)
+    first = paint(generator, "a red cat", header, on_step=lambda d, t: steps.append((d, t)))
     assert first.size == (100, 70) and first.mode == "RGB"
     assert steps == [(1, 2), (2, 2)]
-    again = generator.generate("a red cat", 100, 70, seed=5)
-    other = generator.generate("a red cat", 100, 70, seed=6)
+    # Painted at the toy model's native area (32² px) in the header's aspect ratio, then resized.
+    assert generator.generate("a red cat", 100, 70, seed=5).size == (32, 32)
+    again = paint(generator, "a red cat", header)
+    other = paint(generator, "a red cat", replace(header, seed=6))
     assert np.array_equal(np.asarray(first), np.asarray(again))
     assert not np.array_equal(np.asarray(first), np.asarray(other))
-    big = generator.generate("a red cat", 1536, 640, seed=2**64 - 1)  # any header seed and size
+    big = paint(generator, "a red cat", Header(width=1536, height=640, seed=2**64 - 1))  # any header seed and size
     assert big.size == (1536, 640)
 
 
@@ -192,4 +197,4 @@ def test_round_trip_through_the_semcodec_cli_and_the_hf_cache(
     assert dec.returncode == 0, dec.stderr
     assert "loading generator hf:stabilityai/sd-turbo" in dec.stderr
     assert f'seed {summary["seed"]}: "{summary["text"]}"' in dec.stderr  # the real unpack's text
-    assert PIL.open(out_png).size == (summary["width"], summary["height"]) == (1024, 768)
+    assert PIL.open(out_png).size == (summary["width"], summary["height"]) == (96, 72)  # the source's size

@@ -23,9 +23,11 @@ PIL = pytest.importorskip("PIL.Image")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pipeline_fixtures import openai_server as srv  # noqa: E402
+from semcodec.container import Header  # noqa: E402
 from semcodec.pipeline.backends import BackendOptions  # noqa: E402
 from semcodec.pipeline.backends.openai_api import OpenAIBackend  # noqa: E402
 from semcodec.pipeline.errors import BackendError, BackendUnavailableError  # noqa: E402
+from semcodec.pipeline.painting import paint  # noqa: E402
 
 KEY = "sk-test-0123456789abcdef"
 
@@ -91,13 +93,14 @@ def test_critique_sends_both_images_and_parses_the_score(stub: srv.OpenAIStub) -
         ("gpt-image-1", 768, 1024, "1024x1536", None),
     ],
 )
-def test_generate_asks_an_allowed_size_and_returns_the_header_size(
+def test_generate_asks_an_allowed_size_and_paint_returns_the_header_size(
     stub: srv.OpenAIStub, model: str, width: int, height: int, size: str, response_format: str | None
 ) -> None:
     generator = backend().generator(model)
     assert not generator.honours_seed
     steps: list[tuple[int, int]] = []
-    image = generator.generate("a red square", width, height, seed=0, on_step=lambda d, t: steps.append((d, t)))
+    header = Header(width=width, height=height)
+    image = paint(generator, "a red square", header, on_step=lambda d, t: steps.append((d, t)))
     assert image.size == (width, height) and image.mode == "RGB"
     assert image.getpixel((width // 2, height // 2)) == (200, 30, 30)
     (call,) = stub.calls(srv.IMAGES)

@@ -471,11 +471,50 @@ def test_backend_options_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_image_sizes() -> None:
     landscape = PIL.new("RGB", (4000, 3000))
-    assert imaging.default_size(landscape) == (1024, 768)
-    assert imaging.default_size(PIL.new("RGB", (500, 500))) == (1024, 1024)  # free in the header
+    assert imaging.complete_size(landscape, None, None) == (4000, 3000)  # the source's own size
+    assert imaging.complete_size(PIL.new("RGB", (20000, 10000)), None, None) == (16384, 8192)  # format limit
     assert imaging.complete_size(landscape, 800, None) == (800, 600)
     assert imaging.complete_size(landscape, None, 300) == (400, 300)
     assert imaging.resize(landscape, 33, 17).size == (33, 17)
+    assert imaging.resize(PIL.new("RGB", (16, 16)), 40, 24).size == (40, 24)
+
+
+def test_paint_sizes_keep_the_native_area_and_the_header_aspect() -> None:
+    for width, height in ((768, 512), (1920, 1080), (512, 768), (1000, 1000), (300, 2000)):
+        for area, step in ((512 * 512, 16), (1024 * 1024, 64)):
+            w, h = imaging.paint_size(width, height, area, step)
+            assert w % step == 0 and h % step == 0
+            assert 0.8 < w * h / area < 1.2
+            if max(width, height) / min(width, height) <= 4:
+                assert abs(w / h - width / height) < 0.1 * width / height
+
+
+def test_resize_filters_lanczos_down_bicubic_up() -> None:
+    # A one-pixel checkerboard averages to grey under Lanczos' low-pass; upscaling a
+    # hard edge with bicubic overshoots less than Lanczos would.
+    board = PIL.new("L", (64, 64))
+    board.putdata([255 * ((x + y) % 2) for y in range(64) for x in range(64)])
+    small = imaging.resize(board.convert("RGB"), 16, 16)
+    assert all(100 < v < 160 for v in small.convert("L").tobytes())
+    edge = PIL.new("RGB", (8, 8), (0, 0, 0))
+    edge.paste((255, 255, 255), (4, 0, 8, 8))
+    big = imaging.resize(edge, 64, 64).convert("L")
+    lanczos = edge.resize((64, 64), PIL.Resampling.LANCZOS).convert("L")
+    assert big.size == (64, 64) and big.tobytes() != lanczos.tobytes()
+    assert big.tobytes() == edge.resize((64, 64), PIL.Resampling.BICUBIC).convert("L").tobytes()
+
+
+@pytest.mark.parametrize(("name", "fmt"), [("x.png", "PNG"), ("x.jpg", "JPEG"), ("X.JPEG", "JPEG"), ("x.webp", "WEBP")])
+def test_output_format_by_extension(name: str, fmt: str) -> None:
+    data = imaging.image_bytes(PIL.new("RGB", (8, 8), "red"), name)
+    assert PIL.open(io.BytesIO(data)).format == fmt
+    assert imaging.output_format(name) == fmt
+
+
+def test_unknown_output_extension_is_bad_input() -> None:
+    for name in ("x.gif", "x.sem", "noext"):
+        with pytest.raises(SemInputError, match="cannot write"):
+            imaging.output_format(name)
 
 
 def test_unreadable_image_is_bad_input() -> None:

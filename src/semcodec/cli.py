@@ -218,6 +218,7 @@ def cmd_unpack(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     import semcodec
+    from semcodec import ubpp
     from semcodec.container import decode_header
     from semcodec.registry import generator_name, model_spec
 
@@ -237,8 +238,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         "width": header.width,
         "height": header.height,
         "integrity_check": check_value.hex() if header.check else None,
-        "micro_bpp": round(8e6 * len(data) / header.pixels, 3),
-        "micro_bpp_at_1024": round(8e6 * len(data) / (1024 * 1024), 3),
+        ubpp.KEY: ubpp.reported(8 * len(data), header.width, header.height),
+        ubpp.KEY_AT_1024: ubpp.reported(8 * len(data), 1024, 1024),
     }
     if not args.header_only:
         decoded = semcodec.unpack(data)

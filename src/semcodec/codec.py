@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from semcodec import coding
+from semcodec import coding, ubpp
 from semcodec.container import Header, decode_header, encode_header, text_check
 from semcodec.errors import SemError, SemInputError, SemIntegrityError, SemLimitError
 from semcodec.models.exact import KVCache
@@ -52,8 +52,8 @@ class SemFile:
 
     @property
     def micro_bpp(self) -> float:
-        """File bits per pixel at the stored resolution, in millionths."""
-        return 8e6 * self.file_bytes / self.header.pixels
+        """File bits per pixel of the source image (the header's size), in millionths."""
+        return ubpp.micro_bpp(8 * self.file_bytes, self.header.width, self.header.height)
 
 
 def _require_known_ids(header: Header) -> None:

@@ -1,18 +1,22 @@
 """The image bench: describe → code → repaint each image, per reflection round, and measure.
 
-For every image it runs the pipeline's reflection search
-(:func:`semcodec.pipeline.reflect.reflect`) with the real coder's exact bit cost, then,
-for **every** round's candidate (not just the chosen one):
+For every image it runs ``semcodec encode``'s own encode function
+(:func:`semcodec.pipeline.image_codec.encode_image`: the reflection search with the real
+coder's exact bit cost, and its one cache of packed files), then, for **every** round's
+candidate (not just the chosen one):
 
-* packs the description into the ``.sem`` file that round would store, unpacks it, and
+* takes the ``.sem`` file that round would store (from that same cache), unpacks it, and
   checks the text survives — the bits reported are those of that real file;
 * takes the reconstruction (the image reflection painted from that text and seed, or a
-  fresh painting when nothing was painted, i.e. ``--reflect 0``) — for a generator that
-  honours seeds this is exactly what ``semcodec decode`` paints;
+  fresh painting when nothing was painted, i.e. ``--reflect 0``) — painted and resized
+  by :func:`semcodec.pipeline.painting.paint`, so for a generator that honours seeds
+  this is exactly what ``semcodec decode`` paints;
 * scores it against the original with every available metric.
 
-Rates: μbpp = file bits per pixel × 10⁶, at the original image's resolution and at
-1024×1024. The smallest JPEG and WebP (quality 1) of the original are measured alongside.
+Rates (:mod:`semcodec.ubpp`): file bits per pixel × 10⁶ over the header's size — the
+source image's, unless ``--width``/``--height`` say otherwise — exactly as ``semcodec
+info`` and ``encode --json`` report them, and over 1024×1024. The smallest JPEG and WebP
+(quality 1) of the original are measured alongside.
 
 Backends come in as objects satisfying the pipeline's protocols, so tests can drive the
 whole bench with deterministic fakes; :class:`TextCoder` is the seam for the coder.
@@ -25,18 +29,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
+from semcodec import ubpp
 from semcodec.bench.anchors import Anchor, anchors_for
 from semcodec.bench.metrics import ImageMetric, MetricInfo, judge_metric, primary
 from semcodec.container import Header, encode_header
 from semcodec.pipeline.progress import QUIET, Progress
-from semcodec.pipeline.reflect import DEFAULT_LAMBDA, DEFAULT_WORDS, Judge, ReflectSettings, reflect
+from semcodec.pipeline.reflect import DEFAULT_LAMBDA, DEFAULT_WORDS, Judge, ReflectSettings
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
     from semcodec.pipeline.interfaces import Captioner, Critic, Generator
-
-PIXELS_1024 = 1024 * 1024
 
 
 class TextCoder(Protocol):
@@ -78,6 +81,7 @@ class BenchSettings:
     seeds: int = 1
     words: int = DEFAULT_WORDS
     max_bits: int | None = None
+    target_ubpp: float | None = None
     lam: float = DEFAULT_LAMBDA
     model_id: int = 0
     generator_id: int = 0
@@ -128,8 +132,8 @@ class Iteration:
             "header_bits": self.header_bits,
             "payload_bits": self.payload_bits,
             "file_bits": self.file_bits,
-            "ubpp": round(self.ubpp, 3),
-            "ubpp_1024": round(self.ubpp_1024, 3),
+            ubpp.KEY: round(self.ubpp, ubpp.DIGITS),
+            ubpp.KEY_AT_1024: round(self.ubpp_1024, ubpp.DIGITS),
             "scores": self.scores,
             "judge_score": self.judge_score,
             "judge_source": self.judge_source,
@@ -205,7 +209,8 @@ class MeanRow:
     scores: dict[str, float]
 
     def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items()}
+        keys = {"ubpp": ubpp.KEY, "ubpp_1024": ubpp.KEY_AT_1024}
+        return {keys.get(k, k): v for k, v in vars(self).items()}
 
 
 @dataclass
@@ -244,8 +249,8 @@ class ImageBench:
                     None,
                     None,
                     _avg([a.anchor.bits for _, a in found]),
-                    _avg([1e6 * a.anchor.bpp for _, a in found]),
-                    _avg([1e6 * a.anchor.bits / PIXELS_1024 for _, a in found]),
+                    _avg([ubpp.micro_bpp(a.anchor.bits, r.width, r.height) for r, a in found]),
+                    _avg([ubpp.micro_bpp(a.anchor.bits, 1024, 1024) for _, a in found]),
                     _avg_scores([a.scores for _, a in found]),
                 )
             )
@@ -306,8 +311,11 @@ def bench_image(
     coder: TextCoder,
     progress: Progress = QUIET,
 ) -> ImageResult:
-    """Encode ``original`` with reflection and measure every round (errors propagate)."""
+    """Encode ``original`` as ``semcodec encode`` does and measure every round (errors propagate)."""
     from semcodec.pipeline import imaging
+    from semcodec.pipeline.image_codec import encode_image
+    from semcodec.pipeline.painting import paint
+    from semcodec.pipeline.ratecontrol import budget_from
 
     started = time.perf_counter()
     width, height = imaging.complete_size(original, settings.width, settings.height)
@@ -315,7 +323,7 @@ def bench_image(
     search = ReflectSettings(
         reflect=settings.reflect,
         seeds=settings.seeds,
-        max_bits=settings.max_bits,
+        max_bits=budget_from(settings.max_bits, settings.target_ubpp, width, height),
         words=settings.words,
         lam=settings.lam,
     )
@@ -323,41 +331,28 @@ def bench_image(
     if search.paints:
         mode = _judge_mode(settings, metrics, roles.critic)
         judge = Judge(original, mode, judge_metric(metrics), roles.critic)
-
-    packed: dict[tuple[str, Header], bytes] = {}
-
-    def pack(text: str, stored: Header) -> bytes:
-        # The search costs each text by packing it; keep those files so no round is packed twice.
-        if (text, stored) not in packed:
-            packed[(text, stored)] = coder.pack(text, stored)
-        return packed[(text, stored)]
-
-    def cost(text: str) -> int:
-        return 8 * len(pack(text, header))
-
-    found = reflect(
+    encoded = encode_image(
         original,
         captioner=roles.captioner,
         generator=roles.generator if search.paints else None,
         judge=judge,
-        cost_bits=cost,
         header=header,
         settings=search,
+        pack=coder.pack,
         progress=progress,
     )
     bound = [(m.info.key, m.bind(original)) for m in metrics]
-    pixels = original.width * original.height
     result = ImageResult(name, original.width, original.height, width, height, original=original)
-    for cand in found.candidates:
+    for cand in encoded.result.candidates:
         stored = replace(header, seed=cand.seed)
-        data = pack(cand.text, stored)
+        data = encoded.file_for(cand)  # packed once, by the search's own cache
         decoded = coder.unpack_text(data)
         if decoded != cand.text:
             raise RuntimeError(f"round {cand.iteration}: the .sem file decodes to different text")
         image = cand.images.get(cand.seed)
         if image is None:  # nothing was painted during the search (no reflection, one seed)
             progress.note(f"round {cand.iteration}: painting with {roles.generator.name}")
-            image = roles.generator.generate(decoded, width, height, cand.seed)
+            image = paint(roles.generator, decoded, stored)
         bits = 8 * len(data)
         result.iterations.append(
             Iteration(
@@ -366,12 +361,12 @@ def bench_image(
                 cand.seed,
                 8 * len(encode_header(stored)),
                 bits,
-                1e6 * bits / pixels,
-                1e6 * bits / PIXELS_1024,
+                ubpp.micro_bpp(bits, width, height),
+                ubpp.micro_bpp(bits, 1024, 1024),
                 {key: score(image) for key, score in bound},
                 cand.score,
                 cand.score_source,
-                chosen=cand is found.best,
+                chosen=cand is encoded.best,
                 image=image,
             )
         )

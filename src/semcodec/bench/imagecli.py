@@ -51,6 +51,7 @@ def _metric_set(text: str) -> set[str]:
 
 def add_images_parser(sub: Any) -> None:
     """Add ``images`` to the ``bench`` subparsers."""
+    from semcodec.pipeline.commands import paint_size
     from semcodec.pipeline.reflect import DEFAULT_LAMBDA, DEFAULT_WORDS
 
     p = sub.add_parser(
@@ -58,7 +59,7 @@ def add_images_parser(sub: Any) -> None:
         help="describe → code → repaint a folder of images: bits, μbpp, similarity, JPEG/WebP anchors",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="For each image: describe it, code the description and repaint it, at every\n"
-        "reflection round. Reports description length, payload and file bits, μbpp at the image's\n"
+        "reflection round. Reports description length, payload and file bits, μbpp over the image's\n"
         "resolution and at 1024×1024, the similarity metrics available here, and the smallest\n"
         "JPEG/WebP of the image (quality 1).",
         epilog="examples:\n"
@@ -74,7 +75,14 @@ def add_images_parser(sub: Any) -> None:
     p.add_argument("--reflect", type=_int(0), default=0, metavar="N", help="revision rounds (default 0)")
     p.add_argument("--seeds", type=_int(1), default=1, metavar="K", help="generator seeds tried per round")
     p.add_argument("--words", type=_int(1), default=DEFAULT_WORDS, metavar="N", help="word budget asked for")
-    p.add_argument("--max-bits", type=_int(1), metavar="B", help="fit each file in B bits (rate control)")
+    rate = p.add_mutually_exclusive_group()
+    rate.add_argument("--max-bits", type=_int(1), metavar="B", help="fit each file in B bits (rate control)")
+    rate.add_argument(
+        "--target-ubpp",
+        type=_float,
+        metavar="U",
+        help="fit each file in U μbpp of its source image (as for encode)",
+    )
     p.add_argument("--lambda", dest="lam", type=_float, default=DEFAULT_LAMBDA, metavar="L", help="λ in J")
     p.add_argument(
         "--score",
@@ -83,7 +91,7 @@ def add_images_parser(sub: Any) -> None:
         help="what reflection scores with: auto = CLIP if on disk, else the critic",
     )
     p.add_argument("--model", default="0", metavar="ID", help="probability model id or name (default 0)")
-    p.add_argument("--width", type=_int(1), metavar="W", help="repaint width (default: aspect ratio, long side 1024)")
+    p.add_argument("--width", type=_int(1), metavar="W", help="header (decoded) width (default: the image's own)")
     p.add_argument("--height", type=_int(1), metavar="H", help="repaint height")
     p.add_argument("--limit", type=_int(1), metavar="N", help="only the first N images (by name)")
     p.add_argument(
@@ -99,6 +107,7 @@ def add_images_parser(sub: Any) -> None:
     group.add_argument("--device", metavar="DEV", help="hf (and metrics): torch device")
     group.add_argument("--steps", type=_int(1), metavar="N", help="hf: diffusion steps")
     group.add_argument("--guidance", type=_float, metavar="G", help="hf: guidance scale")
+    group.add_argument("--paint-size", type=paint_size, metavar="WxH", help="paint at WxH, then resize (as for decode)")
     group.add_argument("--timeout", type=_float, metavar="S", help="openai: seconds per request")
     group.add_argument("--retries", type=_int(0), metavar="N", help="openai: retries on 429/5xx/timeouts")
     p.set_defaults(func=run_images_command)
@@ -134,6 +143,7 @@ def build_roles(args: argparse.Namespace, say: Any) -> tuple[Roles, int]:
         device=args.device,
         steps=args.steps,
         guidance=args.guidance,
+        paint_size=args.paint_size,
         concurrency=1,
     )
     pool = BackendPool(options, on_event=say)
@@ -199,6 +209,7 @@ def _run(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         words=args.words,
         max_bits=args.max_bits,
+        target_ubpp=args.target_ubpp,
         lam=args.lam,
         model_id=model_id,
         generator_id=generator_id,

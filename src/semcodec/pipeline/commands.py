@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from semcodec import ubpp
 from semcodec.container import MAX_DIMENSION, Header
 from semcodec.errors import SemError, SemInputError, SemModelError
 from semcodec.exitcodes import EXIT_BAD_INPUT, EXIT_CODES_HELP, EXIT_OK, EXIT_PARTIAL, EXIT_UNAVAILABLE
@@ -112,6 +113,22 @@ _positive_float = _float_above(0, inclusive=False)
 _non_negative_float = _float_above(0, inclusive=True)
 
 
+def paint_size(text: str) -> tuple[int, int]:
+    """argparse type for ``--paint-size WxH``.
+
+    >>> paint_size("768x512")
+    (768, 512)
+    """
+    width, sep, height = text.lower().partition("x")
+    try:
+        size = (int(width), int(height)) if sep else None
+    except ValueError:
+        size = None
+    if size is None or not all(1 <= side <= MAX_DIMENSION for side in size):
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT with sides in [1, {MAX_DIMENSION}]")
+    return size
+
+
 def _add_backend_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("backend options")
     group.add_argument("--timeout", type=_positive_float, metavar="S", help="seconds per API request (default 120)")
@@ -124,6 +141,13 @@ def _add_backend_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", metavar="DEV", help="hf: torch device (default: cuda if present, else cpu)")
     group.add_argument("--steps", type=int_at_least(1), metavar="N", help="hf: diffusion steps (default: the model's)")
     group.add_argument("--guidance", type=_non_negative_float, metavar="G", help="hf: guidance scale")
+    group.add_argument(
+        "--paint-size",
+        type=paint_size,
+        metavar="WxH",
+        help="paint at WxH, then resize to the header's size (default: the generator's size nearest "
+        "the header's aspect ratio)",
+    )
     parser.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr (errors still)")
 
@@ -169,7 +193,7 @@ def register(subparsers: Any) -> None:
         "--target-ubpp",
         type=_positive_float,
         metavar="U",
-        help="the whole file in at most U micro-bits per pixel of the header's size",
+        help="the whole file in at most U micro-bits per pixel of the source image (the header's size)",
     )
     enc.add_argument(
         "--seeds",
@@ -182,7 +206,7 @@ def register(subparsers: Any) -> None:
         "--width",
         type=int_at_least(1, MAX_DIMENSION),
         metavar="W",
-        help="decoded width (default: the image's aspect ratio, long side 1024)",
+        help="decoded width, stored in the header; rates count over it (default: the image's own)",
     )
     enc.add_argument("--height", type=int_at_least(1, MAX_DIMENSION), metavar="H", help="decoded height")
     enc.add_argument(
@@ -225,10 +249,13 @@ def register(subparsers: Any) -> None:
         help="repaint the image a .sem file describes",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=_DECODE_EXAMPLES + "\n" + EXIT_CODES_HELP,
-        description="Unpack IN.sem and repaint it at the header's size and seed with its generator.",
+        description="Unpack IN.sem and repaint it with its generator and seed, at a size the generator "
+        "supports, then resize it to the header's size (the source image's).",
     )
     dec.add_argument("input", metavar="IN.sem|-", help=".sem file or - for stdin")
-    dec.add_argument("-o", "--output", metavar="OUT", help="OUT.png (.jpg/.webp by name), - for stdout")
+    dec.add_argument(
+        "-o", "--output", metavar="OUT", help="OUT.png, .jpg or .webp (format by extension), - for PNG on stdout"
+    )
     dec.add_argument(
         "--generator",
         metavar="NAME",
@@ -290,6 +317,7 @@ def _options(args: argparse.Namespace, concurrency: int) -> BackendOptions:
         device=args.device,
         steps=args.steps,
         guidance=args.guidance,
+        paint_size=args.paint_size,
         concurrency=concurrency,
     )
 
@@ -369,7 +397,7 @@ class _Encoder:
         score = "" if best.score is None else f", score {best.score:.3f}"
         rounds = f", round {best.iteration} of {len(encoded.result.candidates)}" if self.settings.reflect else ""
         progress.note(
-            f"→ {output}: {len(encoded.data)} bytes, {summary['ubpp']} μbpp at "
+            f"→ {output}: {len(encoded.data)} bytes, {summary[ubpp.KEY]} μbpp at "
             f'{encoded.header.width}×{encoded.header.height}{rounds}{score}: "{best.text}"'
         )
         return Outcome(source, output, summary=summary)
@@ -390,7 +418,7 @@ class _Encoder:
             "output": output,
             "bytes": len(data),
             "bits": bits,
-            "ubpp": round(bits / header.pixels * 1e6, 3),
+            ubpp.KEY: ubpp.reported(bits, header.width, header.height),
             "width": header.width,
             "height": header.height,
             "seed": header.seed,
@@ -404,7 +432,7 @@ class _Encoder:
             "text": best.text,
             "score": best.score,
             "score_source": best.score_source,
-            "iterations": [c.summary(header.pixels) for c in candidates],
+            "iterations": [c.summary(header) for c in candidates],
         }
 
     def _keeper(self, stem: str, header: Header) -> Callable[[Candidate], None]:
@@ -416,7 +444,7 @@ class _Encoder:
             atomic_write(f"{base}.txt", (cand.text + "\n").encode("utf-8"), force=True)
             for seed, image in cand.images.items():
                 atomic_write(f"{base}.s{seed}.png", imaging.image_bytes(image), force=True)
-            info = json.dumps(cand.summary(header.pixels), indent=2, ensure_ascii=False) + "\n"
+            info = json.dumps(cand.summary(header), indent=2, ensure_ascii=False) + "\n"
             atomic_write(f"{base}.json", info.encode("utf-8"), force=True)
 
         return keep
@@ -542,6 +570,7 @@ def _decode(args: argparse.Namespace) -> int:
     if source == STDIO and not args.output:
         raise SemInputError("a .sem file on stdin needs -o OUT.png (or -o - for stdout)")
     output = args.output or str(Path(source).with_suffix(".png"))
+    imaging.output_format(output)  # a name we cannot write is refused before any painting
     _refuse_existing(output, args.force)
     progress = Progress(enabled=not args.quiet)
     data = read_input(source)

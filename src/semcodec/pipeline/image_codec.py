@@ -2,18 +2,39 @@
 
 The core codec (:func:`semcodec.pack` / :func:`semcodec.unpack`) only knows text; this
 module adds the image side. The bit cost it feeds the search is the size of the real
-packed file, so what the search optimises is what lands on disk.
+packed file, so what the search optimises is what lands on disk. :func:`encode_image` is
+the one encode path: ``semcodec encode`` and ``semcodec bench images`` both call it, and
+its :class:`FileCost` is the one cache of packed files behind every cost and every file.
+
+The header stores the source image's size (SPEC §2); :func:`~.painting.paint` — used by
+the search and by :func:`decode_image` alike — paints at a size the generator supports
+and resizes to it, so a decode gives back an image of the source's size.
+
+    >>> from PIL import Image
+    >>> from semcodec.container import decode_header, encode_header
+    >>> class Words:  # a captioner
+    ...     name = "words"
+    ...     def describe(self, image, word_budget, critique=None):
+    ...         return "a red square"
+    >>> def fake_pack(text, header):  # the real header, then the text (the LM coder is slow)
+    ...     return encode_header(header) + text.encode()
+    >>> photo = Image.new("RGB", (768, 512), "red")
+    >>> encoded = encode_image(photo, captioner=Words(), generator=None, judge=None,
+    ...     header=Header(width=768, height=512), settings=ReflectSettings(), pack=fake_pack)
+    >>> decode_header(encoded.data)[0] == Header(width=768, height=512), encoded.file_for(encoded.best) == encoded.data
+    (True, True)
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from semcodec.container import Header
+from semcodec.pipeline.painting import paint
 from semcodec.pipeline.progress import QUIET, Progress
-from semcodec.pipeline.ratecontrol import CostFn
 from semcodec.pipeline.reflect import Candidate, Judge, ReflectResult, ReflectSettings, reflect
 
 if TYPE_CHECKING:
@@ -37,39 +58,54 @@ def unpack_file(data: bytes) -> SemFile:
     return semcodec.unpack(data)
 
 
+Packer = Callable[[str, Header], bytes]
+"""Text and header → ``.sem`` bytes (:func:`pack_text`, or a test's stand-in)."""
+
+
 class FileCost:
     """Exact cost of a description: bits of the file :func:`semcodec.pack` writes (seed 0).
 
-    Keeps the packed bytes, because the LM coder is the slow part and the chosen
-    description's final file is usually one already costed (whenever its seed is 0).
+    The one cache of packed files of an encode: the LM coder is the slow part, a text
+    is often costed twice (fitted, then reported), and the chosen description's final
+    file — or any round's, which the bench measures — is usually one already packed.
     """
 
-    def __init__(self, header: Header) -> None:
+    def __init__(self, header: Header, pack: Packer | None = None) -> None:
         self.header = replace(header, seed=0)
-        self._files: dict[str, bytes] = {}
+        self._pack = pack
+        self._files: dict[tuple[str, int], bytes] = {}
+        # The LM behind the real coder is not known to be thread-safe, and is CPU-bound
+        # anyway: one text at a time.
+        self._lock = threading.Lock()
 
     def __call__(self, text: str) -> int:
         return 8 * len(self.pack(text, 0))
 
     def pack(self, text: str, seed: int) -> bytes:
-        if seed:
-            return pack_text(text, replace(self.header, seed=seed))
-        if text not in self._files:
-            self._files[text] = pack_text(text, self.header)
-        return self._files[text]
+        """The file for ``text`` with ``seed`` in the header (packed once, then cached)."""
+        with self._lock:
+            if (text, seed) not in self._files:
+                pack = self._pack or pack_text  # looked up now: tests replace the module's seam
+                self._files[(text, seed)] = pack(text, replace(self.header, seed=seed))
+            return self._files[(text, seed)]
 
 
 @dataclass
 class Encoded:
-    """A packed file and the search that chose it."""
+    """A packed file, the search that chose it, and the cache that packed it."""
 
     data: bytes
     header: Header
     result: ReflectResult
+    files: FileCost
 
     @property
     def best(self) -> Candidate:
         return self.result.best
+
+    def file_for(self, candidate: Candidate) -> bytes:
+        """The file ``candidate`` would be stored as (the chosen one's is :attr:`data`)."""
+        return self.files.pack(candidate.text, candidate.seed)
 
 
 def encode_image(
@@ -80,22 +116,22 @@ def encode_image(
     judge: Judge | None,
     header: Header,
     settings: ReflectSettings,
-    cost_bits: CostFn | None = None,
+    pack: Packer | None = None,
     progress: Progress = QUIET,
     on_candidate: Callable[[Candidate], None] | None = None,
 ) -> Encoded:
     """Search for the best description of ``original`` and pack it with its seed.
 
-    ``header`` carries model id, generator id, size and check flag; its seed is ignored
-    (the search chooses it). ``cost_bits`` defaults to packing for real.
+    ``header`` carries model id, generator id, size (the source's, by default) and check
+    flag; its seed is ignored (the search chooses it). ``pack`` defaults to the real coder.
     """
-    packer = FileCost(header)
+    files = FileCost(header, pack)
     result = reflect(
         original,
         captioner=captioner,
         generator=generator,
         judge=judge,
-        cost_bits=cost_bits or packer,
+        cost_bits=files,
         header=header,
         settings=settings,
         progress=progress,
@@ -103,8 +139,8 @@ def encode_image(
     )
     final = replace(header, seed=result.best.seed)
     progress.note("packing")
-    data = packer.pack(result.best.text, final.seed)
-    return Encoded(data, final, result)
+    data = files.pack(result.best.text, final.seed)
+    return Encoded(data, final, result, files)
 
 
 def decode_image(
@@ -112,7 +148,7 @@ def decode_image(
     generator_for: Callable[[Header], Generator],
     progress: Progress = QUIET,
 ) -> tuple[Image, str, Header]:
-    """Unpack ``data`` and repaint it at the header's size and seed.
+    """Unpack ``data`` and repaint it at the header's size (the source's) and seed.
 
     ``generator_for`` picks the generator for the header (its generator id, or the
     user's override). Returns the image, the description and the header.
@@ -128,5 +164,4 @@ def decode_image(
         bar.total = max(1, total)
         bar(done)
 
-    image = generator.generate(sem.text, header.width, header.height, header.seed, on_step=on_step)
-    return image, sem.text, header
+    return paint(generator, sem.text, header, on_step), sem.text, header

@@ -1,7 +1,22 @@
 """Pillow helpers shared by the backends and the CLI: load, size, convert, serialise.
 
+Sizes, in one place: a ``.sem`` header stores the **source** image's width × height
+(:func:`source_size`), rates count over it (:mod:`semcodec.ubpp`), and a decode gives
+back an image of that size. Generators paint at a size they support — OpenAI's fixed
+sizes, or a diffusion model's native area in its aspect ratio (:func:`paint_size`) —
+and :func:`resize` brings the painting to the header's size.
+
 Pillow is an optional dependency (both extras pull it in), so it is imported inside the
 functions: importing this module costs nothing.
+
+    >>> from PIL import Image
+    >>> photo = Image.new("RGB", (768, 512))
+    >>> source_size(photo)
+    (768, 512)
+    >>> paint_size(768, 512, 512 * 512, 8)  # what SD-Turbo paints for it
+    (624, 416)
+    >>> resize(Image.new("RGB", (624, 416)), 768, 512).size
+    (768, 512)
 """
 
 from __future__ import annotations
@@ -19,11 +34,12 @@ if TYPE_CHECKING:
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 """File types ``encode DIR`` picks up."""
 
-SIZE_STEP = 64
-"""Default header sizes are multiples of this, so they suit every diffusion model."""
+OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+"""What ``decode -o NAME`` can write, by NAME's extension (``-``, stdout, is PNG)."""
 
-DEFAULT_LONG_SIDE = 1024
-"""The long side of a default header size; 1024×1024 is free in the header."""
+_SAVE_OPTIONS: dict[str, dict[str, object]] = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}}
+# A decoded image is the codec's output, not a place to save more bytes: near-transparent
+# lossy settings, so the format costs nothing visible on top of the repaint.
 
 
 def pil() -> object:
@@ -53,15 +69,47 @@ def load_image(data: bytes, name: str = "input") -> Image:
     return ImageOps.exif_transpose(opened).convert("RGB")
 
 
-def default_size(image: Image, long_side: int = DEFAULT_LONG_SIDE) -> tuple[int, int]:
-    """The header size for ``image``: its aspect ratio, long side ``long_side``, multiples of 64.
+def source_size(image: Image) -> tuple[int, int]:
+    """The header size for ``image``: its own (SPEC §2), scaled down only past the format's limit.
 
-    >>> class Fake: size = (4000, 3000)
-    >>> default_size(Fake())
-    (1024, 768)
+    >>> class Huge: size = (40000, 30000)
+    >>> source_size(Huge())
+    (16384, 12288)
     """
+    from semcodec.container import MAX_DIMENSION
+
     width, height = image.size
-    return aspect_fit(width, height, long_side, SIZE_STEP)
+    if max(width, height) <= MAX_DIMENSION:
+        return width, height
+    return aspect_fit(width, height, MAX_DIMENSION, 1)
+
+
+def paint_size(width: int, height: int, native_area: int, step: int) -> tuple[int, int]:
+    """The size to paint a ``width``×``height`` header at: its aspect ratio, about
+    ``native_area`` pixels (what the model was trained at), sides multiples of ``step``.
+
+    Distilled models paint poorly far from their training area (SD-Turbo at 1024² tiles
+    and repeats; SDXL was trained on buckets of about 1024² in many aspect ratios), so
+    the area is kept and the shape follows the header; the ratio is clamped to 4:1.
+
+    >>> paint_size(1024, 1024, 512 * 512, 8)
+    (512, 512)
+    >>> paint_size(1920, 1080, 1024 * 1024, 64)  # SDXL's 16:9 bucket is 1344×768
+    (1344, 768)
+    >>> paint_size(10, 1000, 512 * 512, 16)
+    (256, 1024)
+    """
+    ratio = min(4.0, max(0.25, width / height))
+    return snap((native_area * ratio) ** 0.5, step), snap((native_area / ratio) ** 0.5, step)
+
+
+def snap(side: float, step: int) -> int:
+    """``side`` rounded to the nearest positive multiple of ``step``.
+
+    >>> snap(300, 64), snap(10, 16)
+    (320, 16)
+    """
+    return max(step, round(side / step) * step)
 
 
 def aspect_fit(width: int, height: int, long_side: int, step: int) -> tuple[int, int]:
@@ -73,15 +121,12 @@ def aspect_fit(width: int, height: int, long_side: int, step: int) -> tuple[int,
     (16, 64)
     """
     scale = long_side / max(width, height)
-
-    def snap(x: float) -> int:
-        return max(step, round(x * scale / step) * step)
-
-    return snap(width), snap(height)
+    return snap(width * scale, step), snap(height * scale, step)
 
 
 def complete_size(image: Image, width: int | None, height: int | None) -> tuple[int, int]:
-    """Fill in a missing ``--width`` or ``--height`` from the image's aspect ratio."""
+    """The header size: ``--width``/``--height`` if given (a missing one from the image's
+    aspect ratio), else the source's size."""
     if width and height:
         return width, height
     src_w, src_h = image.size
@@ -89,17 +134,25 @@ def complete_size(image: Image, width: int | None, height: int | None) -> tuple[
         return width, max(1, round(width * src_h / src_w))
     if height:
         return max(1, round(height * src_w / src_h)), height
-    return default_size(image)
+    return source_size(image)
 
 
 def resize(image: Image, width: int, height: int) -> Image:
-    """Exactly ``width``×``height`` (the header's size), RGB."""
+    """Exactly ``width``×``height`` (the header's size), RGB.
+
+    Shrinking uses Lanczos (a = 3): Pillow's sharpest filter, and it low-passes first, so
+    no aliasing. Enlarging uses bicubic: Lanczos' ringing shows as halos around the
+    hard edges a painting has, and a larger output gains no detail from a sharper kernel.
+    A side that shrinks while the other grows counts as a shrink (aliasing is worse).
+    """
     image = image.convert("RGB")
     if image.size == (width, height):
         return image
     from PIL import Image as PILImage
 
-    return image.resize((width, height), PILImage.Resampling.LANCZOS)
+    shrinks = width < image.width or height < image.height
+    method = PILImage.Resampling.LANCZOS if shrinks else PILImage.Resampling.BICUBIC
+    return image.resize((width, height), method)
 
 
 def to_data_url(image: Image, max_side: int = 1024, quality: int = 90) -> str:
@@ -132,10 +185,30 @@ def from_b64(data: str) -> Image:
         raise BackendError(str(err)) from None
 
 
-def image_bytes(image: Image, path: str | Path = "out.png") -> bytes:
-    """Serialise ``image`` in the format its output name asks for (PNG for ``-`` or unknown)."""
+def output_format(path: str | Path) -> str:
+    """The Pillow format an output name asks for: by extension (:data:`OUTPUT_FORMATS`), PNG for ``-``.
+
+    >>> output_format("cat.JPG"), output_format("-"), output_format("cat.webp")
+    ('JPEG', 'PNG', 'WEBP')
+    >>> output_format("cat.gif")
+    Traceback (most recent call last):
+    ...
+    semcodec.errors.SemInputError: cat.gif: cannot write '.gif' images (use .png, .jpg, .jpeg or .webp)
+    """
+    if str(path) == "-":
+        return "PNG"
     suffix = Path(str(path)).suffix.lower()
-    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
+    if suffix not in OUTPUT_FORMATS:
+        known = ", ".join(OUTPUT_FORMATS)
+        known = known[: known.rfind(", ")] + " or" + known[known.rfind(", ") + 1 :]
+        what = f"{suffix!r} images" if suffix else "an image without an extension"
+        raise SemInputError(f"{path}: cannot write {what} (use {known})")
+    return OUTPUT_FORMATS[suffix]
+
+
+def image_bytes(image: Image, path: str | Path = "out.png") -> bytes:
+    """Serialise ``image`` in the format its output name asks for (:func:`output_format`)."""
+    fmt = output_format(path)
     buf = io.BytesIO()
-    image.save(buf, format=fmt.get(suffix, "PNG"))
+    image.convert("RGB").save(buf, format=fmt, **_SAVE_OPTIONS.get(fmt, {}))
     return buf.getvalue()

@@ -40,7 +40,11 @@ class Generator(Protocol):
     """False for backends whose output a seed does not pin (the OpenAI images API)."""
 
     def generate(self, text: str, width: int, height: int, seed: int, on_step: StepCallback | None = None) -> Image:
-        """Return an RGB image of exactly ``width``×``height`` for ``text`` and ``seed``."""
+        """Paint ``text`` with ``seed`` for a ``width``×``height`` header (the source's size).
+
+        The backend paints at a size it supports nearest that aspect ratio; callers go
+        through :func:`~.painting.paint`, which resizes to exactly ``width``×``height``.
+        """
         ...
 
 

@@ -12,10 +12,10 @@ budget is a promise about the file on disk, not an estimate. The strategy:
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from semcodec import ubpp
 from semcodec.container import Header, encode_header
 from semcodec.errors import SemInputError
 from semcodec.pipeline.progress import QUIET, Progress
@@ -33,7 +33,12 @@ _GROW_BELOW = 0.8  # an answer using less than this share of the room for text m
 def budget_from(max_bits: int | None, target_ubpp: float | None, width: int, height: int) -> int | None:
     """The file-size budget in bits from ``--max-bits`` or ``--target-ubpp``.
 
+    ``width`` × ``height`` is the header's size — the source image's, by default — so a
+    budget in μbpp means what ``info`` and ``--json`` report (:mod:`semcodec.ubpp`).
+
     >>> budget_from(None, 100.0, 1024, 1024)
+    104
+    >>> budget_from(None, 264.486, 768, 512)
     104
     >>> budget_from(None, None, 1024, 1024) is None
     True
@@ -41,7 +46,7 @@ def budget_from(max_bits: int | None, target_ubpp: float | None, width: int, hei
     if max_bits is not None:
         return max_bits
     if target_ubpp is not None:
-        return int(target_ubpp * width * height / 1e6)
+        return ubpp.bits_for(target_ubpp, width, height)
     return None
 
 
@@ -55,23 +60,6 @@ def seed_bits(header: Header, seed: int) -> int:
     with_seed = encode_header(replace(header, seed=seed), check)
     without = encode_header(replace(header, seed=0), check)
     return 8 * (len(with_seed) - len(without))
-
-
-class MemoCost:
-    """Caches a cost function: the same text is often costed twice (fit, then report)."""
-
-    def __init__(self, cost: CostFn) -> None:
-        self._cost = cost
-        self._cache: dict[str, int] = {}
-        # The LM behind the default cost is not known to be thread-safe, and is CPU-bound
-        # anyway: one text at a time.
-        self._lock = threading.Lock()
-
-    def __call__(self, text: str) -> int:
-        with self._lock:
-            if text not in self._cache:
-                self._cache[text] = int(self._cost(text))
-            return self._cache[text]
 
 
 @dataclass(frozen=True)

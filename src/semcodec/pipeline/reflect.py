@@ -23,14 +23,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from semcodec import ubpp
 from semcodec.container import Header
 from semcodec.pipeline.errors import BackendError
+from semcodec.pipeline.painting import paint
 from semcodec.pipeline.progress import QUIET, Progress
 from semcodec.pipeline.prompts import revision_note
-from semcodec.pipeline.ratecontrol import CostFn, MemoCost, fit_description, header_bits, seed_bits
+from semcodec.pipeline.ratecontrol import CostFn, fit_description, header_bits, seed_bits
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -144,15 +146,15 @@ class Candidate:
         """J = score − λ·bits (score 0 when nothing was painted)."""
         return (self.score or 0.0) - lam * self.bits
 
-    def summary(self, pixels: int) -> dict[str, Any]:
-        """JSON-ready fields (no images)."""
+    def summary(self, header: Header) -> dict[str, Any]:
+        """JSON-ready fields (no images); the rate is over ``header``'s size (the source's)."""
         return {
             "iteration": self.iteration,
             "text": self.text,
             "words": len(self.text.split()),
             "bits": self.bits,
             "bytes": (self.bits + 7) // 8,
-            "ubpp": round(self.bits / pixels * 1e6, 3),
+            ubpp.KEY: ubpp.reported(self.bits, header.width, header.height),
             "seed": self.seed,
             "score": self.score,
             "score_source": self.score_source,
@@ -191,12 +193,13 @@ def reflect(
     """Run the search and return every candidate and the chosen one.
 
     ``cost_bits`` gives the exact file size in bits for a description with ``header``
-    (seed 0); seeds' header bytes are added with :func:`seed_bits`. ``generator`` and
+    (seed 0), and should cache when costing is slow (:class:`~.image_codec.FileCost`
+    does); seeds' header bytes are added with :func:`seed_bits`. ``generator`` and
     ``judge`` may be None only when ``settings.paints`` is false.
     """
     if settings.paints and (generator is None or judge is None):
         raise ValueError("reflection or several seeds need a generator and a judge")
-    cost = MemoCost(cost_bits)
+    cost = cost_bits
     n_seeds = settings.seeds if generator is not None and generator.honours_seed else 1
     # Reserve the header bytes of the largest seed we might store, so any choice fits.
     text_budget = None if settings.max_bits is None else settings.max_bits - seed_bits(header, n_seeds - 1)
@@ -286,7 +289,7 @@ def _paint_and_judge(
             bar_.total = max(1, total)
             bar_(done)
 
-        image = generator.generate(cand.text, header.width, header.height, seed, on_step=on_step)
+        image = paint(generator, cand.text, replace(header, seed=seed), on_step)
         progress.note(f"{tag}: judging seed {seed}" if n_seeds > 1 else f"{tag}: judging")
         verdict = judge.judge(image)
         cand.images[seed] = image

@@ -39,6 +39,8 @@ class BackendOptions:
         device: ``cuda``, ``cpu`` or None for CUDA-if-present (hf).
         steps: diffusion steps, None for the model's default (hf).
         guidance: classifier-free guidance scale, None for the model's default (hf).
+        paint_size: ``(width, height)`` to paint at before resizing to the header's size,
+            None for the generator's choice from the header's aspect ratio (both backends).
     """
 
     timeout: float = 120.0
@@ -48,6 +50,7 @@ class BackendOptions:
     device: str | None = None
     steps: int | None = None
     guidance: float | None = None
+    paint_size: tuple[int, int] | None = None
 
     @classmethod
     def from_env(cls, **overrides: object) -> BackendOptions:

@@ -229,7 +229,7 @@ class HFCritic(ModelRole[HFBackend]):
 
 
 class HFGenerator(ModelRole[HFBackend]):
-    """Paints with a local diffusers pipeline at its native resolution, then resizes."""
+    """Paints with a local diffusers pipeline at its native area, then resizes to the header's size."""
 
     honours_seed = True
 
@@ -243,27 +243,29 @@ class HFGenerator(ModelRole[HFBackend]):
             steps = default.default if default is not None and isinstance(default.default, int) else 50
         return int(steps), guidance
 
-    @staticmethod
-    def _native_size(pipe: Any, width: int, height: int) -> tuple[int, int]:
-        """The header's aspect ratio at the resolution the model was trained for.
-
-        Distilled models paint poorly far from their training size (SD-Turbo at 1024 tiles
-        and repeats), so we paint natively and let Pillow resize to the header's size.
+    def paint_size(self, pipe: Any, width: int, height: int) -> tuple[int, int]:
+        """What to paint a ``width``×``height`` header at: ``--paint-size`` if given, else
+        the header's aspect ratio at the model's native area (:func:`imaging.paint_size`);
+        sides are multiples of what every pipeline accepts (SD: 8, FLUX: 2 × its VAE factor,
+        so 16). The painting is resized to the header's size afterwards.
         """
         scale = int(getattr(pipe, "vae_scale_factor", 8))
+        step = max(16, 2 * scale)
+        wanted = self.backend.options.paint_size
+        if wanted is not None:
+            return imaging.snap(wanted[0], step), imaging.snap(wanted[1], step)
         sample = getattr(pipe, "default_sample_size", None)
         if sample is None and getattr(pipe, "unet", None) is not None:
             sample = pipe.unet.config.sample_size
-        sample = sample if isinstance(sample, int) else 64
-        # Multiples of 16 satisfy every pipeline's check (SD: 8, FLUX: 2 × its VAE factor).
-        return imaging.aspect_fit(width, height, sample * scale, max(16, 2 * scale))
+        native = (sample if isinstance(sample, int) else 64) * scale
+        return imaging.paint_size(width, height, native * native, step)
 
     def generate(self, text: str, width: int, height: int, seed: int, on_step: StepCallback | None = None) -> Image:
         torch = _torch()
         with self.backend._lock:
             pipe = self.backend.pipeline(self.model)
             steps, guidance = self._settings(pipe)
-            native_w, native_h = self._native_size(pipe, width, height)
+            native_w, native_h = self.paint_size(pipe, width, height)
             kwargs: dict[str, Any] = {
                 "prompt": text,
                 "width": native_w,
@@ -285,4 +287,4 @@ class HFGenerator(ModelRole[HFBackend]):
                     image = pipe(**kwargs).images[0]
             except (RuntimeError, ValueError) as err:
                 raise BackendError(f"hf generate with {self.model} failed: {str(err).splitlines()[0]}") from None
-        return imaging.resize(image, width, height)
+        return image.convert("RGB")  # at the paint size: painting.paint resizes to the header's

@@ -30,12 +30,15 @@ DEFAULT_CHAT_MODEL = "gpt-4o"
 DEFAULT_IMAGE_MODEL = "dall-e-3"
 
 # Sizes each images model accepts; the request uses the one closest in aspect ratio, and
-# the result is resized to the header's exact size.
+# the result is resized to the header's exact size (the source image's).
 _SIZES: dict[str, tuple[tuple[int, int], ...]] = {
     "dall-e-3": ((1024, 1024), (1792, 1024), (1024, 1792)),
     "gpt-image": ((1024, 1024), (1536, 1024), (1024, 1536)),
     "dall-e-2": ((256, 256), (512, 512), (1024, 1024)),
 }
+
+
+_UNKNOWN_MODEL_AREA = 1024 * 1024
 
 
 class MalformedReplyError(Exception):
@@ -51,12 +54,15 @@ def request_size(model: str, width: int, height: int) -> str:
     '1024x1024'
     >>> request_size("dall-e-2", 300, 200)
     '512x512'
-    >>> request_size("my-local-model", 640, 480)
-    '640x480'
+    >>> request_size("my-local-model", 4000, 3000)
+    '1152x896'
     """
     allowed = next((sizes for prefix, sizes in _SIZES.items() if model.startswith(prefix)), None)
-    if allowed is None:  # an OpenAI-compatible server with its own models: ask for the exact size
-        return f"{width}x{height}"
+    if allowed is None:
+        # An OpenAI-compatible server with its own (diffusion) models: the header's aspect
+        # ratio at about a megapixel in multiples of 64, which every such model accepts.
+        w, h = imaging.paint_size(width, height, _UNKNOWN_MODEL_AREA, 64)
+        return f"{w}x{h}"
     want = math.log(width / height)
 
     def rank(size: tuple[int, int]) -> tuple[float, int, int]:
@@ -212,12 +218,14 @@ class OpenAIBackend:
         return self._call(what, call)
 
     def images(self, model: str, text: str, width: int, height: int) -> Image:
-        """One image from the images API, resized to exactly ``width``×``height``."""
+        """One image from the images API for a ``width``×``height`` header, at the size
+        :func:`request_size` (or ``--paint-size``) asks for; the caller resizes it."""
+        paint = self.options.paint_size
         kwargs: dict[str, Any] = {
             "model": model,
             "prompt": text,
             "n": 1,
-            "size": request_size(model, width, height),
+            "size": f"{paint[0]}x{paint[1]}" if paint else request_size(model, width, height),
         }
         if model.startswith("dall-e"):
             kwargs["response_format"] = "b64_json"  # gpt-image-* always returns base64 and rejects this
@@ -232,7 +240,7 @@ class OpenAIBackend:
             except BackendError as err:
                 raise MalformedReplyError(str(err)) from None
 
-        return imaging.resize(self._call("generate", call), width, height)
+        return self._call("generate", call)
 
     # -- the three roles ------------------------------------------------------------
 
