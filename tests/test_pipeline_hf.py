@@ -56,7 +56,7 @@ def one_torch_thread() -> Iterator[None]:
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("tiny-models")
     return {
-        "vlm": tiny_models.build_vlm(base / "vlm"),
+        "vlm": tiny_models.build_smolvlm(base / "vlm"),
         "sd": tiny_models.build_sd(base / "sd"),
         "clip": tiny_models.build_clip(base / "clip"),
     }
@@ -198,3 +198,105 @@ def test_round_trip_through_the_semcodec_cli_and_the_hf_cache(
     assert "loading generator hf:stabilityai/sd-turbo" in dec.stderr
     assert f'seed {summary["seed"]}: "{summary["text"]}"' in dec.stderr  # the real unpack's text
     assert PIL.open(out_png).size == (summary["width"], summary["height"]) == (96, 72)  # the source's size
+
+
+# -- the defaults, as named ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory, models: dict[str, Path]) -> Path:
+    """Each default's toy model in a Hugging Face cache, under its hub id (as after `hf download`)."""
+    base = tmp_path_factory.mktemp("hub-models")
+    built = {tiny_models.build_smolvlm: models["vlm"], tiny_models.build_sd: models["sd"]}
+    for repo_id, build in tiny_models.DEFAULTS.items():
+        folder = built.get(build) or build(base / repo_id.replace("/", "--"))
+        tiny_models.add_to_hf_cache(base / "hf-home", repo_id, folder)
+    return base / "hf-home" / "hub"
+
+
+@pytest.fixture
+def offline_hub(hub: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point this process's Hugging Face cache at ``hub`` (what HF_HOME does for a new process)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
+    monkeypatch.delenv("SEMCODEC_HF_DOWNLOAD", raising=False)
+    return hub
+
+
+@pytest.mark.usefixtures("offline_hub")
+def test_the_default_captioner_runs_as_smolvlm() -> None:
+    """`hf` with no model: SmolVLM's Idefics3 model, processor (image splitting) and chat template."""
+    backend = HFBackend(BackendOptions(device="cpu"))
+    captioner = backend.captioner()
+    assert captioner.name == "hf:HuggingFaceTB/SmolVLM-256M-Instruct"
+    processor, model = backend.vlm("HuggingFaceTB/SmolVLM-256M-Instruct")
+    assert (type(model).__name__, type(processor).__name__) == ("Idefics3ForConditionalGeneration", "Idefics3Processor")
+    image = PIL.new("RGB", (80, 60), (200, 20, 20))
+    chat = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "Describe."}]}]
+    inputs = processor.apply_chat_template(chat, add_generation_prompt=True, tokenize=True, return_dict=True)
+    tokens = processor.tokenizer.convert_ids_to_tokens(inputs["input_ids"][0])
+    assert tokens[:5] == ["<|im_start|>", "User", ":", "<fake_token_around_image>", "<row_1_col_1>"]  # tiled
+    assert tokens[-3:] == ["<end_of_utterance>", "Assistant", ":"] and "<global-img>" in tokens
+    assert tokens.count("<image>") == 4 * (1 + 2 * 2)  # 4 tokens for each of 2×2 tiles and the global view
+    description = captioner.describe(image, 6)
+    assert description and description == captioner.describe(image, 6)
+
+
+@pytest.mark.usefixtures("offline_hub")
+@pytest.mark.parametrize(
+    ("repo_id", "pipeline", "steps"),
+    [
+        ("stabilityai/sd-turbo", "StableDiffusionPipeline", 1),
+        ("stabilityai/sdxl-turbo", "StableDiffusionXLPipeline", 1),
+        ("black-forest-labs/FLUX.1-schnell", "FluxPipeline", 4),
+    ],
+)
+def test_the_default_generators_run_with_their_steps_and_guidance(repo_id: str, pipeline: str, steps: int) -> None:
+    """Each registry generator from the cache by its hub id: its pipeline class, the step
+    count and guidance its distillation needs (turbo: 1 step; schnell: 4; guidance 0)."""
+    from semcodec.registry import GENERATORS
+
+    assert f"hf:{repo_id}" in GENERATORS.values()
+    backend = HFBackend(BackendOptions(device="cpu", paint_size=(48, 32)))  # toy models, toy paintings
+    generator = backend.generator(repo_id)
+    pipe = backend.pipeline(repo_id)
+    assert type(pipe).__name__ == pipeline
+    done: list[tuple[int, int]] = []
+    header = Header(width=96, height=64, seed=3)
+    image = paint(generator, "a red cat on the grass", header, on_step=lambda d, t: done.append((d, t)))
+    assert image.size == (96, 64)
+    assert done == [(i, steps) for i in range(1, steps + 1)]
+    assert pipe.guidance_scale == 0.0
+    if pipeline == "FluxPipeline":  # schnell has no guidance input at all, and no negative prompt pass
+        assert not pipe.transformer.config.guidance_embeds
+    else:  # guidance 0: no unconditional pass
+        assert not pipe.do_classifier_free_guidance
+    assert generator.generate("a red cat on the grass", 96, 64, 3).size == (48, 32)  # --paint-size
+    assert np_equal(image, paint(generator, "a red cat on the grass", header))  # the seed pins the painting
+
+
+def np_equal(a: object, b: object) -> bool:
+    import numpy as np
+
+    return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+
+
+def test_paint_sizes_follow_the_models_native_area() -> None:
+    """The real models' configs (not loaded: only what paint_size reads)."""
+    from types import SimpleNamespace
+
+    from semcodec.pipeline.backends.hf import HFGenerator
+
+    sd = SimpleNamespace(vae_scale_factor=8, unet=SimpleNamespace(config=SimpleNamespace(sample_size=64)))
+    sdxl = SimpleNamespace(vae_scale_factor=8, default_sample_size=128)
+    flux = SimpleNamespace(vae_scale_factor=8, default_sample_size=128)
+
+    def size(model: str, pipe: object, width: int, height: int, **options: object) -> tuple[int, int]:
+        backend = HFBackend(BackendOptions(device="cpu", **options))  # type: ignore[arg-type]
+        return HFGenerator(backend, "hf", model).paint_size(pipe, width, height)
+
+    assert size("stabilityai/sd-turbo", sd, 768, 512) == (624, 416)  # 512² area, 3:2
+    assert size("stabilityai/sdxl-turbo", sdxl, 768, 512) == (624, 416)  # distilled at 512², whatever its UNet says
+    assert size("black-forest-labs/FLUX.1-schnell", flux, 1920, 1080) == (1360, 768)  # ~1 MP, multiples of 16
+    assert size("stabilityai/sd-turbo", sd, 1, 1, paint_size=(500, 300)) == (496, 304)  # --paint-size, snapped

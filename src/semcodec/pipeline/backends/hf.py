@@ -34,10 +34,12 @@ DEFAULT_VLM = "HuggingFaceTB/SmolVLM-256M-Instruct"
 DEFAULT_PIPELINE = "stabilityai/sd-turbo"
 
 # Sampling settings the distilled models are made for; a header's generator id pins the
-# model, and these pin how it is run, so encode and decode paint alike.
+# model, and these pin how it is run, so encode and decode paint alike. "side": the side
+# of the square area the model was trained at, where its config says otherwise
+# (SDXL-Turbo keeps SDXL's 1024² UNet config but was distilled at 512²).
 KNOWN_PIPELINES: dict[str, dict[str, float]] = {
     "stabilityai/sd-turbo": {"steps": 1, "guidance": 0.0},
-    "stabilityai/sdxl-turbo": {"steps": 1, "guidance": 0.0},
+    "stabilityai/sdxl-turbo": {"steps": 1, "guidance": 0.0, "side": 512},
     "black-forest-labs/FLUX.1-schnell": {"steps": 4, "guidance": 0.0},
 }
 
@@ -257,7 +259,9 @@ class HFGenerator(ModelRole[HFBackend]):
         sample = getattr(pipe, "default_sample_size", None)
         if sample is None and getattr(pipe, "unet", None) is not None:
             sample = pipe.unet.config.sample_size
-        native = (sample if isinstance(sample, int) else 64) * scale
+        native = int(
+            KNOWN_PIPELINES.get(self.model, {}).get("side") or (sample if isinstance(sample, int) else 64) * scale
+        )
         return imaging.paint_size(width, height, native * native, step)
 
     def generate(self, text: str, width: int, height: int, seed: int, on_step: StepCallback | None = None) -> Image:
