@@ -131,8 +131,8 @@ def test_every_round_is_a_real_file_with_exact_rates(photo_dir: Path) -> None:
         assert it.header_bits == header_bits
         assert it.payload_bits == 8 * len(it.text.encode())
         assert it.file_bits == header_bits + it.payload_bits
-        assert it.ubpp == pytest.approx(1e6 * it.file_bits / (96 * 64))
-        assert it.ubpp_1024 == pytest.approx(1e6 * it.file_bits / 1024**2)
+        assert it.micro_bpp == pytest.approx(1e6 * it.file_bits / (96 * 64))
+        assert it.micro_bpp_at_1024 == pytest.approx(1e6 * it.file_bits / 1024**2)
         assert set(it.scores) == {"pixel", "psnr64"}
         assert it.image is not None and it.image.size == (96, 64)
     assert sum(it.chosen for it in red.iterations) == 1
@@ -149,7 +149,7 @@ def test_every_round_is_a_real_file_with_exact_rates(photo_dir: Path) -> None:
     assert data["images"][0]["iterations"][1]["payload_bits"] == 8 * len("a very red square")
     first = data["images"][0]["iterations"][0]
     assert first["micro_bpp"] == round(1e6 * first["file_bits"] / (96 * 64), 3)  # the key info and encode use
-    assert data["means"][0]["micro_bpp_at_1024"] == pytest.approx(means["round 0"].ubpp_1024)
+    assert data["means"][0]["micro_bpp_at_1024"] == pytest.approx(means["round 0"].micro_bpp_at_1024)
     assert data["primary_metric"] == "pixel"
 
 

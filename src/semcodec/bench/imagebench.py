@@ -101,8 +101,8 @@ class Iteration:
     seed: int
     header_bits: int
     file_bits: int
-    ubpp: float
-    ubpp_1024: float
+    micro_bpp: float
+    micro_bpp_at_1024: float
     scores: dict[str, float]
     judge_score: float | None
     judge_source: str | None
@@ -132,8 +132,8 @@ class Iteration:
             "header_bits": self.header_bits,
             "payload_bits": self.payload_bits,
             "file_bits": self.file_bits,
-            ubpp.KEY: round(self.ubpp, ubpp.DIGITS),
-            ubpp.KEY_AT_1024: round(self.ubpp_1024, ubpp.DIGITS),
+            ubpp.KEY: round(self.micro_bpp, ubpp.DIGITS),
+            ubpp.KEY_AT_1024: round(self.micro_bpp_at_1024, ubpp.DIGITS),
             "scores": self.scores,
             "judge_score": self.judge_score,
             "judge_source": self.judge_source,
@@ -204,13 +204,12 @@ class MeanRow:
     chars: float | None
     payload_bits: float | None
     file_bits: float
-    ubpp: float
-    ubpp_1024: float
+    micro_bpp: float
+    micro_bpp_at_1024: float
     scores: dict[str, float]
 
     def to_json(self) -> dict[str, Any]:
-        keys = {"ubpp": ubpp.KEY, "ubpp_1024": ubpp.KEY_AT_1024}
-        return {keys.get(k, k): v for k, v in vars(self).items()}
+        return {k: v for k, v in vars(self).items()}  # field names are the JSON keys (semcodec.ubpp)
 
 
 @dataclass
@@ -265,8 +264,8 @@ class ImageBench:
             _avg([it.chars for it in its]),
             _avg([it.payload_bits for it in its]),
             _avg([it.file_bits for it in its]),
-            _avg([it.ubpp for it in its]),
-            _avg([it.ubpp_1024 for it in its]),
+            _avg([it.micro_bpp for it in its]),
+            _avg([it.micro_bpp_at_1024 for it in its]),
             _avg_scores([it.scores for it in its]),
         )
 
@@ -411,7 +410,7 @@ def run_image_bench(
                 it.image = None
         chosen = result.chosen
         if chosen is not None:
-            child.note(f"{chosen.file_bits} bits, {chosen.ubpp:.1f} μbpp, {result.seconds:.1f} s")
+            child.note(f"{chosen.file_bits} bits, {chosen.micro_bpp:.1f} μbpp, {result.seconds:.1f} s")
         results.append(result)
     all_notes = list(notes)
     for r in results:

@@ -45,9 +45,9 @@ def render_image_bench(bench: ImageBench) -> str:
                     str(it.chars),
                     str(it.payload_bits),
                     str(it.file_bits),
-                    _g(it.ubpp / 1e6),
-                    f"{it.ubpp:.1f}",
-                    f"{it.ubpp_1024:.1f}",
+                    _g(it.micro_bpp / 1e6),
+                    f"{it.micro_bpp:.1f}",
+                    f"{it.micro_bpp_at_1024:.1f}",
                     *scores(it.scores),
                 ]
             )
@@ -103,8 +103,8 @@ def _mean_row(m: MeanRow, keys: list[str]) -> list[str]:
         tables.num(m.chars, 1),
         tables.num(m.payload_bits, 1),
         f"{m.file_bits:.0f}" if anchor else f"{m.file_bits:.1f}",
-        _g(m.ubpp / 1e6),
-        f"{m.ubpp:.0f}" if anchor else f"{m.ubpp:.1f}",
-        f"{m.ubpp_1024:.0f}" if anchor else f"{m.ubpp_1024:.1f}",
+        _g(m.micro_bpp / 1e6),
+        f"{m.micro_bpp:.0f}" if anchor else f"{m.micro_bpp:.1f}",
+        f"{m.micro_bpp_at_1024:.0f}" if anchor else f"{m.micro_bpp_at_1024:.1f}",
         *[tables.num(m.scores.get(k), 3) for k in keys],
     ]

@@ -84,9 +84,9 @@ def _means_table(bench: ImageBench, rows: list[MeanRow]) -> str:
             _fmt(m.words, 1),
             _fmt(m.payload_bits, 1),
             _fmt(m.file_bits, 1),
-            f"{m.ubpp / 1e6:.3g}",
-            _fmt(m.ubpp, 1),
-            _fmt(m.ubpp_1024, 1),
+            f"{m.micro_bpp / 1e6:.3g}",
+            _fmt(m.micro_bpp, 1),
+            _fmt(m.micro_bpp_at_1024, 1),
         ] + [_fmt(m.scores.get(k.key)) for k in bench.metrics]
         out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     out.append("</table>")
@@ -108,7 +108,7 @@ def _image_section(bench: ImageBench, r: ImageResult) -> str:
             f'<figure><img src="{preview(it.image)}" alt="round {it.iteration}">'
             f"<figcaption><b>round {it.iteration}{star}</b> — "
             f"{it.file_bits} bits ({it.payload_bits} payload), "
-            f"{it.ubpp:.1f} μbpp; {escape(_scores_text(bench, it.scores))}"
+            f"{it.micro_bpp:.1f} μbpp; {escape(_scores_text(bench, it.scores))}"
             f"<q>{escape(it.text)}</q></figcaption></figure>"
         )
     stored_bits = r.chosen.file_bits if r.chosen else 0
@@ -128,8 +128,8 @@ def _image_section(bench: ImageBench, r: ImageResult) -> str:
             str(it.words),
             str(it.payload_bits),
             str(it.file_bits),
-            _fmt(it.ubpp, 1),
-            _fmt(it.ubpp_1024, 1),
+            _fmt(it.micro_bpp, 1),
+            _fmt(it.micro_bpp_at_1024, 1),
         ] + [_fmt(it.scores.get(m.key)) for m in bench.metrics]
         cls = ' class="chosen"' if it.chosen else ""
         rows.append(f"<tr{cls}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from html import escape
 
 from semcodec.bench.imagebench import ImageBench
+from semcodec.ubpp import micro_bpp
 
 WIDTH, HEIGHT = 760, 440
 LEFT, RIGHT, TOP, BOTTOM = 70, 180, 30, 60
@@ -61,14 +62,14 @@ def points(bench: ImageBench, key: str) -> list[Point]:
     out: list[Point] = []
     for r in bench.ok:
         for it in r.iterations:
-            if key in it.scores and math.isfinite(it.scores[key]) and it.ubpp > 0:
+            if key in it.scores and math.isfinite(it.scores[key]) and it.micro_bpp > 0:
                 value = it.scores[key]
-                tip = f"{r.name} round {it.iteration}: {it.file_bits} bits, {it.ubpp:.1f} μbpp, {value:.3f}"
-                out.append(Point(it.ubpp, it.scores[key], f"round:{r.name}", tip))
+                tip = f"{r.name} round {it.iteration}: {it.file_bits} bits, {it.micro_bpp:.1f} μbpp, {value:.3f}"
+                out.append(Point(it.micro_bpp, it.scores[key], f"round:{r.name}", tip))
         for a in r.anchors:
             score = a.scores.get(key)
             if score is not None and math.isfinite(score):
-                ubpp = 1e6 * a.anchor.bpp
+                ubpp = micro_bpp(a.anchor.bits, r.width, r.height)
                 tip = f"{r.name} {a.anchor.name}: {a.anchor.bits} bits, {a.anchor.bpp:.4f} bpp, {score:.3f}"
                 out.append(Point(ubpp, score, a.anchor.name, tip))
     return out
@@ -79,7 +80,7 @@ def rate_quality_svg(bench: ImageBench) -> str:
     info = next(m for m in bench.metrics if m.key == bench.primary)
     pts = points(bench, info.key)
     means = [m for m in bench.means() if m.label.startswith("round ")]
-    mean_pts = [(m.ubpp, m.scores.get(info.key, math.nan), m.label) for m in means]
+    mean_pts = [(m.micro_bpp, m.scores.get(info.key, math.nan), m.label) for m in means]
     mean_pts = [p for p in mean_pts if math.isfinite(p[1]) and p[0] > 0]
     if not pts:
         return (

@@ -9,6 +9,7 @@ Modules, one job each:
 * :mod:`.similarity` — CLIP image similarity, or a labelled pixel fallback;
 * :mod:`.ratecontrol` — fitting a description into a bit budget with the real coder;
 * :mod:`.reflect` — the reflection loop and its rate–distortion choice;
+* :mod:`.painting` — paint at a size the generator supports, resize to the header's;
 * :mod:`.image_codec` — image ⇄ ``.sem`` bytes;
 * :mod:`.commands` — ``semcodec encode`` / ``semcodec decode``.
 
