@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from semcodec.bench import tables
 from semcodec.bench.imagebench import ImageBench, MeanRow
+from semcodec.ubpp import micro_bpp
 
 
 def _g(value: float) -> str:
@@ -61,8 +62,8 @@ def render_image_bench(bench: ImageBench) -> str:
                     "",
                     str(a.anchor.bits),
                     _g(a.anchor.bpp),
-                    f"{1e6 * a.anchor.bpp:.0f}",
-                    f"{1e6 * a.anchor.bits / (1024 * 1024):.0f}",
+                    f"{micro_bpp(a.anchor.bits, r.width, r.height):.0f}",
+                    f"{micro_bpp(a.anchor.bits, 1024, 1024):.0f}",
                     *scores(a.scores),
                 ]
             )
@@ -79,7 +80,8 @@ def render_image_bench(bench: ImageBench) -> str:
         "",
         "  * = the round `semcodec encode` would store (best J = score − λ·bits)",
         "  bits are whole .sem files (header + payload), each packed, unpacked and checked",
-        "  μbpp at the original's resolution; μbpp@1024² as if the image were 1024×1024",
+        "  μbpp over the original's pixels (the size its header stores, as `info` reports);"
+        " μbpp@1024² as if the image were 1024×1024",
     ]
     lines += [f"  {m.column}: {m.label}" for m in bench.metrics]
     lines += [f"  note: {n}" for n in bench.notes]

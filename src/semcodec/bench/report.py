@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from semcodec.bench.imagebench import ImageBench, ImageResult, MeanRow
 from semcodec.bench.svgplot import rate_quality_svg
+from semcodec.ubpp import micro_bpp
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -139,8 +140,8 @@ def _image_section(bench: ImageBench, r: ImageResult) -> str:
             "",
             "",
             f"{a.anchor.bits:,}",
-            f"{1e6 * a.anchor.bpp:,.0f}",
-            f"{1e6 * a.anchor.bits / (1024 * 1024):,.0f}",
+            f"{micro_bpp(a.anchor.bits, r.width, r.height):,.0f}",
+            f"{micro_bpp(a.anchor.bits, 1024, 1024):,.0f}",
         ] + [_fmt(a.scores.get(m.key)) for m in bench.metrics]
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     rows.append("</table>")
