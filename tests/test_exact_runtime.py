@@ -210,20 +210,24 @@ def test_cached_context_state_is_verified(model, tmp_path: Path) -> None:  # typ
     import shutil
 
     from semcodec import models as semmodels
+    from semcodec.models import pins
 
     state = semmodels.context_state(0)
     fresh = KVCache()
     hidden = model.lm.forward(model.context_ids, fresh)[-1:]
     assert np.array_equal(hidden, state.hidden)
     assert all(np.array_equal(a, b) for a, b in zip(fresh.keys, state.keys, strict=True))
-    saved = sorted(model.lm.w.directory.glob("context-*.npz"))
-    assert saved
+    pinned = pins.DERIVED[model.spec.weights.gguf_sha256]
+    name = semmodels.context_file_name(model.context_ids)
+    assert semmodels.context_digest(state) == pinned[name]
+    saved = [p for p in sorted(model.lm.w.directory.glob("context-*.npz")) if p.name in pinned]  # not others'
+    assert name in [p.name for p in saved]
     for original in saved:
         copy = tmp_path / original.name
         shutil.copyfile(original, copy)
-        loaded = semmodels._load_context(copy, model.lm.n_layers)
+        loaded = semmodels._load_context(copy, model.lm.n_layers, pinned[original.name])
         assert loaded is not None
         raw = bytearray(copy.read_bytes())
         raw[len(raw) // 2] ^= 0x10
         copy.write_bytes(bytes(raw))
-        assert semmodels._load_context(copy, model.lm.n_layers) is None
+        assert semmodels._load_context(copy, model.lm.n_layers, pinned[original.name]) is None
