@@ -352,3 +352,13 @@ def test_no_pickle_loading_anywhere_in_src() -> None:
         for m in UNSAFE_LOADING.finditer(text)
     ]
     assert hits == []
+
+
+def test_every_profile_has_pinned_derived_files(model) -> None:  # type: ignore[no-untyped-def]
+    """A new profile or weights needs new pins (scripts/pin_digests.py --write), or its context is never cached."""
+    from semcodec.models import context_file_name, load_model
+
+    for spec in MODELS.values():
+        pinned = pins.DERIVED.get(spec.weights.gguf_sha256, {})
+        assert set(ENTRY_FILES) <= set(pinned), spec.name
+        assert context_file_name(load_model(spec.model_id).context_ids) in pinned, spec.name
