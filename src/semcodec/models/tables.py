@@ -13,7 +13,7 @@ sha256 pinned in :mod:`semcodec.models.pins`, so a wrong one is never cached or 
     >>> import decimal
     >>> with decimal.localcontext(decimal.Context(prec=5, rounding=decimal.ROUND_DOWN)):
     ...     e24 = exp_table.__wrapped__(LOGIT_EXP_SCALE_BITS)
-    >>> check_table("E24", e24) is None and int(e24[1]) == 16711935
+    >>> check_table("E24", e24) is None and int(e24[1]) == 16711808  # round(2**24 * exp(-1/256))
     True
 """
 
