@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from semcodec import models
 from semcodec.errors import SemModelError
 from semcodec.models import pins, tables
 from semcodec.models.exact import MAX_POSITIONS
@@ -66,11 +67,14 @@ import decimal, hashlib, json, sys
 for ctx in (decimal.DefaultContext, decimal.getcontext()):  # the defaults new contexts copy, and this thread's
     ctx.rounding, ctx.prec, ctx.Emin, ctx.Emax = decimal.ROUND_DOWN, 5, -9, 9
     ctx.traps[decimal.Inexact] = ctx.traps[decimal.Rounded] = True
+import numpy as np
 import semcodec
 from semcodec.models import load_model, pins
-m = load_model(0)
-files = {p.name: pins.file_digest(p) for p in sorted(m.lm.w.directory.iterdir())}
-print(json.dumps({"files": files, "blobs": [semcodec.pack(t).hex() for t in json.loads(sys.argv[1])]}))
+blobs = [semcodec.pack(t).hex() for t in json.loads(sys.argv[1])]
+entry = load_model(0).lm.w.directory
+files = {p.name: pins.file_digest(p) for p in sorted(entry.iterdir()) if not p.name.startswith("context-")}
+files.update({p.name: pins.arrays_digest(dict(np.load(p))) for p in sorted(entry.glob("context-*.npz"))})
+print(json.dumps({"files": files, "blobs": blobs}))
 """
 
 
@@ -93,5 +97,6 @@ def test_hostile_decimal_context_before_first_use_gives_the_same_files(
     child = json.loads(proc.stdout)
     pinned = pins.DERIVED[SMOLLM2_135M_INSTRUCT.gguf_sha256]
     assert child["files"] == {name: pinned[name] for name in child["files"]}
-    assert set(child["files"]) >= {"index.json", "weights.bin", "tokenizer.json", "control_tokens.json"}
+    context = models.context_file_name(models.load_model(0).context_ids)  # written by the child's pack
+    assert set(child["files"]) == {"index.json", "weights.bin", "tokenizer.json", "control_tokens.json", context}
     assert child["blobs"] == [semcodec.pack(t).hex() for t in texts]
