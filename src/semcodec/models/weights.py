@@ -241,15 +241,18 @@ def pinned_digests(source: WeightsSource) -> dict[str, str]:
     return pinned
 
 
-def _wrong_files(directory: Path, pinned: dict[str, str]) -> dict[str, str]:
-    """``{file: what is wrong}`` for the entry files whose sha256 is not the pinned one."""
+def _wrong_files(directory: Path, pinned: dict[str, str], known: dict[str, str] | None = None) -> dict[str, str]:
+    """``{file: what is wrong}`` for the entry files whose sha256 (``known`` or read) is not the pinned one."""
     wrong = {}
     for name in ENTRY_FILES:
         path = directory / name
-        if not path.is_file():
+        if known and name in known:
+            actual = known[name]
+        elif not path.is_file():
             wrong[name] = "missing"
             continue
-        actual = _sha256_file(path)
+        else:
+            actual = _sha256_file(path)
         if actual != pinned.get(name):
             wrong[name] = f"sha256 {actual[:16]}… is not the pinned {str(pinned.get(name))[:16]}…"
     return wrong
@@ -340,15 +343,15 @@ def _load_dir(directory: Path, pinned: dict[str, str] | None) -> ModelWeights:
     """Load an entry; with ``pinned``, first check every file against it (a digest in the code,
     never one recorded beside the files) and the tables against theirs."""
     verify = pinned is not None
+    blob = np.fromfile(directory / "weights.bin", dtype="u1")
     if pinned is not None:
-        wrong = _wrong_files(directory, pinned)
+        wrong = _wrong_files(directory, pinned, {"weights.bin": hashlib.sha256(blob.data).hexdigest()})
         if wrong:
             name, problem = next(iter(wrong.items()))
             raise ValueError(f"{name} does not match its pinned sha256 ({problem})")
     meta = json.loads((directory / "index.json").read_text())
     if meta.get("format") != "semcodec-exact-weights" or meta.get("runtime_version") != RUNTIME_VERSION:
         raise ValueError("cache entry of another format or runtime version")
-    blob = np.fromfile(directory / "weights.bin", dtype="u1")
 
     def get(name: str) -> np.ndarray:
         info = meta["tensors"][name]
