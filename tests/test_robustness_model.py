@@ -362,3 +362,17 @@ def test_every_profile_has_pinned_derived_files(model) -> None:  # type: ignore[
         pinned = pins.DERIVED.get(spec.weights.gguf_sha256, {})
         assert set(ENTRY_FILES) <= set(pinned), spec.name
         assert context_file_name(load_model(spec.model_id).context_ids) in pinned, spec.name
+
+
+@pytest.mark.slow
+def test_pins_are_current_and_regenerated_by_one_command(model) -> None:  # type: ignore[no-untyped-def]
+    """scripts/pin_digests.py converts from scratch and finds the pinned digests (run --write after a change)."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "pin_digests.py"
+    proc = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "up to date" in proc.stderr
+    assert all(digest in proc.stdout for digest in pins.TABLES.values())
+    assert all(digest in proc.stdout for digest in pins.DERIVED[SOURCE.gguf_sha256].values())
