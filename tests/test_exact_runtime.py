@@ -120,32 +120,89 @@ def test_rope_tables_against_decimal() -> None:
         assert abs(sin[p, i] - np.sin(float(angle))) < 1e-12
 
 
-_CHILD = """
+# Each child reports the BLAS its products really ran on (threadpoolctl, read inside the
+# products), and a float product whose bits differ between OpenBLAS kernels
+# (shared/tools/blas_kernel_check.py): proof that the kernel and thread count changed.
+_SPY = """
 import hashlib, json, sys
 import numpy as np
-from semcodec.models import load_model
+from threadpoolctl import threadpool_info
+from semcodec.models import exact
+_seen = set()
+_original = exact.NumpyProducts.__call__
+def _spy(self, x_q, w_q):
+    if len(_seen) < 8:
+        _seen.update((i["internal_api"], i["num_threads"], i.get("architecture"))
+                     for i in threadpool_info() if i["user_api"] == "blas")
+    return _original(self, x_q, w_q)
+exact.NumpyProducts.__call__ = _spy
+def _report():
+    rng = np.random.default_rng(0)
+    w, x = rng.standard_normal((1536, 576)).astype(np.float32), rng.standard_normal((7, 576)).astype(np.float32)
+    return {"blas": sorted(_seen), "float_product": hashlib.sha256((x @ w.T).tobytes()).hexdigest()}
+"""
+_CHILD = _SPY + """
+from semcodec.models import blas_threads, load_model
 from semcodec.models.exact import batch_frequencies
 m = load_model(0)
 out = {}
-for text in json.loads(sys.argv[1]):
-    ids = m.tokenizer.encode(text)
-    f = batch_frequencies(m.lm, m.context_ids, ids)
-    out[text] = hashlib.sha256(np.ascontiguousarray(f, dtype="<i4").tobytes()).hexdigest()
-print(json.dumps(out))
+with blas_threads():
+    for text in json.loads(sys.argv[1]):
+        ids = m.tokenizer.encode(text)
+        f = batch_frequencies(m.lm, m.context_ids, ids)
+        out[text] = hashlib.sha256(np.ascontiguousarray(f, dtype="<i4").tobytes()).hexdigest()
+print(json.dumps({"tables": out, **_report()}))
 """
+
+# OPENBLAS_CORETYPE -> the names threadpoolctl reports for it (numpy's OpenBLAS calls Prescott "Katmai").
+_ARCHITECTURES = {"Haswell": {"Haswell"}, "Prescott": {"Prescott", "Katmai"},
+                  "SkylakeX": {"SkylakeX"}, "Sandybridge": {"Sandybridge"}}
+# (kernel, BLAS threads) of the packing side, then of the unpacking side.
+_KERNEL_PAIRS = [(("Haswell", 2), ("Prescott", 1)), (("SkylakeX", 2), ("Sandybridge", 1))]
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+
+
+def _require_kernels(*coretypes: str) -> None:
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("OPENBLAS_CORETYPE names x86-64 kernels")
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("needs 2 CPUs for 2 BLAS threads")
+    needs = {"Haswell": "avx2", "SkylakeX": "avx512f", "Sandybridge": "avx"}
+    missing = [ct for ct in coretypes if ct in needs and needs[ct] not in _cpu_flags()]
+    if missing:
+        pytest.skip(f"this CPU cannot run the OpenBLAS kernels {missing}")
 
 
 def _child_env(coretype: str, threads: int) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(OPENBLAS_CORETYPE=coretype, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+    env.update(OPENBLAS_CORETYPE=coretype, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
+               SEMCODEC_THREADS=str(threads))  # blas_threads() applies SEMCODEC_THREADS during the products
     return env
 
 
+def _check_blas(report: dict[str, object], coretype: str, threads: int) -> None:
+    blas = report["blas"]
+    assert isinstance(blas, list) and blas, report
+    assert {(api, n) for api, n, _ in blas} == {("openblas", threads)}, f"{coretype}: {blas}"
+    assert {arch for *_, arch in blas} <= _ARCHITECTURES[coretype], f"{coretype}: {blas}"
+
+
 @pytest.mark.slow
-def test_tables_identical_across_blas_kernels_and_threads() -> None:
-    """Float products differ between these kernels (shared/tools/blas_kernel_check.py); ours must not."""
-    results = []
-    for coretype, threads in (("Haswell", 2), ("Prescott", 1)):
+@pytest.mark.parametrize("pair", _KERNEL_PAIRS, ids=lambda p: f"{p[0][0]}x{p[0][1]}-{p[1][0]}x{p[1][1]}")
+def test_tables_identical_across_blas_kernels_and_threads(pair: tuple[tuple[str, int], ...]) -> None:
+    """Float products differ between these kernels (checked here); ours must not."""
+    _require_kernels(pair[0][0], pair[1][0])
+    reports = []
+    for coretype, threads in pair:
         proc = subprocess.run(
             [sys.executable, "-c", _CHILD, json.dumps(CAPTIONS)],
             env=_child_env(coretype, threads),
@@ -153,30 +210,38 @@ def test_tables_identical_across_blas_kernels_and_threads() -> None:
             text=True,
             check=True,
         )
-        results.append(json.loads(proc.stdout))
-    assert results[0] == results[1]
+        reports.append(json.loads(proc.stdout))
+        _check_blas(reports[-1], coretype, threads)
+    assert reports[0]["float_product"] != reports[1]["float_product"]  # the kernels really differ
+    assert reports[0]["tables"] == reports[1]["tables"]
 
 
-_PACK_CHILD = """
-import json, sys, semcodec
+_PACK_CHILD = _SPY + """
+import semcodec
 texts = json.loads(sys.stdin.read())
-print(json.dumps([semcodec.pack(t).hex() for t in texts]))
+blobs = [semcodec.pack(t).hex() for t in texts]
+print(json.dumps({"blobs": blobs, **_report()}))
 """
-_UNPACK_CHILD = """
-import json, sys, semcodec
-blobs = json.loads(sys.stdin.read())
-print(json.dumps([semcodec.unpack(bytes.fromhex(b)).text for b in blobs]))
+_UNPACK_CHILD = _SPY + """
+import semcodec
+blobs = json.loads(sys.stdin.read())["blobs"]
+texts = [semcodec.unpack(bytes.fromhex(b)).text for b in blobs]
+print(json.dumps({"texts": texts, **_report()}))
 """
 
 
 @pytest.mark.slow
-def test_pack_on_one_kernel_unpack_on_another() -> None:
+@pytest.mark.parametrize("pair", _KERNEL_PAIRS, ids=lambda p: f"{p[0][0]}x{p[0][1]}-{p[1][0]}x{p[1][1]}")
+def test_pack_on_one_kernel_unpack_on_another(pair: tuple[tuple[str, int], ...]) -> None:
+    """Pack with 2 BLAS threads on one kernel (asserted inside the products), unpack with 1 on another."""
+    _require_kernels(pair[0][0], pair[1][0])
     corpus = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco-captions-dev.txt"
-    texts = [line.strip() for line in corpus.read_text().splitlines()[:12]] if corpus.exists() else CAPTIONS
+    texts = [line.strip() for line in corpus.read_text().splitlines()[:8]] if corpus.exists() else CAPTIONS
+    (pack_ct, pack_threads), (unpack_ct, unpack_threads) = pair
     packed = subprocess.run(
         [sys.executable, "-c", _PACK_CHILD],
         input=json.dumps(texts),
-        env=_child_env("Haswell", 2),
+        env=_child_env(pack_ct, pack_threads),
         capture_output=True,
         text=True,
         check=True,
@@ -184,12 +249,16 @@ def test_pack_on_one_kernel_unpack_on_another() -> None:
     unpacked = subprocess.run(
         [sys.executable, "-c", _UNPACK_CHILD],
         input=packed.stdout,
-        env=_child_env("Prescott", 1),
+        env=_child_env(unpack_ct, unpack_threads),
         capture_output=True,
         text=True,
         check=True,
     )
-    assert json.loads(unpacked.stdout) == texts
+    pack_report, unpack_report = json.loads(packed.stdout), json.loads(unpacked.stdout)
+    _check_blas(pack_report, pack_ct, pack_threads)
+    _check_blas(unpack_report, unpack_ct, unpack_threads)
+    assert pack_report["float_product"] != unpack_report["float_product"]
+    assert unpack_report["texts"] == texts
 
 
 def test_numpy_and_torch_backends_agree(model) -> None:  # type: ignore[no-untyped-def]
@@ -210,20 +279,24 @@ def test_cached_context_state_is_verified(model, tmp_path: Path) -> None:  # typ
     import shutil
 
     from semcodec import models as semmodels
+    from semcodec.models import pins
 
     state = semmodels.context_state(0)
     fresh = KVCache()
     hidden = model.lm.forward(model.context_ids, fresh)[-1:]
     assert np.array_equal(hidden, state.hidden)
     assert all(np.array_equal(a, b) for a, b in zip(fresh.keys, state.keys, strict=True))
-    saved = sorted(model.lm.w.directory.glob("context-*.npz"))
-    assert saved
+    pinned = pins.DERIVED[model.spec.weights.gguf_sha256]
+    name = semmodels.context_file_name(model.context_ids)
+    assert semmodels.context_digest(state) == pinned[name]
+    saved = [p for p in sorted(model.lm.w.directory.glob("context-*.npz")) if p.name in pinned]  # not others'
+    assert name in [p.name for p in saved]
     for original in saved:
         copy = tmp_path / original.name
         shutil.copyfile(original, copy)
-        loaded = semmodels._load_context(copy, model.lm.n_layers)
+        loaded = semmodels._load_context(copy, model.lm.n_layers, pinned[original.name])
         assert loaded is not None
         raw = bytearray(copy.read_bytes())
         raw[len(raw) // 2] ^= 0x10
         copy.write_bytes(bytes(raw))
-        assert semmodels._load_context(copy, model.lm.n_layers) is None
+        assert semmodels._load_context(copy, model.lm.n_layers, pinned[original.name]) is None

