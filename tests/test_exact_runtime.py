@@ -14,15 +14,7 @@ import numpy as np
 import pytest
 
 from semcodec.models import load_model, tables
-from semcodec.models.exact import (
-    PRECISION,
-    WEIGHT_MAX,
-    KVCache,
-    Session,
-    activation_max,
-    batch_frequencies,
-    quantize_rows,
-)
+from semcodec.models.exact import PRECISION, WEIGHT_MAX, ExactLM, activation_max, quantize_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = json.loads((ROOT / "format" / "vectors" / "tables.json").read_text())
@@ -36,6 +28,12 @@ CAPTIONS = [
 
 def table_digest(freqs: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(freqs, dtype="<i4").tobytes()).hexdigest()
+
+
+def batch_frequencies(lm: ExactLM, context: tuple[int, ...], tokens: list[int]) -> np.ndarray:
+    """Tables of ``tokens`` and end-of-text from one pass over context + tokens (no cached context)."""
+    hidden = lm.forward([*context, *tokens], lm.new_cache())
+    return lm.tables(hidden[len(context) - 1 :])
 
 
 @pytest.fixture(scope="module")
@@ -59,25 +57,46 @@ def test_golden_table_hashes(model, case) -> None:  # type: ignore[no-untyped-de
     assert ids == case["tokens"]
     freqs = batch_frequencies(m.lm, m.context_ids, ids)
     assert table_digest(freqs) == case["sha256"]
+    assert table_digest(m.tables(ids)) == case["sha256"]  # from the cached context
 
 
 def test_whole_sequence_equals_incremental(model) -> None:  # type: ignore[no-untyped-def]
     for caption in CAPTIONS[:2]:
         ids = model.tokenizer.encode(caption)
         batch = batch_frequencies(model.lm, model.context_ids, ids)
-        session = Session(model.lm, model.context_ids)
+        [state] = model.decoders(1)
         for i, token in enumerate([*ids, model.eos_id]):
-            assert np.array_equal(session.next_frequencies(), batch[i]), f"position {i} of {caption!r}"
-            session.append(token)
+            assert np.array_equal(model.next_tables([state])[0], batch[i]), f"position {i} of {caption!r}"
+            model.step_many([state], [token])
+
+
+def test_lockstep_decoding_of_unequal_texts_equals_alone(model) -> None:  # type: ignore[no-untyped-def]
+    """States of different lengths stepped together (padded attention) match each alone."""
+    texts = [model.tokenizer.encode(c) for c in CAPTIONS]
+    alone = [model.tables(ids) for ids in texts]
+    states = model.decoders(len(texts))
+    for i in range(max(len(ids) for ids in texts) + 1):
+        live = [j for j, ids in enumerate(texts) if i <= len(ids)]
+        got = model.next_tables([states[j] for j in live])
+        for j, row in zip(live, got, strict=True):
+            assert np.array_equal(row, alone[j][i]), f"position {i} of text {j}"
+        more = [j for j in live if i < len(texts[j])]
+        model.step_many([states[j] for j in more], [texts[j][i] for j in more])
 
 
 def test_chunked_prefill_equals_whole(model) -> None:  # type: ignore[no-untyped-def]
     """Evaluating the context in uneven pieces gives the same state as one pass."""
     ids = list(model.context_ids) + model.tokenizer.encode(CAPTIONS[2])
-    whole = model.lm.forward(ids, KVCache())
-    cache = KVCache()
+    whole_cache = model.lm.new_cache()
+    whole = model.lm.forward(ids, whole_cache)
+    cache = model.lm.new_cache()
     parts = [model.lm.forward(ids[a:b], cache) for a, b in ((0, 5), (5, 6), (6, 30), (30, len(ids)))]
     assert np.array_equal(np.concatenate(parts), whole)
+    n = len(ids)
+    assert cache.length == whole_cache.length == n
+    assert cache.keys.dtype == np.int32  # the integers themselves: half of float64's bytes
+    assert np.array_equal(cache.keys[:, :n], whole_cache.keys[:, :n])
+    assert np.array_equal(cache.values[:, :n], whole_cache.values[:, :n])
 
 
 def test_matmul_bounds_keep_float32_exact() -> None:
@@ -89,6 +108,7 @@ def test_quantize_rows_is_bounded_and_exact_on_integers() -> None:
     rng = np.random.default_rng(1)
     x = rng.standard_normal((7, 576)) * 50
     q, scale = quantize_rows(x, 127)
+    assert q.dtype == np.int8
     assert np.abs(q).max() == 127
     assert np.array_equal(q, np.rint(q))
     assert np.allclose(q * scale, x, atol=float(scale.max()))
@@ -124,12 +144,11 @@ _CHILD = """
 import hashlib, json, sys
 import numpy as np
 from semcodec.models import load_model
-from semcodec.models.exact import batch_frequencies
-m = load_model(0)
+m = load_model(0, "numpy")
 out = {}
 for text in json.loads(sys.argv[1]):
     ids = m.tokenizer.encode(text)
-    f = batch_frequencies(m.lm, m.context_ids, ids)
+    f = m.lm.tables(m.lm.forward([*m.context_ids, *ids], m.lm.new_cache())[len(m.context_ids) - 1:])
     out[text] = hashlib.sha256(np.ascontiguousarray(f, dtype="<i4").tobytes()).hexdigest()
 print(json.dumps(out))
 """
@@ -192,19 +211,6 @@ def test_pack_on_one_kernel_unpack_on_another() -> None:
     assert json.loads(unpacked.stdout) == texts
 
 
-def test_numpy_and_torch_backends_agree(model) -> None:  # type: ignore[no-untyped-def]
-    pytest.importorskip("torch", reason="torch is the optional [hf] extra")
-    from semcodec.models.exact import ExactLM, TorchProducts
-
-    torch_lm = ExactLM(model.lm.w, TorchProducts("cpu"))
-    for caption in CAPTIONS[:2]:
-        ids = model.tokenizer.encode(caption)
-        assert np.array_equal(
-            batch_frequencies(torch_lm, model.context_ids, ids),
-            batch_frequencies(model.lm, model.context_ids, ids),
-        )
-
-
 def test_cached_context_state_is_verified(model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """The saved context is bit-identical to evaluating it; a damaged file is not trusted."""
     import shutil
@@ -212,10 +218,13 @@ def test_cached_context_state_is_verified(model, tmp_path: Path) -> None:  # typ
     from semcodec import models as semmodels
 
     state = semmodels.context_state(0)
-    fresh = KVCache()
+    fresh = model.lm.new_cache()
     hidden = model.lm.forward(model.context_ids, fresh)[-1:]
     assert np.array_equal(hidden, state.hidden)
-    assert all(np.array_equal(a, b) for a, b in zip(fresh.keys, state.keys, strict=True))
+    n = len(model.context_ids)
+    assert state.cache.length == n
+    assert np.array_equal(fresh.keys[:, :n], state.cache.keys)
+    assert np.array_equal(fresh.values[:, :n], state.cache.values)
     saved = sorted(model.lm.w.directory.glob("context-*.npz"))
     assert saved
     for original in saved:
