@@ -222,9 +222,9 @@ def test_cached_context_state_is_verified(model, tmp_path: Path) -> None:  # typ
     hidden = model.lm.forward(model.context_ids, fresh)[-1:]
     assert np.array_equal(hidden, state.hidden)
     n = len(model.context_ids)
-    assert state.cache.length == n
-    assert np.array_equal(fresh.keys[:, :n], state.cache.keys)
-    assert np.array_equal(fresh.values[:, :n], state.cache.values)
+    assert state.prefix.length == n
+    assert np.array_equal(fresh.keys[:, :n], state.prefix.keys)
+    assert np.array_equal(fresh.values[:, :n], state.prefix.values)
     saved = sorted(model.lm.w.directory.glob("context-*.npz"))
     assert saved
     for original in saved:

@@ -30,7 +30,7 @@ from functools import lru_cache
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from semcodec.models.exact import ExactLM, KVCache
+from semcodec.models.exact import ExactLM, KVCache, SharedPrefix
 from semcodec.models.kernels import products_from_name
 from semcodec.models.tokenizer import TextTokenizer
 from semcodec.models.weights import RUNTIME_VERSION, load_weights
@@ -62,13 +62,13 @@ class LoadedModel:
             start = context_state(self.spec.model_id)
             hidden = [start.hidden]
             if tokens:
-                hidden.append(self.lm.forward(tokens, start.cache.copy(len(tokens))))
+                hidden.append(self.lm.forward(tokens, self.lm.new_cache(start.prefix, len(tokens))))
             return self.lm.tables(np.concatenate(hidden))
 
     def decoders(self, n: int) -> list[DecoderState]:
         """``n`` fresh decoder states, each just after the context."""
         start = context_state(self.spec.model_id)
-        return [DecoderState(start.cache.copy(), start.hidden) for _ in range(n)]
+        return [DecoderState(self.lm.new_cache(start.prefix, 32), start.hidden) for _ in range(n)]
 
     def next_tables(self, states: Sequence[DecoderState]) -> np.ndarray:
         """(len(states), vocab) int32: the table of each state's next symbol."""
@@ -132,7 +132,7 @@ def _threadpools() -> ThreadpoolController:
 class ContextState:
     """The model after reading a profile's context: what every pack and unpack starts from."""
 
-    cache: KVCache  # never written: users continue from copies
+    prefix: SharedPrefix  # every text's cache continues after it
     hidden: np.ndarray  # final hidden state of the last context position, (1, hidden)
 
 
@@ -152,14 +152,13 @@ def context_state(model_id: int) -> ContextState:
         cache = model.lm.new_cache()
         with blas_threads():
             hidden = model.lm.forward(model.context_ids, cache)[-1:]
-        state = ContextState(cache.copy(0), hidden)
+        state = ContextState(cache.freeze(), hidden)
         _save_context(path, state)
     return state
 
 
 def _context_arrays(state: ContextState) -> dict[str, np.ndarray]:
-    n = state.cache.length
-    return {"keys": state.cache.keys[:, :n], "values": state.cache.values[:, :n], "hidden": state.hidden}
+    return {"keys": state.prefix.keys, "values": state.prefix.values, "hidden": state.hidden}
 
 
 def _digest(arrays: dict[str, np.ndarray]) -> str:
@@ -184,7 +183,7 @@ def _load_context(path: os.PathLike[str], n_layers: int) -> ContextState | None:
         return None
     if keys.dtype != np.int32 or keys.shape != values.shape or keys.ndim != 4 or len(keys) != n_layers:
         return None
-    return ContextState(KVCache(keys, values, keys.shape[1]), hidden)
+    return ContextState(SharedPrefix(keys, values), hidden)
 
 
 def _save_context(path: os.PathLike[str], state: ContextState) -> None:

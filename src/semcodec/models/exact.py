@@ -37,7 +37,8 @@ from semcodec.models import tables
 from semcodec.models.kernels import NumpyProducts, Products, QMatrix
 from semcodec.models.weights import MAX_POSITIONS, LayerWeights, ModelConfig, ModelWeights
 
-__all__ = ["MAX_POSITIONS", "PRECISION", "WEIGHT_MAX", "ExactLM", "KVCache", "activation_max", "quantize_rows"]
+__all__ = ["MAX_POSITIONS", "PRECISION", "WEIGHT_MAX", "ExactLM", "KVCache", "SharedPrefix", "activation_max",
+           "quantize_rows"]
 
 PRECISION = 24
 """Frequency tables sum to ``2**PRECISION``."""
@@ -80,46 +81,59 @@ def rms_quantize(x: np.ndarray, gain: np.ndarray, eps: float, amax_int: int) -> 
     return q, scale / rms
 
 
+class SharedPrefix:
+    """Positions many caches start from (a profile's context), evaluated once and never written.
+
+    Holds the integer keys/values (L, T, KV, D) int32 and, for attention, their float64
+    images laid out for the products (made once here instead of once per file and step).
+    """
+
+    def __init__(self, keys: np.ndarray, values: np.ndarray) -> None:
+        self.keys, self.values = keys, values
+        self.length = keys.shape[1]
+        self.keys_t = np.ascontiguousarray(keys.astype(np.float64).transpose(0, 2, 3, 1))  # (L, KV, D, T)
+        self.values_f = np.ascontiguousarray(values.astype(np.float64).transpose(0, 2, 1, 3))  # (L, KV, T, D)
+
+
 @dataclass
 class KVCache:
     """Integer keys and values of every position evaluated so far (SPEC §5.4).
 
-    ``keys``/``values``: (layers, capacity, kv_heads, head_dim) int32, positions
-    ``[0, length)`` filled. |k| < 2**20 and |v| < 2**24 fit int32: half of float64's bytes.
+    Positions ``[0, prefix.length)`` live in the shared ``prefix`` (if any); this cache's
+    own ``keys``/``values`` (layers, capacity, kv_heads, head_dim) int32 hold the next
+    ``own`` positions. |k| < 2**20 and |v| < 2**24 fit int32: half of float64's bytes.
     """
 
     keys: np.ndarray
     values: np.ndarray
-    length: int = 0
+    own: int = 0
+    prefix: SharedPrefix | None = None
 
     @classmethod
-    def empty(cls, cfg: ModelConfig, capacity: int = 64) -> KVCache:
+    def empty(cls, cfg: ModelConfig, capacity: int = 64, prefix: SharedPrefix | None = None) -> KVCache:
         shape = (cfg.n_layers, capacity, cfg.n_kv_heads, cfg.hidden // cfg.n_heads)
-        return cls(np.zeros(shape, np.int32), np.zeros(shape, np.int32))
+        return cls(np.zeros(shape, np.int32), np.zeros(shape, np.int32), 0, prefix)
+
+    @property
+    def length(self) -> int:
+        """Positions evaluated so far, the prefix's included."""
+        return self.own + (self.prefix.length if self.prefix is not None else 0)
 
     def reserve(self, more: int) -> None:
         """Room for ``more`` positions (capacity doubles: appending stays amortised O(1))."""
-        need = self.length + more
+        need = self.own + more
         if need > self.keys.shape[1]:
             cap = max(need, 2 * self.keys.shape[1])
             for name in ("keys", "values"):
                 old = getattr(self, name)
                 new = np.zeros((old.shape[0], cap, *old.shape[2:]), np.int32)
-                new[:, : self.length] = old[:, : self.length]
+                new[:, : self.own] = old[:, : self.own]
                 setattr(self, name, new)
 
-    def copy(self, headroom: int = 32) -> KVCache:
-        """An independent cache with the same positions (and room for ``headroom`` more)."""
-        out = KVCache.empty_like(self, self.length + headroom)
-        out.keys[:, : self.length] = self.keys[:, : self.length]
-        out.values[:, : self.length] = self.values[:, : self.length]
-        out.length = self.length
-        return out
-
-    @classmethod
-    def empty_like(cls, other: KVCache, capacity: int) -> KVCache:
-        shape = (other.keys.shape[0], capacity, *other.keys.shape[2:])
-        return cls(np.zeros(shape, np.int32), np.zeros(shape, np.int32))
+    def freeze(self) -> SharedPrefix:
+        """These positions as a prefix other caches can share (this cache must have none)."""
+        assert self.prefix is None
+        return SharedPrefix(self.keys[:, : self.own].copy(), self.values[:, : self.own].copy())
 
 
 class ExactLM:
@@ -136,15 +150,21 @@ class ExactLM:
         self.vocab_size = cfg.vocab_size
         self.amax_hidden = activation_max(cfg.hidden)
         self.amax_ffn = activation_max(cfg.ffn)
+        self._logit_exp = np.append(weights.logit_exp_table, 0)
+        self._attention_exp = np.append(weights.attention_exp_table, 0)
 
-    def new_cache(self) -> KVCache:
-        return KVCache.empty(self.cfg)
+    def new_cache(self, prefix: SharedPrefix | None = None, capacity: int = 64) -> KVCache:
+        """An empty cache, or one continuing after the shared ``prefix``."""
+        return KVCache.empty(self.cfg, capacity, prefix)
 
     # -- building blocks (SPEC §5.2-5.5) ---------------------------------------------------
     def _matmul(self, x: Quantized, w: QMatrix) -> np.ndarray:
         """``(x_q @ w_q) * x_scale * w_scale``: (N, K) -> (N, out) float64; the product is exact."""
         x_q, x_scale = x
-        return self.products(x_q, w).astype(np.float64) * x_scale * w.scale
+        y = self.products(x_q, w).astype(np.float64)
+        y *= x_scale  # in place, same order: (product * x_scale) * w_scale
+        y *= w.scale
+        return y
 
     def _norm(self, x: np.ndarray, gain: np.ndarray) -> Quantized:
         return rms_quantize(x, gain, self.cfg.rms_eps, self.amax_hidden)
@@ -164,59 +184,81 @@ class ExactLM:
         idx = np.clip(np.rint(x * float(1 << tables.SIGMOID_STEP_BITS)), -half, half).astype(np.int64)
         return x * self.w.sigmoid_table[idx + half]
 
-    def _softmax_attend(self, qi: np.ndarray, k: np.ndarray, v: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        """Integer attention (SPEC §5.4) for B independent groups of rows.
+    def _softmax_attend(
+        self, qi: np.ndarray, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]
+    ) -> np.ndarray:
+        """Integer attention (SPEC §5.4) of query rows over keys given in parts.
 
-        qi: (B, KV, R, D) integer-valued float64, k/v: (B, KV, T, D) int32,
-        valid: (B, 1, R, T) which keys each row sees. Returns (B, KV, R, D) float64.
+        qi: (B, KV, R, D) integer-valued float64; each part is ``(k_t, v, valid)`` with
+        k_t (B|1, KV, D, T) and v (B|1, KV, T, D) integer-valued float64 and ``valid``
+        (B, 1, R, T) bool or None (all visible). Returns (B, KV, R, D) float64. Every sum is
+        of integers below 2**53, so splitting the keys into parts changes no bit.
         """
-        scores = (qi @ k.astype(np.float64).transpose(0, 1, 3, 2)).astype(np.int64)  # exact: < 2**46
+        scores = np.concatenate([qi @ k_t for k_t, _, _ in parts], axis=-1).astype(np.int64)  # exact: < 2**46
+        masks = [np.broadcast_to(True if m is None else m, (*scores.shape[:1], 1, *scores.shape[2:3], k.shape[-1]))
+                 for k, _, m in parts]
+        valid = np.concatenate(masks, axis=-1)
         # Distance (in 2**-8 nat steps) from the row maximum; score = q.k / (2**20 * 8).
         shift = 2 * QK_FRACTION_BITS + 3 - tables.SOFTMAX_STEP_BITS
-        table = self.w.attention_exp_table
+        table = self._attention_exp  # E16 and one 0 past its end
         scores = np.where(valid, scores, -(2**62))
-        dist = np.where(valid, scores.max(axis=-1, keepdims=True) - scores, 0)
-        idx = np.where(valid, (dist + (1 << (shift - 1))) >> shift, len(table))
-        p = np.where(idx < len(table), table[np.minimum(idx, len(table) - 1)], 0)
+        dist = scores.max(axis=-1, keepdims=True) - scores
+        idx = np.where(valid, (dist + (1 << (shift - 1))) >> shift, len(table) - 1)
+        p = table[np.minimum(idx, len(table) - 1)]
         z = p.sum(axis=-1, keepdims=True)
-        num = p.astype(np.float64) @ v.astype(np.float64)  # exact: < 2**53
+        pf = p.astype(np.float64)
+        lo = 0
+        num = None
+        for k_t, v, _ in parts:  # exact: integer sums < 2**53
+            t = k_t.shape[-1]
+            term = pf[..., lo : lo + t] @ v
+            num = term if num is None else num + term
+            lo += t
+        assert num is not None
         out: np.ndarray = num / z.astype(np.float64) / float(1 << V_FRACTION_BITS)
         return out
+
+    def _prefix_part(self, cache: KVCache, layer: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+        pre = cache.prefix
+        if pre is None or pre.length == 0:
+            return []
+        return [(pre.keys_t[layer][None], pre.values_f[layer][None], None)]
 
     def _attention(self, qi: np.ndarray, layer: int, segments: list[tuple[int, int, KVCache]]) -> np.ndarray:
         """qi: (N, H, D) integer query rows of all segments -> (N, H * D) float64.
 
-        Each segment's rows attend causally to its own cache (already holding their keys).
-        Single-token segments (decode steps) go together, padded to the longest cache.
+        Each segment's rows attend causally to their cache (which already holds their keys).
+        Single-token segments (decode steps) sharing one prefix go together: the prefix's
+        keys once for all, their own keys padded to the longest.
         """
         n, group, hd = len(qi), self.n_heads // self.n_kv_heads, self.head_dim
         kvh = self.n_kv_heads
         out = np.empty((n, self.n_heads * hd), dtype=np.float64)
-        if all(hi - lo == 1 for lo, hi, _ in segments):
-            lengths = np.array([cache.length + 1 for _, _, cache in segments])
-            t = int(lengths.max())
-            if n == 1:
-                k, v = segments[0][2].keys[layer, None, :t], segments[0][2].values[layer, None, :t]
-            else:
-                k = np.zeros((n, t, kvh, hd), np.int32)
-                v = np.zeros((n, t, kvh, hd), np.int32)
-                for b, (_, _, cache) in enumerate(segments):
-                    k[b, : lengths[b]] = cache.keys[layer, : lengths[b]]
-                    v[b, : lengths[b]] = cache.values[layer, : lengths[b]]
-            valid = (np.arange(t)[None, :] < lengths[:, None])[:, None, None, :]
+        prefix = segments[0][2].prefix
+        if n > 1 and all(hi - lo == 1 and c.prefix is prefix for lo, hi, c in segments):
+            owns = np.array([cache.own + 1 for _, _, cache in segments])
+            t = int(owns.max())
+            k = np.zeros((n, t, kvh, hd), np.int32)
+            v = np.zeros((n, t, kvh, hd), np.int32)
+            for b, (_, _, cache) in enumerate(segments):
+                k[b, : owns[b]] = cache.keys[layer, : owns[b]]
+                v[b, : owns[b]] = cache.values[layer, : owns[b]]
+            valid = (np.arange(t)[None, :] < owns[:, None])[:, None, None, :]
+            own = (k.astype(np.float64).transpose(0, 2, 3, 1), v.astype(np.float64).transpose(0, 2, 1, 3), valid)
             q4 = qi.reshape(n, kvh, group, hd)  # head h = kv * group + g
-            att = self._softmax_attend(q4, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), valid)
+            att = self._softmax_attend(q4, [*self._prefix_part(segments[0][2], layer), own])
             out[:] = att.reshape(n, -1)
             return out
         for lo, hi, cache in segments:
-            m, start = hi - lo, cache.length
+            m, start = hi - lo, cache.own
             t = start + m
             rows = qi[lo:hi].reshape(m, kvh, group, hd).transpose(1, 0, 2, 3).reshape(1, kvh, m * group, hd)
             causal = np.arange(t)[None, :] <= (start + np.arange(m))[:, None]  # (m, t)
             valid = np.repeat(causal, group, axis=0)[None, None]  # row r is token r // group
-            k = cache.keys[layer, :t].transpose(1, 0, 2)[None]
-            v = cache.values[layer, :t].transpose(1, 0, 2)[None]
-            att = self._softmax_attend(rows, k, v, valid)  # (1, KV, m * group, D)
+            k_t = cache.keys[layer, :t].astype(np.float64).transpose(1, 2, 0)[None]
+            v_f = cache.values[layer, :t].astype(np.float64).transpose(1, 0, 2)[None]
+            parts = [*self._prefix_part(cache, layer), (k_t, v_f, valid)]
+            att = self._softmax_attend(rows, parts)  # (1, KV, m * group, D)
             out[lo:hi] = att.reshape(kvh, m, group, hd).transpose(1, 0, 2, 3).reshape(m, -1)
         return out
 
@@ -235,8 +277,8 @@ class ExactLM:
         ki = np.clip(np.rint(k * float(1 << QK_FRACTION_BITS)), -QK_LIMIT, QK_LIMIT).astype(np.int32)
         vi = np.clip(np.rint(v * float(1 << V_FRACTION_BITS)), -V_LIMIT, V_LIMIT).astype(np.int32)
         for lo, hi, cache in segments:  # the new positions join each cache (length moves after the last layer)
-            cache.keys[li, cache.length : cache.length + hi - lo] = ki[lo:hi]
-            cache.values[li, cache.length : cache.length + hi - lo] = vi[lo:hi].reshape(hi - lo, self.n_kv_heads, hd)
+            cache.keys[li, cache.own : cache.own + hi - lo] = ki[lo:hi]
+            cache.values[li, cache.own : cache.own + hi - lo] = vi[lo:hi].reshape(hi - lo, self.n_kv_heads, hd)
         att = self._attention(qi, li, segments)
         return self._matmul(quantize_rows(att, self.amax_hidden), layer.o)
 
@@ -274,7 +316,7 @@ class ExactLM:
             x = x + self._attention_block(layer, li, self._norm(x, layer.attn_norm), positions, spans)
             x = x + self._mlp(layer, self._norm(x, layer.ffn_norm))
         for lo, hi, cache in spans:
-            cache.length += hi - lo
+            cache.own += hi - lo
         return [x[lo:hi] for lo, hi, _ in spans]
 
     def logits(self, hidden: np.ndarray) -> np.ndarray:
@@ -288,10 +330,11 @@ class ExactLM:
         ``f = 1 + floor(e * (2**24 - V) / sum(e))`` and the rounding remainder goes to the
         first most probable token.
         """
-        table = self.w.logit_exp_table
-        dist = np.rint((logits.max(axis=-1, keepdims=True) - logits) * float(1 << tables.SOFTMAX_STEP_BITS))
-        idx = np.minimum(dist, len(table)).astype(np.int64)
-        e = np.where(idx < len(table), table[np.minimum(idx, len(table) - 1)], 0)
+        table = self._logit_exp  # E24 and one 0 past its end
+        dist = logits.max(axis=-1, keepdims=True) - logits
+        dist *= float(1 << tables.SOFTMAX_STEP_BITS)
+        np.rint(dist, out=dist)
+        e = table[np.minimum(dist, len(table) - 1).astype(np.int64)]
         free = (1 << PRECISION) - logits.shape[-1]
         total = e.sum(axis=-1, keepdims=True)
         g = (e * free) // total
