@@ -15,6 +15,7 @@ import pytest
 
 from semcodec.models import load_model, tables
 from semcodec.models.exact import PRECISION, WEIGHT_MAX, ExactLM, activation_max, quantize_rows
+from semcodec.models.kernels import OnnxProducts, Products, QMatrix, products_from_name
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = json.loads((ROOT / "format" / "vectors" / "tables.json").read_text())
@@ -155,8 +156,10 @@ print(json.dumps(out))
 
 
 def _child_env(coretype: str, threads: int) -> dict[str, str]:
+    """The float32 BLAS backend (the int8 default does not use BLAS for its products)."""
     env = dict(os.environ)
-    env.update(OPENBLAS_CORETYPE=coretype, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+    env.update(OPENBLAS_CORETYPE=coretype, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
+               SEMCODEC_BACKEND="numpy")
     return env
 
 
@@ -236,3 +239,102 @@ def test_cached_context_state_is_verified(model, tmp_path: Path) -> None:  # typ
         raw[len(raw) // 2] ^= 0x10
         copy.write_bytes(bytes(raw))
         assert semmodels._load_context(copy, model.lm.n_layers) is None
+
+
+# -- product kernels (models/kernels.py) ------------------------------------------------------
+
+
+def _products(name: str) -> Products:
+    if name.startswith("int8-"):
+        return OnnxProducts(name.removeprefix("int8-"))
+    if name.startswith("torch"):
+        pytest.importorskip("torch", reason="torch is the optional [hf] extra")
+    return products_from_name(name)
+
+
+BACKENDS = ["numpy", "int8-wide", "int8-split", "torch"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_kernel_gives_the_golden_tables(model, backend: str) -> None:  # type: ignore[no-untyped-def]
+    lm = ExactLM(model.lm.w, _products(backend))
+    for case in GOLDEN["cases"][:2]:
+        m = load_model(case["model_id"])
+        assert table_digest(batch_frequencies(lm, m.context_ids, case["tokens"])) == case["sha256"], case["name"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_kernels_are_exact_at_the_extremes(backend: str) -> None:
+    """Worst cases for saturating int16 pairs (|x| = 127 against |w| = 127) and random data."""
+    products = _products(backend)
+    rng = np.random.default_rng(7)
+    for k, m in ((576, 1), (576, 5), (1536, 1), (1536, 70)):
+        q = rng.integers(-127, 128, (k, 96)).astype(np.int8)
+        q[:, :8] = 127
+        q[:, 8:16] = -127
+        w = QMatrix(f"test{k}", q, np.ones(96))
+        x = rng.integers(-127, 128, (m, k)).astype(np.int8)
+        x[0] = 127
+        if m > 1:
+            x[1] = -127
+        want = x.astype(np.int64) @ q.astype(np.int64)
+        assert np.array_equal(np.asarray(products(x, w)).astype(np.int64), want), (k, m)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_device_weights_are_keyed_by_the_matrix_not_its_id(backend: str) -> None:
+    """Matrices created and dropped in turn (CPython reuses ids at once) never get stale copies."""
+    products = _products(backend)
+    rng = np.random.default_rng(3)
+    x = rng.integers(-127, 128, (2, 64)).astype(np.int8)
+    for i in range(20):
+        q = rng.integers(-127, 128, (64, 32)).astype(np.int8)
+        got = products(x, QMatrix("same-name", q, np.ones(32)))
+        assert np.array_equal(np.asarray(got).astype(np.int64), x.astype(np.int64) @ q.astype(np.int64)), i
+
+
+def test_unknown_backend_is_refused_by_name() -> None:
+    from semcodec.errors import SemModelError
+
+    with pytest.raises(SemModelError, match="unknown backend 'fpga'"):
+        products_from_name("fpga")
+
+
+def test_cuda_tables_equal_cpu_tables(model) -> None:  # type: ignore[no-untyped-def]
+    torch = pytest.importorskip("torch", reason="torch is the optional [hf] extra")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device here (benchmarks/gpu_exactness.py checks a GPU where there is one)")
+    lm = ExactLM(model.lm.w, products_from_name("cuda"))
+    for case in GOLDEN["cases"]:
+        m = load_model(case["model_id"])
+        assert table_digest(batch_frequencies(lm, m.context_ids, case["tokens"])) == case["sha256"], case["name"]
+
+
+def _backend_available(name: str) -> bool:
+    if name in ("torch", "cuda"):
+        try:
+            import torch
+        except ImportError:
+            return False
+        return name == "torch" or bool(torch.cuda.is_available())
+    return True
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("packer", "unpackers"), [("numpy", ("int8", "torch", "cuda")), ("int8", ("numpy", "torch"))])
+def test_pack_with_one_backend_unpack_with_another(packer: str, unpackers: tuple[str, ...]) -> None:
+    """Each side in its own process, the backend chosen the way users choose it: SEMCODEC_BACKEND."""
+    texts = CAPTIONS[:3]
+    env = {**os.environ, "SEMCODEC_BACKEND": packer}
+    packed = subprocess.run([sys.executable, "-c", _PACK_CHILD], input=json.dumps(texts), env=env,
+                            capture_output=True, text=True, check=True)
+    ran = []
+    for unpacker in unpackers:
+        if not _backend_available(unpacker):
+            continue
+        env = {**os.environ, "SEMCODEC_BACKEND": unpacker}
+        unpacked = subprocess.run([sys.executable, "-c", _UNPACK_CHILD], input=packed.stdout, env=env,
+                                  capture_output=True, text=True, check=True)
+        assert json.loads(unpacked.stdout) == texts, unpacker
+        ran.append(unpacker)
+    assert ran, "no other backend available"
