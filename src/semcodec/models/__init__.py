@@ -23,6 +23,7 @@ import os
 import tempfile
 import zipfile
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -33,7 +34,7 @@ from threadpoolctl import ThreadpoolController
 from semcodec.models.exact import ExactLM, KVCache, SharedPrefix
 from semcodec.models.kernels import products_from_name
 from semcodec.models.tokenizer import TextTokenizer
-from semcodec.models.weights import RUNTIME_VERSION, load_weights
+from semcodec.models.weights import RUNTIME_VERSION, cache_dir, load_weights
 from semcodec.registry import ModelSpec, WeightsSource, model_spec
 
 
@@ -87,8 +88,24 @@ class LoadedModel:
 
 @lru_cache(maxsize=4)
 def _runtime(source: WeightsSource, backend: str) -> tuple[ExactLM, TextTokenizer]:
-    weights = load_weights(source)
-    return ExactLM(weights, products_from_name(backend)), TextTokenizer(weights.directory)
+    """Weights and tokenizer; the weights' sha256 check runs beside the tokenizer's parsing.
+
+    hashlib releases the GIL, so on two cores a cold start pays for the longer of the two,
+    not their sum. The tokenizer built meanwhile is kept only if the bytes it was built from
+    have the digests the (verified) cache entry records; otherwise it is built again.
+    """
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        loading = pool.submit(load_weights, source)
+        early: TextTokenizer | None
+        try:
+            early = TextTokenizer(cache_dir(source))
+        except Exception:  # missing or damaged files: load_weights rebuilds them
+            early = None
+        products = products_from_name(backend)
+        weights = loading.result()
+    if early is not None and early.files_sha256 == weights.files_sha256:
+        return ExactLM(weights, products), early
+    return ExactLM(weights, products), TextTokenizer(weights.directory)
 
 
 def load_model(model_id: int, backend: str | None = None) -> LoadedModel:

@@ -58,11 +58,18 @@ def activation_max(inner_dim: int) -> int:
     return min(127, (2**24 - 1) // (WEIGHT_MAX * inner_dim))
 
 
+def _rint_clip(x: np.ndarray, limit: float) -> np.ndarray:
+    """``clip(rint(x), -limit, limit)``, in place on ``x`` (a temporary): ufuncs, no wrappers."""
+    np.rint(x, out=x)
+    np.maximum(x, -limit, out=x)
+    return np.minimum(x, limit, out=x)
+
+
 def quantize_rows(x: np.ndarray, amax_int: int) -> Quantized:
     """Per-row symmetric quantisation: ``x ~ q * scale`` with integer ``|q| <= amax_int`` (SPEC §5.2)."""
     amax = np.abs(x).max(axis=-1, keepdims=True)
     scale = np.where(amax > 0, amax / amax_int, 1.0)
-    q = np.rint(x / scale).clip(-amax_int, amax_int).astype(np.int8)
+    q = _rint_clip(x / scale, amax_int).astype(np.int8)
     return q, scale
 
 
@@ -181,7 +188,7 @@ class ExactLM:
 
     def _silu(self, x: np.ndarray) -> np.ndarray:
         half = tables.SIGMOID_RANGE << tables.SIGMOID_STEP_BITS
-        idx = np.clip(np.rint(x * float(1 << tables.SIGMOID_STEP_BITS)), -half, half).astype(np.int64)
+        idx = _rint_clip(x * float(1 << tables.SIGMOID_STEP_BITS), half).astype(np.int64)
         return x * self.w.sigmoid_table[idx + half]
 
     def _softmax_attend(
@@ -195,15 +202,19 @@ class ExactLM:
         of integers below 2**53, so splitting the keys into parts changes no bit.
         """
         scores = np.concatenate([qi @ k_t for k_t, _, _ in parts], axis=-1).astype(np.int64)  # exact: < 2**46
-        masks = [np.broadcast_to(True if m is None else m, (*scores.shape[:1], 1, *scores.shape[2:3], k.shape[-1]))
-                 for k, _, m in parts]
-        valid = np.concatenate(masks, axis=-1)
         # Distance (in 2**-8 nat steps) from the row maximum; score = q.k / (2**20 * 8).
         shift = 2 * QK_FRACTION_BITS + 3 - tables.SOFTMAX_STEP_BITS
         table = self._attention_exp  # E16 and one 0 past its end
-        scores = np.where(valid, scores, -(2**62))
-        dist = scores.max(axis=-1, keepdims=True) - scores
-        idx = np.where(valid, (dist + (1 << (shift - 1))) >> shift, len(table) - 1)
+        if all(m is None for _, _, m in parts):  # every key visible (e.g. one new token)
+            dist = scores.max(axis=-1, keepdims=True) - scores
+            idx = (dist + (1 << (shift - 1))) >> shift
+        else:
+            masks = [np.broadcast_to(True if m is None else m, (*scores.shape[:1], 1, *scores.shape[2:3], k.shape[-1]))
+                     for k, _, m in parts]
+            valid = np.concatenate(masks, axis=-1)
+            scores = np.where(valid, scores, -(2**62))
+            dist = scores.max(axis=-1, keepdims=True) - scores
+            idx = np.where(valid, (dist + (1 << (shift - 1))) >> shift, len(table) - 1)
         p = table[np.minimum(idx, len(table) - 1)]
         z = p.sum(axis=-1, keepdims=True)
         pf = p.astype(np.float64)
@@ -243,8 +254,8 @@ class ExactLM:
             for b, (_, _, cache) in enumerate(segments):
                 k[b, : owns[b]] = cache.keys[layer, : owns[b]]
                 v[b, : owns[b]] = cache.values[layer, : owns[b]]
-            valid = (np.arange(t)[None, :] < owns[:, None])[:, None, None, :]
-            own = (k.astype(np.float64).transpose(0, 2, 3, 1), v.astype(np.float64).transpose(0, 2, 1, 3), valid)
+            seen = (np.arange(t)[None, :] < owns[:, None])[:, None, None, :]
+            own = (k.astype(np.float64).transpose(0, 2, 3, 1), v.astype(np.float64).transpose(0, 2, 1, 3), seen)
             q4 = qi.reshape(n, kvh, group, hd)  # head h = kv * group + g
             att = self._softmax_attend(q4, [*self._prefix_part(segments[0][2], layer), own])
             out[:] = att.reshape(n, -1)
@@ -253,8 +264,10 @@ class ExactLM:
             m, start = hi - lo, cache.own
             t = start + m
             rows = qi[lo:hi].reshape(m, kvh, group, hd).transpose(1, 0, 2, 3).reshape(1, kvh, m * group, hd)
-            causal = np.arange(t)[None, :] <= (start + np.arange(m))[:, None]  # (m, t)
-            valid = np.repeat(causal, group, axis=0)[None, None]  # row r is token r // group
+            valid: np.ndarray | None = None  # one new token sees every key
+            if m > 1:
+                causal = np.arange(t)[None, :] <= (start + np.arange(m))[:, None]  # (m, t)
+                valid = np.repeat(causal, group, axis=0)[None, None]  # row r is token r // group
             k_t = cache.keys[layer, :t].astype(np.float64).transpose(1, 2, 0)[None]
             v_f = cache.values[layer, :t].astype(np.float64).transpose(1, 0, 2)[None]
             parts = [*self._prefix_part(cache, layer), (k_t, v_f, valid)]
@@ -273,9 +286,9 @@ class ExactLM:
         q = self._rope(qkv[:, :q_end].reshape(n, self.n_heads, hd), positions)
         k = self._rope(qkv[:, q_end:k_end].reshape(n, self.n_kv_heads, hd), positions)
         v = qkv[:, k_end:]
-        qi = np.clip(np.rint(q * float(1 << QK_FRACTION_BITS)), -QK_LIMIT, QK_LIMIT)
-        ki = np.clip(np.rint(k * float(1 << QK_FRACTION_BITS)), -QK_LIMIT, QK_LIMIT).astype(np.int32)
-        vi = np.clip(np.rint(v * float(1 << V_FRACTION_BITS)), -V_LIMIT, V_LIMIT).astype(np.int32)
+        qi = _rint_clip(q * float(1 << QK_FRACTION_BITS), QK_LIMIT)
+        ki = _rint_clip(k * float(1 << QK_FRACTION_BITS), QK_LIMIT).astype(np.int32)
+        vi = _rint_clip(v * float(1 << V_FRACTION_BITS), V_LIMIT).astype(np.int32)
         for lo, hi, cache in segments:  # the new positions join each cache (length moves after the last layer)
             cache.keys[li, cache.own : cache.own + hi - lo] = ki[lo:hi]
             cache.values[li, cache.own : cache.own + hi - lo] = vi[lo:hi].reshape(hi - lo, self.n_kv_heads, hd)

@@ -183,6 +183,7 @@ class ModelWeights:
     attention_exp_table: np.ndarray
     logit_exp_table: np.ndarray
     directory: Path
+    files_sha256: dict[str, str]  # tokenizer files' recorded digests (checked when verify=True)
 
     def matrices(self) -> list[QMatrix]:
         """Every weight matrix, in evaluation order (one decode step reads each once)."""
@@ -227,6 +228,11 @@ def _config_from_gguf(meta: dict[str, object]) -> ModelConfig:
         rope_theta=float(num("rope.freq_base")),
         rms_eps=float(num("attention.layer_norm_rms_epsilon")),
     )
+
+
+def cache_dir(source: WeightsSource) -> Path:
+    """Where the converted weights of ``source`` live (whether or not they exist yet)."""
+    return _cache_dir(source)
 
 
 def _cache_dir(source: WeightsSource) -> Path:
@@ -348,6 +354,7 @@ def _load_dir(directory: Path, verify: bool) -> ModelWeights:
         attention_exp_table=get("attention_exp"),
         logit_exp_table=get("logit_exp"),
         directory=directory,
+        files_sha256=dict(meta.get("files_sha256") or {}),
     )
 
 
