@@ -193,8 +193,9 @@ def products_from_name(name: str | None = None) -> Products:
         return NumpyProducts()
 
 
-def _matmul_integer_model() -> bytes:
-    """The ONNX model ``y = MatMulInteger(a: uint8[M, K], b: int8[K, N]) -> int32[M, N]``.
+def _matmul_integer_model(signed_a: bool = False) -> bytes:
+    """The ONNX model ``y = MatMulInteger(a: uint8[M, K], b: int8[K, N]) -> int32[M, N]``
+    (``a: int8`` if ``signed_a``: slower on x86, kept for the kernel benchmark).
 
     Written as protobuf bytes directly (a dozen fields) so the text path needs no ``onnx``.
     """
@@ -222,7 +223,8 @@ def _matmul_integer_model() -> bytes:
 
     node = fld(1, "a") + fld(1, "b") + fld(2, "y") + fld(4, "MatMulInteger")
     graph = (fld(1, node) + fld(2, "matmul_integer")
-             + fld(11, value_info("a", uint8, ("M", "K"))) + fld(11, value_info("b", int8, ("K", "N")))
+             + fld(11, value_info("a", int8 if signed_a else uint8, ("M", "K")))
+             + fld(11, value_info("b", int8, ("K", "N")))
              + fld(12, value_info("y", int32, ("M", "N"))))
     opset = fld(1, "") + fld(2, 10)
     return fld(1, 7) + fld(7, graph) + fld(8, opset)  # ir_version 7, graph, opset_import
