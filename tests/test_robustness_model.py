@@ -253,3 +253,18 @@ def test_no_pickle_loading_anywhere_in_src() -> None:
         for m in UNSAFE_LOADING.finditer(text)
     ]
     assert hits == []
+
+
+@pytest.mark.parametrize("corruption", ["tokenizer.json vocabulary edited", "control_tokens.json edited"])
+def test_tokenizer_parsed_beside_the_weights_check_is_rebuilt_when_its_files_were_wrong(
+    corruption: str, cache: Path, model_cache_dir: Path, real_gguf: Path, originals: dict[str, str]
+) -> None:
+    """The runtime parses the tokenizer while weights.bin is being hashed; the damaged
+    files it parsed are then rebuilt, and it must not keep the tokenizer built from them."""
+    from semcodec import models
+
+    entry = copy_cache(cache, model_cache_dir, real_gguf)
+    CORRUPTIONS[corruption][0](entry)
+    _, tokenizer = models._runtime.__wrapped__(SOURCE, "numpy")
+    assert tokenizer.files_sha256 == {name: originals[name] for name in ("tokenizer.json", "control_tokens.json")}
+    assert tokenizer.encode("A cat.") == models.load_model(0).tokenizer.encode("A cat.")

@@ -104,6 +104,9 @@ class OnnxProducts:
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(os.environ.get("SEMCODEC_THREADS", "1"))
         options.inter_op_num_threads = 1
+        # Idle pool threads sleep instead of spinning: on a busy machine spinning threads
+        # starve each other (the same trouble as OpenBLAS's, see models.blas_threads).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
         self._session = ort.InferenceSession(_matmul_integer_model(), options, providers=["CPUExecutionProvider"])
         self.mode = mode or ("wide" if self._wide_is_exact() else "split")
