@@ -282,13 +282,11 @@ class ExactLM:
         """Causal self-attention of normed rows ``x`` (N, hidden) -> (N, hidden)."""
         n, hd = len(positions), self.head_dim
         qkv = self._matmul(x, layer.qkv)  # (N, (H + 2 KV) * D)
-        q_end, k_end = self.n_heads * hd, (self.n_heads + self.n_kv_heads) * hd
-        q = self._rope(qkv[:, :q_end].reshape(n, self.n_heads, hd), positions)
-        k = self._rope(qkv[:, q_end:k_end].reshape(n, self.n_kv_heads, hd), positions)
-        v = qkv[:, k_end:]
-        qi = _rint_clip(q * float(1 << QK_FRACTION_BITS), QK_LIMIT)
-        ki = _rint_clip(k * float(1 << QK_FRACTION_BITS), QK_LIMIT).astype(np.int32)
-        vi = _rint_clip(v * float(1 << V_FRACTION_BITS), V_LIMIT).astype(np.int32)
+        heads, k_end = self.n_heads, (self.n_heads + self.n_kv_heads) * hd
+        qk = self._rope(qkv[:, :k_end].reshape(n, -1, hd), positions)  # q and k heads side by side
+        qki = _rint_clip(qk * float(1 << QK_FRACTION_BITS), QK_LIMIT)
+        qi, ki = qki[:, :heads], qki[:, heads:].astype(np.int32)
+        vi = _rint_clip(qkv[:, k_end:] * float(1 << V_FRACTION_BITS), V_LIMIT).astype(np.int32)
         for lo, hi, cache in segments:  # the new positions join each cache (length moves after the last layer)
             cache.keys[li, cache.own : cache.own + hi - lo] = ki[lo:hi]
             cache.values[li, cache.own : cache.own + hi - lo] = vi[lo:hi].reshape(hi - lo, self.n_kv_heads, hd)
