@@ -14,15 +14,8 @@ import numpy as np
 import pytest
 
 from semcodec.models import load_model, tables
-from semcodec.models.exact import (
-    PRECISION,
-    WEIGHT_MAX,
-    KVCache,
-    Session,
-    activation_max,
-    batch_frequencies,
-    quantize_rows,
-)
+from semcodec.models.exact import PRECISION, WEIGHT_MAX, ExactLM, activation_max, quantize_rows
+from semcodec.models.kernels import OnnxProducts, Products, QMatrix, products_from_name
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = json.loads((ROOT / "format" / "vectors" / "tables.json").read_text())
@@ -36,6 +29,12 @@ CAPTIONS = [
 
 def table_digest(freqs: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(freqs, dtype="<i4").tobytes()).hexdigest()
+
+
+def batch_frequencies(lm: ExactLM, context: tuple[int, ...], tokens: list[int]) -> np.ndarray:
+    """Tables of ``tokens`` and end-of-text from one pass over context + tokens (no cached context)."""
+    hidden = lm.forward([*context, *tokens], lm.new_cache())
+    return lm.tables(hidden[len(context) - 1 :])
 
 
 @pytest.fixture(scope="module")
@@ -59,25 +58,46 @@ def test_golden_table_hashes(model, case) -> None:  # type: ignore[no-untyped-de
     assert ids == case["tokens"]
     freqs = batch_frequencies(m.lm, m.context_ids, ids)
     assert table_digest(freqs) == case["sha256"]
+    assert table_digest(m.tables(ids)) == case["sha256"]  # from the cached context
 
 
 def test_whole_sequence_equals_incremental(model) -> None:  # type: ignore[no-untyped-def]
     for caption in CAPTIONS[:2]:
         ids = model.tokenizer.encode(caption)
         batch = batch_frequencies(model.lm, model.context_ids, ids)
-        session = Session(model.lm, model.context_ids)
+        [state] = model.decoders(1)
         for i, token in enumerate([*ids, model.eos_id]):
-            assert np.array_equal(session.next_frequencies(), batch[i]), f"position {i} of {caption!r}"
-            session.append(token)
+            assert np.array_equal(model.next_tables([state])[0], batch[i]), f"position {i} of {caption!r}"
+            model.step_many([state], [token])
+
+
+def test_lockstep_decoding_of_unequal_texts_equals_alone(model) -> None:  # type: ignore[no-untyped-def]
+    """States of different lengths stepped together (padded attention) match each alone."""
+    texts = [model.tokenizer.encode(c) for c in CAPTIONS]
+    alone = [model.tables(ids) for ids in texts]
+    states = model.decoders(len(texts))
+    for i in range(max(len(ids) for ids in texts) + 1):
+        live = [j for j, ids in enumerate(texts) if i <= len(ids)]
+        got = model.next_tables([states[j] for j in live])
+        for j, row in zip(live, got, strict=True):
+            assert np.array_equal(row, alone[j][i]), f"position {i} of text {j}"
+        more = [j for j in live if i < len(texts[j])]
+        model.step_many([states[j] for j in more], [texts[j][i] for j in more])
 
 
 def test_chunked_prefill_equals_whole(model) -> None:  # type: ignore[no-untyped-def]
     """Evaluating the context in uneven pieces gives the same state as one pass."""
     ids = list(model.context_ids) + model.tokenizer.encode(CAPTIONS[2])
-    whole = model.lm.forward(ids, KVCache())
-    cache = KVCache()
+    whole_cache = model.lm.new_cache()
+    whole = model.lm.forward(ids, whole_cache)
+    cache = model.lm.new_cache()
     parts = [model.lm.forward(ids[a:b], cache) for a, b in ((0, 5), (5, 6), (6, 30), (30, len(ids)))]
     assert np.array_equal(np.concatenate(parts), whole)
+    n = len(ids)
+    assert cache.length == whole_cache.length == n
+    assert cache.keys.dtype == np.int32  # the integers themselves: half of float64's bytes
+    assert np.array_equal(cache.keys[:, :n], whole_cache.keys[:, :n])
+    assert np.array_equal(cache.values[:, :n], whole_cache.values[:, :n])
 
 
 def test_matmul_bounds_keep_float32_exact() -> None:
@@ -89,6 +109,7 @@ def test_quantize_rows_is_bounded_and_exact_on_integers() -> None:
     rng = np.random.default_rng(1)
     x = rng.standard_normal((7, 576)) * 50
     q, scale = quantize_rows(x, 127)
+    assert q.dtype == np.int8
     assert np.abs(q).max() == 127
     assert np.array_equal(q, np.rint(q))
     assert np.allclose(q * scale, x, atol=float(scale.max()))
@@ -127,15 +148,15 @@ _SPY = """
 import hashlib, json, sys
 import numpy as np
 from threadpoolctl import threadpool_info
-from semcodec.models import exact
+from semcodec.models import kernels
 _seen = set()
-_original = exact.NumpyProducts.__call__
+_original = kernels.NumpyProducts.__call__
 def _spy(self, x_q, w_q):
     if len(_seen) < 8:
         _seen.update((i["internal_api"], i["num_threads"], i.get("architecture"))
                      for i in threadpool_info() if i["user_api"] == "blas")
     return _original(self, x_q, w_q)
-exact.NumpyProducts.__call__ = _spy
+kernels.NumpyProducts.__call__ = _spy
 def _report():
     rng = np.random.default_rng(0)
     w, x = rng.standard_normal((1536, 576)).astype(np.float32), rng.standard_normal((7, 576)).astype(np.float32)
@@ -143,13 +164,12 @@ def _report():
 """
 _CHILD = _SPY + """
 from semcodec.models import blas_threads, load_model
-from semcodec.models.exact import batch_frequencies
-m = load_model(0)
+m = load_model(0, "numpy")
 out = {}
 with blas_threads():
     for text in json.loads(sys.argv[1]):
         ids = m.tokenizer.encode(text)
-        f = batch_frequencies(m.lm, m.context_ids, ids)
+        f = m.lm.tables(m.lm.forward([*m.context_ids, *ids], m.lm.new_cache())[len(m.context_ids) - 1:])
         out[text] = hashlib.sha256(np.ascontiguousarray(f, dtype="<i4").tobytes()).hexdigest()
 print(json.dumps({"tables": out, **_report()}))
 """
@@ -183,9 +203,11 @@ def _require_kernels(*coretypes: str) -> None:
 
 
 def _child_env(coretype: str, threads: int) -> dict[str, str]:
+    """The float32 BLAS backend (the int8 default does not use BLAS for its products)."""
     env = dict(os.environ)
     env.update(OPENBLAS_CORETYPE=coretype, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
-               SEMCODEC_THREADS=str(threads))  # blas_threads() applies SEMCODEC_THREADS during the products
+               SEMCODEC_THREADS=str(threads),  # blas_threads() applies SEMCODEC_THREADS during the products
+               SEMCODEC_BACKEND="numpy")
     return env
 
 
@@ -261,19 +283,6 @@ def test_pack_on_one_kernel_unpack_on_another(pair: tuple[tuple[str, int], ...])
     assert unpack_report["texts"] == texts
 
 
-def test_numpy_and_torch_backends_agree(model) -> None:  # type: ignore[no-untyped-def]
-    pytest.importorskip("torch", reason="torch is the optional [hf] extra")
-    from semcodec.models.exact import ExactLM, TorchProducts
-
-    torch_lm = ExactLM(model.lm.w, TorchProducts("cpu"))
-    for caption in CAPTIONS[:2]:
-        ids = model.tokenizer.encode(caption)
-        assert np.array_equal(
-            batch_frequencies(torch_lm, model.context_ids, ids),
-            batch_frequencies(model.lm, model.context_ids, ids),
-        )
-
-
 def test_cached_context_state_is_verified(model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """The saved context is bit-identical to evaluating it; a damaged file is not trusted."""
     import shutil
@@ -282,10 +291,13 @@ def test_cached_context_state_is_verified(model, tmp_path: Path) -> None:  # typ
     from semcodec.models import pins
 
     state = semmodels.context_state(0)
-    fresh = KVCache()
+    fresh = model.lm.new_cache()
     hidden = model.lm.forward(model.context_ids, fresh)[-1:]
     assert np.array_equal(hidden, state.hidden)
-    assert all(np.array_equal(a, b) for a, b in zip(fresh.keys, state.keys, strict=True))
+    n = len(model.context_ids)
+    assert state.prefix.length == n
+    assert np.array_equal(fresh.keys[:, :n], state.prefix.keys)
+    assert np.array_equal(fresh.values[:, :n], state.prefix.values)
     pinned = pins.DERIVED[model.spec.weights.gguf_sha256]
     name = semmodels.context_file_name(model.context_ids)
     assert semmodels.context_digest(state) == pinned[name]
@@ -300,3 +312,102 @@ def test_cached_context_state_is_verified(model, tmp_path: Path) -> None:  # typ
         raw[len(raw) // 2] ^= 0x10
         copy.write_bytes(bytes(raw))
         assert semmodels._load_context(copy, model.lm.n_layers, pinned[original.name]) is None
+
+
+# -- product kernels (models/kernels.py) ------------------------------------------------------
+
+
+def _products(name: str) -> Products:
+    if name.startswith("int8-"):
+        return OnnxProducts(name.removeprefix("int8-"))
+    if name.startswith("torch"):
+        pytest.importorskip("torch", reason="torch is the optional [hf] extra")
+    return products_from_name(name)
+
+
+BACKENDS = ["numpy", "int8-wide", "int8-split", "torch"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_kernel_gives_the_golden_tables(model, backend: str) -> None:  # type: ignore[no-untyped-def]
+    lm = ExactLM(model.lm.w, _products(backend))
+    for case in GOLDEN["cases"][:2]:
+        m = load_model(case["model_id"])
+        assert table_digest(batch_frequencies(lm, m.context_ids, case["tokens"])) == case["sha256"], case["name"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_kernels_are_exact_at_the_extremes(backend: str) -> None:
+    """Worst cases for saturating int16 pairs (|x| = 127 against |w| = 127) and random data."""
+    products = _products(backend)
+    rng = np.random.default_rng(7)
+    for k, m in ((576, 1), (576, 5), (1536, 1), (1536, 70)):
+        q = rng.integers(-127, 128, (k, 96)).astype(np.int8)
+        q[:, :8] = 127
+        q[:, 8:16] = -127
+        w = QMatrix(f"test{k}", q, np.ones(96))
+        x = rng.integers(-127, 128, (m, k)).astype(np.int8)
+        x[0] = 127
+        if m > 1:
+            x[1] = -127
+        want = x.astype(np.int64) @ q.astype(np.int64)
+        assert np.array_equal(np.asarray(products(x, w)).astype(np.int64), want), (k, m)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_device_weights_are_keyed_by_the_matrix_not_its_id(backend: str) -> None:
+    """Matrices created and dropped in turn (CPython reuses ids at once) never get stale copies."""
+    products = _products(backend)
+    rng = np.random.default_rng(3)
+    x = rng.integers(-127, 128, (2, 64)).astype(np.int8)
+    for i in range(20):
+        q = rng.integers(-127, 128, (64, 32)).astype(np.int8)
+        got = products(x, QMatrix("same-name", q, np.ones(32)))
+        assert np.array_equal(np.asarray(got).astype(np.int64), x.astype(np.int64) @ q.astype(np.int64)), i
+
+
+def test_unknown_backend_is_refused_by_name() -> None:
+    from semcodec.errors import SemModelError
+
+    with pytest.raises(SemModelError, match="unknown backend 'fpga'"):
+        products_from_name("fpga")
+
+
+def test_cuda_tables_equal_cpu_tables(model) -> None:  # type: ignore[no-untyped-def]
+    torch = pytest.importorskip("torch", reason="torch is the optional [hf] extra")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device here (benchmarks/gpu_exactness.py checks a GPU where there is one)")
+    lm = ExactLM(model.lm.w, products_from_name("cuda"))
+    for case in GOLDEN["cases"]:
+        m = load_model(case["model_id"])
+        assert table_digest(batch_frequencies(lm, m.context_ids, case["tokens"])) == case["sha256"], case["name"]
+
+
+def _backend_available(name: str) -> bool:
+    if name in ("torch", "cuda"):
+        try:
+            import torch
+        except ImportError:
+            return False
+        return name == "torch" or bool(torch.cuda.is_available())
+    return True
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("packer", "unpackers"), [("numpy", ("int8", "torch", "cuda")), ("int8", ("numpy", "torch"))])
+def test_pack_with_one_backend_unpack_with_another(packer: str, unpackers: tuple[str, ...]) -> None:
+    """Each side in its own process, the backend chosen the way users choose it: SEMCODEC_BACKEND."""
+    texts = CAPTIONS[:3]
+    env = {**os.environ, "SEMCODEC_BACKEND": packer}
+    packed = subprocess.run([sys.executable, "-c", _PACK_CHILD], input=json.dumps(texts), env=env,
+                            capture_output=True, text=True, check=True)
+    ran = []
+    for unpacker in unpackers:
+        if not _backend_available(unpacker):
+            continue
+        env = {**os.environ, "SEMCODEC_BACKEND": unpacker}
+        unpacked = subprocess.run([sys.executable, "-c", _UNPACK_CHILD], input=packed.stdout, env=env,
+                                  capture_output=True, text=True, check=True)
+        assert json.loads(unpacked.stdout) == texts, unpacker
+        ran.append(unpacker)
+    assert ran, "no other backend available"

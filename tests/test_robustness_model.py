@@ -198,8 +198,8 @@ def test_wrong_context_file_is_named_and_never_used(
                 and n == models.context_file_name(models.load_model(0).context_ids))
     with np.load(model_cache_dir / name) as data:
         arrays = {k: data[k] for k in data.files if k != "sha256"}
-    arrays["k0"] = arrays["k0"].copy()
-    arrays["k0"][3, 0, 5] += 1
+    arrays["keys"] = arrays["keys"].copy()
+    arrays["keys"][0, 3, 0, 5] += 1
     np.savez(entry / name, **arrays)  # type: ignore[arg-type]
     assert cli.main(["model", "verify", str(spec.model_id)]) == EXIT_UNAVAILABLE
     wrong = [line for line in capsys.readouterr().out.splitlines() if line.startswith("WRONG")]
@@ -208,14 +208,14 @@ def test_wrong_context_file_is_named_and_never_used(
     assert models._load_context(entry / name, n_layers, pins.DERIVED[SOURCE.gguf_sha256][name]) is None
     # model fetch rebuilds it (the weights are good, so nothing else is touched)
     models.context_state.cache_clear()
-    models.load_model.cache_clear()
+    models._load_model.cache_clear()
     models._runtime.cache_clear()
     try:
         assert cli.main(["model", "fetch", str(spec.model_id)]) == EXIT_OK
         assert cli.main(["model", "verify", str(spec.model_id)]) == EXIT_OK
     finally:
         models.context_state.cache_clear()
-        models.load_model.cache_clear()
+        models._load_model.cache_clear()
         models._runtime.cache_clear()
 
 
@@ -376,3 +376,18 @@ def test_pins_are_current_and_regenerated_by_one_command(model) -> None:  # type
     assert "up to date" in proc.stderr
     assert all(digest in proc.stdout for digest in pins.TABLES.values())
     assert all(digest in proc.stdout for digest in pins.DERIVED[SOURCE.gguf_sha256].values())
+
+
+@pytest.mark.parametrize("corruption", ["tokenizer.json vocabulary edited", "control_tokens.json edited"])
+def test_tokenizer_parsed_beside_the_weights_check_is_rebuilt_when_its_files_were_wrong(
+    corruption: str, cache: Path, model_cache_dir: Path, real_gguf: Path, originals: dict[str, str]
+) -> None:
+    """The runtime parses the tokenizer while weights.bin is being hashed; the damaged
+    files it parsed are then rebuilt, and it must not keep the tokenizer built from them."""
+    from semcodec import models
+
+    entry = copy_cache(cache, model_cache_dir, real_gguf)
+    CORRUPTIONS[corruption][0](entry)
+    _, tokenizer = models._runtime.__wrapped__(SOURCE, "numpy")
+    assert tokenizer.files_sha256 == {name: originals[name] for name in ("tokenizer.json", "control_tokens.json")}
+    assert tokenizer.encode("A cat.") == models.load_model(0).tokenizer.encode("A cat.")

@@ -19,11 +19,10 @@ import numpy as np
 from semcodec import coding, ubpp
 from semcodec.container import Header, decode_header, encode_header, text_check
 from semcodec.errors import SemError, SemInputError, SemIntegrityError, SemLimitError
-from semcodec.models.exact import KVCache
 from semcodec.registry import generator_name, model_spec
 
 if TYPE_CHECKING:
-    from semcodec.models import LoadedModel
+    from semcodec.models import DecoderState, LoadedModel
 
 MAX_TOKENS = 2048
 """Most text tokens a file may hold (the end-of-text token not counted)."""
@@ -78,19 +77,13 @@ def tokenize(text: str, model_id: int = 0) -> list[int]:
 
 def frequency_tables(text: str, model_id: int = 0) -> tuple[list[int], np.ndarray]:
     """Tokens of ``text`` plus end-of-text, and the table each is coded with (one batched pass)."""
-    from semcodec.models import blas_threads, context_state, load_model
-    from semcodec.models.exact import tables_from_hidden
+    from semcodec.models import load_model
 
     model = load_model(model_id)
     tokens = model.tokenizer.encode(text)
     if len(tokens) > MAX_TOKENS:
         raise SemLimitError(f"text has {len(tokens)} tokens; the limit is {MAX_TOKENS}")
-    with blas_threads():
-        start = context_state(model_id)
-        hidden = [start.hidden]
-        if tokens:
-            hidden.append(model.lm.forward(tokens, start.fresh_cache()))
-        return [*tokens, model.eos_id], tables_from_hidden(model.lm, np.concatenate(hidden))
+    return [*tokens, model.eos_id], model.tables(tokens)
 
 
 def information_bits(text: str, model_id: int = 0) -> float:
@@ -135,7 +128,7 @@ def unpack(data: bytes) -> SemFile:
     return result
 
 
-BATCH_FILES = 32
+BATCH_FILES = 64
 """Files decoded in lockstep at most (bounds the KV caches' memory)."""
 
 
@@ -147,8 +140,7 @@ class _Job:
     header_bytes: int
     payload: bytes
     stream: coding.StreamDecoder
-    cache: KVCache
-    hidden: np.ndarray
+    state: DecoderState
 
 
 def unpack_many(
@@ -161,7 +153,7 @@ def unpack_many(
     Each file's tables are bit-identical to decoding it alone (rows never mix). A bad
     file yields its :class:`SemError` in its slot; the others decode.
     """
-    from semcodec.models import blas_threads, context_state, load_model
+    from semcodec.models import load_model
 
     results: list[SemFile | SemError | None] = [None] * len(blobs)
     by_model: dict[int, list[tuple[int, Header, bytes, int, bytes]]] = {}
@@ -178,16 +170,14 @@ def unpack_many(
         by_model.setdefault(header.model_id, []).append((i, header, check_value, offset, payload))
     for model_id, items in by_model.items():
         model = load_model(model_id)
-        with blas_threads():
-            start = context_state(model_id)
-            for lo in range(0, len(items), BATCH_FILES):
-                jobs = [
-                    _Job(i, header, check, offset, payload, coding.StreamDecoder(payload),
-                         start.fresh_cache(), start.hidden)
-                    for i, header, check, offset, payload in items[lo : lo + BATCH_FILES]
-                ]
-                for job, outcome in _decode_lockstep(model, jobs, on_step):
-                    results[job.index] = outcome
+        for lo in range(0, len(items), BATCH_FILES):
+            batch = items[lo : lo + BATCH_FILES]
+            jobs = [
+                _Job(i, header, check, offset, payload, coding.StreamDecoder(payload), state)
+                for (i, header, check, offset, payload), state in zip(batch, model.decoders(len(batch)), strict=True)
+            ]
+            for job, outcome in _decode_lockstep(model, jobs, on_step):
+                results[job.index] = outcome
     assert all(r is not None for r in results)
     return results  # type: ignore[return-value]
 
@@ -199,7 +189,7 @@ def _decode_lockstep(
     active = jobs
     decoded = 0
     while active:
-        tables = model.lm.frequencies(model.lm.logits(np.concatenate([job.hidden for job in active])))
+        tables = model.next_tables([job.state for job in active])
         still: list[_Job] = []
         for job, table in zip(active, tables, strict=True):
             try:
@@ -216,9 +206,7 @@ def _decode_lockstep(
         if on_step is not None:
             on_step(decoded, len(still))
         if still:
-            outs = model.lm.forward_many([([job.stream.symbols[-1]], job.cache) for job in still])
-            for job, hidden in zip(still, outs, strict=True):
-                job.hidden = hidden
+            model.step_many([job.state for job in still], [job.stream.symbols[-1] for job in still])
         active = still
     return done
 

@@ -1,4 +1,20 @@
-"""Probability models: registry ids resolved to a tokenizer, a context and an exact LM."""
+"""Probability models: registry ids resolved to a tokenizer, a context and an exact LM.
+
+The codec sees only :class:`LoadedModel`'s stepping interface: :meth:`LoadedModel.tables`
+(every table of a text at once, for packing) and decoder states advanced together with
+:meth:`LoadedModel.next_tables` / :meth:`LoadedModel.step_many` (for unpacking).
+
+    >>> model = load_model(0)
+    >>> tokens = model.tokenizer.encode("A cat.")
+    >>> packed = model.tables(tokens)  # one row per token, and one for end-of-text
+    >>> [state] = model.decoders(1)
+    >>> rows = []
+    >>> for token in [*tokens, model.eos_id]:
+    ...     rows.append(model.next_tables([state])[0])
+    ...     model.step_many([state], [token])
+    >>> bool((packed == rows).all())
+    True
+"""
 
 from __future__ import annotations
 
@@ -8,24 +24,34 @@ import os
 import tempfile
 import zipfile
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from semcodec.errors import SemModelError
 from semcodec.models import pins
-from semcodec.models.exact import ExactLM, KVCache
+from semcodec.models.exact import ExactLM, KVCache, SharedPrefix
+from semcodec.models.kernels import products_from_name
 from semcodec.models.tokenizer import TextTokenizer
-from semcodec.models.weights import ENTRY_FILES, RUNTIME_VERSION, load_weights
+from semcodec.models.weights import ENTRY_FILES, RUNTIME_VERSION, cache_directory, load_weights
 from semcodec.registry import ModelSpec, WeightsSource, model_spec
+
+
+@dataclass
+class DecoderState:
+    """One text being decoded: its cache and the hidden state its next table comes from."""
+
+    cache: KVCache
+    hidden: np.ndarray  # (1, hidden)
 
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """Everything pack and unpack need for one model id."""
+    """Everything pack and unpack need for one model id, and the stepping interface."""
 
     spec: ModelSpec
     lm: ExactLM
@@ -33,18 +59,71 @@ class LoadedModel:
     context_ids: tuple[int, ...]
     eos_id: int
 
+    def tables(self, tokens: Sequence[int]) -> np.ndarray:
+        """(len(tokens) + 1, vocab) int32: row i codes ``tokens[i]`` after the context and
+        ``tokens[:i]``; the last row codes end-of-text. One batched pass."""
+        with blas_threads():
+            start = context_state(self.spec.model_id)
+            hidden = [start.hidden]
+            if tokens:
+                hidden.append(self.lm.forward(tokens, self.lm.new_cache(start.prefix, len(tokens))))
+            return self.lm.tables(np.concatenate(hidden))
+
+    def decoders(self, n: int) -> list[DecoderState]:
+        """``n`` fresh decoder states, each just after the context."""
+        start = context_state(self.spec.model_id)
+        return [DecoderState(self.lm.new_cache(start.prefix, 32), start.hidden) for _ in range(n)]
+
+    def next_tables(self, states: Sequence[DecoderState]) -> np.ndarray:
+        """(len(states), vocab) int32: the table of each state's next symbol."""
+        with blas_threads():
+            return self.lm.tables(np.concatenate([s.hidden for s in states]))
+
+    def step_many(self, states: Sequence[DecoderState], tokens: Sequence[int]) -> None:
+        """Append ``tokens[i]`` to ``states[i]``, all in one pass over the weights."""
+        if not states:
+            return
+        with blas_threads():
+            outs = self.lm.forward_many([([t], s.cache) for s, t in zip(states, tokens, strict=True)])
+        for state, hidden in zip(states, outs, strict=True):
+            state.hidden = hidden
+
 
 @lru_cache(maxsize=4)
-def _runtime(source: WeightsSource) -> tuple[ExactLM, TextTokenizer]:
-    weights = load_weights(source)
-    return ExactLM(weights), TextTokenizer(weights.directory)
+def _runtime(source: WeightsSource, backend: str) -> tuple[ExactLM, TextTokenizer]:
+    """Weights and tokenizer; the weights' sha256 check runs beside the tokenizer's parsing.
+
+    hashlib releases the GIL, so on two cores a cold start pays for the longer of the two,
+    not their sum. The tokenizer built meanwhile is kept only if the bytes it was built from
+    have the digests the (verified) cache entry records; otherwise it is built again.
+    """
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        loading = pool.submit(load_weights, source)
+        early: TextTokenizer | None
+        try:
+            early = TextTokenizer(cache_directory(source))
+        except Exception:  # missing or damaged files: load_weights rebuilds them
+            early = None
+        products = products_from_name(backend)
+        weights = loading.result()
+    if early is not None and early.files_sha256 == weights.files_sha256:
+        return ExactLM(weights, products), early
+    return ExactLM(weights, products), TextTokenizer(weights.directory)
+
+
+def load_model(model_id: int, backend: str | None = None) -> LoadedModel:
+    """Load (once per process) the model a header id names; ids sharing weights share memory.
+
+    ``backend`` names the product kernel (:func:`semcodec.models.kernels.products_from_name`;
+    default ``$SEMCODEC_BACKEND``): every backend gives the same tables.
+    """
+    return _load_model(model_id, (backend or os.environ.get("SEMCODEC_BACKEND") or "").strip().lower())
 
 
 @lru_cache(maxsize=8)
-def load_model(model_id: int) -> LoadedModel:
-    """Load (once per process) the model a header id names; ids sharing weights share memory."""
+def _load_model(model_id: int, backend: str) -> LoadedModel:
     spec = model_spec(model_id)
-    lm, tokenizer = _runtime(spec.weights)
+    lm, tokenizer = _runtime(spec.weights, backend)
     context = tuple(tokenizer.encode_context(spec.context))
     return LoadedModel(spec, lm, tokenizer, context, tokenizer.token_id(spec.eos_token))
 
@@ -59,21 +138,22 @@ def blas_threads() -> Iterator[None]:
     to a crawl (measured: a pack 0.47 s with 1 thread, 8.3 s with 2 under load).
     """
     threads = int(os.environ.get("SEMCODEC_THREADS", "1"))
-    with threadpool_limits(limits=max(1, threads), user_api="blas"):
+    with _threadpools().limit(limits=max(1, threads), user_api="blas"):
         yield
+
+
+@lru_cache(maxsize=1)
+def _threadpools() -> ThreadpoolController:
+    """Scanned once: a fresh scan per call cost 2.5 ms (twice per decoded token)."""
+    return ThreadpoolController()
 
 
 @dataclass(frozen=True)
 class ContextState:
     """The model after reading a profile's context: what every pack and unpack starts from."""
 
-    keys: tuple[np.ndarray, ...]
-    values: tuple[np.ndarray, ...]
+    prefix: SharedPrefix  # every text's cache continues after it
     hidden: np.ndarray  # final hidden state of the last context position, (1, hidden)
-
-    def fresh_cache(self) -> KVCache:
-        """A cache to continue from; the shared arrays are never written in place."""
-        return KVCache(list(self.keys), list(self.values), len(self.keys[0]))
 
 
 @lru_cache(maxsize=8)
@@ -95,7 +175,7 @@ def context_state(model_id: int) -> ContextState:
             return state
     state = evaluate_context(model.lm, model.context_ids)
     if pinned is not None:
-        actual = pins.arrays_digest(_context_arrays(state))
+        actual = context_digest(state)
         if actual != pinned:
             raise SemModelError(
                 f"the evaluated context {name} has sha256 {actual[:16]}…, not the pinned {pinned[:16]}…: "
@@ -113,9 +193,10 @@ def context_file_name(context_ids: Sequence[int]) -> str:
 
 def evaluate_context(lm: ExactLM, context_ids: Sequence[int]) -> ContextState:
     """Run the model over a context: the state every pack and unpack of its profile starts from."""
-    cache = KVCache()
-    hidden = lm.forward(context_ids, cache)[-1:]
-    return ContextState(tuple(cache.keys), tuple(cache.values), hidden)
+    cache = lm.new_cache()
+    with blas_threads():
+        hidden = lm.forward(context_ids, cache)[-1:]
+    return ContextState(cache.freeze(), hidden)
 
 
 def context_digest(state: ContextState) -> str:
@@ -124,27 +205,25 @@ def context_digest(state: ContextState) -> str:
 
 
 def _context_arrays(state: ContextState) -> dict[str, np.ndarray]:
-    arrays = {f"k{i}": k for i, k in enumerate(state.keys)}
-    arrays.update({f"v{i}": v for i, v in enumerate(state.values)})
-    arrays["hidden"] = state.hidden
-    return arrays
+    return {"keys": state.prefix.keys, "values": state.prefix.values, "hidden": state.hidden}
 
 
 def _load_context(path: os.PathLike[str], n_layers: int, pinned: str) -> ContextState | None:
     """The saved state when its arrays have the ``pinned`` digest, else None."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files if name != "sha256"}  # older files recorded one
+            arrays = {name: data[name] for name in data.files}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
     if pins.arrays_digest(arrays) != pinned:
         return None
     try:
-        keys = tuple(arrays[f"k{i}"] for i in range(n_layers))
-        values = tuple(arrays[f"v{i}"] for i in range(n_layers))
-        return ContextState(keys, values, arrays["hidden"])
+        keys, values, hidden = arrays["keys"], arrays["values"], arrays["hidden"]
     except KeyError:
         return None
+    if keys.dtype != np.int32 or keys.shape != values.shape or keys.ndim != 4 or len(keys) != n_layers:
+        return None
+    return ContextState(SharedPrefix(keys, values), hidden)
 
 
 def _save_context(path: os.PathLike[str], state: ContextState) -> None:
@@ -170,7 +249,7 @@ def check_cache(model_id: int) -> dict[str, str]:
     ``{file: CHECK_OK | CHECK_NOT_BUILT | what is wrong}``: the converted entry's files, then
     the evaluated context of every profile on the same weights (``semcodec model verify``).
     """
-    from semcodec.models.weights import cache_directory, check_entry
+    from semcodec.models.weights import check_entry
     from semcodec.registry import MODELS
 
     source = model_spec(model_id).weights

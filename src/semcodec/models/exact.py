@@ -2,29 +2,43 @@
 
 Why it is exact (the argument is normative: SPEC §5):
 
-* Every matrix product multiplies integer-valued float32 matrices: weights are int8
-  (per-row scale), activations are quantised per token to integers with
+* Every weight product multiplies integers: weights are int8 (per-output scale),
+  activations are quantised per token to integers with
   ``|a| <= floor((2**24 - 1) / (127 * K))`` for inner dimension ``K``. Every partial sum
-  of any summation order is an integer below ``2**24``, so float32 represents it exactly:
-  the BLAS kernel, thread count, blocking and FMA use cannot change a single bit.
-* Attention products use integer-valued float64 matrices bounded below ``2**53``.
+  of any summation order is an integer below ``2**24``: exact in int32 and in float32, so
+  the kernel (:mod:`semcodec.models.kernels`: int8 MatMulInteger, float32 BLAS, torch),
+  its blocking, threads and FMA use cannot change a single bit.
+* Attention products use integer-valued float64 matrices bounded below ``2**53``; the KV
+  cache holds the integers themselves (int32).
 * Everything else is elementwise: IEEE ``+ - * /`` and ``sqrt`` (correctly rounded
   everywhere), ``rint``, ``max``, table lookups, and int64 sums (exact in any order).
   No libm function runs: exp, sigmoid and the RoPE angles come from
   :mod:`semcodec.models.tables`.
 * Each token's row is computed from that row alone, except attention, which is integer
-  arithmetic over the cache: whole-sequence and incremental evaluation agree bit for bit.
+  arithmetic over the cache: whole-sequence, incremental and batched evaluation agree
+  bit for bit.
+
+    >>> from semcodec.models import load_model
+    >>> lm = load_model(0).lm
+    >>> cache = lm.new_cache()
+    >>> hidden = lm.forward([504, 2365], cache)  # two tokens
+    >>> lm.frequencies(lm.logits(hidden[-1:])).sum()
+    np.int64(16777216)
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from semcodec.models import tables
-from semcodec.models.weights import ModelWeights
+from semcodec.models.kernels import NumpyProducts, Products, QMatrix
+from semcodec.models.weights import MAX_POSITIONS, LayerWeights, ModelConfig, ModelWeights
+
+__all__ = ["MAX_POSITIONS", "PRECISION", "WEIGHT_MAX", "ExactLM", "KVCache", "SharedPrefix", "activation_max",
+           "quantize_rows"]
 
 PRECISION = 24
 """Frequency tables sum to ``2**PRECISION``."""
@@ -34,123 +48,138 @@ QK_FRACTION_BITS = 10
 V_FRACTION_BITS = 12
 QK_LIMIT = 2**20 - 1  # keeps |q.k| over 64 dims below 2**46
 V_LIMIT = 2**24 - 1  # keeps sum_j p_j v_j below 2**16 * 2**24 * 2**12 = 2**52
-MAX_POSITIONS = 4096 + 256
-"""Context plus text tokens the runtime supports (the codec's limits stay below)."""
+
+Quantized = tuple[np.ndarray, np.ndarray]
+"""Activation rows ``x ~ q * scale``: q (N, K) int8, scale (N, 1) float64."""
 
 
 def activation_max(inner_dim: int) -> int:
-    """Largest activation magnitude that keeps every float32 partial sum exact."""
+    """Largest activation magnitude that keeps every partial sum below ``2**24`` (SPEC §5.2)."""
     return min(127, (2**24 - 1) // (WEIGHT_MAX * inner_dim))
 
 
-def quantize_rows(x: np.ndarray, amax_int: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row symmetric quantisation: ``x ~ q * scale`` with integer ``|q| <= amax_int``."""
-    amax = np.max(np.abs(x), axis=-1, keepdims=True)
+def _rint_clip(x: np.ndarray, limit: float) -> np.ndarray:
+    """``clip(rint(x), -limit, limit)``, in place on ``x`` (a temporary): ufuncs, no wrappers."""
+    np.rint(x, out=x)
+    np.maximum(x, -limit, out=x)
+    return np.minimum(x, limit, out=x)
+
+
+def quantize_rows(x: np.ndarray, amax_int: int) -> Quantized:
+    """Per-row symmetric quantisation: ``x ~ q * scale`` with integer ``|q| <= amax_int`` (SPEC §5.2)."""
+    amax = np.abs(x).max(axis=-1, keepdims=True)
     scale = np.where(amax > 0, amax / amax_int, 1.0)
-    q = np.clip(np.rint(x / scale), -amax_int, amax_int).astype(np.float32)
+    q = _rint_clip(x / scale, amax_int).astype(np.int8)
     return q, scale
 
 
-class NumpyProducts:
-    """Integer-valued float32 products through numpy's BLAS."""
-
-    name = "numpy"
-
-    def __call__(self, x_q: np.ndarray, w_q: np.ndarray) -> np.ndarray:
-        return x_q @ w_q.T
-
-
-class TorchProducts:
-    """The same products through torch (CPU or CUDA): equal bits, by the same argument.
-
-    TF32 is switched off although it would not matter here: |x_q|, |w_q| <= 127 need 7
-    mantissa bits, which TF32 (10) and even bf16 (7) hold exactly; accumulation is float32.
-    """
-
-    def __init__(self, device: str = "cpu") -> None:
-        import torch
-
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-        torch.set_float32_matmul_precision("highest")
-        self._torch = torch
-        self.device = torch.device(device)
-        self.name = f"torch-{self.device.type}"
-        self._weights: dict[int, object] = {}
-
-    def __call__(self, x_q: np.ndarray, w_q: np.ndarray) -> np.ndarray:
-        torch = self._torch
-        key = id(w_q)
-        w_t = self._weights.get(key)
-        if w_t is None:
-            w_t = torch.from_numpy(np.ascontiguousarray(w_q)).to(self.device)
-            self._weights[key] = w_t
-        x_t = torch.from_numpy(np.ascontiguousarray(x_q)).to(self.device)
-        out: np.ndarray = (x_t @ w_t.T).cpu().numpy()  # type: ignore[attr-defined]
-        return out
-
-
-def exact_matmul(
-    x_q: np.ndarray, x_scale: np.ndarray, w_q: np.ndarray, w_scale: np.ndarray,
-    products: NumpyProducts | TorchProducts | None = None,
-) -> np.ndarray:
-    """``(x_q @ w_q.T) * x_scale * w_scale``; the product is exact (see module docstring)."""
-    product = (products or _NUMPY)(x_q, w_q)
-    return product.astype(np.float64) * x_scale * w_scale
-
-
-_NUMPY = NumpyProducts()
-
-
-def rms_quantize(x: np.ndarray, gain: np.ndarray, eps: float, amax_int: int) -> tuple[np.ndarray, np.ndarray]:
-    """RMSNorm followed by activation quantisation, with an order-independent sum of squares.
+def rms_quantize(x: np.ndarray, gain: np.ndarray, eps: float, amax_int: int) -> Quantized:
+    """RMSNorm followed by activation quantisation, with an order-independent sum of squares (SPEC §5.3).
 
     ``rms`` cancels inside the quantiser, so only the scale needs it; the sum of squares
     is taken over a 16-bit integer image of ``x`` in int64.
     """
-    amax = np.max(np.abs(x), axis=-1, keepdims=True)
+    amax = np.abs(x).max(axis=-1, keepdims=True)
     step = np.where(amax > 0, amax / 32767.0, 1.0)
     xi = np.rint(x / step).astype(np.int64)
-    sumsq = np.sum(xi * xi, axis=-1, keepdims=True).astype(np.float64)
+    sumsq = (xi * xi).sum(axis=-1, keepdims=True).astype(np.float64)
     rms = np.sqrt(sumsq * step * step / x.shape[-1] + eps)
     q, scale = quantize_rows(x * gain, amax_int)
     return q, scale / rms
 
 
+class SharedPrefix:
+    """Positions many caches start from (a profile's context), evaluated once and never written.
+
+    Holds the integer keys/values (L, T, KV, D) int32 and, for attention, their float64
+    images laid out for the products (made once here instead of once per file and step).
+    """
+
+    def __init__(self, keys: np.ndarray, values: np.ndarray) -> None:
+        self.keys, self.values = keys, values
+        self.length = keys.shape[1]
+        self.keys_t = np.ascontiguousarray(keys.astype(np.float64).transpose(0, 2, 3, 1))  # (L, KV, D, T)
+        self.values_f = np.ascontiguousarray(values.astype(np.float64).transpose(0, 2, 1, 3))  # (L, KV, T, D)
+
+
 @dataclass
 class KVCache:
-    """Integer keys and values (as float64) of every position evaluated so far."""
+    """Integer keys and values of every position evaluated so far (SPEC §5.4).
 
-    keys: list[np.ndarray] = field(default_factory=list)
-    values: list[np.ndarray] = field(default_factory=list)
-    length: int = 0
+    Positions ``[0, prefix.length)`` live in the shared ``prefix`` (if any); this cache's
+    own ``keys``/``values`` (layers, capacity, kv_heads, head_dim) int32 hold the next
+    ``own`` positions. |k| < 2**20 and |v| < 2**24 fit int32: half of float64's bytes.
+    """
+
+    keys: np.ndarray
+    values: np.ndarray
+    own: int = 0
+    prefix: SharedPrefix | None = None
+
+    @classmethod
+    def empty(cls, cfg: ModelConfig, capacity: int = 64, prefix: SharedPrefix | None = None) -> KVCache:
+        shape = (cfg.n_layers, capacity, cfg.n_kv_heads, cfg.hidden // cfg.n_heads)
+        return cls(np.zeros(shape, np.int32), np.zeros(shape, np.int32), 0, prefix)
+
+    @property
+    def length(self) -> int:
+        """Positions evaluated so far, the prefix's included."""
+        return self.own + (self.prefix.length if self.prefix is not None else 0)
+
+    def reserve(self, more: int) -> None:
+        """Room for ``more`` positions (capacity doubles: appending stays amortised O(1))."""
+        need = self.own + more
+        if need > self.keys.shape[1]:
+            cap = max(need, 2 * self.keys.shape[1])
+            for name in ("keys", "values"):
+                old = getattr(self, name)
+                new = np.zeros((old.shape[0], cap, *old.shape[2:]), np.int32)
+                new[:, : self.own] = old[:, : self.own]
+                setattr(self, name, new)
+
+    def freeze(self) -> SharedPrefix:
+        """These positions as a prefix other caches can share (this cache must have none)."""
+        assert self.prefix is None
+        return SharedPrefix(self.keys[:, : self.own].copy(), self.values[:, : self.own].copy())
 
 
 class ExactLM:
-    """The exact runtime over converted :class:`ModelWeights`."""
+    """The exact runtime over converted :class:`ModelWeights`; ``products`` is the integer kernel."""
 
-    def __init__(self, weights: ModelWeights, products: NumpyProducts | TorchProducts | None = None) -> None:
+    def __init__(self, weights: ModelWeights, products: Products | None = None) -> None:
         self.w = weights
-        self.products = products or _NUMPY
-        cfg = weights.config
+        self.products: Products = products or NumpyProducts()
+        self.cfg = cfg = weights.config
         self.n_layers = cfg.n_layers
         self.n_heads = cfg.n_heads
         self.n_kv_heads = cfg.n_kv_heads
         self.head_dim = cfg.hidden // cfg.n_heads
         self.vocab_size = cfg.vocab_size
-        self.eps = cfg.rms_eps
         self.amax_hidden = activation_max(cfg.hidden)
         self.amax_ffn = activation_max(cfg.ffn)
-        self.cos, self.sin = weights.rope_cos, weights.rope_sin
-        self.sigmoid = weights.sigmoid_table
-        self.attn_exp = weights.attention_exp_table
-        self.logit_exp = weights.logit_exp_table
+        self._logit_exp = np.append(weights.logit_exp_table, 0)
+        self._attention_exp = np.append(weights.attention_exp_table, 0)
 
-    # -- building blocks -------------------------------------------------------------
+    def new_cache(self, prefix: SharedPrefix | None = None, capacity: int = 64) -> KVCache:
+        """An empty cache, or one continuing after the shared ``prefix``."""
+        return KVCache.empty(self.cfg, capacity, prefix)
+
+    # -- building blocks (SPEC §5.2-5.5) ---------------------------------------------------
+    def _matmul(self, x: Quantized, w: QMatrix) -> np.ndarray:
+        """``(x_q @ w_q) * x_scale * w_scale``: (N, K) -> (N, out) float64; the product is exact."""
+        x_q, x_scale = x
+        y = self.products(x_q, w).astype(np.float64)
+        y *= x_scale  # in place, same order: (product * x_scale) * w_scale
+        y *= w.scale
+        return y
+
+    def _norm(self, x: np.ndarray, gain: np.ndarray) -> Quantized:
+        return rms_quantize(x, gain, self.cfg.rms_eps, self.amax_hidden)
+
     def _rope(self, x: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """Rotate adjacent pairs (GGUF's Llama layout), x: (N, heads, head_dim)."""
-        cos = self.cos[positions][:, None, :]
-        sin = self.sin[positions][:, None, :]
+        cos = self.w.rope_cos[positions][:, None, :]
+        sin = self.w.rope_sin[positions][:, None, :]
         even, odd = x[..., 0::2], x[..., 1::2]
         out = np.empty_like(x)
         out[..., 0::2] = even * cos - odd * sin
@@ -159,33 +188,118 @@ class ExactLM:
 
     def _silu(self, x: np.ndarray) -> np.ndarray:
         half = tables.SIGMOID_RANGE << tables.SIGMOID_STEP_BITS
-        idx = np.clip(np.rint(x * float(1 << tables.SIGMOID_STEP_BITS)), -half, half).astype(np.int64)
-        return x * self.sigmoid[idx + half]
+        idx = _rint_clip(x * float(1 << tables.SIGMOID_STEP_BITS), half).astype(np.int64)
+        return x * self.w.sigmoid_table[idx + half]
 
-    def _attention(self, q: np.ndarray, k_all: np.ndarray, v_all: np.ndarray, start: int) -> np.ndarray:
-        """q: (N, H, D) float; k_all/v_all: (T, KV, D) integer-valued; causal from ``start``."""
-        n = q.shape[0]
-        t = k_all.shape[0]
-        qi = np.clip(np.rint(q * float(1 << QK_FRACTION_BITS)), -QK_LIMIT, QK_LIMIT)
-        group = self.n_heads // self.n_kv_heads
+    def _softmax_attend(
+        self, qi: np.ndarray, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]
+    ) -> np.ndarray:
+        """Integer attention (SPEC §5.4) of query rows over keys given in parts.
+
+        qi: (B, KV, R, D) integer-valued float64; each part is ``(k_t, v, valid)`` with
+        k_t (B|1, KV, D, T) and v (B|1, KV, T, D) integer-valued float64 and ``valid``
+        (B, 1, R, T) bool or None (all visible). Returns (B, KV, R, D) float64. Every sum is
+        of integers below 2**53, so splitting the keys into parts changes no bit.
+        """
+        scores = np.concatenate([qi @ k_t for k_t, _, _ in parts], axis=-1).astype(np.int64)  # exact: < 2**46
         # Distance (in 2**-8 nat steps) from the row maximum; score = q.k / (2**20 * 8).
         shift = 2 * QK_FRACTION_BITS + 3 - tables.SOFTMAX_STEP_BITS
-        causal = np.arange(t)[None, :] <= (start + np.arange(n))[:, None]
-        out = np.empty(q.shape, dtype=np.float64)
-        table = self.attn_exp
-        for h in range(self.n_heads):
-            kv = h // group
-            scores = (qi[:, h, :] @ k_all[:, kv, :].T).astype(np.int64)  # exact: < 2**46
-            scores = np.where(causal, scores, -(2**62))
-            dist = np.where(causal, scores.max(axis=1, keepdims=True) - scores, 0)
-            idx = np.where(causal, (dist + (1 << (shift - 1))) >> shift, len(table))
-            p = np.where(idx < len(table), table[np.minimum(idx, len(table) - 1)], 0)
-            z = p.sum(axis=1, keepdims=True)
-            num = p.astype(np.float64) @ v_all[:, kv, :]  # exact: < 2**53
-            out[:, h, :] = num / z.astype(np.float64) / float(1 << V_FRACTION_BITS)
+        table = self._attention_exp  # E16 and one 0 past its end
+        if all(m is None for _, _, m in parts):  # every key visible (e.g. one new token)
+            dist = scores.max(axis=-1, keepdims=True) - scores
+            idx = (dist + (1 << (shift - 1))) >> shift
+        else:
+            masks = [np.broadcast_to(True if m is None else m, (*scores.shape[:1], 1, *scores.shape[2:3], k.shape[-1]))
+                     for k, _, m in parts]
+            valid = np.concatenate(masks, axis=-1)
+            scores = np.where(valid, scores, -(2**62))
+            dist = scores.max(axis=-1, keepdims=True) - scores
+            idx = np.where(valid, (dist + (1 << (shift - 1))) >> shift, len(table) - 1)
+        p = table[np.minimum(idx, len(table) - 1)]
+        z = p.sum(axis=-1, keepdims=True)
+        pf = p.astype(np.float64)
+        lo = 0
+        num = None
+        for k_t, v, _ in parts:  # exact: integer sums < 2**53
+            t = k_t.shape[-1]
+            term = pf[..., lo : lo + t] @ v
+            num = term if num is None else num + term
+            lo += t
+        assert num is not None
+        out: np.ndarray = num / z.astype(np.float64) / float(1 << V_FRACTION_BITS)
         return out
 
-    # -- the model ---------------------------------------------------------------------
+    def _prefix_part(self, cache: KVCache, layer: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+        pre = cache.prefix
+        if pre is None or pre.length == 0:
+            return []
+        return [(pre.keys_t[layer][None], pre.values_f[layer][None], None)]
+
+    def _attention(self, qi: np.ndarray, layer: int, segments: list[tuple[int, int, KVCache]]) -> np.ndarray:
+        """qi: (N, H, D) integer query rows of all segments -> (N, H * D) float64.
+
+        Each segment's rows attend causally to their cache (which already holds their keys).
+        Single-token segments (decode steps) sharing one prefix go together: the prefix's
+        keys once for all, their own keys padded to the longest.
+        """
+        n, group, hd = len(qi), self.n_heads // self.n_kv_heads, self.head_dim
+        kvh = self.n_kv_heads
+        out = np.empty((n, self.n_heads * hd), dtype=np.float64)
+        prefix = segments[0][2].prefix
+        if n > 1 and all(hi - lo == 1 and c.prefix is prefix for lo, hi, c in segments):
+            owns = np.array([cache.own + 1 for _, _, cache in segments])
+            t = int(owns.max())
+            k = np.zeros((n, t, kvh, hd), np.int32)
+            v = np.zeros((n, t, kvh, hd), np.int32)
+            for b, (_, _, cache) in enumerate(segments):
+                k[b, : owns[b]] = cache.keys[layer, : owns[b]]
+                v[b, : owns[b]] = cache.values[layer, : owns[b]]
+            seen = (np.arange(t)[None, :] < owns[:, None])[:, None, None, :]
+            own = (k.astype(np.float64).transpose(0, 2, 3, 1), v.astype(np.float64).transpose(0, 2, 1, 3), seen)
+            q4 = qi.reshape(n, kvh, group, hd)  # head h = kv * group + g
+            att = self._softmax_attend(q4, [*self._prefix_part(segments[0][2], layer), own])
+            out[:] = att.reshape(n, -1)
+            return out
+        for lo, hi, cache in segments:
+            m, start = hi - lo, cache.own
+            t = start + m
+            rows = qi[lo:hi].reshape(m, kvh, group, hd).transpose(1, 0, 2, 3).reshape(1, kvh, m * group, hd)
+            valid: np.ndarray | None = None  # one new token sees every key
+            if m > 1:
+                causal = np.arange(t)[None, :] <= (start + np.arange(m))[:, None]  # (m, t)
+                valid = np.repeat(causal, group, axis=0)[None, None]  # row r is token r // group
+            k_t = cache.keys[layer, :t].astype(np.float64).transpose(1, 2, 0)[None]
+            v_f = cache.values[layer, :t].astype(np.float64).transpose(1, 0, 2)[None]
+            parts = [*self._prefix_part(cache, layer), (k_t, v_f, valid)]
+            att = self._softmax_attend(rows, parts)  # (1, KV, m * group, D)
+            out[lo:hi] = att.reshape(kvh, m, group, hd).transpose(1, 0, 2, 3).reshape(m, -1)
+        return out
+
+    def _attention_block(
+        self, layer: LayerWeights, li: int, x: Quantized, positions: np.ndarray,
+        segments: list[tuple[int, int, KVCache]],
+    ) -> np.ndarray:
+        """Causal self-attention of normed rows ``x`` (N, hidden) -> (N, hidden)."""
+        n, hd = len(positions), self.head_dim
+        qkv = self._matmul(x, layer.qkv)  # (N, (H + 2 KV) * D)
+        heads, k_end = self.n_heads, (self.n_heads + self.n_kv_heads) * hd
+        qk = self._rope(qkv[:, :k_end].reshape(n, -1, hd), positions)  # q and k heads side by side
+        qki = _rint_clip(qk * float(1 << QK_FRACTION_BITS), QK_LIMIT)
+        qi, ki = qki[:, :heads], qki[:, heads:].astype(np.int32)
+        vi = _rint_clip(qkv[:, k_end:] * float(1 << V_FRACTION_BITS), V_LIMIT).astype(np.int32)
+        for lo, hi, cache in segments:  # the new positions join each cache (length moves after the last layer)
+            cache.keys[li, cache.own : cache.own + hi - lo] = ki[lo:hi]
+            cache.values[li, cache.own : cache.own + hi - lo] = vi[lo:hi].reshape(hi - lo, self.n_kv_heads, hd)
+        att = self._attention(qi, li, segments)
+        return self._matmul(quantize_rows(att, self.amax_hidden), layer.o)
+
+    def _mlp(self, layer: LayerWeights, x: Quantized) -> np.ndarray:
+        """SwiGLU: ``down(silu(gate(x)) * up(x))``, (N, hidden) -> (N, hidden)."""
+        gate_up = self._matmul(x, layer.gate_up)  # (N, 2 * ffn)
+        gate, up = gate_up[:, : self.cfg.ffn], gate_up[:, self.cfg.ffn :]
+        return self._matmul(quantize_rows(self._silu(gate) * up, self.amax_ffn), layer.down)
+
+    # -- the model -------------------------------------------------------------------------
     def forward(self, tokens: Sequence[int] | np.ndarray, cache: KVCache) -> np.ndarray:
         """Evaluate ``tokens`` after the cached positions; returns final hidden states (N, hidden)."""
         return self.forward_many([(tokens, cache)])[0]
@@ -193,69 +307,45 @@ class ExactLM:
     def forward_many(self, segments: Sequence[tuple[Sequence[int] | np.ndarray, KVCache]]) -> list[np.ndarray]:
         """Evaluate several sequences at once, each continuing its own cache.
 
-        The rows of all segments share every weight matrix product (one pass over the
-        weights for all of them); attention runs per segment. Rows never mix, so each
-        result is bit-identical to evaluating its segment alone.
+        The rows of all segments share every weight product (one pass over the weights for
+        all of them); attention runs per segment. Rows never mix, so each result is
+        bit-identical to evaluating its segment alone.
         """
-        w = self.w
         ids = np.concatenate([np.asarray(t, dtype=np.int64).reshape(-1) for t, _ in segments])
-        bounds: list[tuple[int, int, int]] = []  # (row_lo, row_hi, start position)
-        row = 0
+        spans: list[tuple[int, int, KVCache]] = []  # rows [lo, hi) continue cache
         for tokens, cache in segments:
-            n_seg = len(tokens)
-            if cache.length + n_seg > len(self.cos):
-                raise ValueError(f"sequence of {cache.length + n_seg} positions exceeds the runtime's {len(self.cos)}")
-            bounds.append((row, row + n_seg, cache.length))
-            row += n_seg
-        n = len(ids)
-        positions = np.concatenate([np.arange(s, s + hi - lo) for lo, hi, s in bounds])
-        x = w.embed_q[ids].astype(np.float64) * w.embed_scale[ids][:, None]
-        hd = self.head_dim
-        for li, layer in enumerate(w.layers):
-            a_q, a_s = rms_quantize(x, layer.attn_norm, self.eps, self.amax_hidden)
-            q = exact_matmul(a_q, a_s, layer.wq, layer.wq_scale, self.products).reshape(n, self.n_heads, hd)
-            k = exact_matmul(a_q, a_s, layer.wk, layer.wk_scale, self.products).reshape(n, self.n_kv_heads, hd)
-            v = exact_matmul(a_q, a_s, layer.wv, layer.wv_scale, self.products).reshape(n, self.n_kv_heads, hd)
-            q = self._rope(q, positions)
-            k = self._rope(k, positions)
-            ki = np.clip(np.rint(k * float(1 << QK_FRACTION_BITS)), -QK_LIMIT, QK_LIMIT)
-            vi = np.clip(np.rint(v * float(1 << V_FRACTION_BITS)), -V_LIMIT, V_LIMIT)
-            att = np.empty((n, self.n_heads * hd), dtype=np.float64)
-            for (lo, hi, start), (_, cache) in zip(bounds, segments, strict=True):
-                if li < len(cache.keys):
-                    cache.keys[li] = np.concatenate([cache.keys[li], ki[lo:hi]])
-                    cache.values[li] = np.concatenate([cache.values[li], vi[lo:hi]])
-                else:
-                    cache.keys.append(ki[lo:hi])
-                    cache.values.append(vi[lo:hi])
-                att[lo:hi] = self._attention(q[lo:hi], cache.keys[li], cache.values[li], start).reshape(hi - lo, -1)
-            o_q, o_s = quantize_rows(att, self.amax_hidden)
-            x = x + exact_matmul(o_q, o_s, layer.wo, layer.wo_scale, self.products)
-            m_q, m_s = rms_quantize(x, layer.ffn_norm, self.eps, self.amax_hidden)
-            gate = exact_matmul(m_q, m_s, layer.wg, layer.wg_scale, self.products)
-            up = exact_matmul(m_q, m_s, layer.wu, layer.wu_scale, self.products)
-            d_q, d_s = quantize_rows(self._silu(gate) * up, self.amax_ffn)
-            x = x + exact_matmul(d_q, d_s, layer.wd, layer.wd_scale, self.products)
-        for (lo, hi, start), (_, cache) in zip(bounds, segments, strict=True):
-            cache.length = start + hi - lo
-        return [x[lo:hi] for lo, hi, _ in bounds]
+            lo = spans[-1][1] if spans else 0
+            if cache.length + len(tokens) > len(self.w.rope_cos):
+                raise ValueError(f"sequence of {cache.length + len(tokens)} positions exceeds the runtime's "
+                                 f"{len(self.w.rope_cos)}")
+            cache.reserve(len(tokens))
+            spans.append((lo, lo + len(tokens), cache))
+        positions = np.concatenate([np.arange(c.length, c.length + hi - lo) for lo, hi, c in spans])
+        embed = self.w.embed
+        x = embed.q[:, ids].T.astype(np.float64) * embed.scale[ids][:, None]  # (N, hidden)
+        for li, layer in enumerate(self.w.layers):
+            x = x + self._attention_block(layer, li, self._norm(x, layer.attn_norm), positions, spans)
+            x = x + self._mlp(layer, self._norm(x, layer.ffn_norm))
+        for lo, hi, cache in spans:
+            cache.own += hi - lo
+        return [x[lo:hi] for lo, hi, _ in spans]
 
     def logits(self, hidden: np.ndarray) -> np.ndarray:
         """Final norm and the tied output head, (N, vocab) float64."""
-        h_q, h_s = rms_quantize(hidden, self.w.final_norm, self.eps, self.amax_hidden)
-        return exact_matmul(h_q, h_s, self.w.embed_q, self.w.embed_scale, self.products)
+        return self._matmul(self._norm(hidden, self.w.final_norm), self.w.embed)
 
     def frequencies(self, logits: np.ndarray) -> np.ndarray:
-        """Integer frequency tables (N, vocab) int64: every entry >= 1, each row sums to 2**24.
+        """Integer frequency tables (N, vocab) int64: every entry >= 1, each row sums to 2**24 (SPEC §5.6).
 
         ``e = T[round((max - logit) * 256)]`` (0 past the table), then
         ``f = 1 + floor(e * (2**24 - V) / sum(e))`` and the rounding remainder goes to the
         first most probable token.
         """
-        table = self.logit_exp
-        dist = np.rint((logits.max(axis=-1, keepdims=True) - logits) * float(1 << tables.SOFTMAX_STEP_BITS))
-        idx = np.minimum(dist, len(table)).astype(np.int64)
-        e = np.where(idx < len(table), table[np.minimum(idx, len(table) - 1)], 0)
+        table = self._logit_exp  # E24 and one 0 past its end
+        dist = logits.max(axis=-1, keepdims=True) - logits
+        dist *= float(1 << tables.SOFTMAX_STEP_BITS)
+        np.rint(dist, out=dist)
+        e = table[np.minimum(dist, len(table) - 1).astype(np.int64)]
         free = (1 << PRECISION) - logits.shape[-1]
         total = e.sum(axis=-1, keepdims=True)
         g = (e * free) // total
@@ -263,39 +353,12 @@ class ExactLM:
         g[rows, np.argmax(e, axis=-1)] += free - g.sum(axis=-1)
         return g + 1
 
-
-class Session:
-    """Incremental evaluation: the decoder's view (one token at a time, KV cache)."""
-
-    def __init__(self, lm: ExactLM, context: Sequence[int]) -> None:
-        self.lm = lm
-        self.cache = KVCache()
-        self._last_hidden = lm.forward(context, self.cache)[-1:]
-
-    def next_frequencies(self) -> np.ndarray:
-        return self.lm.frequencies(self.lm.logits(self._last_hidden))[0]
-
-    def append(self, token: int) -> None:
-        self._last_hidden = self.lm.forward([token], self.cache)
-
-
-def batch_frequencies(lm: ExactLM, context: Sequence[int], tokens: Sequence[int]) -> np.ndarray:
-    """The encoder's view: tables for ``tokens`` (and one more position) in one pass.
-
-    Row ``i`` is the table for ``tokens[i]`` given ``context + tokens[:i]``; the last row
-    follows the whole text (it codes end-of-text).
-    """
-    cache = KVCache()
-    seq = list(context) + list(tokens)
-    return tables_from_hidden(lm, lm.forward(seq, cache)[len(context) - 1 :])
-
-
-def tables_from_hidden(lm: ExactLM, hidden: np.ndarray) -> np.ndarray:
-    """Frequency tables (N, vocab) int32 of final hidden states, in chunks of bounded memory."""
-    out = np.empty((len(hidden), lm.vocab_size), dtype=np.int32)
-    for lo in range(0, len(hidden), _TABLE_CHUNK):
-        out[lo : lo + _TABLE_CHUNK] = lm.frequencies(lm.logits(hidden[lo : lo + _TABLE_CHUNK]))
-    return out
+    def tables(self, hidden: np.ndarray) -> np.ndarray:
+        """Frequency tables (N, vocab) int32 of final hidden states, in chunks of bounded memory."""
+        out = np.empty((len(hidden), self.vocab_size), dtype=np.int32)
+        for lo in range(0, len(hidden), _TABLE_CHUNK):
+            out[lo : lo + _TABLE_CHUNK] = self.frequencies(self.logits(hidden[lo : lo + _TABLE_CHUNK]))
+        return out
 
 
 _TABLE_CHUNK = 64  # rows of (N, vocab) temporaries at a time: bounded memory for long texts

@@ -71,13 +71,13 @@ TABLES: dict[str, str] = {
 
 DERIVED: dict[str, dict[str, str]] = {
     "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53": {
-        "context-18864e3ff4a008f13b79.npz": "1b700143bd19e65911171a59213a64d5ce735e98c68c85b1d7c45000c2e236a4",
-        "context-4436940bbff1256f43a6.npz": "818787d3ef6964aa7eb51801ebe4f870e88628bdd7eef4aa14404fea61e19b97",
-        "context-b7fd63e3d7069156aab6.npz": "7a202c09955c1ee133e1863c21b6e0c4bed92928a6f3c5d53e2c6437679c7f48",
+        "context-2b5e5da2e708812cbf40.npz": "59532a5f4de4a8e7cb2d7de65919b17be13ce98c391853f2ef98c96c786ec95e",
+        "context-3779234128ea9aa674fa.npz": "bb4324bb998f92dbb387bca9997128ea3c6aaa504265e5e7fc4b28d2374970e2",
+        "context-d8241141be49181cc3f9.npz": "dba8b9dc33d31e99d7782ba050af4999b7f313e7d473870b69db7891c5c65f88",
         "control_tokens.json": "187d4c2fe65e954bac6969efa823bc6ddc9bb28989b8c60e7fc788f44e581796",
-        "index.json": "77f0b673f2c29bc1a6880e4663c63ece3315693b6ec1391a606e7284d47544ea",
+        "index.json": "8fe030831c507574d86da337f40e5d669f92bf500ac25e379d9f90472ad92869",
         "tokenizer.json": "355849328fde8a3cc0ab84b5e18f1a395faad989c3147e7476a184aeabd4392e",
-        "weights.bin": "057794499b4691e2343cd18c4107111aee8325e6614ae0d1960e3a58d70d92fe",
+        "weights.bin": "36e350093a3be2f001e39470fda789130a8e886a6c7111c2f35dbf668d07a981",
     },
 }
 # END GENERATED

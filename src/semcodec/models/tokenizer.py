@@ -8,6 +8,7 @@ control tokens. Detokenization is the byte concatenation of the tokens.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Sequence
@@ -57,10 +58,19 @@ class TextTokenizer:
     def __init__(self, directory: Path) -> None:
         from tokenizers import Tokenizer
 
-        self._tok = Tokenizer.from_file(str(directory / "tokenizer.json"))
+        raw = (directory / "tokenizer.json").read_bytes()
+        controls = (directory / "control_tokens.json").read_bytes()
+        # Digests of exactly the bytes this tokenizer is built from (to compare with the cache's record).
+        self.files_sha256 = {"tokenizer.json": hashlib.sha256(raw).hexdigest(),
+                             "control_tokens.json": hashlib.sha256(controls).hexdigest()}
+        self._tok = Tokenizer.from_str(raw.decode("utf-8"))
         vocab = self._tok.get_vocab()
-        inverse = {v: k for k, v in _bytes_to_unicode().items()}
-        self.control_ids = frozenset(json.loads((directory / "control_tokens.json").read_text()))
+        # Stand-in character -> its byte; any other character maps outside latin-1, so a token
+        # holding one fails to encode instead of passing through (translate is ~10x faster
+        # than a per-character lookup: this loop runs over the whole vocabulary at every start).
+        inverse = {ord(ch): b for b, ch in _bytes_to_unicode().items()}
+        inverse.update({c: 0xFFFF for c in range(256) if c not in inverse})
+        self.control_ids = frozenset(json.loads(controls))
         self._token_bytes: list[bytes] = [b""] * len(vocab)
         self._control_by_text: dict[str, int] = {}
         for text, idx in vocab.items():
@@ -68,7 +78,7 @@ class TextTokenizer:
                 self._token_bytes[idx] = text.encode("utf-8")
                 self._control_by_text[text] = idx
             else:
-                self._token_bytes[idx] = bytes(inverse[ch] for ch in text)
+                self._token_bytes[idx] = text.translate(inverse).encode("latin-1")
         present = {b for t in self._token_bytes if len(t) == 1 for b in t}
         self.missing_bytes = frozenset(set(range(256)) - present)
         self._control_re = re.compile("|".join(re.escape(t) for t in sorted(self._control_by_text, key=len)[::-1]))

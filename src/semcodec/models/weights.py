@@ -3,12 +3,15 @@
 Conversion (deterministic, elementwise IEEE operations only, SPEC §5): each weight
 matrix is dequantised from the GGUF in float64, then every row is requantised to int8,
 ``scale = max|row| / 127`` and ``q = rint(row / scale)``. The cache holds the int8
-matrices, float64 scales and norms, and the runtime's lookup tables in one flat file
-(``weights.bin``, little-endian whatever the machine) described by ``index.json``; no
-pickle. The cache directory's name carries the GGUF's sha256 and the runtime version.
-Every file of the entry must have the sha256 pinned in :mod:`semcodec.models.pins`
-(checked on every load and after every build): a wrong entry is rebuilt, never used, and
-a freshly built wrong one is an error.
+matrices (stored transposed, (K, N), with their column sums, as the integer kernels take
+them; q/k/v side by side and gate/up side by side, since each pair shares its input),
+float64 scales and norms, and the runtime's lookup tables in one flat file
+(``weights.bin``) described by ``index.json``; no pickle. The file is memory-mapped: the
+int8 weights are used in place (134.5 MB for SmolLM2-135M), never copied; it is
+little-endian whatever the machine. The cache directory's name carries the GGUF's sha256
+and the runtime version. Every file of the entry must have the sha256 pinned in
+:mod:`semcodec.models.pins` (checked on every load and after every build): a wrong entry
+is rebuilt, never used, and a freshly built wrong one is an error.
 """
 
 from __future__ import annotations
@@ -28,10 +31,17 @@ import numpy as np
 
 from semcodec.errors import SemModelError
 from semcodec.models import pins, tables
+from semcodec.models.kernels import QMatrix
 from semcodec.registry import WeightsSource
 
-RUNTIME_VERSION = 1
-"""Bump when conversion or runtime arithmetic changes (it changes the frequency tables)."""
+RUNTIME_VERSION = 2
+"""Bump when the cache layout, conversion or runtime arithmetic changes.
+
+2: matrices stored (K, N) with column sums, q/k/v and gate/up fused; KV cache int32
+(same tables as 1)."""
+
+MAX_POSITIONS = 4096 + 256
+"""Context plus text tokens the runtime supports (the codec's limits stay below)."""
 
 _ALIGN = 64
 _TOKENIZER_FILES = ("tokenizer.json", "control_tokens.json")
@@ -152,33 +162,24 @@ class ModelConfig:
     rms_eps: float
 
 
-@dataclass
+@dataclass(frozen=True)
 class LayerWeights:
+    """One transformer block: norm gains (hidden,) and its four products."""
+
     attn_norm: np.ndarray
+    qkv: QMatrix  # (hidden, (heads + 2 * kv_heads) * head_dim): q, k, v side by side
+    o: QMatrix  # (heads * head_dim, hidden)
     ffn_norm: np.ndarray
-    wq: np.ndarray
-    wq_scale: np.ndarray
-    wk: np.ndarray
-    wk_scale: np.ndarray
-    wv: np.ndarray
-    wv_scale: np.ndarray
-    wo: np.ndarray
-    wo_scale: np.ndarray
-    wg: np.ndarray
-    wg_scale: np.ndarray
-    wu: np.ndarray
-    wu_scale: np.ndarray
-    wd: np.ndarray
-    wd_scale: np.ndarray
+    gate_up: QMatrix  # (hidden, 2 * ffn): gate, up side by side
+    down: QMatrix  # (ffn, hidden)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelWeights:
-    """What :class:`semcodec.models.exact.ExactLM` runs on; matrices are int-valued float32."""
+    """What :class:`semcodec.models.exact.ExactLM` runs on."""
 
     config: ModelConfig
-    embed_q: np.ndarray
-    embed_scale: np.ndarray
+    embed: QMatrix  # (hidden, vocab): the tied embedding (column per token) and output head
     final_norm: np.ndarray
     layers: list[LayerWeights]
     rope_cos: np.ndarray
@@ -187,11 +188,18 @@ class ModelWeights:
     attention_exp_table: np.ndarray
     logit_exp_table: np.ndarray
     directory: Path
+    files_sha256: dict[str, str]  # tokenizer files' recorded digests (checked when verify=True)
+
+    def matrices(self) -> list[QMatrix]:
+        """Every weight matrix, in evaluation order (one decode step reads each once)."""
+        return [m for layer in self.layers for m in (layer.qkv, layer.o, layer.gate_up, layer.down)] + [self.embed]
 
 
-_MATRICES = {
-    "wq": "attn_q", "wk": "attn_k", "wv": "attn_v", "wo": "attn_output",
-    "wg": "ffn_gate", "wu": "ffn_up", "wd": "ffn_down",
+_FUSED = {
+    "qkv": ("attn_q", "attn_k", "attn_v"),
+    "o": ("attn_output",),
+    "gate_up": ("ffn_gate", "ffn_up"),
+    "down": ("ffn_down",),
 }
 
 
@@ -228,7 +236,8 @@ def _config_from_gguf(meta: dict[str, object]) -> ModelConfig:
 
 
 def cache_directory(source: WeightsSource) -> Path:
-    """The converted entry of ``source``: named by its sha256 and the runtime version."""
+    """The converted entry of ``source`` (whether or not it exists yet): named by its sha256
+    and the runtime version."""
     return cache_root() / f"{source.gguf_sha256[:16]}-rt{RUNTIME_VERSION}"
 
 
@@ -264,7 +273,6 @@ def build_cache(source: WeightsSource, gguf_path: Path, directory: Path, check_p
     ``check_pins`` (off only for scripts/pin_digests.py) compares every table and file with
     its pinned sha256 first: the conversion is deterministic, so a mismatch is an error.
     """
-    from semcodec.models.exact import MAX_POSITIONS
     from semcodec.models.gguf import GGUFFile
     from semcodec.models.tokenizer import build_tokenizer_file
 
@@ -273,15 +281,21 @@ def build_cache(source: WeightsSource, gguf_path: Path, directory: Path, check_p
     gguf = GGUFFile(gguf_path)
     cfg = _config_from_gguf(gguf.metadata)
     arrays: dict[str, np.ndarray] = {}
-    e_q, e_s = quantize_matrix(gguf.dequantize("token_embd.weight"))
-    arrays["embed_q"], arrays["embed_scale"] = e_q, e_s
+
+    def add_matrix(name: str, *gguf_names: str) -> None:
+        parts = [quantize_matrix(gguf.dequantize(n)) for n in gguf_names]  # rows: outputs
+        q = np.concatenate([p[0] for p in parts])
+        arrays[name] = np.ascontiguousarray(q.T)  # (K, N)
+        arrays[f"{name}.scale"] = np.concatenate([p[1] for p in parts])
+        arrays[f"{name}.colsum"] = q.astype(np.int32).sum(axis=1, dtype=np.int32)
+
+    add_matrix("embed", "token_embd.weight")
     arrays["final_norm"] = gguf.dequantize("output_norm.weight")
     for i in range(cfg.n_layers):
         arrays[f"l{i}.attn_norm"] = gguf.dequantize(f"blk.{i}.attn_norm.weight")
         arrays[f"l{i}.ffn_norm"] = gguf.dequantize(f"blk.{i}.ffn_norm.weight")
-        for short, long in _MATRICES.items():
-            q, s = quantize_matrix(gguf.dequantize(f"blk.{i}.{long}.weight"))
-            arrays[f"l{i}.{short}"], arrays[f"l{i}.{short}_scale"] = q, s
+        for short, parts in _FUSED.items():
+            add_matrix(f"l{i}.{short}", *(f"blk.{i}.{p}.weight" for p in parts))
     head_dim = cfg.hidden // cfg.n_heads
     runtime = tables.runtime_tables(MAX_POSITIONS, head_dim, cfg.rope_theta, check=check_pins)
     cos_key, sin_key = tables.rope_keys(MAX_POSITIONS, head_dim, cfg.rope_theta)
@@ -342,8 +356,7 @@ _FILE_DTYPES = frozenset({"|i1", "|u1", "<i4", "<i8", "<f4", "<f8"})
 def _load_dir(directory: Path, pinned: dict[str, str] | None) -> ModelWeights:
     """Load an entry; with ``pinned``, first check every file against it (a digest in the code,
     never one recorded beside the files) and the tables against theirs."""
-    verify = pinned is not None
-    blob = np.fromfile(directory / "weights.bin", dtype="u1")
+    blob = np.memmap(directory / "weights.bin", dtype="u1", mode="r")  # int8 weights are used in place
     if pinned is not None:
         wrong = _wrong_files(directory, pinned, {"weights.bin": hashlib.sha256(blob.data).hexdigest()})
         if wrong:
@@ -359,20 +372,25 @@ def _load_dir(directory: Path, pinned: dict[str, str] | None) -> ModelWeights:
             raise ValueError(f"{name}: dtype {info['dtype']!r} is not an explicit little-endian one")
         dtype = np.dtype(info["dtype"])
         count = int(np.prod(info["shape"]))
-        arr = np.frombuffer(blob, dtype=dtype, count=count, offset=info["offset"]).reshape(info["shape"])
-        return arr.astype(np.float32) if dtype == np.int8 else arr
+        arr: np.ndarray = np.frombuffer(blob, dtype=dtype, count=count, offset=info["offset"])
+        return arr.reshape(info["shape"])
+
+    def matrix(name: str) -> QMatrix:
+        return QMatrix(name, get(name), get(f"{name}.scale"), get(f"{name}.colsum"))
 
     cfg = ModelConfig(**meta["config"])
-    layers = []
-    for i in range(cfg.n_layers):
-        parts = {"attn_norm": get(f"l{i}.attn_norm"), "ffn_norm": get(f"l{i}.ffn_norm")}
-        for short in _MATRICES:
-            parts[short] = get(f"l{i}.{short}")
-            parts[f"{short}_scale"] = get(f"l{i}.{short}_scale")
-        layers.append(LayerWeights(**parts))
-    if verify:  # the tables too, by name (weights.bin's pin covers them; this says which one)
-        from semcodec.models.exact import MAX_POSITIONS
-
+    layers = [
+        LayerWeights(
+            attn_norm=get(f"l{i}.attn_norm"),
+            qkv=matrix(f"l{i}.qkv"),
+            o=matrix(f"l{i}.o"),
+            ffn_norm=get(f"l{i}.ffn_norm"),
+            gate_up=matrix(f"l{i}.gate_up"),
+            down=matrix(f"l{i}.down"),
+        )
+        for i in range(cfg.n_layers)
+    ]
+    if pinned is not None:  # the tables too, by name (weights.bin's pin covers them; this says which one)
         keys = dict(zip(tables.rope_keys(MAX_POSITIONS, cfg.hidden // cfg.n_heads, cfg.rope_theta),
                         ("rope_cos", "rope_sin"), strict=True))
         for key, name in {**_TABLE_ARRAYS, **keys}.items():
@@ -382,8 +400,7 @@ def _load_dir(directory: Path, pinned: dict[str, str] | None) -> ModelWeights:
                 raise ValueError(str(err)) from None
     return ModelWeights(
         config=cfg,
-        embed_q=get("embed_q"),
-        embed_scale=get("embed_scale"),
+        embed=matrix("embed"),
         final_norm=get("final_norm"),
         layers=layers,
         rope_cos=get("rope_cos"),
@@ -392,6 +409,7 @@ def _load_dir(directory: Path, pinned: dict[str, str] | None) -> ModelWeights:
         attention_exp_table=get("attention_exp"),
         logit_exp_table=get("logit_exp"),
         directory=directory,
+        files_sha256=dict(meta.get("files_sha256") or {}),
     )
 
 

@@ -1,0 +1,233 @@
+"""Integer matrix products for the exact runtime: one small protocol, several kernels.
+
+Every weight matrix is int8 (``|w| <= 127``) and every activation an integer with
+``|x| <= 127`` (SPEC §5.2), so ``x @ w`` is a sum of at most 1536 products of magnitude
+``<= 127 * 127``: below ``2**24`` (exact in float32) and far below ``2**31`` (int32). Any
+kernel that adds those integers without saturating or rounding gives the same result
+in any order, so the kernel is a free choice: the tables never depend on it.
+
+* :class:`OnnxProducts` (``int8``, the default): onnxruntime's ``MatMulInteger`` on
+  uint8 × int8 (MLAS, VNNI where the CPU has it), one quarter of float32's bytes.
+* :class:`NumpyProducts` (``numpy``): integer-valued float32 through numpy's BLAS (the
+  fallback; needs nothing beyond numpy, keeps a float32 copy of the weights).
+* :class:`TorchProducts` (``torch``, ``cuda``): integer-valued float32 through torch.
+
+``SEMCODEC_BACKEND`` picks one (:func:`products_from_name`).
+
+    >>> import numpy as np
+    >>> w = QMatrix("demo", np.array([[1, -2], [3, 4]], np.int8), np.ones(2))
+    >>> x = np.array([[127, -127]], np.int8)
+    >>> NumpyProducts()(x, w).tolist()
+    [[-254, -762]]
+    >>> (OnnxProducts()(x, w) == NumpyProducts()(x, w)).all()
+    np.True_
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from semcodec.errors import SemModelError
+
+
+@dataclass(frozen=True, eq=False)
+class QMatrix:
+    """One int8 weight matrix stored (K, N): ``y = x @ q`` then ``* scale`` per column.
+
+    Compared and hashed by identity, so a kernel may key its device copy by the matrix
+    itself: a dict entry keeps the matrix alive, and no other matrix can take its key.
+    """
+
+    name: str
+    q: np.ndarray  # (K, N) int8, read-only (memory-mapped)
+    scale: np.ndarray  # (N,) float64: column n of the float matrix is q[:, n] * scale[n]
+    colsum: np.ndarray | None = None  # (N,) int32: sum over K of q (computed when not given)
+
+    def __post_init__(self) -> None:
+        if self.colsum is None:
+            object.__setattr__(self, "colsum", self.q.sum(axis=0, dtype=np.int32))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        k, n = self.q.shape
+        return int(k), int(n)
+
+
+class Products(Protocol):
+    """``x @ w.q`` for integer ``x`` (M, K) with ``|x| <= 127``: an exact integer array (M, N)."""
+
+    name: str
+
+    def __call__(self, x: np.ndarray, w: QMatrix) -> np.ndarray: ...
+
+
+class NumpyProducts:
+    """Integer-valued float32 products through numpy's BLAS (float32 weights made on first use)."""
+
+    name = "numpy"
+
+    def __init__(self) -> None:
+        self._weights: dict[QMatrix, np.ndarray] = {}
+
+    def __call__(self, x: np.ndarray, w: QMatrix) -> np.ndarray:
+        wf = self._weights.get(w)
+        if wf is None:
+            wf = self._weights[w] = w.q.astype(np.float32)
+        out: np.ndarray = (x.astype(np.float32) @ wf).astype(np.int32)
+        return out
+
+
+class OnnxProducts:
+    """onnxruntime ``MatMulInteger`` (uint8 activations × int8 weights → int32).
+
+    Fast integer kernels multiply unsigned by signed bytes; some (AVX2 and AVX-512 without
+    VNNI: ``vpmaddubsw``) add products in *saturating* int16 pairs, which would be wrong for
+    ``255 * 127 * 2``. Two modes, both exact:
+
+    * ``wide``: ``x + 128`` (in [1, 255]) times ``w``, minus ``128 * colsum(w)``; used only
+      when a probe with the worst case (every pair at 255 · 127) comes out exact here;
+    * ``split``: ``x⁺`` and ``x⁻`` (each in [0, 127]) as two rows, subtracted: every pair
+      sum is at most ``2 * 127 * 127 = 32258``, which no kernel saturates.
+
+    One session serves every shape (the weights are inputs, fed from the memory map).
+    """
+
+    def __init__(self, mode: str | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as err:  # pragma: no cover - onnxruntime is a core dependency
+            raise SemModelError(f"the int8 backend needs onnxruntime ({err})") from None
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(os.environ.get("SEMCODEC_THREADS", "1"))
+        options.inter_op_num_threads = 1
+        # Idle pool threads sleep instead of spinning: on a busy machine spinning threads
+        # starve each other (the same trouble as OpenBLAS's, see models.blas_threads).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(_matmul_integer_model(), options, providers=["CPUExecutionProvider"])
+        self.mode = mode or ("wide" if self._wide_is_exact() else "split")
+        self.name = f"int8-{self.mode}"
+
+    def _raw(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        out: np.ndarray = self._session.run(None, {"a": a, "b": b})[0]
+        return out
+
+    def _wide_is_exact(self) -> bool:
+        for m, k in ((1, 576), (3, 576), (40, 1536)):
+            a = np.full((m, k), 255, np.uint8)
+            b = np.full((k, 80), 127, np.int8)
+            b[:, 1::2] = -127
+            if not np.array_equal(self._raw(a, b), a.astype(np.int32) @ b.astype(np.int32)):
+                return False
+        return True
+
+    def __call__(self, x: np.ndarray, w: QMatrix) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.int8)
+        if self.mode == "wide":
+            shifted = x.view("u1") ^ np.uint8(0x80)  # x + 128 for int8 x (two's complement)
+            assert w.colsum is not None
+            return self._raw(shifted, w.q) - 128 * w.colsum
+        m = len(x)
+        both = np.concatenate([np.maximum(x, 0), np.maximum(-x.astype(np.int16), 0)]).astype(np.uint8)
+        y = self._raw(both, w.q)
+        return y[:m] - y[m:]
+
+
+class TorchProducts:
+    """Integer-valued float32 products through torch (CPU or CUDA): equal bits, same argument.
+
+    TF32 is switched off although it would not matter here: |x|, |w| <= 127 need 7
+    mantissa bits, which TF32 (10) and even bf16 (7) hold exactly; accumulation is float32.
+    The float32 device copy of each weight is keyed by its :class:`QMatrix` (identity).
+    """
+
+    def __init__(self, device: str = "cpu") -> None:
+        import torch
+
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.set_float32_matmul_precision("highest")
+        self._torch = torch
+        self.device = torch.device(device)
+        self.name = f"torch-{self.device.type}"
+        self._weights: dict[QMatrix, Any] = {}
+
+    def __call__(self, x: np.ndarray, w: QMatrix) -> np.ndarray:
+        torch = self._torch
+        w_t = self._weights.get(w)
+        if w_t is None:
+            w_t = self._weights[w] = torch.from_numpy(w.q.astype(np.float32)).to(self.device)
+        x_t = torch.from_numpy(x.astype(np.float32)).to(self.device)
+        out: np.ndarray = (x_t @ w_t).to(torch.int32).cpu().numpy()
+        return out
+
+
+BACKENDS = ("int8", "numpy", "torch", "cuda")
+"""Names ``SEMCODEC_BACKEND`` accepts (``onnxruntime`` is an alias of ``int8``)."""
+
+
+def products_from_name(name: str | None = None) -> Products:
+    """The kernel ``name`` (default ``$SEMCODEC_BACKEND``, else ``int8``, else ``numpy``).
+
+    Raises :class:`SemModelError` for an unknown name or a backend that cannot run here.
+    """
+    chosen = (name or os.environ.get("SEMCODEC_BACKEND") or "").strip().lower()
+    if chosen in ("int8", "onnxruntime", "ort"):
+        return OnnxProducts()
+    if chosen == "numpy":
+        return NumpyProducts()
+    if chosen in ("torch", "cuda"):
+        try:
+            import torch
+        except ImportError:
+            raise SemModelError(f"backend {chosen!r} needs torch (pip install 'semcodec[hf]')") from None
+        if chosen == "cuda" and not torch.cuda.is_available():
+            raise SemModelError("backend 'cuda': torch sees no CUDA device")
+        return TorchProducts(chosen if chosen == "cuda" else "cpu")
+    if chosen:
+        raise SemModelError(f"unknown backend {chosen!r}; choose one of {', '.join(BACKENDS)}")
+    try:
+        return OnnxProducts()
+    except SemModelError:
+        return NumpyProducts()
+
+
+def _matmul_integer_model(signed_a: bool = False) -> bytes:
+    """The ONNX model ``y = MatMulInteger(a: uint8[M, K], b: int8[K, N]) -> int32[M, N]``
+    (``a: int8`` if ``signed_a``: slower on x86, kept for the kernel benchmark).
+
+    Written as protobuf bytes directly (a dozen fields) so the text path needs no ``onnx``.
+    """
+
+    def varint(n: int) -> bytes:
+        out = bytearray()
+        while True:
+            byte, n = n & 0x7F, n >> 7
+            out.append(byte | (0x80 if n else 0))
+            if not n:
+                return bytes(out)
+
+    def fld(number: int, value: int | bytes | str) -> bytes:
+        if isinstance(value, int):
+            return varint(number << 3) + varint(value)
+        data = value.encode() if isinstance(value, str) else value
+        return varint(number << 3 | 2) + varint(len(data)) + data
+
+    uint8, int8, int32 = 2, 3, 6  # TensorProto.DataType
+
+    def value_info(name: str, elem_type: int, dims: tuple[str, str]) -> bytes:
+        shape = b"".join(fld(1, fld(2, d)) for d in dims)  # TensorShapeProto.dim{dim_param}
+        tensor_type = fld(1, elem_type) + fld(2, shape)
+        return fld(1, name) + fld(2, fld(1, tensor_type))  # ValueInfoProto{name, type{tensor_type}}
+
+    node = fld(1, "a") + fld(1, "b") + fld(2, "y") + fld(4, "MatMulInteger")
+    graph = (fld(1, node) + fld(2, "matmul_integer")
+             + fld(11, value_info("a", int8 if signed_a else uint8, ("M", "K")))
+             + fld(11, value_info("b", int8, ("K", "N")))
+             + fld(12, value_info("y", int32, ("M", "N"))))
+    opset = fld(1, "") + fld(2, 10)
+    return fld(1, 7) + fld(7, graph) + fld(8, opset)  # ir_version 7, graph, opset_import
