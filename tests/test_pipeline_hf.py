@@ -30,7 +30,7 @@ from semcodec.container import decode_header  # noqa: E402
 from semcodec.pipeline import image_codec  # noqa: E402
 from semcodec.pipeline.backends import BackendOptions  # noqa: E402
 from semcodec.pipeline.backends.hf import HFBackend  # noqa: E402
-from semcodec.pipeline.commands import main  # noqa: E402
+from semcodec.cli import main  # noqa: E402
 from semcodec.pipeline.errors import BackendUnavailableError  # noqa: E402
 from semcodec.pipeline.similarity import load_metric  # noqa: E402
 

@@ -11,7 +11,7 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from semcodec.errors import SemInputError
+from semcodec.errors import SemInputError, SemLimitError
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -24,6 +24,13 @@ SIZE_STEP = 64
 
 DEFAULT_LONG_SIDE = 1024
 """The long side of a default header size; 1024×1024 is free in the header."""
+
+MAX_IMAGE_BYTES = 256 * 1024 * 1024
+"""Most bytes of an image file ``encode`` reads (256 MiB); a longer input is refused unread."""
+
+MAX_IMAGE_PIXELS = 64 * 1024 * 1024
+"""Most pixels of an image ``encode`` decodes (64 Mpx, 192 MiB as RGB), checked from the file's
+header before any pixel is decoded: stricter than Pillow's decompression-bomb limit (89 Mpx)."""
 
 
 def pil() -> object:
@@ -46,9 +53,14 @@ def load_image(data: bytes, name: str = "input") -> Image:
     from PIL import ImageOps, UnidentifiedImageError
 
     try:
-        opened = PILImage.open(io.BytesIO(data))
+        opened = PILImage.open(io.BytesIO(data))  # reads the header only
+        width, height = opened.size
+        if width * height > MAX_IMAGE_PIXELS:
+            raise SemLimitError(
+                f"{name}: {width}×{height} is more than the {MAX_IMAGE_PIXELS}-pixel image limit"
+            )
         opened.load()
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+    except (UnidentifiedImageError, OSError, ValueError, PILImage.DecompressionBombError) as err:
         raise SemInputError(f"{name}: not a readable image ({err.__class__.__name__})") from None
     return ImageOps.exif_transpose(opened).convert("RGB")
 
