@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline_fixtures import cli  # noqa: E402
 from pipeline_fixtures import openai_server as srv  # noqa: E402
 from pipeline_fixtures.fakes import fake_pack, fake_unpack  # noqa: E402
+from semcodec.cli import main  # noqa: E402
 from semcodec.container import Header, decode_header  # noqa: E402
 from semcodec.pipeline import image_codec  # noqa: E402
-from semcodec.cli import main  # noqa: E402
 
 KEY = "sk-cli-test-abcdef0123456789"
 LONG = (

@@ -77,6 +77,7 @@ def _require_known_ids(header: Header) -> None:
 
 def read_header(data: bytes) -> Header:
     """Parse and validate only the header (no model is loaded)."""
+    _require_bytes(data, "read_header")
     header, _, _ = decode_header(data)
     _require_known_ids(header)
     return header
@@ -93,6 +94,7 @@ def _require_codable_size(text: str) -> None:
     """Refuse by size before tokenizing: tokenizing 100 MB costs gigabytes for a certain refusal."""
     if not isinstance(text, str):
         raise TypeError(f"expected the text as str, not {type(text).__name__}")
+    # chars ≤ UTF-8 bytes: the cheap test first, so a huge text is refused without encoding it
     if len(text) > MAX_TEXT_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_TEXT_BYTES:
         raise SemLimitError(
             f"text is longer than {MAX_TEXT_BYTES} UTF-8 bytes, so it has more than {MAX_TOKENS} tokens "
@@ -100,9 +102,10 @@ def _require_codable_size(text: str) -> None:
         )
 
 
-def _require_bytes(data: object) -> None:
+def _require_bytes(data: object, caller: str) -> None:
     if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError(f"expected the .sem file as bytes (bytes, bytearray or memoryview), not {type(data).__name__}")
+        kind = type(data).__name__
+        raise TypeError(f"{caller}() expects the .sem file as bytes (or bytearray, memoryview), not {kind}")
 
 
 def frequency_tables(text: str, model_id: int = 0) -> tuple[list[int], np.ndarray]:
@@ -172,7 +175,7 @@ def unpack(data: bytes, *, max_tokens: int | None = None) -> SemFile:
     symbols is refused with :class:`SemLimitError`, bounding what an untrusted file costs
     (SPEC §6: time and memory grow linearly with the tokens decoded).
     """
-    _require_bytes(data)
+    _require_bytes(data, "unpack")
     result = unpack_many([data], max_tokens=max_tokens)[0]
     if isinstance(result, SemError):
         raise result
@@ -226,7 +229,7 @@ def unpack_many(
 
     by_model: dict[int, list[tuple[int, Header, bytes, int, bytes]]] = {}
     for i, data in enumerate(blobs):
-        _require_bytes(data)
+        _require_bytes(data, "unpack_many")
         try:
             header, check_value, offset = decode_header(data)
             _require_known_ids(header)
