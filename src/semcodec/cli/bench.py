@@ -35,7 +35,7 @@ def register(subparsers: Any) -> None:
         description="For each corpus (one text per line), code each of the first N texts on its own with\n"
         "every coder and model profile, and print mean bytes per text, bits per character, the ratio\n"
         "to brotli, the model's cross-entropy (the floor), the gap to it, and pack/unpack speed.",
-        epilog="example:\n"
+        epilog="examples:\n"
         "  OPENBLAS_NUM_THREADS=1 semcodec bench text ../shared/data/coco-captions-dev.txt --limit 300\n\n"
         + EXIT_CODES_HELP,
     )

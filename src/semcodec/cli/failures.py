@@ -54,7 +54,8 @@ def classify(err: BaseException) -> tuple[int, str]:
         detail = err.strerror or str(err)
         where = f"{os.fspath(err.filename)}: " if err.filename is not None else ""
         return EXIT_BAD_INPUT, one_line(f"{where}{detail}")
-    return EXIT_INTERNAL, one_line(f"internal error: {type(err).__name__}: {err} ({DEBUG_HINT})")
+    detail = f": {err}" if str(err) else ""
+    return EXIT_INTERNAL, one_line(f"internal error: {type(err).__name__}{detail} ({DEBUG_HINT})")
 
 
 def report(message: str) -> None:
