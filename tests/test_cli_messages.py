@@ -133,7 +133,7 @@ def test_decode_reads_a_bounded_prefix(workdir: Path, capsys: pytest.CaptureFixt
 def test_encode_reads_a_bounded_image(
     workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    PIL = pytest.importorskip("PIL.Image")
+    pil_image = pytest.importorskip("PIL.Image")
     from semcodec.pipeline import imaging
 
     with (workdir / "huge.png").open("wb") as handle:
@@ -141,7 +141,7 @@ def test_encode_reads_a_bounded_image(
     code, _, err = run_main(["encode", "huge.png", "-o", "h.sem"], capsys)
     assert code == 1
     assert f"huge.png is larger than the {imaging.MAX_IMAGE_BYTES}-byte input limit" in one_error_line(err)
-    PIL.new("RGB", (40, 30)).save(workdir / "bomb.png")
+    pil_image.new("RGB", (40, 30)).save(workdir / "bomb.png")
     monkeypatch.setattr(imaging, "MAX_IMAGE_PIXELS", 1000)
     code, _, err = run_main(["encode", "bomb.png", "-o", "b.sem"], capsys)
     assert code == 1
