@@ -249,3 +249,14 @@ def test_directory_as_the_output_of_one_input(workdir: Path, capsys: pytest.Capt
     code, _, err = run_main(["pack", "a.txt", "-o", "out"], capsys)
     assert code == 1
     assert one_error_line(err) == "semcodec: error: out is a directory: with one input, -o names the output file"
+
+
+def test_batch_to_stdout_keeps_the_inputs_order(
+    workdir: Path, model, capsys: pytest.CaptureFixture[str]  # type: ignore[no-untyped-def]
+) -> None:
+    """Outputs are written as files finish, but texts for stdout still come in the inputs' order."""
+    long = "A small red cat with white paws sits on a green lawn under a bright blue sky.\n"
+    (workdir / "long.sem").write_bytes(semcodec.pack(long))
+    (workdir / "short.sem").write_bytes(semcodec.pack("A dog.\n"))
+    code, out, err = run_main(["unpack", "long.sem", "short.sem"], capsys)
+    assert (code, out, err) == (0, long + "A dog.\n", "")

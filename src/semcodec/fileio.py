@@ -2,7 +2,7 @@
 atomically and never clobbered, devices and FIFOs are written into (never replaced).
 
     >>> import os, tempfile
-    >>> os.chdir(tempfile.mkdtemp())
+    >>> home = os.getcwd(); os.chdir(tempfile.mkdtemp())
     >>> write_output("a.sem", b"\\xa7\\x40")
     >>> write_output("a.sem", b"x")
     Traceback (most recent call last):
@@ -10,6 +10,7 @@ atomically and never clobbered, devices and FIFOs are written into (never replac
     semcodec.fileio.OutputExistsError: a.sem already exists (use -f to overwrite)
     >>> read_input("a.sem", limit=2)
     b'\\xa7@'
+    >>> os.chdir(home)
 
 The rules, and why:
 

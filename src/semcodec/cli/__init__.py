@@ -10,9 +10,10 @@ One package, one job per module:
 Library code (:mod:`semcodec.pipeline`, :mod:`semcodec.bench`) never imports this package.
 
     >>> import os, tempfile
-    >>> os.chdir(tempfile.mkdtemp())
+    >>> home = os.getcwd(); os.chdir(tempfile.mkdtemp())
     >>> main(["pack", "missing.txt"])  # stderr: semcodec: error: missing.txt: No such file or directory
     1
+    >>> os.chdir(home)
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import stat
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -151,10 +152,22 @@ def output_plan(
                 f"{seen[key]} and {src} would both be written to {target}: give them distinct names or run them apart"
             )
         seen[key] = src
-    for _, target in plan:
-        for other in inputs:
-            refuse_same_file(other, target)
+    if len(inputs) == 1:
+        refuse_same_file(inputs[0], plan[0][1])
+    else:  # one stat per file, not one per (input, output) pair
+        by_inode = {_inode(src): src for src in inputs if _inode(src) is not None}
+        for _, target in plan:
+            if target != STDIO and _inode(target) in by_inode:
+                refuse_same_file(by_inode[_inode(target)], target)
     return plan
+
+
+def _inode(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.fstat(sys.stdin.fileno()) if path == STDIO else os.stat(path)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
 
 
 def refuse_existing(target: str, force: bool) -> None:
