@@ -87,6 +87,19 @@ def refuse_same_file(source: str, target: str) -> None:
         raise SemInputError(f"{target} is the input {shown}: refusing to overwrite it")
 
 
+def refuse_existing(path: str | os.PathLike[str], force: bool) -> None:
+    """Raise :class:`OutputExistsError` early, before costly work, when a regular file is in the
+    way of an output and ``force`` is off. (:func:`write_output` decides again, atomically.)"""
+    if force or os.fspath(path) == STDIO:
+        return
+    try:
+        st = os.stat(path)
+    except OSError:
+        return
+    if stat.S_ISREG(st.st_mode) and not _is_stdout(st):
+        raise OutputExistsError(path)
+
+
 def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -19,7 +19,7 @@ from pathlib import Path
 from semcodec.cli.failures import note, one_line
 from semcodec.errors import SemError, SemInputError
 from semcodec.exitcodes import EXIT_CODES_HELP, EXIT_OK, EXIT_PARTIAL
-from semcodec.fileio import STDIO, OutputExistsError, read_input, refuse_same_file
+from semcodec.fileio import STDIO, read_input, refuse_existing, refuse_same_file
 
 STDIO_HELP = "'-' as an input reads standard input; '-o -' writes standard output."
 FORMATTER = argparse.RawDescriptionHelpFormatter
@@ -170,19 +170,6 @@ def _inode(path: str) -> tuple[int, int] | None:
     return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
 
 
-def refuse_existing(target: str, force: bool) -> None:
-    """Fail early, before costly work, when a regular file is in the way (checked again when written)."""
-    if target != STDIO and not force and Path(target).is_file() and not is_stdout(target):
-        raise OutputExistsError(target)
-
-
-def is_stdout(target: str) -> bool:
-    try:
-        return os.path.samestat(os.stat(target), os.fstat(sys.stdout.fileno()))
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
 def batch_result(failures: int, total: int, verb: str) -> int:
     """The exit code of a batch, with a summary line on stderr when any file failed."""
     if not failures:
@@ -219,4 +206,4 @@ class TokenProgress:
             self._shown = False
 
 
-__all__ = ["FORMATTER", "STDIO", "one_line"]
+__all__ = ["FORMATTER", "STDIO", "one_line", "refuse_existing"]

@@ -26,7 +26,7 @@ from semcodec.codec import MAX_FILE_BYTES
 from semcodec.container import Header
 from semcodec.errors import SemInputError
 from semcodec.exitcodes import EXIT_OK, EXIT_PARTIAL
-from semcodec.fileio import STDIO, OutputExistsError, read_input, refuse_same_file, write_output
+from semcodec.fileio import STDIO, read_input, refuse_existing, refuse_same_file, write_output
 from semcodec.pipeline import imaging
 from semcodec.pipeline.backends import (
     BackendOptions,
@@ -59,18 +59,6 @@ def _options(args: argparse.Namespace, concurrency: int) -> BackendOptions:
         guidance=args.guidance,
         concurrency=concurrency,
     )
-
-
-def _refuse_existing(output: str, force: bool) -> None:
-    # Checked before any work: an encode can cost paid API calls, a decode minutes of GPU.
-    # Only a regular file is in the way: devices and FIFOs are written into (fileio).
-    if output != STDIO and not force and Path(output).is_file():
-        try:
-            if os.path.samestat(os.stat(output), os.fstat(1)):
-                return  # our own standard output (-o /dev/stdout)
-        except OSError:
-            pass
-        raise OutputExistsError(output)
 
 
 def _refuse_directory(output: str) -> None:
@@ -113,7 +101,7 @@ class _Encoder:
         name = "stdin" if source == STDIO else Path(source).name
         progress = self.progress.child(name, live=False) if self.batch else self.progress
         try:
-            _refuse_existing(output, self.args.force)
+            refuse_existing(output, self.args.force)
             data = self.preread.pop(source, None)
             image = imaging.load_image(
                 _read_image(source) if data is None else data, "stdin" if source == STDIO else source
@@ -224,7 +212,7 @@ def _plan_jobs(args: argparse.Namespace) -> tuple[list[tuple[str, str]], bool]:
     output = args.output or str(Path(source).with_suffix(".sem"))
     _refuse_directory(output)
     refuse_same_file(source, output)
-    _refuse_existing(output, args.force)
+    refuse_existing(output, args.force)
     return [(source, output)], False
 
 
@@ -332,7 +320,7 @@ def decode(args: argparse.Namespace) -> int:
     output = args.output or str(Path(source).with_suffix(".png"))
     _refuse_directory(output)
     refuse_same_file(source, output)
-    _refuse_existing(output, args.force)
+    refuse_existing(output, args.force)
     progress = Progress(enabled=not args.quiet)
     data = read_input(source, MAX_FILE_BYTES)
     pool = BackendPool(_options(args, 1), on_event=progress.note)
