@@ -260,3 +260,19 @@ def test_batch_to_stdout_keeps_the_inputs_order(
     (workdir / "short.sem").write_bytes(semcodec.pack("A dog.\n"))
     code, out, err = run_main(["unpack", "long.sem", "short.sem"], capsys)
     assert (code, out, err) == (0, long + "A dog.\n", "")
+
+
+def test_a_named_pipe_whose_reader_left_is_an_error(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """EPIPE on stdout is a reader that had enough (exit 0); on a named output it is an incomplete output."""
+    make_null(workdir / "out")
+    (workdir / "c.txt").write_text(CAPTION)
+
+    def closed(fd: int, data: object) -> int:
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+    monkeypatch.setattr(fileio.os, "write", closed)
+    code, _, err = run_main(["pack", "c.txt", "-o", "out", "-q"], capsys)
+    assert code == 1
+    assert one_error_line(err) == "semcodec: error: out: Broken pipe"

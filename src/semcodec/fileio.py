@@ -153,13 +153,16 @@ def _write_stdout(data: bytes) -> None:
 
 def _write_into(target: str, data: bytes) -> None:
     """Open an existing non-regular file (device, FIFO) for writing and write all of ``data``."""
-    fd = os.open(target, os.O_WRONLY | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-    finally:
-        os.close(fd)
+        fd = os.open(target, os.O_WRONLY | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))  # a FIFO waits for a reader
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+    except OSError as err:  # name the target (a FIFO's reader leaving is an error, not our stdout closing)
+        raise OSError(err.errno, err.strerror, target) from None
 
 
 def _temp_copy(target: str, data: bytes) -> str:

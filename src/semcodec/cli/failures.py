@@ -93,7 +93,11 @@ def run(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) 
     """Run one command; any error becomes one line on stderr and its exit code."""
     try:
         return command(args)
-    except BrokenPipeError:  # `semcodec unpack x.sem | head -c1`: the reader left; not an error
+    except BrokenPipeError as err:
+        if err.filename is not None:  # a named FIFO's reader left: that output is incomplete
+            report(classify(err)[1])
+            return EXIT_BAD_INPUT
+        # `semcodec unpack x.sem | head -c1`: the reader of our stdout left; not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
     except (KeyboardInterrupt, Exception) as err:
