@@ -276,3 +276,14 @@ def test_a_named_pipe_whose_reader_left_is_an_error(
     code, _, err = run_main(["pack", "c.txt", "-o", "out", "-q"], capsys)
     assert code == 1
     assert one_error_line(err) == "semcodec: error: out: Broken pipe"
+
+
+def test_several_sem_files_are_never_concatenated_on_stdout(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A .sem file has no length field: ``pack a b -o -`` would make one unreadable stream."""
+    (workdir / "a.txt").write_text("A dog.")
+    (workdir / "b.txt").write_text("A cat.")
+    code, out, err = run_main(["pack", "a.txt", "b.txt", "-o", "-"], capsys)
+    assert (code, out) == (1, "")
+    assert "with several inputs, -o must be an existing directory (- is not)" in one_error_line(err)

@@ -119,17 +119,18 @@ def read_text(path: str) -> str:
 
 
 def output_plan(
-    inputs: Sequence[str], output: str | None, default: Callable[[str], str], suffix: str
+    inputs: Sequence[str], output: str | None, default: Callable[[str], str], suffix: str, *, concatenate: bool = False
 ) -> list[tuple[str, str]]:
     """``(input, output)`` for each input, checked before any work is done.
 
     One input: ``-o`` names the file (``-`` for stdout), else ``default(input)``. Several:
     ``-o`` must be an existing folder, each output named ``<input name><suffix>`` (``.sem``
-    stripped first when unpacking). Refused: a folder as the output of one input, two
-    inputs that would write the same output, an output that is one of the inputs.
+    stripped first when unpacking), or ``-o -`` when outputs may be concatenated on
+    stdout (texts; not ``.sem`` files, which carry no length). Refused: a folder as the output
+    of one input, two inputs that would write the same output, an output that is one of the inputs.
     """
     many = len(inputs) > 1
-    if many and output is not None and output != STDIO and not Path(output).is_dir():
+    if many and output is not None and not (output == STDIO and concatenate) and not Path(output).is_dir():
         raise SemInputError(f"with several inputs, -o must be an existing directory ({output} is not)")
     if not many and output is not None and output != STDIO and Path(output).is_dir():
         raise SemInputError(f"{output} is a directory: with one input, -o names the output file")

@@ -158,7 +158,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
 def cmd_unpack(args: argparse.Namespace) -> int:
     from semcodec.codec import SemFile, unpack_many
 
-    plan = output_plan(args.inputs, args.output, _default_unpack_output, ".txt")
+    plan = output_plan(args.inputs, args.output, _default_unpack_output, ".txt", concatenate=True)
     many = len(plan) > 1
     failures = 0
     blobs: list[bytes] = []
