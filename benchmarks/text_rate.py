@@ -77,24 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run(argv: list[str] | None = None) -> int:
-    """:func:`main`, with an unreadable corpus or an unavailable model as one line on stderr."""
-    from semcodec.errors import SemError, SemModelError
-    from semcodec.exitcodes import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_UNAVAILABLE
-
-    try:
-        return main(argv)
-    except SemModelError as err:
-        print(f"text_rate: error: {err}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
-    except (SemError, OSError) as err:
-        detail = f"{err.filename}: {err.strerror}" if isinstance(err, OSError) and err.filename else str(err)
-        print(f"text_rate: error: {detail}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("text_rate: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-
-
 if __name__ == "__main__":
-    sys.exit(run())
+    from _oneline import run_script
+
+    sys.exit(run_script("text_rate", main))

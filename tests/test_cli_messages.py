@@ -213,13 +213,14 @@ def test_no_backend_mentions_openai_api_key(monkeypatch: pytest.MonkeyPatch) -> 
     assert "OPENAI_API_KEY" not in str(caught.value)
 
 
-def test_text_rate_benchmark_on_a_missing_file_is_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("script", ["text_rate", "runtime_speed"])
+def test_benchmark_scripts_on_a_missing_file_are_one_line(script: str, tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "text_rate.py"), str(tmp_path / "nope.txt")],
+        [sys.executable, str(ROOT / "benchmarks" / f"{script}.py"), str(tmp_path / "nope.txt")],
         env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, capture_output=True, text=True, timeout=120, check=False,
     )
     assert done.returncode == 1
-    assert done.stderr == f"text_rate: error: {tmp_path / 'nope.txt'}: No such file or directory\n"
+    assert done.stderr == f"{script}: error: {tmp_path / 'nope.txt'}: No such file or directory\n"
 
 
 # -- 10: secrets and terminals ------------------------------------------------------------------
