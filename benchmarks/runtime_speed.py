@@ -298,4 +298,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from _oneline import run_script
+
+    sys.exit(run_script("runtime_speed", main))

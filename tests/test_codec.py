@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ from hypothesis import strategies as st
 
 import semcodec
 from semcodec import container
+from semcodec.models import load_model
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -178,3 +181,82 @@ def test_batch_unpack_matches_single_and_isolates_bad_files() -> None:
     good = [r for i, r in enumerate(results) if i != 1]
     assert [r.text for r in good] == [*texts, "A dog."]  # type: ignore[union-attr]
     assert all(r == semcodec.unpack(b) for r, b in zip(good, blobs[:1] + blobs[2:], strict=True))
+
+
+# -- the API's front door: argument types, size before tokenizing, token budgets ----------------
+
+
+@pytest.mark.parametrize(
+    ("call", "expected"),
+    [
+        (lambda: semcodec.unpack("str"), "unpack() expects the .sem file as bytes"),  # type: ignore[arg-type]
+        (lambda: semcodec.unpack(None), "unpack() expects the .sem file as bytes"),  # type: ignore[arg-type]
+        (lambda: semcodec.pack(None), "pack() expects the text as str, not NoneType"),  # type: ignore[arg-type]
+        (lambda: semcodec.pack(b"bytes"), "pack() expects the text as str, not bytes"),  # type: ignore[arg-type]
+        (lambda: semcodec.read_header("x"), "read_header() expects the .sem file as bytes"),  # type: ignore[arg-type]
+    ],
+)
+def test_wrong_argument_types_raise_type_error(call, expected: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(TypeError, match=re.escape(expected)):
+        call()
+
+
+def test_long_text_is_refused_before_tokenizing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """100 MB of text used to be tokenized (gigabytes, minutes) only to be refused; now no model is touched."""
+    from semcodec.codec import MAX_TEXT_BYTES
+
+    def no_model(model_id: int) -> None:
+        raise AssertionError("the model was loaded for a text refused by its size")
+
+    monkeypatch.setattr("semcodec.models.load_model", no_model)
+    started = time.perf_counter()
+    for text in ("a b c d " * 12_500_000, "a" * (MAX_TEXT_BYTES + 1), "é" * (MAX_TEXT_BYTES // 2 + 1)):
+        with pytest.raises(semcodec.SemLimitError, match="more than 2048 tokens"):
+            semcodec.pack(text)
+    assert time.perf_counter() - started < 5
+
+
+def test_the_byte_bound_is_the_longest_token(model) -> None:  # type: ignore[no-untyped-def]
+    from semcodec.codec import MAX_TEXT_BYTES, MAX_TOKEN_BYTES
+    from semcodec.registry import MODELS
+
+    for model_id in MODELS:
+        tokenizer = load_model(model_id).tokenizer
+        longest = max(len(tokenizer.token_bytes(i)) for i in range(len(tokenizer._token_bytes)))
+        assert longest == MAX_TOKEN_BYTES
+    assert MAX_TEXT_BYTES == semcodec.MAX_TOKENS * MAX_TOKEN_BYTES
+    # The bound is the refusal's only cause: a text at the bound reaches the tokenizer's token limit.
+    with pytest.raises(semcodec.SemLimitError, match="tokens; the limit is 2048"):
+        semcodec.pack("x " * (MAX_TEXT_BYTES // 2))
+
+
+def test_max_tokens_bounds_a_decode(model) -> None:  # type: ignore[no-untyped-def]
+    data = semcodec.pack("A cat sleeping on a red sofa.")
+    n = semcodec.unpack(data).n_tokens
+    assert semcodec.unpack(data, max_tokens=n).text == "A cat sleeping on a red sofa."
+    with pytest.raises(semcodec.SemLimitError, match=f"no end-of-text within {n} tokens"):
+        semcodec.unpack(data, max_tokens=n - 1)
+    with pytest.raises(ValueError, match="max_tokens"):
+        semcodec.unpack(data, max_tokens=semcodec.MAX_TOKENS + 1)
+
+
+def test_unpack_many_reports_each_file_as_it_finishes(model) -> None:  # type: ignore[no-untyped-def]
+    from semcodec.codec import unpack_many
+
+    short = semcodec.pack("A dog.")
+    long = semcodec.pack("A small red cat with white paws sits on a green lawn under a bright blue sky.")
+    events: list[tuple[str, int]] = []
+    outcomes = unpack_many(
+        [long, b"junk", short],
+        on_step=lambda tokens, still: events.append(("step", still)),
+        on_file=lambda i, outcome: events.append(("file", i)),
+    )
+    files = [i for kind, i in events if kind == "file"]
+    assert files == [1, 2, 0]  # the bad header at once, the short file before the long one
+    short_done = events.index(("file", 2))
+    assert any(kind == "step" for kind, _ in events[short_done:])  # the long file still had steps to go
+    assert isinstance(outcomes[1], semcodec.SemError) and outcomes[2].text == "A dog."  # type: ignore[union-attr]
+
+
+def test_empty_text_has_no_bits_per_character(model) -> None:  # type: ignore[no-untyped-def]
+    assert semcodec.unpack(semcodec.pack("")).bits_per_character is None

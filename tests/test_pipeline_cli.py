@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline_fixtures import cli  # noqa: E402
 from pipeline_fixtures import openai_server as srv  # noqa: E402
 from pipeline_fixtures.fakes import fake_pack, fake_unpack  # noqa: E402
+from semcodec.cli import main  # noqa: E402
 from semcodec.container import Header, decode_header  # noqa: E402
 from semcodec.pipeline import image_codec  # noqa: E402
-from semcodec.pipeline.commands import main  # noqa: E402
 
 KEY = "sk-cli-test-abcdef0123456789"
 LONG = (
@@ -96,7 +96,7 @@ def test_existing_outputs_are_refused_before_any_api_call(
     out = tmp_path / "p.sem"
     out.write_bytes(b"precious")
     assert main(["encode", str(photo), "-o", str(out)]) == 1
-    assert lines(capsys.readouterr().err) == ["semcodec: error: p.sem already exists (use -f to overwrite)"]
+    assert lines(capsys.readouterr().err) == [f"semcodec: error: {out} already exists (use -f to overwrite)"]
     assert out.read_bytes() == b"precious" and stub.requests == []
     assert main(["encode", str(photo), "-o", str(out), "-f", "-q"]) == 0
     assert out.read_bytes() != b"precious"

@@ -27,11 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pipeline_fixtures import cli, tiny_models  # noqa: E402
 from pipeline_fixtures.fakes import fake_pack, fake_unpack  # noqa: E402
+from semcodec.cli import main  # noqa: E402
 from semcodec.container import Header, decode_header  # noqa: E402
 from semcodec.pipeline import image_codec  # noqa: E402
 from semcodec.pipeline.backends import BackendOptions  # noqa: E402
 from semcodec.pipeline.backends.hf import HFBackend  # noqa: E402
-from semcodec.pipeline.commands import main  # noqa: E402
 from semcodec.pipeline.errors import BackendUnavailableError  # noqa: E402
 from semcodec.pipeline.painting import paint  # noqa: E402
 from semcodec.pipeline.similarity import load_metric  # noqa: E402

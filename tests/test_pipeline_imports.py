@@ -41,7 +41,7 @@ def heavy_modules_after(code: str, tmp_path: Path) -> list[str]:
 
 def test_importing_semcodec_and_the_pipeline_loads_no_model_library(tmp_path: Path) -> None:
     code = """
-        import semcodec, semcodec.pipeline, semcodec.pipeline.commands, semcodec.pipeline.backends
+        import semcodec, semcodec.pipeline, semcodec.pipeline.commands, semcodec.pipeline.backends, semcodec.cli
         import semcodec.pipeline.similarity
         import semcodec.pipeline.backends.openai_api, semcodec.pipeline.backends.hf
         from semcodec.cli import build_parser

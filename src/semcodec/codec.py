@@ -30,6 +30,18 @@ MAX_TOKENS = 2048
 MAX_PAYLOAD_BYTES = (MAX_TOKENS + 1) * coding.PRECISION // 8 + 8
 """No table entry is below 2**-24, so a legal payload is never longer than this."""
 
+MAX_FILE_BYTES = 32 + MAX_PAYLOAD_BYTES
+"""Most bytes of a valid ``.sem`` file (the longest header, 30 B, and payload): every reader of
+a ``.sem`` input reads at most this (+1 to notice more)."""
+
+MAX_TOKEN_BYTES = 81
+"""The vocabulary's longest token, in bytes (the same vocabulary for every registered model;
+a test recomputes it from the tokenizer)."""
+
+MAX_TEXT_BYTES = MAX_TOKENS * MAX_TOKEN_BYTES
+"""A text of more UTF-8 bytes has more than :data:`MAX_TOKENS` tokens (no token covers more than
+:data:`MAX_TOKEN_BYTES`), so it is refused before it is tokenized (SPEC §3): 165,888 bytes."""
+
 
 @dataclass(frozen=True)
 class SemFile:
@@ -46,8 +58,9 @@ class SemFile:
         return self.header_bytes + self.payload_bytes
 
     @property
-    def bits_per_character(self) -> float:
-        return 8 * self.file_bytes / max(1, len(self.text))
+    def bits_per_character(self) -> float | None:
+        """File bits per character of the text; ``None`` for an empty text (no characters to share them)."""
+        return 8 * self.file_bytes / len(self.text) if self.text else None
 
     @property
     def micro_bpp(self) -> float:
@@ -63,6 +76,7 @@ def _require_known_ids(header: Header) -> None:
 
 def read_header(data: bytes) -> Header:
     """Parse and validate only the header (no model is loaded)."""
+    _require_bytes(data, "read_header")
     header, _, _ = decode_header(data)
     _require_known_ids(header)
     return header
@@ -75,10 +89,29 @@ def tokenize(text: str, model_id: int = 0) -> list[int]:
     return load_model(model_id).tokenizer.encode(text)
 
 
+def _require_codable_size(text: str) -> None:
+    """Refuse by size before tokenizing: tokenizing 100 MB costs gigabytes for a certain refusal."""
+    if not isinstance(text, str):
+        raise TypeError(f"expected the text as str, not {type(text).__name__}")
+    # chars ≤ UTF-8 bytes: the cheap test first, so a huge text is refused without encoding it
+    if len(text) > MAX_TEXT_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_TEXT_BYTES:
+        raise SemLimitError(
+            f"text is longer than {MAX_TEXT_BYTES} UTF-8 bytes, so it has more than {MAX_TOKENS} tokens "
+            f"(no token is longer than {MAX_TOKEN_BYTES} bytes)"
+        )
+
+
+def _require_bytes(data: object, caller: str) -> None:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        kind = type(data).__name__
+        raise TypeError(f"{caller}() expects the .sem file as bytes (or bytearray, memoryview), not {kind}")
+
+
 def frequency_tables(text: str, model_id: int = 0) -> tuple[list[int], np.ndarray]:
     """Tokens of ``text`` plus end-of-text, and the table each is coded with (one batched pass)."""
     from semcodec.models import load_model
 
+    _require_codable_size(text)
     model = load_model(model_id)
     tokens = model.tokenizer.encode(text)
     if len(tokens) > MAX_TOKENS:
@@ -103,7 +136,14 @@ def pack(
     height: int = 1024,
     check: bool = False,
 ) -> bytes:
-    """Code ``text`` into a ``.sem`` file. Header fields at their defaults cost no bytes."""
+    """Code ``text`` into a ``.sem`` file, exactly as given (a final newline is coded too).
+
+    Header fields at their defaults cost no bytes. ``text`` must be a ``str`` (else
+    :class:`TypeError`); one longer than :data:`MAX_TEXT_BYTES` bytes is refused with
+    :class:`SemLimitError` before it is tokenized.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"pack() expects the text as str, not {type(text).__name__}")
     header = Header(model_id, generator_id, seed, width, height, check)
     _require_known_ids(header)
     symbols, tables = frequency_tables(text, model_id)
@@ -120,9 +160,16 @@ def pack_header(text: str, header: Header) -> bytes:
     )
 
 
-def unpack(data: bytes) -> SemFile:
-    """Decode a ``.sem`` file; every failure is a :class:`semcodec.SemError`."""
-    result = unpack_many([data])[0]
+def unpack(data: bytes, *, max_tokens: int | None = None) -> SemFile:
+    """Decode a ``.sem`` file; every failure is a :class:`semcodec.SemError`.
+
+    ``data`` must be bytes-like (else :class:`TypeError`). ``max_tokens`` lowers the token
+    limit (at most :data:`MAX_TOKENS`): a file that has not ended within ``max_tokens + 1``
+    symbols is refused with :class:`SemLimitError`, bounding what an untrusted file costs
+    (SPEC §6: time and memory grow linearly with the tokens decoded).
+    """
+    _require_bytes(data, "unpack")
+    result = unpack_many([data], max_tokens=max_tokens)[0]
     if isinstance(result, SemError):
         raise result
     return result
@@ -144,20 +191,37 @@ class _Job:
 
 
 def unpack_many(
-    blobs: Sequence[bytes], on_step: Callable[[int, int], None] | None = None
+    blobs: Sequence[bytes],
+    on_step: Callable[[int, int], None] | None = None,
+    *,
+    max_tokens: int | None = None,
+    on_file: Callable[[int, SemFile | SemError], None] | None = None,
 ) -> list[SemFile | SemError]:
     """Decode many files; one model pass per step serves every file still decoding.
 
     ``on_step(tokens_decoded, files_still_decoding)`` is called after every step (progress).
+    ``on_file(index, outcome)`` is called as soon as file ``index`` is decoded or refused,
+    so a caller can write each output without waiting for the slowest file.
+    ``max_tokens`` lowers the token limit for every file (see :func:`unpack`).
 
     Each file's tables are bit-identical to decoding it alone (rows never mix). A bad
     file yields its :class:`SemError` in its slot; the others decode.
     """
     from semcodec.models import load_model
 
+    limit = MAX_TOKENS if max_tokens is None else max_tokens
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= MAX_TOKENS:
+        raise ValueError(f"max_tokens must be an int in [0, {MAX_TOKENS}], not {max_tokens!r}")
     results: list[SemFile | SemError | None] = [None] * len(blobs)
+
+    def finished(i: int, outcome: SemFile | SemError) -> None:
+        results[i] = outcome
+        if on_file is not None:
+            on_file(i, outcome)
+
     by_model: dict[int, list[tuple[int, Header, bytes, int, bytes]]] = {}
     for i, data in enumerate(blobs):
+        _require_bytes(data, "unpack_many")
         try:
             header, check_value, offset = decode_header(data)
             _require_known_ids(header)
@@ -165,7 +229,7 @@ def unpack_many(
             if len(payload) > MAX_PAYLOAD_BYTES:
                 raise SemLimitError(f"payload of {len(payload)} bytes exceeds the limit {MAX_PAYLOAD_BYTES}")
         except SemError as err:
-            results[i] = err
+            finished(i, err)
             continue
         by_model.setdefault(header.model_id, []).append((i, header, check_value, offset, payload))
     for model_id, items in by_model.items():
@@ -176,16 +240,18 @@ def unpack_many(
                 _Job(i, header, check, offset, payload, coding.StreamDecoder(payload), state)
                 for (i, header, check, offset, payload), state in zip(batch, model.decoders(len(batch)), strict=True)
             ]
-            for job, outcome in _decode_lockstep(model, jobs, on_step):
-                results[job.index] = outcome
+            _decode_lockstep(model, jobs, on_step, limit, lambda job, outcome: finished(job.index, outcome))
     assert all(r is not None for r in results)
     return results  # type: ignore[return-value]
 
 
 def _decode_lockstep(
-    model: LoadedModel, jobs: list[_Job], on_step: Callable[[int, int], None] | None
-) -> list[tuple[_Job, SemFile | SemError]]:
-    done: list[tuple[_Job, SemFile | SemError]] = []
+    model: LoadedModel,
+    jobs: list[_Job],
+    on_step: Callable[[int, int], None] | None,
+    limit: int,
+    done: Callable[[_Job, SemFile | SemError], None],
+) -> None:
     active = jobs
     decoded = 0
     while active:
@@ -195,20 +261,21 @@ def _decode_lockstep(
             try:
                 symbol = job.stream.step(table)
                 if symbol == model.eos_id:
-                    done.append((job, _finish(model, job)))
-                elif len(job.stream.symbols) > MAX_TOKENS:
-                    raise SemLimitError(f"payload decodes to no end-of-text within {MAX_TOKENS + 1} tokens")
+                    outcome: SemFile | SemError = _finish(model, job)
+                elif len(job.stream.symbols) > limit:
+                    raise SemLimitError(f"payload decodes to no end-of-text within {limit + 1} tokens")
                 else:
                     still.append(job)
+                    continue
             except SemError as err:
-                done.append((job, err))
+                outcome = err
+            done(job, outcome)
         decoded += len(active)
         if on_step is not None:
             on_step(decoded, len(still))
         if still:
             model.step_many([job.state for job in still], [job.stream.symbols[-1] for job in still])
         active = still
-    return done
 
 
 def _finish(model: LoadedModel, job: _Job) -> SemFile:

@@ -1,23 +1,44 @@
-"""Safe file I/O for the CLI: ``-`` for stdin/stdout, atomic writes, no clobbering.
+"""Careful file I/O: ``-`` is stdin/stdout, reads are bounded, regular files are written
+atomically and never clobbered, devices and FIFOs are written into (never replaced).
 
-    >>> import tempfile, pathlib
-    >>> d = pathlib.Path(tempfile.mkdtemp())
-    >>> atomic_write(d / "a.sem", b"\\xa7\\x40")
-    >>> atomic_write(d / "a.sem", b"x")
+    >>> import os, tempfile
+    >>> home = os.getcwd(); os.chdir(tempfile.mkdtemp())
+    >>> write_output("a.sem", b"\\xa7\\x40")
+    >>> write_output("a.sem", b"x")
     Traceback (most recent call last):
     ...
     semcodec.fileio.OutputExistsError: a.sem already exists (use -f to overwrite)
+    >>> read_input("a.sem", limit=2)
+    b'\\xa7@'
+    >>> os.chdir(home)
+
+The rules, and why:
+
+* A **regular file** is written to a temp file in the same folder, fsynced, then put in
+  place. Without ``force`` it is put in place with a no-replace primitive (a hard link, or
+  ``renameat2(RENAME_NOREPLACE)``), so of many writers racing for one name exactly one
+  wins and the others get :class:`OutputExistsError`; no output is silently lost. With
+  ``force`` it atomically replaces the old file (``os.replace``).
+* Anything else that exists — a character device (``/dev/null``), a FIFO, a socket, or
+  the very file our standard output already is (``/dev/stdout``, ``/proc/self/fd/1``) —
+  is **opened and written into**, as ``cat > x`` would, with or without ``force``:
+  replacing ``/dev/null`` with a regular file would break the system.
+* Messages name the whole path the user gave, never a temp file's name.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import errno
 import os
+import stat
 import sys
 import tempfile
 from pathlib import Path
 
-from semcodec.errors import SemLimitError
+from semcodec.errors import SemInputError, SemLimitError
 
 STDIO = "-"
 
@@ -25,9 +46,9 @@ STDIO = "-"
 class OutputExistsError(Exception):
     """Refusing to overwrite an existing output without ``force``."""
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(f"{path.name} already exists (use -f to overwrite)")
-        self.path = path
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__(f"{os.fspath(path)} already exists (use -f to overwrite)")
+        self.path = Path(path)
 
 
 def read_input(path: str | os.PathLike[str], limit: int | None = None) -> bytes:
@@ -38,15 +59,45 @@ def read_input(path: str | os.PathLike[str], limit: int | None = None) -> bytes:
     exhaust memory).
     """
     size = -1 if limit is None else limit + 1
-    if str(path) == STDIO:
+    if os.fspath(path) == STDIO:
         data = sys.stdin.buffer.read(size)
     else:
         with Path(path).open("rb") as handle:
             data = handle.read(size)
     if limit is not None and len(data) > limit:
-        name = "standard input" if str(path) == STDIO else str(path)
+        name = "standard input" if os.fspath(path) == STDIO else os.fspath(path)
         raise SemLimitError(f"{name} is larger than the {limit}-byte input limit")
     return data
+
+
+def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether ``a`` and ``b`` (``-`` = stdin for ``a``, stdout for ``b``) are one existing file."""
+    try:
+        sa = os.fstat(sys.stdin.fileno()) if os.fspath(a) == STDIO else os.stat(a)
+        sb = os.fstat(sys.stdout.fileno()) if os.fspath(b) == STDIO else os.stat(b)
+    except (OSError, ValueError, AttributeError):  # missing, or stdio replaced by a test harness
+        return False
+    return stat.S_ISREG(sa.st_mode) and os.path.samestat(sa, sb)
+
+
+def refuse_same_file(source: str, target: str) -> None:
+    """Raise :class:`SemInputError` when writing ``target`` would overwrite the input ``source``."""
+    if same_file(source, target):
+        shown = "standard input" if source == STDIO else source
+        raise SemInputError(f"{target} is the input {shown}: refusing to overwrite it")
+
+
+def refuse_existing(path: str | os.PathLike[str], force: bool) -> None:
+    """Raise :class:`OutputExistsError` early, before costly work, when a regular file is in the
+    way of an output and ``force`` is off. (:func:`write_output` decides again, atomically.)"""
+    if force or os.fspath(path) == STDIO:
+        return
+    try:
+        st = os.stat(path)
+    except OSError:
+        return
+    if stat.S_ISREG(st.st_mode) and not _is_stdout(st):
+        raise OutputExistsError(path)
 
 
 def _read_umask() -> int:
@@ -58,19 +109,69 @@ def _read_umask() -> int:
 _UMASK = _read_umask()  # read once, at import: os.umask is process-wide, not thread-safe to probe
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes, force: bool = False) -> None:
-    """Write ``data`` to ``path`` all-or-nothing (temp file in the same folder, fsync, rename).
-
-    ``-`` writes to standard output. An existing file is kept unless ``force``.
-    """
-    if str(path) == STDIO:
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
+def write_output(path: str | os.PathLike[str], data: bytes, force: bool = False) -> None:
+    """Write ``data`` to ``path`` by the rules above (``-`` writes to standard output)."""
+    if os.fspath(path) == STDIO:
+        _write_stdout(data)
         return
-    target = Path(path)
-    if target.exists() and not force:
+    target = os.fspath(path)
+    try:
+        st: os.stat_result | None = os.stat(target)
+    except FileNotFoundError:
+        st = None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), target)
+    if st is not None and _is_stdout(st):
+        _write_stdout(data)
+    elif st is not None and not stat.S_ISREG(st.st_mode):
+        _write_into(target, data)
+    elif st is not None and not force:
         raise OutputExistsError(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
+    else:
+        tmp = _temp_copy(target, data)
+        try:
+            if force:
+                os.replace(tmp, target)
+            else:
+                _place_new(tmp, target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+
+def _is_stdout(st: os.stat_result) -> bool:
+    try:
+        return os.path.samestat(st, os.fstat(sys.stdout.fileno()))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _write_stdout(data: bytes) -> None:
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+def _write_into(target: str, data: bytes) -> None:
+    """Open an existing non-regular file (device, FIFO) for writing and write all of ``data``."""
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))  # a FIFO waits for a reader
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+    except OSError as err:  # name the target (a FIFO's reader leaving is an error, not our stdout closing)
+        raise OSError(err.errno, err.strerror, target) from None
+
+
+def _temp_copy(target: str, data: bytes) -> str:
+    """A fsynced temp file holding ``data`` next to ``target`` (its name never reaches a message)."""
+    folder = os.path.dirname(target) or "."
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=folder)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, target) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             # mkstemp makes the file private (0600); give it the mode a plain open() would.
@@ -78,10 +179,56 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, force: bool = False)
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        if not force and target.exists():  # appeared while we wrote: still refuse
-            raise OutputExistsError(target)
-        os.replace(tmp, target)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(err, OSError):
+            raise OSError(err.errno, err.strerror, target) from None
         raise
+    return tmp
+
+
+_NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS, errno.EXDEV}
+
+
+def _place_new(tmp: str, target: str) -> None:
+    """Give ``tmp`` the name ``target`` only if nothing has it (atomic; no check-then-rename race)."""
+    try:
+        os.link(tmp, target)
+        return
+    except FileExistsError:
+        raise OutputExistsError(target) from None
+    except OSError as err:
+        if err.errno not in _NO_LINKS:  # a file system without hard links falls through
+            raise OSError(err.errno, err.strerror, target) from None
+    if _rename_noreplace(tmp, target):
+        return
+    # Last resort (no links, no renameat2): claim the name exclusively, then replace the
+    # empty placeholder. Still no clobbering; a reader may briefly see an empty file.
+    try:
+        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except FileExistsError:
+        raise OutputExistsError(target) from None
+    os.replace(tmp, target)
+
+
+_RENAME_NOREPLACE = 1
+_AT_FDCWD = -100
+
+
+def _rename_noreplace(tmp: str, target: str) -> bool:
+    """``renameat2(RENAME_NOREPLACE)`` through libc; False where the kernel or libc lacks it."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError, TypeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(tmp), _AT_FDCWD, os.fsencode(target), _RENAME_NOREPLACE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code == errno.EEXIST:
+        raise OutputExistsError(target)
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), target)

@@ -25,11 +25,17 @@ class Corpus:
         return self.path.name
 
 
+MAX_CORPUS_BYTES = 256 * 1024 * 1024
+"""Most bytes of a corpus file read (256 MiB: ~2 M captions); ``/dev/zero`` is refused, not read."""
+
+
 def read_corpus(path: str | Path) -> Corpus:
     """Read a UTF-8 file of one text per line."""
+    from semcodec.fileio import read_input
+
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = read_input(path, MAX_CORPUS_BYTES)
     except OSError as err:
         raise SemInputError(f"{path}: {err.strerror or err}") from None
     try:

@@ -382,17 +382,19 @@ def run_image_bench(
     metrics: list[ImageMetric],
     notes: list[str],
     *,
+    classify: Callable[[BaseException], tuple[int, str]] | None = None,
     coder: TextCoder | None = None,
     progress: Progress = QUIET,
     keep_images: bool = True,
 ) -> ImageBench:
     """Bench every ``(name, load)`` image; a failing image is recorded and the rest go on.
 
+    ``classify(err)`` gives a failed image's exit code and one-line message (the command
+    line passes its error map); without it, an image's failure is raised.
+
     ``keep_images=False`` drops the pictures once scored (only a report needs them): a
     hundred 1024² images with a few rounds each would otherwise hold gigabytes.
     """
-    from semcodec.pipeline.commands import classify
-
     coder = coder or SemcodecCoder()
     results: list[ImageResult] = []
     for i, (name, load) in enumerate(images):
@@ -400,6 +402,8 @@ def run_image_bench(
         try:
             result = bench_image(name, load(), roles, settings, metrics, coder, child)
         except Exception as err:  # one image's failure (a backend error, a bad file) is reported, not fatal
+            if classify is None:
+                raise
             code, message = classify(err)
             child.note(f"failed: {message}")
             results.append(ImageResult(name, error=message, code=code))

@@ -1,14 +1,19 @@
-"""``semcodec bench images``: options, backends by name, and the outputs (table, JSON, HTML)."""
+"""What ``semcodec bench images`` does: backends by name, the run, and its outputs (table, JSON, HTML).
+
+The parser is :mod:`semcodec.cli.bench`; failed images are worded and numbered by the
+``classify`` callback the command line passes in (this module never imports the CLI).
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from semcodec.errors import SemInputError
+from semcodec.exitcodes import EXIT_OK, EXIT_PARTIAL
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -17,100 +22,7 @@ if TYPE_CHECKING:
 
 METRIC_KEYS = ("clip", "dreamsim", "lpips", "pixel", "psnr64")
 
-
-def _int(low: int) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"{value} must be at least {low}")
-        return value
-
-    return parse
-
-
-def _float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{value} must be ≥ 0")
-    return value
-
-
-def _metric_set(text: str) -> set[str]:
-    keys = {k.strip() for k in text.split(",") if k.strip()}
-    unknown = keys - set(METRIC_KEYS)
-    if unknown or not keys:
-        raise argparse.ArgumentTypeError(f"metrics are a comma-separated subset of {','.join(METRIC_KEYS)}")
-    return keys
-
-
-def add_images_parser(sub: Any) -> None:
-    """Add ``images`` to the ``bench`` subparsers."""
-    from semcodec.pipeline.commands import paint_size
-    from semcodec.pipeline.reflect import DEFAULT_LAMBDA, DEFAULT_WORDS
-
-    p = sub.add_parser(
-        "images",
-        help="describe → code → repaint a folder of images: bits, μbpp, similarity, JPEG/WebP anchors",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="For each image: describe it, code the description and repaint it, at every\n"
-        "reflection round. Reports description length, payload and file bits, μbpp over the image's\n"
-        "resolution and at 1024×1024, the similarity metrics available here, and the smallest\n"
-        "JPEG/WebP of the image (quality 1).",
-        epilog="examples:\n"
-        "  semcodec bench images photos/ --captioner openai --generator openai:dall-e-3 \\\n"
-        "      --reflect 2 --html report.html\n"
-        "  semcodec bench images photos/ --captioner hf:HuggingFaceTB/SmolVLM-256M-Instruct \\\n"
-        "      --generator hf:stabilityai/sd-turbo --reflect 1 --json > bench.json",
-    )
-    p.add_argument("inputs", nargs="+", metavar="DIR|IMAGE", help="folder(s) of images, or image files")
-    p.add_argument("--captioner", metavar="NAME", help="openai[:MODEL] or hf[:MODEL|PATH] (default as for encode)")
-    p.add_argument("--generator", metavar="NAME", help="painter (default: the captioner's backend)")
-    p.add_argument("--critic", metavar="NAME", help="judge for reflection (default: the captioner's backend)")
-    p.add_argument("--reflect", type=_int(0), default=0, metavar="N", help="revision rounds (default 0)")
-    p.add_argument("--seeds", type=_int(1), default=1, metavar="K", help="generator seeds tried per round")
-    p.add_argument("--words", type=_int(1), default=DEFAULT_WORDS, metavar="N", help="word budget asked for")
-    rate = p.add_mutually_exclusive_group()
-    rate.add_argument("--max-bits", type=_int(1), metavar="B", help="fit each file in B bits (rate control)")
-    rate.add_argument(
-        "--target-ubpp",
-        type=_float,
-        metavar="U",
-        help="fit each file in U μbpp of its source image (as for encode)",
-    )
-    p.add_argument("--lambda", dest="lam", type=_float, default=DEFAULT_LAMBDA, metavar="L", help="λ in J")
-    p.add_argument(
-        "--score",
-        choices=("auto", "critic", "metric"),
-        default="auto",
-        help="what reflection scores with: auto = CLIP if on disk, else the critic",
-    )
-    p.add_argument("--model", default="0", metavar="ID", help="probability model id or name (default 0)")
-    p.add_argument("--width", type=_int(1), metavar="W", help="header (decoded) width (default: the image's own)")
-    p.add_argument("--height", type=_int(1), metavar="H", help="repaint height")
-    p.add_argument("--limit", type=_int(1), metavar="N", help="only the first N images (by name)")
-    p.add_argument(
-        "--metrics",
-        type=_metric_set,
-        metavar="LIST",
-        help=f"subset of {','.join(METRIC_KEYS)} (default: every one available here)",
-    )
-    p.add_argument("--html", metavar="REPORT.html", help="also write a self-contained HTML report")
-    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
-    group = p.add_argument_group("backend options")
-    group.add_argument("--device", metavar="DEV", help="hf (and metrics): torch device")
-    group.add_argument("--steps", type=_int(1), metavar="N", help="hf: diffusion steps")
-    group.add_argument("--guidance", type=_float, metavar="G", help="hf: guidance scale")
-    group.add_argument("--paint-size", type=paint_size, metavar="WxH", help="paint at WxH, then resize (as for decode)")
-    group.add_argument("--timeout", type=_float, metavar="S", help="openai: seconds per request")
-    group.add_argument("--retries", type=_int(0), metavar="N", help="openai: retries on 429/5xx/timeouts")
-    p.set_defaults(func=run_images_command)
+Classify = Callable[[BaseException], tuple[int, str]]
 
 
 def image_paths(inputs: list[str], limit: int | None) -> list[Path]:
@@ -165,29 +77,16 @@ def build_roles(args: argparse.Namespace, say: Any) -> tuple[Roles, int]:
 
 def _loader(path: Path) -> Any:
     def load() -> Image:
-        from semcodec.pipeline.imaging import load_image
+        from semcodec.fileio import read_input
+        from semcodec.pipeline.imaging import MAX_IMAGE_BYTES, load_image
 
-        return load_image(path.read_bytes(), path.name)
+        return load_image(read_input(path, MAX_IMAGE_BYTES), path.name)
 
     return load
 
 
-def run_images_command(args: argparse.Namespace) -> int:
-    """``semcodec bench images``; returns the exit code."""
-    from semcodec.pipeline.commands import classify
-
-    try:
-        return _run(args)
-    except KeyboardInterrupt:
-        print("semcodec bench images: interrupted", file=sys.stderr)
-        return 130
-    except Exception as err:
-        code, message = classify(err)
-        print(f"semcodec bench images: error: {message}", file=sys.stderr, flush=True)
-        return code
-
-
-def _run(args: argparse.Namespace) -> int:
+def run_images(args: argparse.Namespace, classify: Classify) -> int:
+    """``semcodec bench images`` with parsed ``args``; returns the exit code (errors raise)."""
     from semcodec.bench.imagebench import BenchSettings, run_image_bench
     from semcodec.bench.imagetable import render_image_bench
     from semcodec.bench.metrics import load_metrics
@@ -223,6 +122,7 @@ def _run(args: argparse.Namespace) -> int:
         settings,
         metrics,
         notes,
+        classify=classify,
         progress=progress,
         keep_images=bool(args.html),
     )
@@ -238,6 +138,8 @@ def _run(args: argparse.Namespace) -> int:
         write_html(bench, args.html)
         progress.note(f"report written to {args.html}")
     failed = [r for r in bench.images if r.error is not None]
+    if failed:
+        progress.note(f"{len(bench.images) - len(failed)} of {len(bench.images)} images benched; {len(failed)} failed")
     if failed and len(failed) == len(bench.images):
-        return failed[0].code or 1
-    return 4 if failed else 0
+        return failed[0].code
+    return EXIT_PARTIAL if failed else EXIT_OK

@@ -191,6 +191,6 @@ def render_html(bench: ImageBench, title: str = "semcodec image bench") -> str:
 
 def write_html(bench: ImageBench, path: str | Path, force: bool = True) -> None:
     """Write the report atomically."""
-    from semcodec.fileio import atomic_write
+    from semcodec.fileio import write_output
 
-    atomic_write(str(path), render_html(bench).encode("utf-8"), force=force)
+    write_output(str(path), render_html(bench).encode("utf-8"), force=force)

@@ -1,17 +1,15 @@
-"""``semcodec encode`` and ``semcodec decode``: the image side of the command line.
+"""What ``semcodec encode`` and ``semcodec decode`` do, given their parsed options.
 
-:func:`register` adds both subcommands to the top-level parser's subparsers; each sets
-``func`` to a callable that takes the parsed namespace and returns the exit code:
+The parsers, the exit-code map and the one-line error messages live in the command line
+(:mod:`semcodec.cli.images`, :mod:`semcodec.cli.failures`); this module never imports
+them: a failing image of a folder is handed to the ``on_failure`` callback the caller
+gives, which reports it and says its exit code, and every other error is raised.
 
-* 0 — done;
-* 1 — bad input, bad option, a ``.sem`` error, or an output that exists without ``-f``;
-* 3 — a backend is unavailable or failed for good (package, key, weights, API errors);
-* 4 — ``encode DIR``: some images failed (each reported; the others were written).
-
-Conventions match ``pack``/``unpack``: ``-`` is stdin/stdout, outputs are written
-atomically and never overwritten without ``-f``, progress goes to stderr, an error is
-one line on stderr. Importing this module is cheap: no model library is imported until
-a backend is actually used.
+Conventions match ``pack``/``unpack``: ``-`` is stdin/stdout, outputs follow
+:func:`semcodec.fileio.write_output` (atomic, never clobbered without ``force``), inputs
+are read with a bound (:data:`semcodec.pipeline.imaging.MAX_IMAGE_BYTES` for images, the
+``.sem`` limit for files), progress goes to stderr. Importing this module is cheap: no
+model library is imported until a backend is actually used.
 """
 
 from __future__ import annotations
@@ -19,18 +17,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from semcodec import ubpp
-from semcodec.container import MAX_DIMENSION, Header
-from semcodec.errors import SemError, SemInputError, SemModelError
-from semcodec.exitcodes import EXIT_BAD_INPUT, EXIT_CODES_HELP, EXIT_OK, EXIT_PARTIAL, EXIT_UNAVAILABLE
-from semcodec.fileio import STDIO, OutputExistsError, atomic_write, read_input
+from semcodec.codec import MAX_FILE_BYTES
+from semcodec.container import Header
+from semcodec.errors import SemInputError
+from semcodec.exitcodes import EXIT_OK, EXIT_PARTIAL
+from semcodec.fileio import STDIO, read_input, refuse_existing, refuse_same_file, write_output
 from semcodec.pipeline import imaging
 from semcodec.pipeline.backends import (
     BackendOptions,
@@ -42,273 +39,17 @@ from semcodec.pipeline.backends import (
     parse_spec,
 )
 from semcodec.pipeline.batch import Outcome, images_in, output_names, run_all
-from semcodec.pipeline.errors import BackendError
 from semcodec.pipeline.image_codec import decode_image, encode_image
 from semcodec.pipeline.progress import Progress
 from semcodec.pipeline.ratecontrol import budget_from
-from semcodec.pipeline.reflect import DEFAULT_LAMBDA, DEFAULT_WORDS, Candidate, Judge, ReflectSettings
+from semcodec.pipeline.reflect import Candidate, Judge, ReflectSettings
 
 if TYPE_CHECKING:
     from semcodec.pipeline.interfaces import Captioner, Critic, Generator
     from semcodec.pipeline.similarity import Metric
 
-
-_ERR_LOCK = threading.Lock()
-
-_ENCODE_EXAMPLES = """\
-examples:
-  semcodec encode photo.jpg                          # writes photo.sem (openai if OPENAI_API_KEY is set)
-  semcodec encode photo.jpg -o p.sem --reflect 3 --seeds 4 --target-ubpp 150 --json
-  semcodec encode photos/ -o sems/ --jobs 8          # a folder; failures reported, the rest kept
-  semcodec encode photo.jpg --captioner hf --generator hf:stabilityai/sdxl-turbo
-
-environment: OPENAI_API_KEY, OPENAI_BASE_URL, SEMCODEC_CAPTIONER, SEMCODEC_GENERATOR,
-  SEMCODEC_CLIP_MODEL, SEMCODEC_TIMEOUT/_RETRIES/_BACKOFF, HF_HOME, HF_HUB_OFFLINE,
-  SEMCODEC_HF_DOWNLOAD=1 (let the hf backend download missing weights)
-"""
-
-_DECODE_EXAMPLES = """\
-examples:
-  semcodec decode photo.sem                          # writes photo.png with the header's generator
-  semcodec decode photo.sem -o photo.webp --generator hf:stabilityai/sd-turbo
-"""
-
-
-# -- argument types ---------------------------------------------------------------
-
-
-def int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
-    """argparse type: an integer >= ``low`` (and <= ``high``), with a one-line error otherwise."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < low or (high is not None and value > high):
-            bound = f"in [{low}, {high}]" if high is not None else f"at least {low}"
-            raise argparse.ArgumentTypeError(f"{value} must be {bound}")
-        return value
-
-    return parse
-
-
-def _float_above(low: float, *, inclusive: bool) -> Callable[[str], float]:
-    """A parser for finite floats ``> low`` (or ``≥ low`` when ``inclusive``); nan is refused."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        ok = value >= low if inclusive else value > low
-        if not ok or value == float("inf"):
-            raise argparse.ArgumentTypeError(f"{value} must be a number {'≥' if inclusive else '>'} {low:g}")
-        return value
-
-    return parse
-
-
-_positive_float = _float_above(0, inclusive=False)
-_non_negative_float = _float_above(0, inclusive=True)
-
-
-def paint_size(text: str) -> tuple[int, int]:
-    """argparse type for ``--paint-size WxH``.
-
-    >>> paint_size("768x512")
-    (768, 512)
-    """
-    width, sep, height = text.lower().partition("x")
-    try:
-        size = (int(width), int(height)) if sep else None
-    except ValueError:
-        size = None
-    if size is None or not all(1 <= side <= MAX_DIMENSION for side in size):
-        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT with sides in [1, {MAX_DIMENSION}]")
-    return size
-
-
-def _add_backend_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("backend options")
-    group.add_argument("--timeout", type=_positive_float, metavar="S", help="seconds per API request (default 120)")
-    group.add_argument(
-        "--retries",
-        type=int_at_least(0),
-        metavar="N",
-        help="retries on 429/5xx/timeouts, with backoff (default 4)",
-    )
-    group.add_argument("--device", metavar="DEV", help="hf: torch device (default: cuda if present, else cpu)")
-    group.add_argument("--steps", type=int_at_least(1), metavar="N", help="hf: diffusion steps (default: the model's)")
-    group.add_argument("--guidance", type=_non_negative_float, metavar="G", help="hf: guidance scale")
-    group.add_argument(
-        "--paint-size",
-        type=paint_size,
-        metavar="WxH",
-        help="paint at WxH, then resize to the header's size (default: the generator's size nearest "
-        "the header's aspect ratio)",
-    )
-    parser.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr (errors still)")
-
-
-def register(subparsers: Any) -> None:
-    """Add ``encode`` and ``decode`` to ``subparsers`` (from ``ArgumentParser.add_subparsers``)."""
-
-    enc = subparsers.add_parser(
-        "encode",
-        help="describe an image (or a folder of images) into a .sem file",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=_ENCODE_EXAMPLES + "\n" + EXIT_CODES_HELP,
-        description=(
-            "Describe IMAGE with a vision-language model and pack the description into a .sem file. "
-            "With --reflect/--seeds, repaint and judge candidates and keep the best by J = score − λ·bits."
-        ),
-    )
-    enc.add_argument("input", metavar="IMAGE|DIR|-", help="image file, folder of images, or - for stdin")
-    enc.add_argument("-o", "--output", metavar="OUT", help="OUT.sem, OUTDIR for a folder, - for stdout")
-    enc.add_argument(
-        "--captioner",
-        metavar="NAME",
-        help="openai[:MODEL] or hf[:MODEL|PATH] (default: openai "
-        "if OPENAI_API_KEY is set, else hf; or $SEMCODEC_CAPTIONER)",
-    )
-    enc.add_argument(
-        "--generator",
-        metavar="NAME",
-        help="generator painted with and stored in the header "
-        "(default: the captioner's backend, e.g. openai:dall-e-3, hf:stabilityai/sd-turbo)",
-    )
-    enc.add_argument("--critic", metavar="NAME", help="judge for reflection (default: the captioner)")
-    enc.add_argument(
-        "--reflect",
-        type=int_at_least(0),
-        default=0,
-        metavar="N",
-        help="revision rounds: paint, judge, revise (default 0: describe once, paint nothing)",
-    )
-    rate = enc.add_mutually_exclusive_group()
-    rate.add_argument("--max-bits", type=int_at_least(1), metavar="B", help="the whole file in at most B bits")
-    rate.add_argument(
-        "--target-ubpp",
-        type=_positive_float,
-        metavar="U",
-        help="the whole file in at most U micro-bits per pixel of the source image (the header's size)",
-    )
-    enc.add_argument(
-        "--seeds",
-        type=int_at_least(1),
-        default=1,
-        metavar="K",
-        help="generator seeds tried per candidate; the best is stored (default 1)",
-    )
-    enc.add_argument(
-        "--width",
-        type=int_at_least(1, MAX_DIMENSION),
-        metavar="W",
-        help="decoded width, stored in the header; rates count over it (default: the image's own)",
-    )
-    enc.add_argument("--height", type=int_at_least(1, MAX_DIMENSION), metavar="H", help="decoded height")
-    enc.add_argument(
-        "--words",
-        type=int_at_least(1),
-        default=DEFAULT_WORDS,
-        metavar="N",
-        help=f"word budget asked of the captioner (default {DEFAULT_WORDS})",
-    )
-    enc.add_argument(
-        "--lambda",
-        dest="lam",
-        type=_non_negative_float,
-        default=DEFAULT_LAMBDA,
-        metavar="L",
-        help=f"λ in J = score − λ·bits (default {DEFAULT_LAMBDA})",
-    )
-    enc.add_argument(
-        "--score",
-        choices=("auto", "critic", "clip", "pixel"),
-        default="auto",
-        help="what scores candidates: auto = CLIP if on disk, else the critic (default auto)",
-    )
-    enc.add_argument("--model", metavar="ID", default="0", help="probability model id or name (default 0)")
-    enc.add_argument("--check", action="store_true", help="store a 2-byte integrity check")
-    enc.add_argument("--keep-candidates", metavar="DIR", help="save each round's description, images and score")
-    enc.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
-    enc.add_argument(
-        "--jobs",
-        type=int_at_least(1),
-        default=4,
-        metavar="J",
-        help="images encoded at once for a folder; bounds API requests in flight (default 4)",
-    )
-    _add_backend_options(enc)
-    enc.set_defaults(func=cmd_encode)
-
-    dec = subparsers.add_parser(
-        "decode",
-        help="repaint the image a .sem file describes",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=_DECODE_EXAMPLES + "\n" + EXIT_CODES_HELP,
-        description="Unpack IN.sem and repaint it with its generator and seed, at a size the generator "
-        "supports, then resize it to the header's size (the source image's).",
-    )
-    dec.add_argument("input", metavar="IN.sem|-", help=".sem file or - for stdin")
-    dec.add_argument(
-        "-o", "--output", metavar="OUT", help="OUT.png, .jpg or .webp (format by extension), - for PNG on stdout"
-    )
-    dec.add_argument(
-        "--generator",
-        metavar="NAME",
-        help="override the header's generator (openai[:MODEL], hf[:MODEL|PATH])",
-    )
-    _add_backend_options(dec)
-    dec.set_defaults(func=cmd_decode)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run ``encode``/``decode`` without the top-level CLI (tests, embedding)."""
-    parser = argparse.ArgumentParser(prog="semcodec")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    code: int = args.func(args)
-    return code
-
-
-# -- errors -----------------------------------------------------------------------
-
-
-def classify(err: BaseException) -> tuple[int, str]:
-    """Exit code and one-line message for an error a command met."""
-    if isinstance(err, (BackendError, SemModelError)):  # as for pack/unpack: a model is unavailable
-        return EXIT_UNAVAILABLE, str(err)
-    if isinstance(err, (SemError, OutputExistsError)):
-        return EXIT_BAD_INPUT, str(err)
-    if isinstance(err, OSError):
-        where = f"{err.filename}: " if err.filename else ""
-        return EXIT_BAD_INPUT, f"{where}{err.strerror or err}"
-    return EXIT_BAD_INPUT, " ".join(f"internal error: {type(err).__name__}: {err}".split())
-
-
-def _error(message: str) -> None:
-    # The same one-line form as pack/unpack; the lock keeps batch threads' lines whole.
-    with _ERR_LOCK:
-        print(f"semcodec: error: {message}", file=sys.stderr, flush=True)
-
-
-def _guard(run: Callable[[], int]) -> int:
-    """Run a command; turn any error into one line and an exit code (never sys.exit)."""
-    try:
-        return run()
-    except KeyboardInterrupt:
-        _error("interrupted")
-        return 130
-    except Exception as err:
-        if os.environ.get("SEMCODEC_DEBUG") and not isinstance(err, (SemError, OSError, OutputExistsError)):
-            raise
-        code, message = classify(err)
-        _error(message)
-        return code
-
+OnFailure = Callable[[str, BaseException], tuple[int, str]]
+"""Reports one failed item of a batch (``source``, the error) and returns its exit code and message."""
 
 def _options(args: argparse.Namespace, concurrency: int) -> BackendOptions:
     return BackendOptions.from_env(
@@ -322,18 +63,16 @@ def _options(args: argparse.Namespace, concurrency: int) -> BackendOptions:
     )
 
 
-def _refuse_existing(output: str, force: bool) -> None:
-    # Checked before any work: an encode can cost paid API calls, a decode minutes of GPU.
-    if output != STDIO and not force and Path(output).exists():
-        raise OutputExistsError(Path(output))
+def _refuse_directory(output: str) -> None:
+    if output != STDIO and Path(output).is_dir():
+        raise SemInputError(f"{output} is a directory: -o names the output file")
+
+
+def _read_image(source: str) -> bytes:
+    return read_input(source, imaging.MAX_IMAGE_BYTES)
 
 
 # -- encode -----------------------------------------------------------------------
-
-
-def cmd_encode(args: argparse.Namespace) -> int:
-    """``semcodec encode``; returns the exit code."""
-    return _guard(lambda: _encode(args))
 
 
 def _default_captioner() -> str:
@@ -356,14 +95,19 @@ class _Encoder:
     generator_id: int
     generator_name: str
     batch: bool
+    on_failure: OnFailure
+    preread: dict[str, bytes]
 
     def one(self, source: str, output: str) -> Outcome:
         """Encode one image; failures become an :class:`Outcome` (the batch goes on)."""
         name = "stdin" if source == STDIO else Path(source).name
         progress = self.progress.child(name, live=False) if self.batch else self.progress
         try:
-            _refuse_existing(output, self.args.force)
-            image = imaging.load_image(read_input(source), "stdin" if source == STDIO else source)
+            refuse_existing(output, self.args.force)
+            data = self.preread.pop(source, None)
+            image = imaging.load_image(
+                _read_image(source) if data is None else data, "stdin" if source == STDIO else source
+            )
             width, height = imaging.complete_size(image, self.args.width, self.args.height)
             header = Header(self.model_id, self.generator_id, 0, width, height, self.args.check)
             budget = budget_from(self.args.max_bits, self.args.target_ubpp, width, height)
@@ -383,12 +127,11 @@ class _Encoder:
                 progress=progress,
                 on_candidate=keep,
             )
-            atomic_write(output, encoded.data, force=self.args.force)
+            write_output(output, encoded.data, force=self.args.force)
         except Exception as err:
-            if os.environ.get("SEMCODEC_DEBUG") and not isinstance(err, (SemError, OSError, OutputExistsError)):
+            if not self.batch:
                 raise
-            code, message = classify(err)
-            _error(f"{source}: {message}" if self.batch and not message.startswith(source) else message)
+            code, message = self.on_failure(source, err)
             return Outcome(source, output, error=message, code=code)
         summary = self._summary(
             source, output, encoded.data, encoded.header, encoded.result.candidates, encoded.best, budget
@@ -441,11 +184,11 @@ class _Encoder:
 
         def keep(cand: Candidate) -> None:
             base = folder / f"{stem}.r{cand.iteration}"
-            atomic_write(f"{base}.txt", (cand.text + "\n").encode("utf-8"), force=True)
+            write_output(f"{base}.txt", (cand.text + "\n").encode("utf-8"), force=True)
             for seed, image in cand.images.items():
-                atomic_write(f"{base}.s{seed}.png", imaging.image_bytes(image), force=True)
+                write_output(f"{base}.s{seed}.png", imaging.image_bytes(image), force=True)
             info = json.dumps(cand.summary(header), indent=2, ensure_ascii=False) + "\n"
-            atomic_write(f"{base}.json", info.encode("utf-8"), force=True)
+            write_output(f"{base}.json", info.encode("utf-8"), force=True)
 
         return keep
 
@@ -469,16 +212,24 @@ def _plan_jobs(args: argparse.Namespace) -> tuple[list[tuple[str, str]], bool]:
     if source != STDIO and not Path(source).exists():
         raise SemInputError(f"{source}: no such file")
     output = args.output or str(Path(source).with_suffix(".sem"))
-    _refuse_existing(output, args.force)
+    _refuse_directory(output)
+    refuse_same_file(source, output)
+    refuse_existing(output, args.force)
     return [(source, output)], False
 
 
-def _encode(args: argparse.Namespace) -> int:
+def encode(args: argparse.Namespace, on_failure: OnFailure) -> int:
+    """``semcodec encode`` with parsed ``args``; returns the exit code (errors of one image raise)."""
     if args.json and args.output == STDIO:
         raise SemInputError("--json prints to stdout; it cannot be combined with -o -")
     if args.width is not None and args.height is not None:
         Header(width=args.width, height=args.height)  # validate early, with the container's message
     jobs, batch = _plan_jobs(args)
+    preread: dict[str, bytes] = {}
+    if not batch:  # a missing, oversized or unreadable image fails before any backend loads
+        source = jobs[0][0]
+        preread[source] = _read_image(source)
+        imaging.load_image(preread[source], "stdin" if source == STDIO else source)
     progress = Progress(enabled=not args.quiet)
     from semcodec.registry import model_id_by_name
 
@@ -526,6 +277,8 @@ def _encode(args: argparse.Namespace) -> int:
         gen_id or 0,
         gen_name,
         batch,
+        on_failure,
+        preread,
     )
     outcomes = run_all(jobs, encoder.one, args.jobs if batch else 1)
     failed = [o for o in outcomes if o.error is not None]
@@ -539,7 +292,8 @@ def _encode(args: argparse.Namespace) -> int:
         elif outcomes[0].summary is not None:
             print(json.dumps(outcomes[0].summary, indent=2, ensure_ascii=False))
     if batch:
-        progress.note(f"{len(outcomes) - len(failed)} of {len(outcomes)} images encoded")
+        # With failures the summary is shown even with -q: it belongs with the error lines.
+        (Progress() if failed else progress).note(f"{len(outcomes) - len(failed)} of {len(outcomes)} images encoded")
         return EXIT_PARTIAL if failed else EXIT_OK
     return outcomes[0].code
 
@@ -560,20 +314,18 @@ def _scoring(kind: str) -> tuple[Metric, str]:
 # -- decode -----------------------------------------------------------------------
 
 
-def cmd_decode(args: argparse.Namespace) -> int:
-    """``semcodec decode``; returns the exit code."""
-    return _guard(lambda: _decode(args))
-
-
-def _decode(args: argparse.Namespace) -> int:
+def decode(args: argparse.Namespace) -> int:
+    """``semcodec decode`` with parsed ``args``; returns the exit code (errors raise)."""
     source = args.input
     if source == STDIO and not args.output:
         raise SemInputError("a .sem file on stdin needs -o OUT.png (or -o - for stdout)")
     output = args.output or str(Path(source).with_suffix(".png"))
     imaging.output_format(output)  # a name we cannot write is refused before any painting
-    _refuse_existing(output, args.force)
+    _refuse_directory(output)
+    refuse_same_file(source, output)
+    refuse_existing(output, args.force)
     progress = Progress(enabled=not args.quiet)
-    data = read_input(source)
+    data = read_input(source, MAX_FILE_BYTES)
     pool = BackendPool(_options(args, 1), on_event=progress.note)
 
     def generator_for(header: Header) -> Generator:
@@ -584,6 +336,6 @@ def _decode(args: argparse.Namespace) -> int:
         return pool.generator(spec)
 
     image, text, header = decode_image(data, generator_for, progress)
-    atomic_write(output, imaging.image_bytes(image, output), force=args.force)
+    write_output(output, imaging.image_bytes(image, output), force=args.force)
     progress.note(f'→ {output}: {header.width}×{header.height}, seed {header.seed}: "{text}"')
     return EXIT_OK

@@ -26,7 +26,7 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from semcodec.errors import SemInputError
+from semcodec.errors import SemInputError, SemLimitError
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -40,6 +40,13 @@ OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP
 _SAVE_OPTIONS: dict[str, dict[str, object]] = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}}
 # A decoded image is the codec's output, not a place to save more bytes: near-transparent
 # lossy settings, so the format costs nothing visible on top of the repaint.
+
+MAX_IMAGE_BYTES = 256 * 1024 * 1024
+"""Most bytes of an image file ``encode`` reads (256 MiB); a longer input is refused unread."""
+
+MAX_IMAGE_PIXELS = 64 * 1024 * 1024
+"""Most pixels of an image ``encode`` decodes (64 Mpx, 192 MiB as RGB), checked from the file's
+header before any pixel is decoded: stricter than Pillow's decompression-bomb limit (89 Mpx)."""
 
 
 def pil() -> object:
@@ -62,9 +69,14 @@ def load_image(data: bytes, name: str = "input") -> Image:
     from PIL import ImageOps, UnidentifiedImageError
 
     try:
-        opened = PILImage.open(io.BytesIO(data))
+        opened = PILImage.open(io.BytesIO(data))  # reads the header only
+        width, height = opened.size
+        if width * height > MAX_IMAGE_PIXELS:
+            raise SemLimitError(
+                f"{name}: {width}×{height} is more than the {MAX_IMAGE_PIXELS}-pixel image limit"
+            )
         opened.load()
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+    except (UnidentifiedImageError, OSError, ValueError, PILImage.DecompressionBombError) as err:
         raise SemInputError(f"{name}: not a readable image ({err.__class__.__name__})") from None
     return ImageOps.exif_transpose(opened).convert("RGB")
 

@@ -3,6 +3,8 @@
 On a terminal a step bar redraws one line in place; elsewhere (logs, CI, pipes) every
 event is a plain line, throttled so a 50-step diffusion run does not print 50 lines a
 second. One lock serialises output so concurrent batch items never interleave mid-line.
+Every line is passed through :func:`semcodec.display.printable`: descriptions come from
+remote models and from files, and may hold terminal escape sequences.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import sys
 import threading
 import time
 from typing import TextIO
+
+from semcodec.display import printable, redact_urls
 
 _LOCK = threading.Lock()
 
@@ -42,7 +46,7 @@ class Progress:
         if not self.enabled:
             return
         with _LOCK:
-            self.stream.write(f"{self.prefix}{message}\n")
+            self.stream.write(printable(redact_urls(f"{self.prefix}{message}")) + "\n")
             self.stream.flush()
 
     def steps(self, label: str, total: int) -> StepBar:
@@ -73,7 +77,7 @@ class StepBar:
         self._last_print = now
         width = 20
         filled = width * min(done, self.total) // self.total
-        text = (
+        text = printable(
             f"{p.prefix}{self.label} [{'#' * filled}{'.' * (width - filled)}] "
             f"{done}/{self.total} {now - self.started:.1f}s"
         )

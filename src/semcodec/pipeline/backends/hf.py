@@ -44,6 +44,22 @@ KNOWN_PIPELINES: dict[str, dict[str, float]] = {
 }
 
 
+def _openai_hint() -> str:
+    """When the openai backend is not set up either, say so: the user has two ways forward."""
+    if os.environ.get("OPENAI_API_KEY"):
+        return ""
+    return "; or set OPENAI_API_KEY to use the openai backend"
+
+
+def _looks_like_path(model_id: str) -> bool:
+    """A local folder, as opposed to a Hub id (``org/name``).
+
+    >>> [_looks_like_path(m) for m in ("stabilityai/sd-turbo", "/nonexistent/path", "./m", "~/m", "a/b/c")]
+    [False, True, True, True, True]
+    """
+    return model_id.startswith(("/", ".", "~")) or model_id.count("/") > 1 or "\\" in model_id
+
+
 def _require(module: str) -> Any:
     """Import one of the hf extra's libraries, or say how to install them."""
     try:
@@ -51,6 +67,7 @@ def _require(module: str) -> Any:
     except ImportError:
         raise BackendUnavailableError(
             f"the hf backend needs {module} (with torch, transformers and diffusers): pip install 'semcodec[hf]'"
+            + _openai_hint()
         ) from None
 
 
@@ -80,6 +97,8 @@ def _missing(model_id: str, err: BaseException) -> BackendUnavailableError:
     """The error for weights that are not on this machine, saying where we looked and what to do."""
     if Path(model_id).expanduser().exists():
         return BackendUnavailableError(f"hf model folder {model_id} cannot be loaded: {str(err).splitlines()[0]}")
+    if _looks_like_path(model_id):
+        return BackendUnavailableError(f"hf model folder {model_id} does not exist{_openai_hint()}")
     try:
         from huggingface_hub import constants
 
@@ -88,7 +107,7 @@ def _missing(model_id: str, err: BaseException) -> BackendUnavailableError:
         cache = "the Hugging Face cache"
     return BackendUnavailableError(
         f"hf model {model_id!r} is not in the local Hugging Face cache ({cache}); download it once with "
-        f"`hf download {model_id}`, or name a local folder (hf:/path/to/model)"
+        f"`hf download {model_id}`, or name a local folder (hf:/path/to/model){_openai_hint()}"
     )
 
 

@@ -1,0 +1,65 @@
+"""The ``semcodec`` command line: people in, exit codes out.
+
+One package, one job per module:
+
+* :mod:`.failures` — every exception → exit code and one-line message, for every command;
+* :mod:`.common` — argument types, bounded inputs, output planning, stderr lines;
+* :mod:`.text` (``pack``, ``unpack``, ``info``), :mod:`.model`, :mod:`.images`
+  (``encode``, ``decode``), :mod:`.bench` — only parsers and calls.
+
+Library code (:mod:`semcodec.pipeline`, :mod:`semcodec.bench`) never imports this package.
+
+    >>> import os, tempfile
+    >>> home = os.getcwd(); os.chdir(tempfile.mkdtemp())
+    >>> main(["pack", "missing.txt"])  # stderr: semcodec: error: missing.txt: No such file or directory
+    1
+    >>> os.chdir(home)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from semcodec.cli import bench, images, model, text
+from semcodec.cli.common import FORMATTER, STDIO_HELP
+from semcodec.cli.failures import run
+from semcodec.exitcodes import EXIT_CODES_HELP
+
+MAIN_DESCRIPTION = """\
+Semantic image codec at micro-bits per pixel. A description of an image is
+arithmetic-coded with a small language model (SmolLM2-135M-Instruct, run in exact
+integer arithmetic so files decode identically on every machine) into a .sem file of
+a dozen bytes; a text-to-image model paints it back.
+
+text <-> .sem:   semcodec pack caption.txt -o caption.sem
+                 semcodec unpack caption.sem            (text to stdout, byte for byte)
+                 semcodec info caption.sem --json
+image <-> .sem:  semcodec encode photo.jpg -o photo.sem --captioner openai
+                 semcodec decode photo.sem -o photo.png
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="semcodec", description=MAIN_DESCRIPTION, epilog=f"{STDIO_HELP}\n\n{EXIT_CODES_HELP}",
+        formatter_class=FORMATTER,
+    )
+    parser.add_argument("--version", action="version", version="semcodec 0.1.0 (.sem format 1)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    text.register(sub)
+    model.register(sub)
+    images.register(sub)
+    bench.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` (usage errors exit 2 through argparse) and run the command."""
+    args = build_parser().parse_args(argv)
+    return run(args.func, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

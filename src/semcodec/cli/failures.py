@@ -1,0 +1,108 @@
+"""Every exception a command can meet → its exit code and one line on stderr, for every command.
+
+This is the only place that decides exit codes (the numbers come from
+:mod:`semcodec.exitcodes`) and how an error is worded; ``pack``, ``unpack``, ``info``,
+``model``, ``encode``, ``decode`` and ``bench`` all run through :func:`run`, and batch
+items that fail go through :func:`item_failed`. Messages are one line, with control
+characters escaped and credentials stripped from URLs; an internal error (a bug) says how
+to get its traceback.
+
+    >>> classify(FileNotFoundError(2, "No such file or directory", "nosuch.txt"))
+    (1, 'nosuch.txt: No such file or directory')
+    >>> classify(ValueError("x"))
+    (70, 'internal error: ValueError: x (set SEMCODEC_DEBUG=1 for a traceback)')
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+from collections.abc import Callable
+
+from semcodec.display import printable, redact_urls
+from semcodec.errors import SemError, SemModelError
+from semcodec.exitcodes import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNAVAILABLE
+from semcodec.fileio import OutputExistsError
+from semcodec.pipeline.errors import BackendError
+
+DEBUG_HINT = "set SEMCODEC_DEBUG=1 for a traceback"
+
+_LOCK = threading.Lock()  # batch threads report concurrently; keep each line whole
+
+
+def one_line(text: str) -> str:
+    """Safe to print on a terminal: one line, control characters escaped, URL credentials stripped."""
+    return printable(" ".join(redact_urls(text).split()))
+
+
+def _expected(err: BaseException) -> bool:
+    """An error about the input or the environment, as opposed to a bug."""
+    return isinstance(err, (SemError, OutputExistsError, OSError, KeyboardInterrupt))
+
+
+def classify(err: BaseException) -> tuple[int, str]:
+    """The exit code and the one-line message for ``err``."""
+    if isinstance(err, KeyboardInterrupt):
+        return EXIT_INTERRUPTED, "interrupted"
+    if isinstance(err, (SemModelError, BackendError)):
+        return EXIT_UNAVAILABLE, one_line(str(err))
+    if isinstance(err, (SemError, OutputExistsError)):
+        return EXIT_BAD_INPUT, one_line(str(err))
+    if isinstance(err, OSError):
+        detail = err.strerror or str(err)
+        where = f"{os.fspath(err.filename)}: " if err.filename is not None else ""
+        return EXIT_BAD_INPUT, one_line(f"{where}{detail}")
+    detail = f": {err}" if str(err) else ""
+    return EXIT_INTERNAL, one_line(f"internal error: {type(err).__name__}{detail} ({DEBUG_HINT})")
+
+
+def report(message: str) -> None:
+    """Print ``semcodec: error: MESSAGE`` on stderr."""
+    with _LOCK:
+        print(f"semcodec: error: {message}", file=sys.stderr, flush=True)
+
+
+def note(message: str) -> None:
+    """Print a non-error line (a summary) on stderr, made safe for a terminal."""
+    with _LOCK:
+        print(one_line(message), file=sys.stderr, flush=True)
+
+
+def _debugging(err: BaseException) -> bool:
+    return bool(os.environ.get("SEMCODEC_DEBUG")) and not _expected(err)
+
+
+def item_failed(source: str, err: BaseException) -> tuple[int, str]:
+    """Report one failed item of a batch (the batch goes on); returns its code and message.
+
+    The message names ``source`` once: errors that already start with it are not prefixed again.
+    """
+    if isinstance(err, KeyboardInterrupt) or _debugging(err):
+        raise err
+    code, message = classify(err)
+    shown = one_line(source)
+    if not message.startswith(shown):
+        message = f"{shown}: {message}"
+    report(message)
+    return code, message
+
+
+def run(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run one command; any error becomes one line on stderr and its exit code."""
+    try:
+        return command(args)
+    except BrokenPipeError as err:
+        if err.filename is not None:  # a named FIFO's reader left: that output is incomplete
+            report(classify(err)[1])
+            return EXIT_BAD_INPUT
+        # `semcodec unpack x.sem | head -c1`: the reader of our stdout left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except (KeyboardInterrupt, Exception) as err:
+        if _debugging(err):
+            raise
+        code, message = classify(err)
+        report(message)
+        return code

@@ -1,0 +1,256 @@
+"""``semcodec pack``, ``unpack`` and ``info``: the text side of the command line (parsers and calls).
+
+The round trip is byte-exact, like ``cat``: nothing is stripped on ``pack`` or added on ``unpack``.
+
+    >>> import os, tempfile
+    >>> from semcodec.cli import main
+    >>> home = os.getcwd(); os.chdir(tempfile.mkdtemp())
+    >>> _ = open("c.txt", "wb").write(b"A red kite.\\r\\n")
+    >>> main(["pack", "c.txt", "-q"]), main(["unpack", "c.txt.sem", "-o", "back.txt"])
+    (0, 0)
+    >>> open("back.txt", "rb").read()
+    b'A red kite.\\r\\n'
+    >>> os.chdir(home)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import zlib
+from typing import Any
+
+from semcodec.cli.common import (
+    FORMATTER,
+    STDIO,
+    TokenProgress,
+    batch_result,
+    dimension,
+    epilog,
+    int_at_least,
+    output_plan,
+    read_sem,
+    read_text,
+    refuse_existing,
+    say,
+    seed,
+)
+from semcodec.cli.failures import item_failed
+from semcodec.display import printable
+from semcodec.errors import SemError, SemInputError
+from semcodec.exitcodes import EXIT_OK
+from semcodec.fileio import write_output
+
+
+def register(sub: Any) -> None:
+    """Add ``pack``, ``unpack`` and ``info`` to the top-level subparsers."""
+    from semcodec.codec import MAX_TOKENS
+
+    p = sub.add_parser(
+        "pack", help="code a text description into a .sem file", formatter_class=FORMATTER,
+        description="Code UTF-8 text into a .sem file, byte for byte (a final newline is coded too; "
+        "unpack gives back exactly the same bytes).",
+        epilog=epilog(
+            "  semcodec pack caption.txt                 # writes caption.txt.sem\n"
+            "  printf 'A red boat on a river.' | semcodec pack - -o boat.sem --compare\n"
+            "  semcodec pack a.txt b.txt -o out/          # batch: one .sem per input\n"
+            "  semcodec pack caption.txt -o /dev/null --compare   # sizes only"
+        ),
+    )
+    p.add_argument("inputs", nargs="+", metavar="FILE", help="text file(s); - reads standard input")
+    p.add_argument("-o", "--output", help="output file (- for stdout) or, with several inputs, a directory")
+    p.add_argument("--model", default="0", help="probability model id or name (see 'semcodec model list')")
+    p.add_argument("--generator", help="text-to-image generator recorded in the header, e.g. openai:dall-e-3")
+    p.add_argument("--width", type=dimension, default=1024, help="image width to regenerate at (default 1024)")
+    p.add_argument("--height", type=dimension, default=1024, help="image height (default 1024)")
+    p.add_argument("--seed", type=seed, default=0, help="generator seed recorded in the header (default 0)")
+    p.add_argument("--check", action="store_true", help="add a 2-byte integrity check of the text")
+    p.add_argument("--compare", action="store_true", help="also report UTF-8, zlib and brotli sizes")
+    p.add_argument("-f", "--force", action="store_true", help="overwrite existing regular files")
+    p.add_argument("-q", "--quiet", action="store_true", help="no summary line on stderr")
+    p.set_defaults(func=cmd_pack)
+
+    p = sub.add_parser(
+        "unpack", help="decode a .sem file back to its text", formatter_class=FORMATTER,
+        description="Decode .sem file(s) to the exact bytes that were packed (like cat: nothing added).",
+        epilog=epilog(
+            "  semcodec unpack caption.sem              # text to stdout\n"
+            "  semcodec unpack caption.sem -o caption.txt\n"
+            "  semcodec unpack *.sem -o texts/           # each output written as its file finishes\n"
+            "  semcodec unpack untrusted.sem --max-tokens 200"
+        ),
+    )
+    p.add_argument("inputs", nargs="+", metavar="FILE", help=".sem file(s); - reads standard input")
+    p.add_argument("-o", "--output", help="output file (default stdout) or, with several inputs, a directory")
+    p.add_argument(
+        "--max-tokens", type=int_at_least(0, MAX_TOKENS), metavar="N",
+        help=f"refuse a file that has not ended after N tokens (default {MAX_TOKENS}, the format's limit): "
+        "bounds the time and memory an untrusted file costs",
+    )
+    p.add_argument("-f", "--force", action="store_true", help="overwrite existing regular files")
+    p.set_defaults(func=cmd_unpack)
+
+    p = sub.add_parser(
+        "info", help="show a .sem file's header, sizes and text", formatter_class=FORMATTER,
+        description="Show every header field, payload bits, bits per character and micro-bits per pixel.",
+        epilog=epilog("  semcodec info caption.sem --json\n  semcodec info caption.sem --header-only"),
+    )
+    p.add_argument("input", metavar="FILE", help=".sem file; - reads standard input")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--header-only", action="store_true", help="do not decode the payload (no model needed)")
+    p.set_defaults(func=cmd_info)
+
+
+def _comparison(text: str) -> str:
+    raw = text.encode("utf-8")
+    parts = [f"UTF-8 {len(raw)} B", f"zlib -9 {len(zlib.compress(raw, 9))} B"]
+    try:
+        import brotli
+
+        parts.append(f"brotli -q11 {len(brotli.compress(raw, quality=11))} B")
+    except ImportError:
+        parts.append("brotli n/a (pip install brotli)")
+    return ", ".join(parts)
+
+
+def _default_pack_output(src: str) -> str:
+    return STDIO if src == STDIO else src + ".sem"
+
+
+def _default_unpack_output(src: str) -> str:
+    return STDIO
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    import semcodec
+    from semcodec.registry import generator_id_by_name, model_id_by_name
+
+    model_id = model_id_by_name(args.model)
+    generator_id = generator_id_by_name(args.generator) if args.generator else 0
+    plan = output_plan(args.inputs, args.output, _default_pack_output, ".sem")
+    many = len(plan) > 1
+    failures = 0
+    for src, target in plan:
+        try:
+            if target == STDIO and sys.stdout.isatty():
+                raise SemInputError("refusing to write binary .sem data to a terminal (use -o FILE)")
+            refuse_existing(target, args.force)
+            text = read_text(src)
+            data = semcodec.pack(
+                text, model_id=model_id, generator_id=generator_id, seed=args.seed,
+                width=args.width, height=args.height, check=args.check,
+            )
+            write_output(target, data, args.force)
+            rate = f" ({8 * len(data) / len(text):.2f} bits/char)" if text else ""
+            line = f"{src}: {len(text)} chars -> {len(data)} B{rate}"
+            if args.compare:
+                line += f"; {_comparison(text)}"
+            say(line, args.quiet)
+        except Exception as err:
+            if not many:
+                raise
+            failures += 1
+            item_failed(src, err)
+    return batch_result(failures, len(plan), "packed")
+
+
+def cmd_unpack(args: argparse.Namespace) -> int:
+    from semcodec.codec import SemFile, unpack_many
+
+    plan = output_plan(args.inputs, args.output, _default_unpack_output, ".txt", concatenate=True)
+    many = len(plan) > 1
+    failures = 0
+    blobs: list[bytes] = []
+    readable: list[tuple[str, str]] = []
+    for src, target in plan:
+        try:
+            refuse_existing(target, args.force)
+            blobs.append(read_sem(src))
+            readable.append((src, target))
+        except Exception as err:
+            if not many:
+                raise
+            failures += 1
+            item_failed(src, err)
+
+    # Files get their output as soon as they are decoded; texts bound for stdout keep the
+    # inputs' order (`unpack a.sem b.sem > both.txt`), each written once those before it are.
+    stdout_queue = [i for i, (_, target) in enumerate(readable) if target == STDIO]
+    ready: dict[int, SemFile | SemError] = {}
+
+    def write(index: int, outcome: SemFile | SemError) -> None:
+        if readable[index][1] != STDIO:
+            emit(index, outcome)
+            return
+        ready[index] = outcome
+        while stdout_queue and stdout_queue[0] in ready:
+            first = stdout_queue.pop(0)
+            emit(first, ready.pop(first))
+
+    def emit(index: int, outcome: SemFile | SemError) -> None:
+        nonlocal failures
+        src, target = readable[index]
+        try:
+            if isinstance(outcome, SemError):
+                raise outcome
+            write_output(target, outcome.text.encode("utf-8"), args.force)
+        except Exception as err:
+            if not many:
+                raise
+            failures += 1
+            progress.close()
+            item_failed(src, err)
+
+    # One shared model pass per step serves every file; each output is written as its file ends.
+    progress = TokenProgress()
+    try:
+        if blobs:
+            unpack_many(blobs, progress, max_tokens=args.max_tokens, on_file=write)
+    finally:
+        progress.close()
+    return batch_result(failures, len(plan), "unpacked")
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import semcodec
+    from semcodec import ubpp
+    from semcodec.container import decode_header
+    from semcodec.registry import generator_name, model_spec
+
+    data = read_sem(args.input)
+    header, check_value, offset = decode_header(data)
+    info: dict[str, object] = {
+        "format_version": semcodec.FORMAT_VERSION,
+        "file_bytes": len(data),
+        "header_bytes": offset,
+        "payload_bytes": len(data) - offset,
+        "payload_bits": 8 * (len(data) - offset),
+        "model_id": header.model_id,
+        "model": model_spec(header.model_id).name,
+        "generator_id": header.generator_id,
+        "generator": generator_name(header.generator_id),
+        "seed": header.seed,
+        "width": header.width,
+        "height": header.height,
+        "integrity_check": check_value.hex() if header.check else None,
+        ubpp.KEY: ubpp.reported(8 * len(data), header.width, header.height),
+        ubpp.KEY_AT_1024: ubpp.reported(8 * len(data), 1024, 1024),
+    }
+    if not args.header_only:
+        decoded = semcodec.unpack(data)
+        bpc = decoded.bits_per_character
+        info.update(
+            characters=len(decoded.text),
+            tokens=decoded.n_tokens,
+            bits_per_character=None if bpc is None else round(bpc, 4),
+            text=decoded.text,
+        )
+    if args.json:
+        print(json.dumps(info, ensure_ascii=False, indent=2))
+    else:
+        width = max(len(k) for k in info)
+        for key, value in info.items():
+            shown = printable(value) if isinstance(value, str) else value  # a hostile text may hold escapes
+            print(f"{key:<{width}}  {shown}")
+    return EXIT_OK
