@@ -364,7 +364,7 @@ def test_endless_input_is_refused(command: str, workdir: Path, capsys: pytest.Ca
         os.mknod(workdir / "zero", stat.S_IFCHR | 0o444, os.makedev(1, 5))
     except PermissionError:
         pytest.skip("mknod needs CAP_MKNOD")
-    argv = [command, "zero", "-o", "z"] if command in ("pack", "decode") else [command, "zero"]
+    argv = [command, "zero", "-o", "z.png"] if command in ("pack", "decode") else [command, "zero"]
     code, out, err = run_main(argv, capsys)
     assert (code, out) == (1, "")
     assert "input limit" in one_error_line(err)

@@ -80,6 +80,11 @@ EMPTY = {
     "bench-text": "no texts",
 }  # fmt: skip
 NEEDS_OUTPUT = {"pack", "unpack", "encode", "decode"}
+
+
+def output_name(command: str) -> str:
+    """The output file a cell names: decode writes images by extension (.png), the others any name."""
+    return "out.png" if command == "decode" else "out.x"
 WITHOUT_FILE_CHECKS = "bench images reads its images only after loading its backends (not run here)"
 
 
@@ -112,7 +117,7 @@ def expectation(command: str, condition: str) -> tuple[int, str | None] | str:
     if command not in NEEDS_OUTPUT:
         return f"{command} writes no output file"
     if condition == "exists":
-        return 1, "out.x already exists (use -f to overwrite)"
+        return 1, f"{output_name(command)} already exists (use -f to overwrite)"
     if condition == "output-is-input":
         return 1, "is the input in.x: refusing to overwrite it"
     return 0, None  # stdout, null-out, exists-force
@@ -214,7 +219,7 @@ def test_cell(
     cmd = COMMANDS[command]
     code, message = expected
     succeeds = code == 0
-    source, target = "in.x", ("out.x" if command in NEEDS_OUTPUT else None)
+    source, target = "in.x", (output_name(command) if command in NEEDS_OUTPUT else None)
     good = valid_input(command, request, monkeypatch) if succeeds else b""
     feed_fifo: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
 
@@ -244,7 +249,7 @@ def test_cell(
         stdin = good if succeeds else cmd.wrong
         monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
         if command in ("encode", "decode"):
-            target = "out.x"
+            target = output_name(command)
     else:  # output conditions: a valid input
         (workdir / source).write_bytes(good or valid_input(command, request, monkeypatch))
         if condition == "stdout":
@@ -253,7 +258,7 @@ def test_cell(
             target = "devnull"
             make_null(workdir / target)
         elif condition in ("exists", "exists-force"):
-            (workdir / "out.x").write_bytes(b"precious")
+            (workdir / output_name(command)).write_bytes(b"precious")
         elif condition == "output-is-input":
             target = source
 

@@ -320,10 +320,10 @@ def decode(args: argparse.Namespace) -> int:
     if source == STDIO and not args.output:
         raise SemInputError("a .sem file on stdin needs -o OUT.png (or -o - for stdout)")
     output = args.output or str(Path(source).with_suffix(".png"))
-    imaging.output_format(output)  # a name we cannot write is refused before any painting
     _refuse_directory(output)
     refuse_same_file(source, output)
     refuse_existing(output, args.force)
+    imaging.output_format(output)  # a name we cannot write is refused before any painting
     progress = Progress(enabled=not args.quiet)
     data = read_input(source, MAX_FILE_BYTES)
     pool = BackendPool(_options(args, 1), on_event=progress.note)

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import base64
 import io
+import os
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -198,7 +200,8 @@ def from_b64(data: str) -> Image:
 
 
 def output_format(path: str | Path) -> str:
-    """The Pillow format an output name asks for: by extension (:data:`OUTPUT_FORMATS`), PNG for ``-``.
+    """The Pillow format an output name asks for: by extension (:data:`OUTPUT_FORMATS`); PNG for ``-``
+    and for an existing device or pipe (``-o /dev/null`` works as it does for every command).
 
     >>> output_format("cat.JPG"), output_format("-"), output_format("cat.webp")
     ('JPEG', 'PNG', 'WEBP')
@@ -207,7 +210,7 @@ def output_format(path: str | Path) -> str:
     ...
     semcodec.errors.SemInputError: cat.gif: cannot write '.gif' images (use .png, .jpg, .jpeg or .webp)
     """
-    if str(path) == "-":
+    if str(path) == "-" or _is_stream(path):
         return "PNG"
     suffix = Path(str(path)).suffix.lower()
     if suffix not in OUTPUT_FORMATS:
@@ -216,6 +219,15 @@ def output_format(path: str | Path) -> str:
         what = f"{suffix!r} images" if suffix else "an image without an extension"
         raise SemInputError(f"{path}: cannot write {what} (use {known})")
     return OUTPUT_FORMATS[suffix]
+
+
+def _is_stream(path: str | Path) -> bool:
+    """An existing file that is neither regular nor a folder: a device, a FIFO, a socket."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 def image_bytes(image: Image, path: str | Path = "out.png") -> bytes:
