@@ -10,6 +10,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from semcodec.data.commands import add_options as add_dataset_options
 from semcodec.errors import SemError, SemModelError
 from semcodec.exitcodes import (
     EXIT_BAD_INPUT,
@@ -137,6 +138,10 @@ def _batch_target(src: str, out: str | None, many: bool, default: Callable[[str]
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
+    from semcodec.data import commands as datasets
+
+    if datasets.wants_dataset_job(args):
+        return datasets.run(args, "pack")
     import semcodec
     from semcodec.registry import generator_id_by_name, model_id_by_name
 
@@ -170,6 +175,10 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 
 def cmd_unpack(args: argparse.Namespace) -> int:
+    from semcodec.data import commands as datasets
+
+    if datasets.wants_dataset_job(args):
+        return datasets.run(args, "unpack")
     from semcodec.codec import unpack_many
 
     many = len(args.inputs) > 1
@@ -309,7 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(--keep-newline keeps it).",
         epilog="examples:\n  semcodec pack caption.txt                 # writes caption.txt.sem\n"
         "  echo 'A red boat on a river.' | semcodec pack - -o boat.sem --compare\n"
-        "  semcodec pack a.txt b.txt -o out/          # batch: one .sem per input\n\n" + EXIT_CODES_HELP,
+        "  semcodec pack a.txt b.txt -o out/          # batch: one .sem per input\n"
+        "  semcodec pack captions.parquet -o packed.parquet --column caption --ray   # a table\n\n"
+        + EXIT_CODES_HELP,
     )
     p.add_argument("inputs", nargs="+", metavar="FILE", help="text file(s); - reads standard input")
     p.add_argument("-o", "--output", help="output file (- for stdout) or, with several inputs, a directory")
@@ -323,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", action="store_true", help="also report UTF-8, zlib and brotli sizes")
     p.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary line on stderr")
+    add_dataset_options(p, "pack")
     p.set_defaults(func=cmd_pack)
 
     p = sub.add_parser(
@@ -335,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="output file (default stdout) or, with several inputs, a directory")
     p.add_argument("-n", "--no-newline", action="store_true", help="do not append a newline to the text")
     p.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
+    add_dataset_options(p, "unpack")
     p.set_defaults(func=cmd_unpack)
 
     p = sub.add_parser(

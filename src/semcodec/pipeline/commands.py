@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from semcodec.container import MAX_DIMENSION, Header
+from semcodec.data.commands import add_options as add_dataset_options
 from semcodec.errors import SemError, SemInputError, SemModelError
 from semcodec.exitcodes import EXIT_BAD_INPUT, EXIT_CODES_HELP, EXIT_OK, EXIT_PARTIAL, EXIT_UNAVAILABLE
 from semcodec.fileio import STDIO, OutputExistsError, atomic_write, read_input
@@ -218,6 +219,7 @@ def register(subparsers: Any) -> None:
         help="images encoded at once for a folder; bounds API requests in flight (default 4)",
     )
     _add_backend_options(enc)
+    add_dataset_options(enc, "encode")
     enc.set_defaults(func=cmd_encode)
 
     dec = subparsers.add_parser(
@@ -227,7 +229,7 @@ def register(subparsers: Any) -> None:
         epilog=_DECODE_EXAMPLES + "\n" + EXIT_CODES_HELP,
         description="Unpack IN.sem and repaint it at the header's size and seed with its generator.",
     )
-    dec.add_argument("input", metavar="IN.sem|-", help=".sem file or - for stdin")
+    dec.add_argument("input", metavar="IN.sem|DIR|-", help=".sem file, folder of .sem files, or - for stdin")
     dec.add_argument("-o", "--output", metavar="OUT", help="OUT.png (.jpg/.webp by name), - for stdout")
     dec.add_argument(
         "--generator",
@@ -235,6 +237,7 @@ def register(subparsers: Any) -> None:
         help="override the header's generator (openai[:MODEL], hf[:MODEL|PATH])",
     )
     _add_backend_options(dec)
+    add_dataset_options(dec, "decode")
     dec.set_defaults(func=cmd_decode)
 
 
@@ -305,6 +308,10 @@ def _refuse_existing(output: str, force: bool) -> None:
 
 def cmd_encode(args: argparse.Namespace) -> int:
     """``semcodec encode``; returns the exit code."""
+    from semcodec.data import commands as datasets
+
+    if datasets.wants_dataset_job(args):
+        return datasets.run(args, "encode")
     return _guard(lambda: _encode(args))
 
 
@@ -534,6 +541,10 @@ def _scoring(kind: str) -> tuple[Metric, str]:
 
 def cmd_decode(args: argparse.Namespace) -> int:
     """``semcodec decode``; returns the exit code."""
+    from semcodec.data import commands as datasets
+
+    if datasets.wants_dataset_job(args):
+        return datasets.run(args, "decode")
     return _guard(lambda: _decode(args))
 
 
