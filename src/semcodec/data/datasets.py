@@ -5,8 +5,10 @@ Model work runs in an actor pool (``map_batches`` with a callable class from
 takes ``num_cpus`` CPUs (1 by default: the exact coder runs on one BLAS thread, see
 ``SEMCODEC_THREADS``) and ``num_gpus`` GPUs, and the pool has ``workers`` actors (default:
 as many as the cluster has CPUs). Batches reach the coders as Arrow tables, so columns are
-kept as they are. The returned dataset keeps the input's row order (its ``DataContext``
-has ``preserve_order`` set).
+kept as they are. Ray hands each *block* to one actor, so a dataset needs at least as
+many blocks as workers to use them all (``read_parquet(..., override_num_blocks=N)``,
+``from_arrow([table1, table2, ...])`` or ``repartition(N)``). The returned dataset keeps
+the input's row order (its ``DataContext`` has ``preserve_order`` set).
 
     ray.init()
     ds = ray.data.read_parquet("captions/")

@@ -76,7 +76,7 @@ class ImageOptions:
         )
 
 
-def to_image(cell: Any, name: str = "row") -> Image:
+def to_image(cell: Any, name: str = "image") -> Image:
     """An RGB image from encoded bytes or an ``H×W×3`` uint8 array."""
     from semcodec.pipeline import imaging
 
@@ -144,7 +144,7 @@ class ImageEncoder:
         )
         return encoded.data, encoded.best.text
 
-    def encode_cell(self, cell: Any, name: str = "row") -> tuple[bytes | None, str | None, str | None]:
+    def encode_cell(self, cell: Any, name: str = "image") -> tuple[bytes | None, str | None, str | None]:
         """``(sem, text, error)`` for one image cell; errors become the message."""
         try:
             data, text = self.encode(to_image(cell, name))
@@ -181,7 +181,7 @@ class ImageDatasetEncoder(ImageEncoder):
         if image_column not in table.column_names:
             raise SemError(f"no column {image_column!r} (columns: {', '.join(table.column_names)})")
         cells = _cells(table[image_column])
-        out = self.map_cells(cells, [f"row {i}" for i in range(len(cells))])
+        out = self.map_cells(cells, ["image"] * len(cells))
         table = with_column(table, sem_column, pa.array([r[0] for r in out], pa.binary()))
         table = with_column(table, text_column, pa.array([r[1] for r in out], pa.string()))
         return with_column(table, error_column, pa.array([r[2] for r in out], pa.string()))
