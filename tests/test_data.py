@@ -160,6 +160,22 @@ def test_cli_table_round_trip_without_ray(tmp_path: Path) -> None:
     assert again.returncode == 1 and "already exists (use -f to overwrite)" in again.stderr
 
 
+def test_cli_encode_decode_folders_locally(stub: Any, model: Any, tmp_path: Path) -> None:
+    pytest.importorskip("PIL")
+    from semcodec.pipeline.commands import main
+
+    photos, sems, images = tmp_path / "photos", tmp_path / "sems", tmp_path / "images"
+    photos.mkdir()
+    (photos / "a.png").write_bytes(png((200, 30, 30)))
+    (photos / "junk.png").write_bytes(b"junk")
+    assert main(["encode", str(photos), "-o", str(sems), "--distributor", "local", "--captioner", "openai", "-q"]) == 4
+    assert sorted(p.name for p in sems.iterdir()) == ["a.sem", "semcodec-errors.jsonl"]
+    assert "junk.png" in (sems / "semcodec-errors.jsonl").read_text()
+    assert main(["decode", str(sems), "-o", str(images), "-q"]) == 0  # a folder: a dataset job
+    assert [p.name for p in images.iterdir()] == ["a.png"]
+    assert (images / "a.png").read_bytes().startswith(b"\x89PNG")
+
+
 # -- Ray ---------------------------------------------------------------------------------
 
 
