@@ -183,12 +183,12 @@ def test_pack_unpack_dataset_round_trip_is_bit_exact(ray_cluster: Any, model: An
     import semcodec
     from semcodec.data import pack_dataset, unpack_dataset
 
-    n = 16
+    n = 12
     texts = captions(n, 300)
     source = pa.table({"n": list(range(n)), "caption": texts})
     # Ray Data spreads blocks over the actors: four blocks for two workers.
-    ds = ray_cluster.data.from_arrow([source.slice(i, 4) for i in range(0, n, 4)])
-    packed = pack_dataset(ds, text_column="caption", workers=2, batch_size=4).to_arrow_refs()
+    ds = ray_cluster.data.from_arrow([source.slice(i, 3) for i in range(0, n, 3)])
+    packed = pack_dataset(ds, text_column="caption", workers=2, batch_size=3).to_arrow_refs()
     table = pa.concat_tables(ray_cluster.get(packed))
     assert table.column_names == ["n", "caption", "sem", "error"]
     assert table["n"].to_pylist() == list(range(n))  # order kept
@@ -200,8 +200,8 @@ def test_pack_unpack_dataset_round_trip_is_bit_exact(ray_cluster: Any, model: An
     sems[5] = sems[5][:1] + bytes([sems[5][1] ^ 0x01]) + sems[5][2:] + b"\x00\x00\x00"
     sems[9] = None
     sem_only = pa.table({"n": table["n"], "sem": pa.array(sems, pa.binary())})
-    blocks = [sem_only.slice(i, 8) for i in range(0, n, 8)]
-    back_ds = unpack_dataset(ray_cluster.data.from_arrow(blocks), workers=2, batch_size=8)
+    blocks = [sem_only.slice(i, 6) for i in range(0, n, 6)]
+    back_ds = unpack_dataset(ray_cluster.data.from_arrow(blocks), workers=2, batch_size=6)
     back = pa.concat_tables(ray_cluster.get(back_ds.to_arrow_refs()))
     assert back.column_names == ["n", "sem", "text", "error"] and back["n"].to_pylist() == list(range(n))
     errors = back["error"].to_pylist()

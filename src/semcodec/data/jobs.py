@@ -391,10 +391,10 @@ def ray_session(address: str | None) -> Iterator[Any]:
         ray.init(address=address, include_dashboard=False, configure_logging=False, log_to_driver=False,
                  logging_level=logging.WARNING)
         started = True
-    # Our own progress line counts rows; Ray's bars and INFO logs would interleave with it.
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    # Our own progress line counts rows; Ray's bars and logs would interleave with it (row
+    # and part failures are reported by the job itself).
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    ray.data.DataContext.get_current().enable_progress_bars = False
     try:
         yield ray
     finally:
