@@ -135,10 +135,12 @@ class TextUnpacker:
         cells: list[Any] = table[self.sem_column].to_pylist()
         texts: list[str | None] = [None] * len(cells)
         errors: list[str | None] = [None] * len(cells)
+        # A row that packing already failed keeps that reason (the error column is replaced).
+        earlier = table[self.error_column].to_pylist() if self.error_column in table.column_names else errors
         todo: list[int] = []
         for i, cell in enumerate(cells):
             if cell is None:
-                errors[i] = "no .sem data (null)"
+                errors[i] = f"no .sem data (packing failed: {earlier[i]})" if earlier[i] else "no .sem data (null)"
             elif not isinstance(cell, bytes):
                 errors[i] = f".sem data must be binary, not {type(cell).__name__}"
             else:

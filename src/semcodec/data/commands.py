@@ -48,18 +48,30 @@ def add_options(parser: argparse.ArgumentParser, action: str) -> None:
         group.add_argument("--column", default=default, help=f"input column to {action} (default {default})")
         group.add_argument("--rows-per-part", type=_positive, default=256, metavar="N",
                            help="rows per output part: the unit of work and of resumption (default 256)")
+        if action == "unpack":  # pack already has -q
+            group.add_argument("-q", "--quiet", action="store_true", help="no progress or summary on stderr")
     else:
         group.add_argument("--gpus", type=float, default=0, metavar="G", help="GPUs per Ray worker (local models)")
 
 
 def wants_dataset_job(args: argparse.Namespace) -> bool:
-    """A dataset job was asked for (``--distributor``/``--ray``), or the input is a table or folder."""
+    """A dataset job was asked for (``--distributor``/``--ray``), or the input is a table or a folder
+    of them (``pack``/``unpack``), or a folder of ``.sem`` files (``decode``)."""
     if getattr(args, "distributor", None) or getattr(args, "ray_address", None):
         return True
     inputs = getattr(args, "inputs", None) or [getattr(args, "input", "-")]
+    if len(inputs) != 1:
+        return False
     if args.command in ("pack", "unpack"):
-        return len(inputs) == 1 and (inputs[0].endswith(".parquet") or Path(inputs[0]).is_dir())
-    return args.command == "decode" and Path(inputs[0]).is_dir()
+        return inputs[0].endswith(".parquet") or _folder_with(Path(inputs[0]), ".parquet")
+    return args.command == "decode" and _folder_with(Path(inputs[0]), ".sem")
+
+
+def _folder_with(path: Path, suffix: str) -> bool:
+    try:
+        return path.is_dir() and any(p.suffix == suffix for p in path.iterdir())
+    except OSError:
+        return False
 
 
 def run(args: argparse.Namespace, action: str) -> int:

@@ -127,7 +127,11 @@ class TableJob:
 
 
 def parquet_inputs(path: Path) -> list[Path]:
-    """A Parquet file, or the ``*.parquet`` files of a folder sorted by name (``_``/``.`` names skipped)."""
+    """A Parquet file, or the ``*.parquet`` files of a folder sorted by name (``_``/``.`` names skipped).
+
+    Paths are absolute: Ray workers do not share the driver's working directory.
+    """
+    path = path.resolve()
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix == ".parquet" and not p.name.startswith(("_", ".")))
         if not files:
