@@ -7,8 +7,11 @@ takes ``num_cpus`` CPUs (1 by default: the exact coder runs on one BLAS thread, 
 as many as the cluster has CPUs). Batches reach the coders as Arrow tables, so columns are
 kept as they are. Ray hands each *block* to one actor, so a dataset needs at least as
 many blocks as workers to use them all (``read_parquet(..., override_num_blocks=N)``,
-``from_arrow([table1, table2, ...])`` or ``repartition(N)``). The returned dataset keeps
-the input's row order (its ``DataContext`` has ``preserve_order`` set).
+``from_arrow([table1, table2, ...])`` or ``repartition(N)``). Pools start with one actor
+and grow to ``workers``; leave a CPU free for the tasks that read the input, and one per
+further pool when chaining (``unpack_dataset(pack_dataset(ds))`` on a 2-CPU cluster waits
+forever: give it 3). The returned dataset keeps the input's row order (its ``DataContext``
+has ``preserve_order`` set).
 
     ray.init()
     ds = ray.data.read_parquet("captions/")
@@ -47,12 +50,18 @@ def require_ray() -> Any:
 
 
 def actor_pool_args(workers: int | None, num_cpus: float, num_gpus: float) -> dict[str, Any]:
-    """``map_batches`` keyword arguments for an actor pool of ``workers`` (None: one per cluster CPU)."""
+    """``map_batches`` keyword arguments for an actor pool of up to ``workers`` (None: one per cluster CPU).
+
+    The pool starts with one actor and grows to ``workers`` as blocks queue up. A fixed-size
+    pool that takes every CPU of the cluster starves the tasks that read its input
+    (``read_parquet`` then hangs on a 2-CPU cluster with 2 workers; measured with Ray 2.60).
+    """
     ray = require_ray()
     if workers is None:
         cpus = int(ray.cluster_resources().get("CPU", 1)) if ray.is_initialized() else 1
         workers = max(1, int(cpus // max(num_cpus, 1e-9)) if num_cpus else cpus)
-    args: dict[str, Any] = {"compute": ray.data.ActorPoolStrategy(size=workers), "num_cpus": num_cpus}
+    pool = ray.data.ActorPoolStrategy(min_size=1, max_size=workers)
+    args: dict[str, Any] = {"compute": pool, "num_cpus": num_cpus}
     if num_gpus:
         args["num_gpus"] = num_gpus
     return args
