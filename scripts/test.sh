@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
 pip_install() { .venv/bin/pip install -q --disable-pip-version-check "$@"; }
 pip_install torch==2.13.0                 # CPU wheel from this machine's disk (image-backend tests)
-pip_install -e '.[dev,bench,openai,hf]' atheris
+pip_install -e '.[dev,bench,openai,hf,ray]' atheris
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     # The HTML report test opens the page in headless Chromium; it skips with a reason without it.
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pipeline_fixtures import cli
 
-HEAVY = ("torch", "transformers", "diffusers", "openai", "accelerate", "huggingface_hub", "PIL")
+HEAVY = ("torch", "transformers", "diffusers", "openai", "accelerate", "huggingface_hub", "PIL", "ray", "pyarrow")
 
 
 def heavy_modules_after(code: str, tmp_path: Path) -> list[str]:
@@ -43,6 +43,7 @@ def test_importing_semcodec_and_the_pipeline_loads_no_model_library(tmp_path: Pa
     code = """
         import semcodec, semcodec.pipeline, semcodec.pipeline.commands, semcodec.pipeline.backends, semcodec.cli
         import semcodec.pipeline.similarity
+        import semcodec.data, semcodec.data.datasets, semcodec.data.jobs, semcodec.cli.datasets
         import semcodec.pipeline.backends.openai_api, semcodec.pipeline.backends.hf
         from semcodec.cli import build_parser
         parser = build_parser()

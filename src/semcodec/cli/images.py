@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from semcodec.cli import datasets
 from semcodec.cli.common import (
     FORMATTER,
     dimension,
@@ -151,6 +152,7 @@ def register(subparsers: Any) -> None:
         help="images encoded at once for a folder; bounds API requests in flight (default 4)",
     )
     _add_backend_options(enc)
+    datasets.add_options(enc, "encode")
     enc.set_defaults(func=cmd_encode)
 
     dec = subparsers.add_parser(
@@ -161,7 +163,7 @@ def register(subparsers: Any) -> None:
         description="Unpack IN.sem and repaint it with its generator and seed, at a size the generator "
         "supports, then resize it to the header's size (the source image's).",
     )
-    dec.add_argument("input", metavar="IN.sem|-", help=".sem file or - for stdin")
+    dec.add_argument("input", metavar="IN.sem|DIR|-", help=".sem file, folder of .sem files, or - for stdin")
     dec.add_argument(
         "-o", "--output", metavar="OUT", help="OUT.png, .jpg or .webp (format by extension), - for PNG on stdout"
     )
@@ -171,6 +173,7 @@ def register(subparsers: Any) -> None:
         help="override the header's generator (openai[:MODEL], hf[:MODEL|PATH])",
     )
     _add_backend_options(dec)
+    datasets.add_options(dec, "decode")
     dec.set_defaults(func=cmd_decode)
 
 
@@ -180,6 +183,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
     """``semcodec encode``: failed images of a folder are reported by the CLI's error map."""
     from semcodec.pipeline.commands import encode
 
+    if datasets.wants_dataset_job(args):
+        return datasets.run(args, "encode")
     return encode(args, on_failure=item_failed)
 
 
@@ -187,4 +192,6 @@ def cmd_decode(args: argparse.Namespace) -> int:
     """``semcodec decode``."""
     from semcodec.pipeline.commands import decode
 
+    if datasets.wants_dataset_job(args):
+        return datasets.run(args, "decode")
     return decode(args)

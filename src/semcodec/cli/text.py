@@ -21,6 +21,7 @@ import sys
 import zlib
 from typing import Any
 
+from semcodec.cli import datasets
 from semcodec.cli.common import (
     FORMATTER,
     STDIO,
@@ -55,7 +56,8 @@ def register(sub: Any) -> None:
             "  semcodec pack caption.txt                 # writes caption.txt.sem\n"
             "  printf 'A red boat on a river.' | semcodec pack - -o boat.sem --compare\n"
             "  semcodec pack a.txt b.txt -o out/          # batch: one .sem per input\n"
-            "  semcodec pack caption.txt -o /dev/null --compare   # sizes only"
+            "  semcodec pack caption.txt -o /dev/null --compare   # sizes only\n"
+            "  semcodec pack captions.parquet -o packed.parquet --column caption --ray   # a table"
         ),
     )
     p.add_argument("inputs", nargs="+", metavar="FILE", help="text file(s); - reads standard input")
@@ -69,6 +71,7 @@ def register(sub: Any) -> None:
     p.add_argument("--compare", action="store_true", help="also report UTF-8, zlib and brotli sizes")
     p.add_argument("-f", "--force", action="store_true", help="overwrite existing regular files")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary line on stderr")
+    datasets.add_options(p, "pack")
     p.set_defaults(func=cmd_pack)
 
     p = sub.add_parser(
@@ -89,6 +92,7 @@ def register(sub: Any) -> None:
         "bounds the time and memory an untrusted file costs",
     )
     p.add_argument("-f", "--force", action="store_true", help="overwrite existing regular files")
+    datasets.add_options(p, "unpack")
     p.set_defaults(func=cmd_unpack)
 
     p = sub.add_parser(
@@ -123,6 +127,8 @@ def _default_unpack_output(src: str) -> str:
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
+    if datasets.wants_dataset_job(args):
+        return datasets.run(args, "pack")
     import semcodec
     from semcodec.registry import generator_id_by_name, model_id_by_name
 
@@ -156,6 +162,8 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 
 def cmd_unpack(args: argparse.Namespace) -> int:
+    if datasets.wants_dataset_job(args):
+        return datasets.run(args, "unpack")
     from semcodec.codec import SemFile, unpack_many
 
     plan = output_plan(args.inputs, args.output, _default_unpack_output, ".txt", concatenate=True)

@@ -1,0 +1,285 @@
+"""Image batch coders: rows of images in, ``.sem`` bytes out (and back), for datasets and folders.
+
+The same search as ``semcodec encode`` (describe, optionally reflect, pack with the real
+coder), with the same options (:class:`ImageOptions` mirrors the command line). A coder
+builds its backends once, in its constructor; as the callable class of a Ray actor pool
+that is once per worker. Within a batch, up to ``jobs`` images are in flight at once (API
+captioners wait on the network), and the backend bounds its own requests in flight, so a
+job never has more than ``workers × jobs`` requests outstanding.
+
+A bad row never stops a batch: its outputs are null and its ``error`` cell says why.
+Image cells are encoded image bytes (PNG, JPEG, ...; e.g. ``ray.data.read_binary_files``)
+or ``H×W×3`` uint8 arrays (``ray.data.read_images``).
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, fields, replace
+from typing import TYPE_CHECKING, Any
+
+from semcodec.container import Header
+from semcodec.data.coders import ERROR_COLUMN, SEM_COLUMN, TEXT_COLUMN, error_message, with_column
+from semcodec.errors import SemError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from PIL.Image import Image
+
+    from semcodec.pipeline.interfaces import Generator
+
+IMAGE_COLUMN = "image"
+
+
+@dataclass(frozen=True)
+class ImageOptions:
+    """``semcodec encode``/``decode`` options, picklable so Ray can ship them to workers.
+
+    ``None`` means the command line's default (e.g. the captioner from ``OPENAI_API_KEY``).
+    """
+
+    captioner: str | None = None
+    generator: str | None = None
+    critic: str | None = None
+    reflect: int = 0
+    seeds: int = 1
+    words: int = 30
+    lam: float = 0.001
+    max_bits: int | None = None
+    target_ubpp: float | None = None
+    width: int | None = None
+    height: int | None = None
+    model: str = "0"
+    check: bool = False
+    score: str = "auto"
+    jobs: int = 4
+    timeout: float | None = None
+    retries: int | None = None
+    device: str | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    image_format: str = "png"
+
+    @classmethod
+    def from_args(cls, args: Any) -> ImageOptions:
+        """The options of a parsed ``encode``/``decode`` command line (attributes it lacks keep defaults)."""
+        values = {f.name: getattr(args, f.name) for f in fields(cls) if getattr(args, f.name, None) is not None}
+        return cls(**values)
+
+    def backend_options(self) -> Any:
+        from semcodec.pipeline.backends import BackendOptions
+
+        return BackendOptions.from_env(
+            timeout=self.timeout, retries=self.retries, device=self.device, steps=self.steps,
+            guidance=self.guidance, concurrency=self.jobs,
+        )
+
+
+def to_image(cell: Any, name: str = "image") -> Image:
+    """An RGB image from encoded bytes or an ``H×W×3`` uint8 array."""
+    from semcodec.pipeline import imaging
+
+    if isinstance(cell, (bytes, bytearray, memoryview)):
+        return imaging.load_image(bytes(cell), name)
+    if cell is None:
+        raise SemError("no image (null)")
+    import numpy as np
+
+    array = np.asarray(cell)
+    if array.dtype != np.uint8 or array.ndim not in (2, 3):
+        raise SemError(f"{name}: not an image array (dtype {array.dtype}, shape {array.shape})")
+    imaging.pil()
+    from PIL import Image as PILImage
+
+    return PILImage.fromarray(array).convert("RGB")
+
+
+class ImageEncoder:
+    """Image → ``.sem`` bytes with the options of ``semcodec encode``; backends built once."""
+
+    def __init__(self, options: ImageOptions | None = None) -> None:
+        from semcodec.pipeline.backends import BackendPool, generator_id_for, parse_spec
+        from semcodec.pipeline.reflect import ReflectSettings
+        from semcodec.registry import model_id_by_name
+
+        o = self.options = options or ImageOptions()
+        self.model_id = model_id_by_name(str(o.model))
+        self.settings = ReflectSettings(reflect=o.reflect, seeds=o.seeds, words=o.words, lam=o.lam)
+        pool = BackendPool(o.backend_options())
+        default = os.environ.get("SEMCODEC_CAPTIONER") or ("openai" if os.environ.get("OPENAI_API_KEY") else "hf")
+        cap_spec = parse_spec(o.captioner or default)
+        gen_spec = parse_spec(o.generator or cap_spec.backend)
+        self.generator_id = generator_id_for(gen_spec, pool.get(gen_spec.backend).default_generator) or 0
+        self.captioner = pool.captioner(cap_spec)
+        self.generator: Generator | None = None
+        self.critic: Any = None
+        self.metric: Any = None
+        self.judge_mode = "metric"
+        if self.settings.paints:
+            from semcodec.pipeline.similarity import load_metric
+
+            self.generator = pool.generator(gen_spec)
+            self.metric = load_metric("auto" if o.score in ("auto", "critic") else o.score)
+            if o.score == "critic" or (o.score == "auto" and self.metric.is_fallback):
+                self.judge_mode = "critic"
+            if self.judge_mode == "critic" or self.settings.reflect > 0:
+                self.critic = pool.critic(parse_spec(o.critic) if o.critic else cap_spec)
+
+    def encode(self, image: Image) -> tuple[bytes, str]:
+        """The ``.sem`` file for ``image`` and the description it holds."""
+        from semcodec.pipeline import imaging
+        from semcodec.pipeline.image_codec import encode_image
+        from semcodec.pipeline.ratecontrol import budget_from
+        from semcodec.pipeline.reflect import Judge
+
+        o = self.options
+        width, height = imaging.complete_size(image, o.width, o.height)
+        header = Header(self.model_id, self.generator_id, 0, width, height, o.check)
+        budget = budget_from(o.max_bits, o.target_ubpp, width, height)
+        judge = Judge(image, self.judge_mode, self.metric, self.critic) if self.settings.paints else None
+        encoded = encode_image(
+            image, captioner=self.captioner, generator=self.generator, judge=judge, header=header,
+            settings=replace(self.settings, max_bits=budget),
+        )
+        return encoded.data, encoded.best.text
+
+    def encode_cell(self, cell: Any, name: str = "image") -> tuple[bytes | None, str | None, str | None]:
+        """``(sem, text, error)`` for one image cell; errors become the message."""
+        try:
+            data, text = self.encode(to_image(cell, name))
+            return data, text, None
+        except Exception as err:
+            return None, None, error_message(err)
+
+    def map_cells(self, cells: list[Any], names: list[str]) -> list[tuple[bytes | None, str | None, str | None]]:
+        """:meth:`encode_cell` over a batch, ``jobs`` at a time, in order."""
+        if self.options.jobs <= 1 or len(cells) <= 1:
+            return [self.encode_cell(c, n) for c, n in zip(cells, names, strict=True)]
+        with ThreadPoolExecutor(max_workers=self.options.jobs, thread_name_prefix="semcodec-encode") as pool:
+            return list(pool.map(self.encode_cell, cells, names))
+
+
+class ImageDatasetEncoder(ImageEncoder):
+    """Callable class for ``map_batches``: adds ``sem``, ``text`` and ``error`` columns."""
+
+    def __init__(
+        self,
+        options: ImageOptions | None = None,
+        image_column: str = IMAGE_COLUMN,
+        sem_column: str = SEM_COLUMN,
+        text_column: str = TEXT_COLUMN,
+        error_column: str = ERROR_COLUMN,
+    ) -> None:
+        super().__init__(options)
+        self.columns = (image_column, sem_column, text_column, error_column)
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        import pyarrow as pa
+
+        image_column, sem_column, text_column, error_column = self.columns
+        if image_column not in table.column_names:
+            raise SemError(f"no column {image_column!r} (columns: {', '.join(table.column_names)})")
+        cells = _cells(table[image_column])
+        out = self.map_cells(cells, ["image"] * len(cells))
+        table = with_column(table, sem_column, pa.array([r[0] for r in out], pa.binary()))
+        table = with_column(table, text_column, pa.array([r[1] for r in out], pa.string()))
+        return with_column(table, error_column, pa.array([r[2] for r in out], pa.string()))
+
+
+def _cells(column: Any) -> list[Any]:
+    """Python values of an Arrow column; tensor columns (``read_images``) become numpy arrays."""
+    import pyarrow as pa
+
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    cells: list[Any] = []
+    for chunk in chunks:
+        if hasattr(chunk, "to_numpy_ndarray"):  # Ray's ArrowTensorArray
+            cells.extend(chunk.to_numpy_ndarray())
+        else:
+            cells.extend(chunk.to_pylist())
+    return cells
+
+
+class ImageDecoder:
+    """``.sem`` bytes → repainted image with the header's (or the given) generator.
+
+    The texts of a batch decode in lockstep (:func:`semcodec.codec.unpack_many`), then
+    each row is painted.
+    """
+
+    def __init__(self, options: ImageOptions | None = None) -> None:
+        from semcodec.pipeline.backends import BackendPool
+
+        self.options = options or ImageOptions()
+        self.pool = BackendPool(self.options.backend_options())
+        self._generators: dict[str, Generator] = {}
+
+    def generator_for(self, header: Header) -> Generator:
+        from semcodec.pipeline.backends import generator_spec_for_id, parse_spec
+
+        chosen = self.options.generator
+        spec = parse_spec(chosen) if chosen else generator_spec_for_id(header.generator_id)
+        key = str(spec)
+        if key not in self._generators:
+            self._generators[key] = self.pool.generator(spec)
+        return self._generators[key]
+
+    def decode_cells(self, cells: list[Any]) -> list[tuple[bytes | None, str | None, str | None]]:
+        """``(image bytes, text, error)`` per ``.sem`` cell, in order."""
+        from semcodec.codec import unpack_many
+        from semcodec.pipeline import imaging
+
+        results: list[tuple[bytes | None, str | None, str | None]] = [(None, None, None)] * len(cells)
+        todo = []
+        for i, cell in enumerate(cells):
+            if isinstance(cell, (bytes, bytearray)):
+                todo.append(i)
+            else:
+                results[i] = (None, None, "no .sem data (null)" if cell is None else "not .sem bytes")
+        try:
+            outcomes: list[Any] = unpack_many([bytes(cells[i]) for i in todo])
+        except Exception as err:
+            outcomes = [err] * len(todo)
+
+        def paint(outcome: Any) -> tuple[bytes | None, str | None, str | None]:
+            if isinstance(outcome, BaseException):
+                return None, None, error_message(outcome)
+            try:
+                header = outcome.header
+                image = self.generator_for(header).generate(outcome.text, header.width, header.height, header.seed)
+                return imaging.image_bytes(image, f"out.{self.options.image_format}"), outcome.text, None
+            except Exception as err:
+                return None, outcome.text, error_message(err)
+
+        jobs = max(1, self.options.jobs)
+        with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="semcodec-decode") as pool:
+            for i, result in zip(todo, pool.map(paint, outcomes), strict=True):
+                results[i] = result
+        return results
+
+
+class ImageDatasetDecoder(ImageDecoder):
+    """Callable class for ``map_batches``: adds ``image`` (encoded bytes), ``text`` and ``error``."""
+
+    def __init__(
+        self,
+        options: ImageOptions | None = None,
+        sem_column: str = SEM_COLUMN,
+        image_column: str = IMAGE_COLUMN,
+        text_column: str = TEXT_COLUMN,
+        error_column: str = ERROR_COLUMN,
+    ) -> None:
+        super().__init__(options)
+        self.columns = (sem_column, image_column, text_column, error_column)
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        import pyarrow as pa
+
+        sem_column, image_column, text_column, error_column = self.columns
+        if sem_column not in table.column_names:
+            raise SemError(f"no column {sem_column!r} (columns: {', '.join(table.column_names)})")
+        out = self.decode_cells(table[sem_column].to_pylist())
+        table = with_column(table, image_column, pa.array([r[0] for r in out], pa.binary()))
+        table = with_column(table, text_column, pa.array([r[1] for r in out], pa.string()))
+        return with_column(table, error_column, pa.array([r[2] for r in out], pa.string()))

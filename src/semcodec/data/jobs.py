@@ -1,0 +1,590 @@
+"""Dataset jobs on files: Parquet tables (pack/unpack) and folders of images or ``.sem`` files.
+
+A job is cut into *parts* named by what they hold, so a job that dies can be re-run and
+skips what it finished:
+
+* a table job reads Parquet files (one file, or every ``*.parquet`` of a folder, by name)
+  and cuts each into row ranges; part ``part-FFFFF-RRRRRRRRRRRR.parquet`` holds rows
+  ``R ..`` of input file ``F``. A part is written whole or not at all (temporary file,
+  then rename), so an existing part is complete. With ``-o OUT.parquet`` the parts are
+  staged in ``OUT.parquet.parts/`` and joined, in order, into ``OUT.parquet`` at the end;
+  with ``-o OUT/`` the parts are the output (a folder of Parquet files, readable as one
+  table by pyarrow, pandas, DuckDB, Spark or ``ray.data.read_parquet``). A small manifest
+  (``_semcodec_job.json``) records what the parts are parts of: resuming a different
+  job into the same place is refused.
+* an image job's parts are its output files (atomic too); a re-run skips outputs that
+  exist (``force`` redoes them).
+
+A bad row never stops a job: a table row gets its message in the ``error`` column (its
+``sem``/``text`` is null), an image gets a line in ``semcodec-errors.jsonl`` next to the
+outputs; the job's report counts them (exit code 4 when there are any).
+
+Distributors: ``local`` runs the parts in this process (pyarrow is the only extra
+dependency); ``ray`` runs them on a Ray actor pool (``address`` joins an existing
+cluster, else a local one is started and stopped again). Multi-node clusters need the
+inputs and outputs on storage every node sees.
+
+    >>> import tempfile, pathlib, pyarrow as pa, pyarrow.parquet as pq
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> pq.write_table(pa.table({"id": [7, 8], "text": ["A red boat.", "Two dogs."]}), d / "in.parquet")
+    >>> pack_table(d / "in.parquet", d / "out.parquet", progress=False).exit_code
+    0
+    >>> report = unpack_table(d / "out.parquet", d / "back.parquet", progress=False)
+    >>> pq.read_table(d / "back.parquet").column_names
+    ['id', 'text', 'sem', 'error']
+    >>> pq.read_table(d / "back.parquet")["text"].to_pylist()
+    ['A red boat.', 'Two dogs.']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from semcodec.data.coders import ERROR_COLUMN, SEM_COLUMN, TEXT_COLUMN, PackOptions, TextPacker, TextUnpacker
+from semcodec.data.images import ImageDecoder, ImageEncoder, ImageOptions
+from semcodec.errors import SemInputError
+from semcodec.exitcodes import EXIT_OK, EXIT_PARTIAL
+from semcodec.fileio import OutputExistsError, write_output
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+DISTRIBUTORS = ("local", "ray")
+DEFAULT_ROWS_PER_PART = 256
+MANIFEST = "_semcodec_job.json"
+ERRORS_SIDECAR = "semcodec-errors.jsonl"
+
+
+def require_pyarrow() -> Any:
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError:
+        from semcodec.pipeline.errors import BackendUnavailableError
+
+        raise BackendUnavailableError("Parquet input needs pyarrow: pip install 'semcodec[ray]' (or pyarrow)") from None
+    return pyarrow
+
+
+@dataclass
+class JobReport:
+    """What a job did. ``failures`` are whole parts that could not be done (re-run to retry)."""
+
+    output: Path
+    rows: int = 0
+    bad_rows: int = 0
+    parts: int = 0
+    skipped_parts: int = 0
+    failures: list[str] = field(default_factory=list)
+    errors_at: str = ""
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_PARTIAL if self.bad_rows or self.failures else EXIT_OK
+
+    def summary(self) -> str:
+        done = f"{self.rows} rows in {self.parts} part(s) ({self.skipped_parts} already done)"
+        bad = f"; {self.bad_rows} row(s) failed, see {self.errors_at}" if self.bad_rows else ""
+        failed = f"; {len(self.failures)} part(s) failed (re-run to retry)" if self.failures else ""
+        return f"{self.output}: {done}{bad}{failed}"
+
+
+# -- table jobs --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Part:
+    """Rows ``start .. stop`` of input file ``source``, written as ``name``."""
+
+    name: str
+    source: str
+    start: int
+    stop: int
+
+
+@dataclass(frozen=True)
+class TableJob:
+    """A pack or unpack of one column of a table (picklable: it travels to Ray workers)."""
+
+    action: str  # "pack" | "unpack"
+    column: str
+    output_column: str
+    error_column: str = ERROR_COLUMN
+    pack: PackOptions = field(default_factory=PackOptions)
+
+    def coder(self) -> Callable[[pa.Table], pa.Table]:
+        if self.action == "pack":
+            return TextPacker(self.column, self.output_column, self.error_column, self.pack)
+        return TextUnpacker(self.column, self.output_column, self.error_column)
+
+
+def parquet_inputs(path: Path) -> list[Path]:
+    """A Parquet file, or the ``*.parquet`` files of a folder sorted by name (``_``/``.`` names skipped).
+
+    Paths are absolute: Ray workers do not share the driver's working directory.
+    """
+    path = path.resolve()
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix == ".parquet" and not p.name.startswith(("_", ".")))
+        if not files:
+            raise SemInputError(f"{path}: no .parquet files")
+        return files
+    if not path.exists():
+        raise SemInputError(f"{path}: no such file or folder")
+    return [path]
+
+
+def plan_parts(files: list[Path], rows_per_part: int) -> list[Part]:
+    """Deterministic parts: each file cut into ranges of ``rows_per_part`` rows."""
+    import pyarrow.parquet as pq
+
+    parts = []
+    for f_index, source in enumerate(files):
+        try:
+            n = pq.ParquetFile(source).metadata.num_rows
+        except Exception as err:
+            raise SemInputError(f"{source}: not a readable Parquet file ({err})") from None
+        for start in range(0, n, rows_per_part):
+            stop = min(n, start + rows_per_part)
+            parts.append(Part(f"part-{f_index:05d}-{start:012d}.parquet", str(source), start, stop))
+    return parts
+
+
+def read_rows(source: str, start: int, stop: int) -> pa.Table:
+    """Rows ``start .. stop`` of a Parquet file, reading only the row groups that hold them."""
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(source)
+    groups, first, offset = [], None, 0
+    for g in range(pf.metadata.num_row_groups):
+        n = pf.metadata.row_group(g).num_rows
+        if offset < stop and offset + n > start:
+            groups.append(g)
+            first = offset if first is None else first
+        offset += n
+    table = pf.read_row_groups(groups)
+    return table.slice(start - (first or 0), stop - start)
+
+
+def write_parquet_atomic(table: pa.Table, path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    write_output(path, buf.getvalue(), force=True)
+
+
+class PartWorker:
+    """Codes whole parts: read the rows, code them, write the part. A Ray actor or a local object."""
+
+    def __init__(self, job: TableJob, staging: str) -> None:
+        self.coder = job.coder()
+        self.job = job
+        self.staging = Path(staging)
+
+    def run(self, part: Part) -> dict[str, Any]:
+        """``{name, rows, bad, failure}``; a failure (unreadable rows, full disk) is its message."""
+        from semcodec.data.coders import error_message
+
+        try:
+            table = self.coder(read_rows(part.source, part.start, part.stop))
+            write_parquet_atomic(table, self.staging / part.name)
+            bad = table.num_rows - table[self.job.error_column].null_count
+            return {"name": part.name, "rows": table.num_rows, "bad": bad, "failure": None}
+        except Exception as err:
+            return {"name": part.name, "rows": 0, "bad": 0, "failure": f"{part.name}: {error_message(err)}"}
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        import pyarrow as pa
+
+        results = [self.run(Part(**row)) for row in batch.to_pylist()]
+        schema = pa.schema([("name", pa.string()), ("rows", pa.int64()), ("bad", pa.int64()), ("failure", pa.string())])
+        return pa.Table.from_pylist(results, schema=schema)
+
+
+def _layout(out: Path) -> tuple[Path, bool]:
+    """The folder the parts go to, and whether they are joined into one file ``out`` at the end."""
+    if out.suffix == ".parquet" and not out.is_dir():
+        return out.with_name(out.name + ".parts"), True
+    return out, False
+
+
+def _manifest(job: TableJob, files: list[Path], rows_per_part: int) -> dict[str, Any]:
+    inputs = [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+    return {"job": asdict(job), "rows_per_part": rows_per_part, "inputs": inputs}
+
+
+def _prepare(staging: Path, manifest: dict[str, Any], force: bool) -> None:
+    """Create the parts folder, or check that the one there belongs to this very job."""
+    marker = staging / MANIFEST
+    if force and staging.is_dir():
+        for p in staging.iterdir():
+            if p.name == MANIFEST or (p.name.startswith("part-") and p.suffix == ".parquet"):
+                p.unlink()
+    if marker.exists():
+        if json.loads(marker.read_text()) != json.loads(json.dumps(manifest)):
+            raise SemInputError(
+                f"{staging} holds parts of a different job (other inputs or options); remove it or use -f"
+            )
+        return
+    if staging.is_dir() and any(not p.name.startswith(".") for p in staging.iterdir()):
+        raise SemInputError(f"{staging} exists and is not empty (use an empty or new folder, or -f)")
+    staging.mkdir(parents=True, exist_ok=True)
+    write_output(marker, (json.dumps(manifest, indent=1) + "\n").encode(), force=True)
+
+
+def _join(parts: list[Part], staging: Path, out: Path) -> None:
+    """Concatenate the parts, in order, into ``out`` (atomically), then drop the staging folder."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tmp = out.with_name(f".{out.name}.joining")
+    try:
+        writer: pq.ParquetWriter | None = None
+        schema: pa.Schema | None = None
+        for part in parts:
+            table = pq.read_table(staging / part.name)
+            if writer is None:
+                schema = table.schema
+                writer = pq.ParquetWriter(tmp, schema)
+            writer.write_table(table.cast(schema))
+        if writer is None:  # an empty input: an empty output with no columns to guess
+            pq.write_table(pa.table({}), tmp)
+        else:
+            writer.close()
+        os.replace(tmp, out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    shutil.rmtree(staging)
+
+
+def run_table_job(
+    job: TableJob,
+    in_path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    *,
+    distributor: str = "local",
+    address: str | None = None,
+    workers: int | None = None,
+    rows_per_part: int = DEFAULT_ROWS_PER_PART,
+    force: bool = False,
+    progress: bool = True,
+) -> JobReport:
+    """Run ``job`` over a Parquet file or folder into ``out_path`` (see the module docstring)."""
+    require_pyarrow()
+    if distributor not in DISTRIBUTORS:
+        raise SemInputError(f"unknown distributor {distributor!r} (known: {', '.join(DISTRIBUTORS)})")
+    if rows_per_part < 1:
+        raise SemInputError("rows per part must be at least 1")
+    out = Path(out_path)
+    staging, join = _layout(out)
+    if join and out.exists():
+        if not force:
+            raise OutputExistsError(out)
+        out.unlink()
+    files = parquet_inputs(Path(in_path))
+    parts = plan_parts(files, rows_per_part)
+    _prepare(staging, _manifest(job, files, rows_per_part), force)
+    pending = [p for p in parts if not (staging / p.name).exists()]
+    report = JobReport(out, parts=len(parts), skipped_parts=len(parts) - len(pending),
+                       errors_at=f"the {job.error_column!r} column of {out}")
+    total = sum(p.stop - p.start for p in parts)
+    bar = _bar(f"{job.action}: rows", total, progress)
+    waiting = {p.name for p in pending}
+    done = sum(p.stop - p.start for p in parts if p.name not in waiting)
+    bar(done)
+    for result in _run_parts(job, pending, staging, distributor, address, workers):
+        if result["failure"]:
+            report.failures.append(result["failure"])
+            _say(f"semcodec: error: {result['failure']}", progress=True)
+            continue
+        done += result["rows"]
+        bar(done)
+    # Count bad rows over every part (also those finished by an earlier run).
+    import pyarrow.parquet as pq
+
+    for part in parts:
+        path = staging / part.name
+        if path.exists():
+            column = pq.read_table(path, columns=[job.error_column])[job.error_column]
+            report.rows += len(column)
+            report.bad_rows += len(column) - column.null_count
+    if join and not report.failures:
+        _join(parts, staging, out)
+    return report
+
+
+def _run_parts(
+    job: TableJob, pending: list[Part], staging: Path, distributor: str, address: str | None, workers: int | None
+) -> Iterator[dict[str, Any]]:
+    if not pending:
+        return
+    if distributor == "local":
+        worker = PartWorker(job, str(staging))
+        for part in pending:
+            yield worker.run(part)
+        return
+    with ray_session(address) as ray:
+        from semcodec.data.datasets import actor_pool_args
+
+        ds = ray.data.from_items([asdict(p) for p in pending], override_num_blocks=min(len(pending), 1000))
+        ds.context.execution_options.preserve_order = True
+        results = ds.map_batches(
+            PartWorker,
+            fn_constructor_kwargs={"job": job, "staging": str(staging.resolve())},
+            batch_size=1,
+            batch_format="pyarrow",
+            udf_modifying_row_count=False,
+            **actor_pool_args(workers, 1, 0),
+        )
+        yield from results.iter_rows()
+
+
+def pack_table(
+    in_path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    *,
+    column: str = TEXT_COLUMN,
+    sem_column: str = SEM_COLUMN,
+    options: PackOptions | None = None,
+    **run: Any,
+) -> JobReport:
+    """Every input column plus binary ``sem`` (``semcodec.pack`` of ``column``) and ``error``.
+
+    ``run`` takes :func:`run_table_job`'s keywords: ``distributor``, ``address``, ``workers``,
+    ``rows_per_part``, ``force``, ``progress``.
+    """
+    return run_table_job(TableJob("pack", column, sem_column, pack=options or PackOptions()), in_path, out_path, **run)
+
+
+def unpack_table(
+    in_path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    *,
+    column: str = SEM_COLUMN,
+    text_column: str = TEXT_COLUMN,
+    **run: Any,
+) -> JobReport:
+    """Every input column plus ``text`` decoded from ``column`` (an existing ``text`` is replaced) and ``error``."""
+    return run_table_job(TableJob("unpack", column, text_column), in_path, out_path, **run)
+
+
+# -- Ray session -------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None) -> Iterator[Any]:
+    """Ray, initialised: joins ``address`` or starts a local cluster, and stops what it started."""
+    import logging
+
+    from semcodec.data.datasets import require_ray
+
+    ray = require_ray()
+    started = False
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, configure_logging=False, log_to_driver=False,
+                 logging_level=logging.WARNING)
+        started = True
+    # Our own progress line counts rows; Ray's bars and logs would interleave with it (row
+    # and part failures are reported by the job itself).
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _bar(label: str, total: int, enabled: bool) -> Callable[[int], None]:
+    from semcodec.pipeline.progress import Progress
+
+    return Progress(enabled=enabled, prefix="semcodec: ").steps(label, total)
+
+
+def _say(message: str, progress: bool) -> None:
+    import sys
+
+    if progress:
+        print(message, file=sys.stderr, flush=True)
+
+
+# -- image folder jobs ---------------------------------------------------------------
+
+
+class FileWorker:
+    """Encodes images into ``.sem`` files, or decodes ``.sem`` files into images; one batch at a time."""
+
+    def __init__(self, action: str, options: ImageOptions) -> None:
+        self.action = action
+        self.coder: ImageEncoder | ImageDecoder = ImageEncoder(options) if action == "encode" else ImageDecoder(options)
+
+    def run(self, items: list[tuple[str, str]]) -> list[str | None]:
+        """The error (or None) for each ``(source, output)``; outputs are written atomically."""
+        from semcodec.data.coders import error_message
+
+        cells: list[Any] = []
+        for source, _ in items:
+            try:
+                cells.append(Path(source).read_bytes())
+            except OSError as err:
+                cells.append(err)
+        readable = [i for i, c in enumerate(cells) if not isinstance(c, OSError)]
+        errors: list[str | None] = [error_message(c) if isinstance(c, OSError) else None for c in cells]
+        if isinstance(self.coder, ImageEncoder):
+            out = self.coder.map_cells([cells[i] for i in readable], [Path(items[i][0]).name for i in readable])
+        else:
+            out = self.coder.decode_cells([cells[i] for i in readable])
+        for i, (data, _text, error) in zip(readable, out, strict=True):
+            if error is None and data is not None:
+                try:
+                    write_output(items[i][1], data, force=True)
+                except OSError as err:
+                    error = error_message(err)
+            errors[i] = error
+        return errors
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        import pyarrow as pa
+
+        rows = batch.to_pylist()
+        errors = self.run([(r["source"], r["output"]) for r in rows])
+        return pa.table({"source": [r["source"] for r in rows], "error": pa.array(errors, pa.string())})
+
+
+def run_folder_job(
+    action: str,
+    in_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    options: ImageOptions | None = None,
+    *,
+    distributor: str = "local",
+    address: str | None = None,
+    workers: int | None = None,
+    num_gpus: float = 0,
+    force: bool = False,
+    progress: bool = True,
+) -> JobReport:
+    """``encode`` a folder of images into ``.sem`` files, or ``decode`` a folder of ``.sem`` files.
+
+    Outputs that exist are finished work and skipped (``force`` redoes them); failures go
+    to ``OUT/semcodec-errors.jsonl`` (one ``{"input", "error"}`` per line) and the report.
+    """
+    from semcodec.pipeline import imaging
+    from semcodec.pipeline.batch import images_in, output_names
+
+    if distributor not in DISTRIBUTORS:
+        raise SemInputError(f"unknown distributor {distributor!r} (known: {', '.join(DISTRIBUTORS)})")
+    options = options or ImageOptions()
+    source, out = Path(in_dir), Path(out_dir)
+    if not source.is_dir():
+        raise SemInputError(f"{source}: not a folder (dataset jobs take a folder of inputs)")
+    if out.exists() and not out.is_dir():
+        raise SemInputError(f"{out} exists and is not a folder")
+    if action == "encode":
+        inputs = images_in(source)
+        outputs = output_names(inputs, out, ".sem")
+        kinds = f"images ({', '.join(sorted(imaging.IMAGE_SUFFIXES))})"
+    else:
+        inputs = sorted(p for p in source.iterdir() if p.suffix == ".sem" and p.is_file())
+        outputs = output_names(inputs, out, "." + options.image_format)
+        kinds = ".sem files"
+    if not inputs:
+        raise SemInputError(f"{source}: no {kinds}")
+    out.mkdir(parents=True, exist_ok=True)
+    items = [(str(i), str(o)) for i, o in zip(inputs, outputs, strict=True)]
+    pending = [item for item in items if force or not Path(item[1]).exists()]
+    report = JobReport(out, rows=len(items), parts=len(items), skipped_parts=len(items) - len(pending),
+                       errors_at=str(out / ERRORS_SIDECAR))
+    bar = _bar(f"{action}: files", len(items), progress)
+    done = report.skipped_parts
+    bar(done)
+    failed: list[dict[str, str]] = []
+    for src, error in _run_files(action, options, pending, distributor, address, workers, num_gpus):
+        done += 1
+        bar(done)
+        if error is not None:
+            failed.append({"input": src, "error": error})
+            _say(f"semcodec: error: {src}: {error}", progress)
+    report.bad_rows = len(failed)
+    sidecar = out / ERRORS_SIDECAR
+    if failed:
+        lines = "".join(json.dumps(f, ensure_ascii=False) + "\n" for f in failed)
+        write_output(sidecar, lines.encode("utf-8"), force=True)
+    elif sidecar.exists():
+        sidecar.unlink()
+    return report
+
+
+def _run_files(
+    action: str,
+    options: ImageOptions,
+    pending: list[tuple[str, str]],
+    distributor: str,
+    address: str | None,
+    workers: int | None,
+    num_gpus: float,
+) -> Iterator[tuple[str, str | None]]:
+    if not pending:
+        return
+    chunk = max(1, options.jobs)
+    if distributor == "local":
+        worker = FileWorker(action, options)
+        for lo in range(0, len(pending), chunk):
+            items = pending[lo : lo + chunk]
+            yield from zip((s for s, _ in items), worker.run(items), strict=True)
+        return
+    with ray_session(address) as ray:
+        from semcodec.data.datasets import actor_pool_args, backend_env
+
+        rows = [{"source": str(Path(s).resolve()), "output": str(Path(o).resolve())} for s, o in pending]
+        ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), 1000))
+        ds.context.execution_options.preserve_order = True
+        results = ds.map_batches(
+            FileWorker,
+            fn_constructor_kwargs={"action": action, "options": options},
+            batch_size=chunk,
+            batch_format="pyarrow",
+            udf_modifying_row_count=False,
+            runtime_env=backend_env(),
+            **actor_pool_args(workers, 1, num_gpus),
+        )
+        for (src, _), row in zip(pending, results.iter_rows(), strict=True):
+            yield src, row["error"]
+
+
+def encode_folder(in_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
+                  options: ImageOptions | None = None, **run: Any) -> JobReport:
+    """:func:`run_folder_job` with ``action="encode"``."""
+    return run_folder_job("encode", in_dir, out_dir, options, **run)
+
+
+def decode_folder(in_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
+                  options: ImageOptions | None = None, **run: Any) -> JobReport:
+    """:func:`run_folder_job` with ``action="decode"``."""
+    return run_folder_job("decode", in_dir, out_dir, options, **run)
+
+
+__all__ = [
+    "DISTRIBUTORS",
+    "JobReport",
+    "Part",
+    "PartWorker",
+    "TableJob",
+    "decode_folder",
+    "encode_folder",
+    "pack_table",
+    "run_folder_job",
+    "run_table_job",
+    "unpack_table",
+]
