@@ -10,6 +10,9 @@
 3. Batch pack time vs unpack time of the same caption (target ≤ 1/3).
 4. Many files: ``unpack_many`` (one model pass per step for all files) vs one by one.
 5. Cold-process ``semcodec unpack`` of a caption, model cached (target < 2 s wall).
+6. Unpack ms per token of every profile next to model 0's, same process (target for the
+   default profile: ≤ 1.2× model 0; a primed context makes every step attend to more
+   positions). ``--profiles-only`` runs just this.
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/runtime_speed.py ../shared/data/coco-captions-dev.txt --limit 50
 """
@@ -63,7 +66,8 @@ def cross_entropy(texts: list[str]) -> dict[str, float]:
     """Total bits of ``texts`` (+ end-of-text each) under the exact runtime and float32."""
     import numpy as np
 
-    import semcodec
+    from semcodec.codec import frequency_tables
+    from semcodec.coding import cross_entropy_bits
     from semcodec.models import load_model
     from semcodec.models.reference import FloatLM
     from semcodec.models.weights import ensure_gguf
@@ -74,7 +78,8 @@ def cross_entropy(texts: list[str]) -> dict[str, float]:
     ctx = list(model.context_ids)
     exact = floating = 0.0
     for text in texts:
-        exact += semcodec.information_bits(text, 0)
+        symbols, tables = frequency_tables(text, 0)  # the model's bits only, as the float side
+        exact += cross_entropy_bits(symbols, list(tables))
         tokens = model.tokenizer.encode(text)
         logp = ref.log_probs(ctx + tokens)
         rows = np.arange(len(ctx) - 1, len(ctx) + len(tokens))
@@ -204,6 +209,54 @@ def cold_unpack(caption: str, runs: int) -> list[float]:
     return walls
 
 
+# -- 6. every profile -----------------------------------------------------------------------
+
+
+def profile_speeds(texts: list[str], repeats: int) -> dict[int, dict[str, float]]:
+    """Median unpack seconds per text token of each profile (context cached, model loaded),
+    over ``texts``, alternating profiles in each round so machine load hits all alike."""
+    import semcodec
+    from semcodec.models import context_state
+    from semcodec.registry import MODELS
+
+    files = {m: [semcodec.pack(t, model_id=m) for t in texts] for m in MODELS}
+    for m in MODELS:
+        context_state(m)
+        semcodec.unpack(files[m][0])
+    times: dict[int, list[float]] = {m: [] for m in MODELS}
+    tokens = {m: sum(semcodec.unpack(f).n_tokens + 1 for f in files[m]) for m in MODELS}
+    for _ in range(repeats):
+        for m in MODELS:
+            t0 = time.perf_counter()
+            for f in files[m]:
+                semcodec.unpack(f)
+            times[m].append(time.perf_counter() - t0)
+    return {
+        m: {"per_token_s": statistics.median(times[m]) / tokens[m], "bytes": sum(map(len, files[m])) / len(texts)}
+        for m in MODELS
+    }
+
+
+def profile_rows(texts: list[str], repeats: int) -> list[list[str]]:
+    from semcodec.models import load_model
+    from semcodec.registry import DEFAULT_MODEL_ID
+
+    speeds = profile_speeds(texts, repeats)
+    base = speeds[0]["per_token_s"]
+    rows = []
+    for m, sp in speeds.items():
+        ctx = len(load_model(m).context_ids)
+        tag = " (default)" if m == DEFAULT_MODEL_ID else ""
+        rows.append([
+            f"unpack per token, profile {m}{tag}, context {ctx} tokens ({sp['bytes']:.1f} B/file)",
+            f"{1e3 * sp['per_token_s']:.1f} ms",
+            "vs profile 0",
+            f"{sp['per_token_s'] / base:.2f}",
+            "≤ 1.2" if m == DEFAULT_MODEL_ID else "",
+        ])
+    return rows
+
+
 # -- report ---------------------------------------------------------------------------------
 
 
@@ -217,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step-texts", type=int, default=3, help="captions decoded step by step (default 3)")
     parser.add_argument("--batch-files", type=int, default=10, help="files for the batch unpack (default 10)")
     parser.add_argument("--cold-runs", type=int, default=3, help="cold `semcodec unpack` runs (default 3)")
+    parser.add_argument("--profile-texts", type=int, default=5, help="captions unpacked per profile (default 5)")
+    parser.add_argument("--profile-repeats", type=int, default=3, help="rounds over the profiles (default 3)")
+    parser.add_argument("--profiles-only", action="store_true", help="only the per-profile unpack speeds")
     parser.add_argument("--worker", metavar="JOB", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -233,6 +289,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"parent process (cross-entropy, batch and cold unpack): {env}\n", flush=True)
 
     rows: list[list[str]] = []
+    if args.profiles_only:
+        rows = profile_rows(texts[: args.profile_texts], args.profile_repeats)
+        print(render(["measurement", "value", "ratio", "", "target"], rows, left=1))
+        return 0
     ce = cross_entropy(texts)
     per = 1 / ce["texts"]
     rows.append(["cross-entropy, exact integer runtime", f"{ce['exact_bits'] * per:.2f} bits/caption", "", "", ""])
@@ -294,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
             "< 1",
         ]
     )
+    rows += profile_rows(texts[: args.profile_texts], args.profile_repeats)
     walls = cold_unpack(caption, args.cold_runs)
     wall = statistics.median(walls)
     rows.append(

@@ -21,6 +21,7 @@ from semcodec.exitcodes import (
     EXIT_UNAVAILABLE,
 )
 from semcodec.fileio import STDIO, OutputExistsError, atomic_write, read_input
+from semcodec.registry import DEFAULT_MODEL_ID
 
 MAIN_DESCRIPTION = """\
 Semantic image codec at micro-bits per pixel. A description of an image is
@@ -138,9 +139,10 @@ def _batch_target(src: str, out: str | None, many: bool, default: Callable[[str]
 
 def cmd_pack(args: argparse.Namespace) -> int:
     import semcodec
+    from semcodec.codec import AUTO
     from semcodec.registry import generator_id_by_name, model_id_by_name
 
-    model_id = model_id_by_name(args.model)
+    model_id: int | str = args.model if args.model == AUTO else model_id_by_name(args.model)
     generator_id = generator_id_by_name(args.generator) if args.generator else 0
     many = len(args.inputs) > 1
     if many and args.output is not None and not Path(args.output).is_dir():
@@ -224,7 +226,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     data = read_input(args.input, _sem_limit())
     header, check_value, offset = decode_header(data)
     info: dict[str, object] = {
-        "format_version": semcodec.FORMAT_VERSION,
+        "format_version": header.version,
         "file_bytes": len(data),
         "header_bytes": offset,
         "payload_bytes": len(data) - offset,
@@ -300,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="semcodec", description=MAIN_DESCRIPTION, epilog=EXIT_CODES_HELP, formatter_class=formatter
     )
-    parser.add_argument("--version", action="version", version="semcodec 0.1.0 (.sem format 1)")
+    parser.add_argument("--version", action="version", version="semcodec 0.1.0 (.sem format 2; reads 1 and 2)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser(
@@ -313,7 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("inputs", nargs="+", metavar="FILE", help="text file(s); - reads standard input")
     p.add_argument("-o", "--output", help="output file (- for stdout) or, with several inputs, a directory")
-    p.add_argument("--model", default="0", help="probability model id or name (see 'semcodec model list')")
+    p.add_argument(
+        "--model", default=str(DEFAULT_MODEL_ID),
+        help=f"probability model id or name (see 'semcodec model list'; default {DEFAULT_MODEL_ID}, which costs no "
+        "header byte), or 'auto': try every model and keep the smallest file -- slower (one pack per model) "
+        "but smaller, like zstd --ultra",
+    )
     p.add_argument("--generator", help="text-to-image generator recorded in the header, e.g. openai:dall-e-3")
     p.add_argument("--width", type=_dimension, default=1024, help="image width to regenerate at (default 1024)")
     p.add_argument("--height", type=_dimension, default=1024, help="image height (default 1024)")

@@ -6,7 +6,7 @@ import hashlib
 import os
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -83,21 +83,35 @@ def context_state(model_id: int) -> ContextState:
     model = load_model(model_id)
     ids = np.asarray(model.context_ids, dtype=np.int64)
     name = hashlib.sha256(f"rt{RUNTIME_VERSION}:".encode() + ids.tobytes()).hexdigest()[:20]
-    path = model.lm.w.directory / f"context-{name}.npz"
+    path = model.lm.w.directory / f"context-i32-{name}.npz"
     state = _load_context(path, model.lm.n_layers)
     if state is None:
-        cache = KVCache()
-        hidden = model.lm.forward(model.context_ids, cache)[-1:]
-        state = ContextState(tuple(cache.keys), tuple(cache.values), hidden)
+        state = evaluate_context(model.lm, model.context_ids)
         _save_context(path, state)
     return state
 
 
+def evaluate_context(lm: ExactLM, context_ids: Sequence[int]) -> ContextState:
+    """Run the model over a context (uncached): the state pack and unpack continue from."""
+    cache = KVCache()
+    hidden = lm.forward(context_ids, cache)[-1:]
+    return ContextState(tuple(cache.keys), tuple(cache.values), hidden)
+
+
 def _context_arrays(state: ContextState) -> dict[str, np.ndarray]:
-    arrays = {f"k{i}": k for i, k in enumerate(state.keys)}
-    arrays.update({f"v{i}": v for i, v in enumerate(state.values)})
+    """The arrays a context file stores: keys and values as int32 (they are integers below
+    2**24 in magnitude, SPEC §5.4: half of float64's bytes, same values), hidden as is."""
+    arrays = {f"k{i}": _as_int32(k) for i, k in enumerate(state.keys)}
+    arrays.update({f"v{i}": _as_int32(v) for i, v in enumerate(state.values)})
     arrays["hidden"] = state.hidden
     return arrays
+
+
+def _as_int32(x: np.ndarray) -> np.ndarray:
+    out = x.astype(np.int32)
+    if not np.array_equal(out, x):  # never: the runtime clips and rounds them (exact.py)
+        raise ValueError("context keys/values are not int32 integers")
+    return out
 
 
 def _digest(arrays: dict[str, np.ndarray]) -> str:
@@ -117,11 +131,15 @@ def _load_context(path: os.PathLike[str], n_layers: int) -> ContextState | None:
     if stored is None or str(stored) != _digest(arrays):
         return None
     try:
-        keys = tuple(arrays[f"k{i}"] for i in range(n_layers))
-        values = tuple(arrays[f"v{i}"] for i in range(n_layers))
-        return ContextState(keys, values, arrays["hidden"])
+        ints = [arrays[f"{kind}{i}"] for kind in "kv" for i in range(n_layers)]
+        hidden = arrays["hidden"]
     except KeyError:
         return None
+    if any(a.dtype != np.int32 for a in ints) or hidden.dtype != np.float64:
+        return None
+    # int32 -> float64 is exact: the same arrays evaluate_context returns.
+    floats = tuple(a.astype(np.float64) for a in ints)
+    return ContextState(floats[:n_layers], floats[n_layers:], hidden)
 
 
 def _save_context(path: os.PathLike[str], state: ContextState) -> None:

@@ -1,0 +1,159 @@
+"""The primed profiles (ids 3, 4) are as exact as the others; v2 codes every text byte for byte.
+
+Exactness: whole-sequence and incremental tables agree after the long primed contexts,
+and the cached context (keys/values stored as int32) gives the tables a fresh evaluation
+gives. Format: a final line ending round-trips through the line-ending symbol,
+``model_id="auto"`` keeps the smallest file, and v1 files are still written and read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import semcodec
+from semcodec.codec import split_line_ending
+from semcodec.models import ContextState, _load_context, _save_context, context_state, evaluate_context, load_model
+from semcodec.models.exact import KVCache, tables_from_hidden
+from semcodec.registry import DEFAULT_MODEL_ID, MODELS
+
+PRIMED = [3, 4]
+TEXTS = {3: "Two giraffes standing next to each other in a grassy field.",
+         4: "A plate of food on a table. A close up of broccoli and rice. Some meat on a white plate."}
+
+
+def _tables(model_id: int, state: ContextState, text: str) -> np.ndarray:
+    m = load_model(model_id)
+    tokens = m.tokenizer.encode(text)
+    hidden = m.lm.forward(tokens, state.fresh_cache())
+    return tables_from_hidden(m.lm, np.concatenate([state.hidden, hidden]))
+
+
+@pytest.mark.parametrize("model_id", PRIMED)
+def test_cached_context_equals_fresh_evaluation(model, model_id: int) -> None:  # type: ignore[no-untyped-def]
+    """The int32 file (or the in-memory copy of it) is bit-identical to evaluating the context."""
+    m = load_model(model_id)
+    fresh = evaluate_context(m.lm, m.context_ids)
+    cached = context_state(model_id)
+    assert np.array_equal(fresh.hidden, cached.hidden)
+    for a, b in zip(fresh.keys + fresh.values, cached.keys + cached.values, strict=True):
+        assert a.dtype == b.dtype == np.float64 and np.array_equal(a, b)
+    assert np.array_equal(_tables(model_id, fresh, TEXTS[model_id]), _tables(model_id, cached, TEXTS[model_id]))
+
+
+@pytest.mark.parametrize("model_id", PRIMED)
+def test_whole_sequence_equals_incremental_after_priming(model, model_id: int) -> None:  # type: ignore[no-untyped-def]
+    m = load_model(model_id)
+    state = context_state(model_id)
+    tokens = m.tokenizer.encode(TEXTS[model_id])[:12]
+    batch = _tables(model_id, state, m.tokenizer.decode(tokens))
+    cache = state.fresh_cache()
+    hidden = state.hidden
+    for i, token in enumerate([*tokens, m.eos_id]):
+        row = tables_from_hidden(m.lm, hidden)[0]
+        assert np.array_equal(row, batch[i]), f"profile {model_id}, position {i}"
+        hidden = m.lm.forward([token], cache)
+
+
+def test_context_file_is_int32_and_verified(model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    m = load_model(DEFAULT_MODEL_ID)
+    state = context_state(DEFAULT_MODEL_ID)
+    path = tmp_path / "context.npz"
+    _save_context(path, state)
+    with np.load(path) as data:
+        assert data["k0"].dtype == np.int32 and data["v0"].dtype == np.int32
+    loaded = _load_context(path, m.lm.n_layers)
+    assert loaded is not None
+    assert all(np.array_equal(a, b) for a, b in zip(loaded.keys + loaded.values, state.keys + state.values,
+                                                     strict=True))
+    floats = sum(k.nbytes + v.nbytes for k, v in zip(state.keys, state.values, strict=True))
+    assert path.stat().st_size < 0.51 * floats  # int32: half of float64, plus the npz wrapper
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x10
+    path.write_bytes(bytes(raw))
+    assert _load_context(path, m.lm.n_layers) is None
+
+
+def test_non_integer_keys_are_refused_by_the_cache(tmp_path: Path) -> None:
+    bad = ContextState((np.array([[0.5]]),), (np.array([[1.0]]),), np.zeros((1, 1)))
+    with pytest.raises(ValueError, match="int32"):
+        _save_context(tmp_path / "x.npz", bad)
+
+
+@pytest.mark.parametrize("ending", ["", "\n", "\r\n", "\n\n", "\r", "\r\n\n", "\n\r\n"])
+@pytest.mark.parametrize("model_id", [DEFAULT_MODEL_ID, 0, 4])
+def test_final_line_endings_round_trip_exactly(model, model_id: int, ending: str) -> None:  # type: ignore[no-untyped-def]
+    text = "A cat on a mat." + ending
+    data = semcodec.pack(text, model_id=model_id)
+    assert semcodec.unpack(data).text == text
+    assert semcodec.unpack(data).header.model_id == model_id
+
+
+def test_a_final_newline_costs_at_most_one_byte(model) -> None:  # type: ignore[no-untyped-def]
+    text = "A red and black boat floating on top of water."
+    plain, lf = semcodec.information_bits(text), semcodec.information_bits(text + "\n")
+    assert lf - plain < 0.2  # 1.19 bits against 1 bit for no ending
+    assert len(semcodec.pack(text + "\n")) <= len(semcodec.pack(text)) + 1
+
+
+def test_split_line_ending_is_what_decoding_accepts() -> None:
+    for text in ["", "\n", "\r", "\r\n", "a\r\r\n", "a\n\r", "a\n\n"]:
+        body, ending = split_line_ending(text)
+        assert body + ["", "\n", "\r\n"][ending] == text
+        assert split_line_ending(body + ["", "\n", "\r\n"][ending]) == (body, ending)
+
+
+def test_default_header_is_one_byte_and_payload_starts_high(model) -> None:  # type: ignore[no-untyped-def]
+    for text in ["", "A.", "A cat on a mat.\n"]:
+        data = semcodec.pack(text)
+        assert data[0] == 0xA7 and data[1] >= 0x80
+        assert semcodec.unpack(data).header_bytes == 1
+
+
+def test_model_zero_is_stored_explicitly_in_v2(model) -> None:  # type: ignore[no-untyped-def]
+    data = semcodec.pack("A cat.", model_id=0)
+    assert data[:3] == bytes([0xA7, 0x01, 0x00])
+    assert semcodec.unpack(data).header.model_id == 0
+
+
+def test_v1_is_still_written_on_request_and_read(model) -> None:  # type: ignore[no-untyped-def]
+    data = semcodec.pack("A cat.\n", version=1, model_id=0)
+    assert data[:2] == bytes([0xA7, 0x40])
+    decoded = semcodec.unpack(data)
+    assert decoded.text == "A cat.\n" and decoded.header.version == 1
+    assert semcodec.pack_header(decoded.text, decoded.header) == data
+
+
+def test_auto_keeps_the_smallest_file(model) -> None:  # type: ignore[no-untyped-def]
+    text = TEXTS[3]
+    sizes = {m: len(semcodec.pack(text, model_id=m)) for m in MODELS}
+    best = semcodec.pack(text, model_id="auto")
+    assert len(best) == min(sizes.values())
+    chosen = semcodec.unpack(best).header.model_id
+    assert chosen == min(m for m, size in sizes.items() if size == len(best))
+    assert semcodec.unpack(best).text == text
+
+
+def test_auto_is_refused_where_an_id_is_needed() -> None:
+    with pytest.raises(semcodec.SemInputError, match="auto"):
+        semcodec.pack("A cat.", model_id="Auto")
+
+
+def test_incremental_and_batch_unpack_agree_for_primed_profiles(model) -> None:  # type: ignore[no-untyped-def]
+    from semcodec.codec import unpack_many
+
+    blobs = [semcodec.pack(TEXTS[m] + "\n", model_id=m) for m in PRIMED]
+    batched = unpack_many(blobs)
+    assert [r.text for r in batched] == [TEXTS[m] + "\n" for m in PRIMED]  # type: ignore[union-attr]
+    assert all(r == semcodec.unpack(b) for r, b in zip(batched, blobs, strict=True))
+
+
+def test_kv_cache_is_untouched_by_decoding(model) -> None:  # type: ignore[no-untyped-def]
+    """The shared context arrays are never written in place (every file starts from them)."""
+    state = context_state(DEFAULT_MODEL_ID)
+    before = [k.copy() for k in state.keys]
+    semcodec.unpack(semcodec.pack("A dog on a beach."))
+    assert all(np.array_equal(a, b) for a, b in zip(before, state.keys, strict=True))
+    assert isinstance(state.fresh_cache(), KVCache)
