@@ -230,6 +230,18 @@ def test_cached_context_state_is_verified(model, tmp_path: Path) -> None:  # typ
         loaded = semmodels._load_context(copy, model.lm.n_layers)
         assert loaded is not None
         raw = bytearray(copy.read_bytes())
-        raw[len(raw) // 2] ^= 0x10
+        raw[_last_data_byte(copy, "k0.npy")] ^= 0x10  # a key's bits (not zip metadata np.load skips)
         copy.write_bytes(bytes(raw))
         assert semmodels._load_context(copy, model.lm.n_layers) is None
+
+
+def _last_data_byte(npz: Path, member: str) -> int:
+    """File offset of the last byte of ``member``'s stored data (npz files are uncompressed zips)."""
+    import struct
+    import zipfile
+
+    with zipfile.ZipFile(npz) as archive:
+        info = archive.getinfo(member)
+    local = npz.read_bytes()[info.header_offset : info.header_offset + 30]
+    name_len, extra_len = struct.unpack("<HH", local[26:30])
+    return info.header_offset + 30 + name_len + extra_len + info.compress_size - 1

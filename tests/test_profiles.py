@@ -71,9 +71,21 @@ def test_context_file_is_int32_and_verified(model, tmp_path: Path) -> None:  # t
     floats = sum(k.nbytes + v.nbytes for k, v in zip(state.keys, state.values, strict=True))
     assert path.stat().st_size < 0.51 * floats  # int32: half of float64, plus the npz wrapper
     raw = bytearray(path.read_bytes())
-    raw[len(raw) // 2] ^= 0x10
+    raw[_last_data_byte(path, "v0.npy")] ^= 0x10
     path.write_bytes(bytes(raw))
     assert _load_context(path, m.lm.n_layers) is None
+
+
+def _last_data_byte(npz: Path, member: str) -> int:
+    """File offset of the last byte of ``member``'s stored data (npz files are uncompressed zips)."""
+    import struct
+    import zipfile
+
+    with zipfile.ZipFile(npz) as archive:
+        info = archive.getinfo(member)
+    local = npz.read_bytes()[info.header_offset : info.header_offset + 30]
+    name_len, extra_len = struct.unpack("<HH", local[26:30])
+    return info.header_offset + 30 + name_len + extra_len + info.compress_size - 1
 
 
 def test_non_integer_keys_are_refused_by_the_cache(tmp_path: Path) -> None:
