@@ -169,3 +169,23 @@ def test_kv_cache_is_untouched_by_decoding(model) -> None:  # type: ignore[no-un
     semcodec.unpack(semcodec.pack("A dog on a beach."))
     assert all(np.array_equal(a, b) for a, b in zip(before, state.keys, strict=True))
     assert isinstance(state.fresh_cache(), KVCache)
+
+
+def test_cli_pack_auto_and_info_version(model, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from semcodec import cli
+
+    src = tmp_path / "c.txt"
+    src.write_text(TEXTS[3], encoding="utf-8")
+    assert cli.main(["pack", str(src), "-o", str(tmp_path / "c.sem"), "--model", "auto", "-q"]) == 0
+    data = (tmp_path / "c.sem").read_bytes()
+    assert data == semcodec.pack(TEXTS[3], model_id="auto")
+    capsys.readouterr()
+    assert cli.main(["info", str(tmp_path / "c.sem"), "--json", "--header-only"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["format_version"] == 2 and info["model_id"] == semcodec.read_header(data).model_id
+    (tmp_path / "v1.sem").write_bytes(semcodec.pack("A cat.", version=1, model_id=0))
+    assert cli.main(["info", str(tmp_path / "v1.sem"), "--json", "--header-only"]) == 0
+    assert json.loads(capsys.readouterr().out)["format_version"] == 1
+    assert "zstd --ultra" in cli.build_parser()._subparsers._group_actions[0].choices["pack"].format_help()  # type: ignore[union-attr]

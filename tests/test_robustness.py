@@ -195,7 +195,7 @@ def test_unknown_flag_is_named() -> None:
         semcodec.unpack(bytes([MAGIC, V1 | 0x20, 0x01]))
 
 
-@pytest.mark.parametrize("model_id", [3, 99, MAX_ID])
+@pytest.mark.parametrize("model_id", [5, 99, MAX_ID])
 def test_unknown_model_id_is_named_before_any_model_work(model_id: int, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("semcodec.models.load_model", _must_not_run("load_model"))
     data = encode_header(Header(model_id=model_id)) + b"\x12\x34"
