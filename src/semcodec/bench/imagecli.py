@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from semcodec.errors import SemInputError
+from semcodec.registry import DEFAULT_MODEL_ID
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -82,7 +83,10 @@ def add_images_parser(sub: Any) -> None:
         default="auto",
         help="what reflection scores with: auto = CLIP if on disk, else the critic",
     )
-    p.add_argument("--model", default="0", metavar="ID", help="probability model id or name (default 0)")
+    p.add_argument(
+        "--model", default=str(DEFAULT_MODEL_ID), metavar="ID",
+        help=f"probability model id or name (default {DEFAULT_MODEL_ID})",
+    )
     p.add_argument("--width", type=_int(1), metavar="W", help="repaint width (default: aspect ratio, long side 1024)")
     p.add_argument("--height", type=_int(1), metavar="H", help="repaint height")
     p.add_argument("--limit", type=_int(1), metavar="N", help="only the first N images (by name)")
