@@ -12,6 +12,9 @@
 4. Many files: ``unpack_many`` on 64 captions, captions per second, vs one by one.
 5. Cold-process ``semcodec unpack`` of a caption, model cached: wall seconds and peak RSS
    (targets ≤ 0.8 s, ≤ 300 MB).
+6. Unpack ms per token of every profile next to model 0's, same process (target for the
+   default profile: ≤ 1.2× model 0; a primed context makes every step attend to more
+   positions). ``--profiles-only`` runs just this.
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/runtime_speed.py ../shared/data/coco-captions-dev.txt --limit 50
 
@@ -67,7 +70,8 @@ def cross_entropy(texts: list[str]) -> dict[str, float]:
     """Total bits of ``texts`` (+ end-of-text each) under the exact runtime and float32."""
     import numpy as np
 
-    import semcodec
+    from semcodec.codec import frequency_tables
+    from semcodec.coding import cross_entropy_bits
     from semcodec.models import load_model
     from semcodec.models.reference import FloatLM
     from semcodec.models.weights import ensure_gguf
@@ -78,7 +82,8 @@ def cross_entropy(texts: list[str]) -> dict[str, float]:
     ctx = list(model.context_ids)
     exact = floating = 0.0
     for text in texts:
-        exact += semcodec.information_bits(text, 0)
+        symbols, tables = frequency_tables(text, 0)  # the model's bits only, as the float side
+        exact += cross_entropy_bits(symbols, list(tables))
         tokens = model.tokenizer.encode(text)
         logp = ref.log_probs(ctx + tokens)
         rows = np.arange(len(ctx) - 1, len(ctx) + len(tokens))
@@ -218,6 +223,54 @@ def cold_unpack(caption: str, runs: int) -> list[tuple[float, float]]:
     return results
 
 
+# -- 6. every profile -----------------------------------------------------------------------
+
+
+def profile_speeds(texts: list[str], repeats: int) -> dict[int, dict[str, float]]:
+    """Median unpack seconds per text token of each profile (context cached, model loaded),
+    over ``texts``, alternating profiles in each round so machine load hits all alike."""
+    import semcodec
+    from semcodec.models import context_state
+    from semcodec.registry import MODELS
+
+    files = {m: [semcodec.pack(t, model_id=m) for t in texts] for m in MODELS}
+    for m in MODELS:
+        context_state(m)
+        semcodec.unpack(files[m][0])
+    times: dict[int, list[float]] = {m: [] for m in MODELS}
+    tokens = {m: sum(semcodec.unpack(f).n_tokens + 1 for f in files[m]) for m in MODELS}
+    for _ in range(repeats):
+        for m in MODELS:
+            t0 = time.perf_counter()
+            for f in files[m]:
+                semcodec.unpack(f)
+            times[m].append(time.perf_counter() - t0)
+    return {
+        m: {"per_token_s": statistics.median(times[m]) / tokens[m], "bytes": sum(map(len, files[m])) / len(texts)}
+        for m in MODELS
+    }
+
+
+def profile_rows(texts: list[str], repeats: int) -> list[list[str]]:
+    from semcodec.models import load_model
+    from semcodec.registry import DEFAULT_MODEL_ID
+
+    speeds = profile_speeds(texts, repeats)
+    base = speeds[0]["per_token_s"]
+    rows = []
+    for m, sp in speeds.items():
+        ctx = len(load_model(m).context_ids)
+        tag = " (default)" if m == DEFAULT_MODEL_ID else ""
+        rows.append([
+            f"unpack per token, profile {m}{tag}, context {ctx} tokens ({sp['bytes']:.1f} B/file)",
+            f"{1e3 * sp['per_token_s']:.1f} ms",
+            "vs profile 0",
+            f"{sp['per_token_s'] / base:.2f}",
+            "≤ 1.2" if m == DEFAULT_MODEL_ID else "",
+        ])
+    return rows
+
+
 # -- report ---------------------------------------------------------------------------------
 
 
@@ -233,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--singles", type=int, default=8, help="of those, unpacked one by one (default 8)")
     parser.add_argument("--cold-runs", type=int, default=3, help="cold `semcodec unpack` runs (default 3)")
     parser.add_argument("--no-quality", action="store_true", help="skip the cross-entropy (loads the float model)")
+    parser.add_argument("--profile-texts", type=int, default=5, help="captions unpacked per profile (default 5)")
+    parser.add_argument("--profile-repeats", type=int, default=3, help="rounds over the profiles (default 3)")
+    parser.add_argument("--profiles-only", action="store_true", help="only the per-profile unpack speeds")
     parser.add_argument("--worker", metavar="JOB", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -250,6 +306,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"parent process (cross-entropy, batch and cold unpack): {env}\n", flush=True)
 
     rows: list[list[str]] = []
+    if args.profiles_only:
+        rows = profile_rows(texts[: args.profile_texts], args.profile_repeats)
+        print(render(["measurement", "value", "ratio", "", "target"], rows, left=1))
+        return 0
     walls = cold_unpack(caption, args.cold_runs)  # first: nothing else is cached in the page cache's favour
     wall = statistics.median(w for w, _ in walls)
     rss = max(r for _, r in walls)
@@ -283,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     rows.append([f"unpack_many of {batch['files']} captions", f"{batched_rate:.1f} captions/s", "", "", ""])
     rows.append([f"unpack one by one ({batch['singles']} of them)", f"{single_rate:.1f} captions/s",
                  "batched / one by one", f"{batched_rate / single_rate:.2f}", "> 1"])
+    rows += profile_rows(texts[: args.profile_texts], args.profile_repeats)
     print(render(["measurement", "value", "ratio", "", "target"], rows, left=1))
     print(
         "\nint8 pass: one product per weight matrix (each layer's qkv, o, gate_up, down and the output\n"

@@ -4,8 +4,9 @@
 For each corpus (one text per line) it codes each of the first ``--limit`` texts on its
 own and prints mean bytes per text, bits per character, the ratio to brotli, pack and
 unpack tokens per second, and, for semcodec, the model's cross-entropy (the floor) and
-the gap to it. Same engine as ``semcodec bench text``; this script defaults to the
-default model profile (0) and prints the run's environment so a table can be quoted.
+the gap to it. Same engine as ``semcodec bench text``; like it, this script measures
+every model profile by default (``--models`` picks some) and prints the run's
+environment so a table can be quoted.
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/text_rate.py ../shared/data/coco-captions-dev.txt --limit 300
 """
@@ -39,13 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("corpora", nargs="+", metavar="CORPUS")
     parser.add_argument("--limit", type=int, help="first N texts of each corpus (default: all)")
-    parser.add_argument("--models", default="0", help="comma-separated model profiles (default 0)")
+    parser.add_argument("--models", help="comma-separated model profiles (default: every profile)")
     parser.add_argument("--unpack-limit", type=int, default=UNPACK_LIMIT, help="texts unpacked per profile")
     parser.add_argument("--zstd-dict-size", type=int, default=ZSTD_DICT_SIZE)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     args = parser.parse_args(argv)
-    models = [int(m) for m in args.models.split(",")]
+    models = None if args.models is None else [int(m) for m in args.models.split(",")]
 
     def say(message: str) -> None:
         if not args.quiet:

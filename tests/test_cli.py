@@ -272,7 +272,7 @@ def test_batch_unpack_continues_past_bad_files(
 ) -> None:
     other = semcodec.pack("Two dogs play in the snow.")
     (workdir / "a.sem").write_bytes(packed)
-    (workdir / "bad.sem").write_bytes(b"\xa7\x80" + packed[2:])  # version 2
+    (workdir / "bad.sem").write_bytes(b"\xa7\x20" + packed[2:])  # v2 flag bit 5: a later version
     (workdir / "worse.sem").write_bytes(packed + b"\x00")  # not canonical
     (workdir / "good.sem").write_bytes(other)
     (workdir / "out").mkdir()
@@ -285,7 +285,7 @@ def test_batch_unpack_continues_past_bad_files(
     assert summary == "semcodec: 2 of 5 files unpacked; 3 failed"
     lines = sorted(errors)  # unreadable files are reported first, then undecodable ones
     assert len(lines) == 3 and "Traceback" not in err, err
-    assert lines[0].startswith("semcodec: error: bad.sem: ") and "version 2" in lines[0]
+    assert lines[0].startswith("semcodec: error: bad.sem: ") and "later version" in lines[0]
     assert lines[1] == "semcodec: error: missing.sem: No such file or directory"  # errno text once
     assert lines[2].startswith("semcodec: error: worse.sem: ") and "canonical" in lines[2]
     assert sorted(p.name for p in (workdir / "out").iterdir()) == ["a", "good"]
@@ -328,7 +328,8 @@ def test_batch_needs_an_existing_directory(workdir: Path, packed: bytes, capsys:
     [
         (["unpack", "f.sem"], b"GIF89a", "not a .sem file"),
         (["unpack", "f.sem"], b"\xa7", "too short"),
-        (["unpack", "f.sem"], b"\xa7\x80\x01", "version 2"),
+        (["unpack", "f.sem"], b"\xa7\x20\x01", "later version"),
+        (["unpack", "f.sem"], b"\xa7\x00\x01", "one-byte form"),
         (["unpack", "f.sem"], b"\xa7\x60\x01", "flag bit 5"),
         (["unpack", "f.sem"], b"\xa7\x41\x09\x01", "model id 9"),
         (["unpack", "f.sem"], b"\xa7\x42\x09\x01", "generator id 9"),
@@ -458,15 +459,15 @@ def test_info_json_fields(workdir: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert (code, err) == (0, "")
     info = json.loads(out)
     assert set(info) == INFO_FIELDS | {"characters", "tokens", "bits_per_character", "text"}
-    header_bytes = len(data) - len(semcodec.pack(CAPTION)) + 2  # same payload, bigger header
+    header_bytes = len(semcodec.container.encode_header(semcodec.read_header(data), b"\0\0"))
     assert info == info | {
-        "format_version": 1,
+        "format_version": 2,
         "file_bytes": len(data),
         "header_bytes": header_bytes,
         "payload_bytes": len(data) - header_bytes,
         "payload_bits": 8 * (len(data) - header_bytes),
-        "model_id": 0,
-        "model": "smollm2-135m-instruct/describe",
+        "model_id": 3,
+        "model": "smollm2-135m-instruct/captions",
         "generator_id": 1,
         "generator": "openai:dall-e-3",
         "seed": 7,

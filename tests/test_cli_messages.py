@@ -19,6 +19,7 @@ import pytest
 import semcodec
 from semcodec import cli
 from semcodec.cli import failures
+from semcodec.codec import MAX_FILE_BYTES
 from semcodec.errors import SemInputError, SemModelError
 from semcodec.exitcodes import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_UNAVAILABLE
 from semcodec.fileio import OutputExistsError
@@ -126,7 +127,7 @@ def test_decode_reads_a_bounded_prefix(workdir: Path, capsys: pytest.CaptureFixt
         handle.truncate(1 << 30)  # sparse: 1 GiB that costs nothing
     code, _, err = run_main(["decode", "huge.sem", "-o", "z.png"], capsys)
     assert code == 1
-    assert "huge.sem is larger than the 6187-byte input limit" in one_error_line(err)
+    assert f"huge.sem is larger than the {MAX_FILE_BYTES}-byte input limit" in one_error_line(err)
     assert sorted(p.name for p in workdir.iterdir()) == ["huge.sem"]
 
 

@@ -34,11 +34,11 @@ def test_corpus_round_trip_is_bit_exact() -> None:
 
 
 def test_compactness_of_a_typical_caption() -> None:
-    """Issue 2: header <= 6 bytes by default; file - cross-entropy <= header + 2 bytes."""
+    """Issue 2: header <= 6 bytes by default (v2: 1); file - cross-entropy <= header + 2 bytes."""
     for text in _corpus("coco-captions-dev.txt", 10, 3000):
         data = semcodec.pack(text)
         header_bytes = semcodec.unpack(data).header_bytes
-        assert header_bytes == 2
+        assert header_bytes == 1
         floor_bytes = semcodec.information_bits(text) / 8
         assert len(data) - floor_bytes <= header_bytes + 2, (text, len(data), floor_bytes)
 
@@ -155,7 +155,8 @@ def test_unknown_model_id_is_refused_by_name() -> None:
 
 
 def test_defaults_cost_nothing() -> None:
-    assert container.encode_header(container.Header()) == bytes([0xA7, 0x40])
+    assert container.encode_header(container.Header()) == bytes([0xA7])
+    assert container.encode_header(container.Header(version=1, model_id=0)) == bytes([0xA7, 0x40])
     sized = container.encode_header(container.Header(width=512, height=512))
     assert len(sized) == 2 + 2 + 2
 

@@ -21,7 +21,7 @@ from semcodec import models
 from semcodec.errors import SemModelError
 from semcodec.models import pins, tables
 from semcodec.models.exact import MAX_POSITIONS
-from semcodec.registry import SMOLLM2_135M_INSTRUCT
+from semcodec.registry import DEFAULT_MODEL_ID, SMOLLM2_135M_INSTRUCT
 
 HOSTILE = {
     "round-down, 5 digits": {"rounding": decimal.ROUND_DOWN, "prec": 5},
@@ -97,6 +97,7 @@ def test_hostile_decimal_context_before_first_use_gives_the_same_files(
     child = json.loads(proc.stdout)
     pinned = pins.DERIVED[SMOLLM2_135M_INSTRUCT.gguf_sha256]
     assert child["files"] == {name: pinned[name] for name in child["files"]}
-    context = models.context_file_name(models.load_model(0).context_ids)  # written by the child's pack
+    default = models.load_model(DEFAULT_MODEL_ID)
+    context = models.context_file_name(default.context_ids)  # written by the child's pack
     assert set(child["files"]) == {"index.json", "weights.bin", "tokenizer.json", "control_tokens.json", context}
     assert child["blobs"] == [semcodec.pack(t).hex() for t in texts]

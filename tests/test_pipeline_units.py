@@ -276,7 +276,7 @@ def test_seeds_pick_the_best_and_pay_for_their_header_bytes() -> None:
     best = result.best
     assert [c[3] for c in generator.calls] == [0, 1, 2]
     assert best.seed == 2 and best.seed_scores == [0.2, 0.3, 0.8]
-    assert best.bits == 16 + 40 + 8  # the seed costs a header byte
+    assert best.bits == 16 + 40 + 16  # v2: the seed costs its byte and the flags byte of an explicit header
     assert best.score_source == "fake-metric"
 
 

@@ -2,8 +2,11 @@
 
     python format/vectors/make_vectors.py
 
-Writes ``*.sem`` + ``vectors.json`` (valid files: text and header values; invalid files:
-the error a reader must raise) and ``tables.json`` (sha256 of frequency tables).
+Writes, for each format version, ``*.sem`` + ``vectors.json`` (valid files: text and
+header values; invalid files: the error a reader must raise) and ``tables.json`` (sha256
+of frequency tables): v1 in this folder, v2 in ``v2/``. v1 files are frozen: rerunning
+rewrites them byte for byte (this build still writes v1 on request), so ``git diff``
+after a run shows a v1 change as a bug.
 """
 
 from __future__ import annotations
@@ -15,13 +18,16 @@ from pathlib import Path
 import numpy as np
 
 import semcodec
-from semcodec.container import FORMAT_VERSION
+from semcodec import coding
+from semcodec.codec import LINE_ENDING_TABLE, MARKER_SYMBOL, MARKER_TABLE, frequency_tables
+from semcodec.container import DEFAULT_MODEL_IDS
 from semcodec.models import load_model
 from semcodec.models.exact import batch_frequencies
 
 HERE = Path(__file__).resolve().parent
+V2_DIR = HERE / "v2"
 
-VALID = [
+VALID: list[tuple[str, str, dict[str, object]]] = [
     ("caption", "A red and black boat floating on top of water.", {}),
     ("caption-check", "Two giraffes standing next to each other in a grassy field.", {"check": True}),
     ("sized-seeded", "A man riding a wave on top of a surfboard.",
@@ -35,6 +41,53 @@ VALID = [
      "A young child squats down in front of a bowl. A little boy kneeling down while attempting "
      "to stick his hand in a bowl of water.", {"model_id": 2}),
 ]
+
+
+PARAGRAPH = ("A plate of broccoli and meat on a table. a close up of a plate of food with broccoli Small plate "
+             "of food which includes small pieces of broccoli")
+
+VALID_V2: list[tuple[str, str, dict[str, object]]] = [
+    ("caption", VALID[0][1], {}),
+    ("caption-lf", VALID[0][1] + "\n", {}),
+    ("caption-crlf", VALID[0][1] + "\r\n", {}),
+    ("caption-two-lf", VALID[0][1] + "\n\n", {}),
+    ("caption-cr", VALID[0][1] + "\r", {}),
+    ("caption-check", VALID[1][1], {"check": True}),
+    ("model-0", VALID[0][1], {"model_id": 0}),
+    ("sized-seeded", VALID[2][1], {"width": 512, "height": 768, "seed": 42, "generator_id": 1}),
+    ("extremes", VALID[3][1], {"width": 16384, "height": 1, "seed": 2**64 - 1, "generator_id": 5, "check": True}),
+    ("empty", "", {}),
+    ("only-lf", "\n", {}),
+    ("unicode", VALID[5][1], {}),
+    ("plain-profile", VALID[6][1], {"model_id": 1}),
+    ("detailed-profile", VALID[7][1], {"model_id": 2}),
+    ("paragraphs-profile", PARAGRAPH + "\n", {"model_id": 4}),
+]
+
+
+def _compact_stream(body: str, ending: int) -> bytes:
+    """A v2 compact file coding ``body``'s tokens and line ending ``ending`` as given (even non-canonically)."""
+    symbols, tables = frequency_tables(body, 3)
+    stream = [MARKER_SYMBOL, *symbols, ending]
+    return b"\xa7" + coding.encode(stream, [MARKER_TABLE, *tables, LINE_ENDING_TABLE])
+
+
+def invalid_cases_v2(good: bytes) -> list[tuple[str, bytes, str, str]]:
+    payload = good[1:]
+    return [
+        ("bad-magic", b"\x00" + good[1:], "SemFormatError", "first byte is not 0xA7"),
+        ("too-short", b"\xa7", "SemFormatError", "a header needs 2 bytes (a compact file's payload is never empty)"),
+        ("explicit-all-defaults", b"\xa7\x00" + payload, "SemFormatError",
+         "an all-defaults v2 header must be the one-byte form"),
+        ("stored-default-model", b"\xa7\x01\x03" + payload, "SemFormatError", "model 3 is v2's default"),
+        ("future-flag", b"\xa7\x20" + payload, "SemVersionError", "v2 flag bit 5 announces a later version"),
+        ("unknown-model", b"\xa7\x01\x63" + payload, "SemUnknownModelError", "model id 99"),
+        ("lf-as-token", _compact_stream(VALID[0][1] + "\n", 0), "SemIntegrityError",
+         "a final \\n coded as text tokens instead of the line-ending symbol"),
+        ("cr-lf-split", _compact_stream(VALID[0][1] + "\r", 1), "SemIntegrityError",
+         "a final \\r\\n coded as \\r + line ending \\n"),
+        ("trailing-byte", good + b"\x5a", "SemIntegrityError", "payload not canonical: an extra byte"),
+    ]
 
 
 def invalid_cases(good: bytes) -> list[tuple[str, bytes, str, str]]:
@@ -57,35 +110,53 @@ def table_digest(freqs: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(freqs, dtype="<i4").tobytes()).hexdigest()
 
 
-def main() -> None:
-    for old in HERE.glob("*.sem"):
+def write_set(folder: Path, version: int, cases: list[tuple[str, str, dict[str, object]]],
+              invalid: list[tuple[str, bytes, str, str]] | None, tables: list[tuple[int, str, str]]) -> None:
+    folder.mkdir(exist_ok=True)
+    for old in folder.glob("*.sem"):
         old.unlink()
     valid = []
-    for name, text, fields in VALID:
-        data = semcodec.pack(text, **fields)
-        (HERE / f"{name}.sem").write_bytes(data)
+    for name, text, fields in cases:
+        fields = {"model_id": DEFAULT_MODEL_IDS[version], **fields}  # each version's default model
+        data = semcodec.pack(text, version=version, **fields)  # type: ignore[arg-type]
+        (folder / f"{name}.sem").write_bytes(data)
         header = semcodec.read_header(data)
         valid.append({
             "file": f"{name}.sem", "text": text, "bytes": len(data), "hex": data.hex(),
             "header": {k: getattr(header, k) for k in ("model_id", "generator_id", "seed", "width", "height", "check")},
         })
-    good = (HERE / "caption.sem").read_bytes()
-    invalid = []
-    for name, data, error, why in invalid_cases(good):
-        (HERE / f"invalid-{name}.sem").write_bytes(data)
-        invalid.append({"file": f"invalid-{name}.sem", "error": error, "why": why})
-    doc = {"format_version": FORMAT_VERSION, "valid": valid, "invalid": invalid}
-    (HERE / "vectors.json").write_text(json.dumps(doc, ensure_ascii=False, indent=1) + "\n")
-
-    cases = []
-    for model_id, name, text in ((0, "describe-caption", VALID[0][1]), (1, "plain-caption", VALID[6][1]),
-                                 (2, "detailed-paragraph", VALID[7][1]), (0, "describe-empty", "")):
+    bad = []
+    for name, data, error, why in invalid or invalid_cases((folder / "caption.sem").read_bytes()):
+        (folder / f"invalid-{name}.sem").write_bytes(data)
+        bad.append({"file": f"invalid-{name}.sem", "error": error, "why": why})
+    doc = {"format_version": version, "valid": valid, "invalid": bad}
+    (folder / "vectors.json").write_text(json.dumps(doc, ensure_ascii=False, indent=1) + "\n")
+    digests = []
+    for model_id, name, text in tables:
         m = load_model(model_id)
         ids = m.tokenizer.encode(text)
         freqs = batch_frequencies(m.lm, m.context_ids, ids)
-        cases.append({"name": name, "model_id": model_id, "text": text, "tokens": ids, "sha256": table_digest(freqs)})
-    (HERE / "tables.json").write_text(json.dumps({"format_version": FORMAT_VERSION, "cases": cases}, indent=1) + "\n")
-    print(f"wrote {len(valid)} valid and {len(invalid)} invalid vectors and {len(cases)} table digests")
+        digests.append({"name": name, "model_id": model_id, "text": text, "tokens": ids, "sha256": table_digest(freqs)})
+    (folder / "tables.json").write_text(json.dumps({"format_version": version, "cases": digests}, indent=1) + "\n")
+    print(f"v{version}: wrote {len(valid)} valid and {len(bad)} invalid vectors and {len(digests)} table digests")
+
+
+def main() -> None:
+    write_set(HERE, 1, VALID, None, [(0, "describe-caption", VALID[0][1]), (1, "plain-caption", VALID[6][1]),
+                                    (2, "detailed-paragraph", VALID[7][1]), (0, "describe-empty", "")])
+    v1_doc = json.loads((HERE / "vectors.json").read_text())
+    for case in v1_doc["invalid"]:
+        if case["file"] == "invalid-version-2.sem":  # a v2 reader reads bits 10 as v2 compact
+            case["error"] = V1_VERSION_2_ERROR
+            case["why"] = ("bits 7-6 = 10 were an unknown version to a v1 reader; a v2 reader reads a v2 "
+                           "one-byte header whose payload does not decode canonically")
+    (HERE / "vectors.json").write_text(json.dumps(v1_doc, ensure_ascii=False, indent=1) + "\n")
+    good = semcodec.pack(VALID[0][1])
+    write_set(V2_DIR, 2, VALID_V2, invalid_cases_v2(good),
+              [(3, "captions-caption", VALID[0][1]), (3, "captions-empty", ""), (4, "paragraphs-paragraph", PARAGRAPH)])
+
+
+V1_VERSION_2_ERROR = "SemIntegrityError"
 
 
 if __name__ == "__main__":

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from semcodec import coding, ubpp
-from semcodec.container import Header, decode_header, encode_header, text_check
+from semcodec.container import FORMAT_VERSION, Header, decode_header, encode_header, text_check
 from semcodec.errors import SemError, SemInputError, SemIntegrityError, SemLimitError
-from semcodec.registry import generator_name, model_spec
+from semcodec.registry import DEFAULT_MODEL_ID, MODELS, generator_name, model_spec
 
 if TYPE_CHECKING:
     from semcodec.models import DecoderState, LoadedModel
@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 MAX_TOKENS = 2048
 """Most text tokens a file may hold (the end-of-text token not counted)."""
 
-MAX_PAYLOAD_BYTES = (MAX_TOKENS + 1) * coding.PRECISION // 8 + 8
-"""No table entry is below 2**-24, so a legal payload is never longer than this."""
+MAX_PAYLOAD_BYTES = (MAX_TOKENS + 3) * coding.PRECISION // 8 + 8
+"""No table entry is below 2**-24, so a legal payload is never longer than this
+(text tokens, end-of-text, and v2's marker and line-ending symbols)."""
 
 MAX_FILE_BYTES = 32 + MAX_PAYLOAD_BYTES
 """Most bytes of a valid ``.sem`` file (the longest header, 30 B, and payload): every reader of
@@ -41,6 +42,36 @@ a test recomputes it from the tokenizer)."""
 MAX_TEXT_BYTES = MAX_TOKENS * MAX_TOKEN_BYTES
 """A text of more UTF-8 bytes has more than :data:`MAX_TOKENS` tokens (no token covers more than
 :data:`MAX_TOKEN_BYTES`), so it is refused before it is tokenized (SPEC §3): 165,888 bytes."""
+
+
+# SPEC §4, v2: fixed-table symbols around the model's. Their tables never change.
+MARKER_TABLE = np.array([1 << 23, 1 << 23], dtype=np.int64)
+"""Coded first (symbol 1) in a v2 compact file: x(P) ≥ ½, so the payload's first byte is ≥ 0x80."""
+MARKER_SYMBOL = 1
+
+LINE_ENDINGS = ("", "\n", "\r\n")
+"""v2's line-ending symbol, coded after end-of-text: the text's final line ending, taken off
+the text before tokenizing (a final newline costs ~1 bit instead of a token the model rarely expects)."""
+LINE_ENDING_TABLE = np.array([1 << 23, (1 << 23) - (1 << 20), 1 << 20], dtype=np.int64)
+"""none: 1 bit, ``\\n``: 1.19 bits, ``\\r\\n``: 4 bits."""
+
+
+def split_line_ending(text: str) -> tuple[str, int]:
+    """``(body, ending)`` with ``text == body + LINE_ENDINGS[ending]`` (SPEC §3, v2).
+
+    >>> split_line_ending("A cat.\\r\\n"), split_line_ending("A cat."), split_line_ending("\\n\\n")
+    (('A cat.', 2), ('A cat.', 0), ('\\n', 1))
+    """
+    if text.endswith("\r\n"):
+        return text[:-2], 2
+    if text.endswith("\n"):
+        return text[:-1], 1
+    return text, 0
+
+
+def _canonical_ending(body: str, ending: int) -> bool:
+    """The split is the encoder's: :func:`split_line_ending` of the joined text gives it back."""
+    return split_line_ending(body + LINE_ENDINGS[ending]) == (body, ending)
 
 
 @dataclass(frozen=True)
@@ -82,7 +113,7 @@ def read_header(data: bytes) -> Header:
     return header
 
 
-def tokenize(text: str, model_id: int = 0) -> list[int]:
+def tokenize(text: str, model_id: int = DEFAULT_MODEL_ID) -> list[int]:
     """The model's tokens for ``text`` (raises :class:`SemInputError` if it cannot round-trip)."""
     from semcodec.models import load_model
 
@@ -107,8 +138,8 @@ def _require_bytes(data: object, caller: str) -> None:
         raise TypeError(f"{caller}() expects the .sem file as bytes (or bytearray, memoryview), not {kind}")
 
 
-def frequency_tables(text: str, model_id: int = 0) -> tuple[list[int], np.ndarray]:
-    """Tokens of ``text`` plus end-of-text, and the table each is coded with (one batched pass)."""
+def frequency_tables(text: str, model_id: int = DEFAULT_MODEL_ID) -> tuple[list[int], np.ndarray]:
+    """Tokens of ``text`` plus end-of-text, and the model's table for each (one batched pass)."""
     from semcodec.models import load_model
 
     _require_codable_size(text)
@@ -119,36 +150,76 @@ def frequency_tables(text: str, model_id: int = 0) -> tuple[list[int], np.ndarra
     return [*tokens, model.eos_id], model.tables(tokens)
 
 
-def information_bits(text: str, model_id: int = 0) -> float:
-    """The model's cross-entropy of ``text`` (with end-of-text), in bits: the payload's floor."""
-    symbols, tables = frequency_tables(text, model_id)
-    probs = tables[np.arange(len(symbols)), symbols].astype(np.float64) / 2.0**coding.PRECISION
-    return float(-np.log2(probs).sum())
+def symbol_stream(text: str, header: Header) -> tuple[list[int], list[np.ndarray]]:
+    """Every symbol the payload of ``text`` under ``header`` codes, with its table (SPEC §4).
+
+    v1: the text's tokens and end-of-text. v2: the marker (compact header only), the
+    tokens of the text without its final line ending, end-of-text, the line ending.
+    """
+    if header.version == 1:
+        symbols, tables = frequency_tables(text, header.model_id)
+        return symbols, list(tables)
+    body, ending = split_line_ending(text)
+    symbols, tables = frequency_tables(body, header.model_id)
+    prefix = [(MARKER_SYMBOL, MARKER_TABLE)] if header.compact else []
+    fixed = [*prefix, *zip(symbols, tables, strict=True), (ending, LINE_ENDING_TABLE)]
+    return [s for s, _ in fixed], [t for _, t in fixed]
+
+
+def fixed_symbols(header: Header) -> int:
+    """Symbols of a payload that are not text tokens: end-of-text, and v2's line ending and marker."""
+    return 1 if header.version == 1 else 2 + int(header.compact)
+
+
+def information_bits(text: str, model_id: int = DEFAULT_MODEL_ID) -> float:
+    """The cross-entropy of ``text``'s payload symbols in bits (SPEC §4): the payload's floor."""
+    symbols, tables = symbol_stream(text, Header(model_id=model_id))
+    return coding.cross_entropy_bits(symbols, tables)
+
+
+AUTO = "auto"
+"""``pack(model_id=AUTO)``: try every profile, keep the smallest file."""
 
 
 def pack(
     text: str,
     *,
-    model_id: int = 0,
+    model_id: int | str = DEFAULT_MODEL_ID,
     generator_id: int = 0,
     seed: int = 0,
     width: int = 1024,
     height: int = 1024,
     check: bool = False,
+    version: int = FORMAT_VERSION,
 ) -> bytes:
-    """Code ``text`` into a ``.sem`` file, exactly as given (a final newline is coded too).
+    """Code ``text`` into a ``.sem`` file, exactly as given (a final line ending included).
 
-    Header fields at their defaults cost no bytes. ``text`` must be a ``str`` (else
-    :class:`TypeError`); one longer than :data:`MAX_TEXT_BYTES` bytes is refused with
-    :class:`SemLimitError` before it is tokenized.
+    Header fields at their defaults cost no bytes. ``model_id="auto"`` tries every
+    profile and keeps the smallest file (slower, like ``zstd --ultra``). ``version=1``
+    writes the old format (every v1 file re-encodes to its own bytes). ``text`` must be a
+    ``str`` (else :class:`TypeError`); one longer than :data:`MAX_TEXT_BYTES` bytes is
+    refused with :class:`SemLimitError` before it is tokenized.
     """
     if not isinstance(text, str):
         raise TypeError(f"pack() expects the text as str, not {type(text).__name__}")
-    header = Header(model_id, generator_id, seed, width, height, check)
+    if model_id == AUTO:
+        return _smallest([
+            pack(text, model_id=m, generator_id=generator_id, seed=seed, width=width, height=height,
+                 check=check, version=version)
+            for m in MODELS
+        ])
+    if isinstance(model_id, str):
+        raise SemInputError(f"model_id must be an integer id or {AUTO!r}, got {model_id!r}")
+    header = Header(model_id, generator_id, seed, width, height, check, version)
     _require_known_ids(header)
-    symbols, tables = frequency_tables(text, model_id)
-    payload = coding.encode(symbols, list(tables))
+    symbols, tables = symbol_stream(text, header)
+    payload = coding.encode(symbols, tables)
     return encode_header(header, text_check(text) if check else b"") + payload
+
+
+def _smallest(files: list[bytes]) -> bytes:
+    """The shortest file; ties go to the first (lowest model id): deterministic."""
+    return min(files, key=len)
 
 
 def pack_header(text: str, header: Header) -> bytes:
@@ -156,7 +227,7 @@ def pack_header(text: str, header: Header) -> bytes:
     gives back the bytes of any valid file ``f``."""
     return pack(
         text, model_id=header.model_id, generator_id=header.generator_id, seed=header.seed,
-        width=header.width, height=header.height, check=header.check,
+        width=header.width, height=header.height, check=header.check, version=header.version,
     )
 
 
@@ -188,6 +259,11 @@ class _Job:
     payload: bytes
     stream: coding.StreamDecoder
     state: DecoderState
+
+    @property
+    def prefix(self) -> int:
+        """Fixed-table symbols before the text tokens (v2 compact: the marker)."""
+        return 1 if self.header.compact else 0
 
 
 def unpack_many(
@@ -236,10 +312,16 @@ def unpack_many(
         model = load_model(model_id)
         for lo in range(0, len(items), BATCH_FILES):
             batch = items[lo : lo + BATCH_FILES]
-            jobs = [
-                _Job(i, header, check, offset, payload, coding.StreamDecoder(payload), state)
-                for (i, header, check, offset, payload), state in zip(batch, model.decoders(len(batch)), strict=True)
-            ]
+            jobs: list[_Job] = []
+            for (i, header, check, offset, payload), state in zip(batch, model.decoders(len(batch)), strict=True):
+                job = _Job(i, header, check, offset, payload, coding.StreamDecoder(payload), state)
+                try:  # SPEC §4, v2 compact: the marker comes first
+                    if job.prefix and job.stream.step(MARKER_TABLE) != MARKER_SYMBOL:
+                        raise SemIntegrityError("payload does not start with the v2 marker (corrupt file)")
+                except SemError as err:
+                    finished(i, err)
+                    continue
+                jobs.append(job)
             _decode_lockstep(model, jobs, on_step, limit, lambda job, outcome: finished(job.index, outcome))
     assert all(r is not None for r in results)
     return results  # type: ignore[return-value]
@@ -261,8 +343,10 @@ def _decode_lockstep(
             try:
                 symbol = job.stream.step(table)
                 if symbol == model.eos_id:
+                    if job.header.version >= 2:  # SPEC §4, v2: the line ending follows end-of-text
+                        job.stream.step(LINE_ENDING_TABLE)
                     outcome: SemFile | SemError = _finish(model, job)
-                elif len(job.stream.symbols) > limit:
+                elif len(job.stream.symbols) - job.prefix > limit:
                     raise SemLimitError(f"payload decodes to no end-of-text within {limit + 1} tokens")
                 else:
                     still.append(job)
@@ -283,14 +367,20 @@ def _finish(model: LoadedModel, job: _Job) -> SemFile:
     symbols = job.stream.symbols
     if not job.stream.is_canonical():
         raise SemIntegrityError("payload is not the canonical coding of what it decodes to (corrupt file)")
-    tokens = symbols[:-1]
-    text = model.tokenizer.decode(tokens)
+    v2 = job.header.version >= 2
+    tokens = symbols[job.prefix : -2 if v2 else -1]
+    body = model.tokenizer.decode(tokens)
     try:
-        canonical = model.tokenizer.encode(text) == tokens
+        canonical = model.tokenizer.encode(body) == tokens
     except SemInputError:
         canonical = False
     if not canonical:
         raise SemIntegrityError("payload decodes to a non-canonical token sequence (corrupt file)")
+    text = body
+    if v2:
+        if not _canonical_ending(body, symbols[-1]):
+            raise SemIntegrityError("payload codes a line ending the text should carry itself (corrupt file)")
+        text = body + LINE_ENDINGS[symbols[-1]]
     if job.header.check and text_check(text) != job.check_value:
         raise SemIntegrityError("integrity check failed: the text differs from what was packed")
     return SemFile(text, job.header, len(tokens), job.header_bytes, len(job.payload))

@@ -1,13 +1,18 @@
 """The ``.sem`` container: header bytes in, header bytes out (``format/SPEC.md`` §2).
 
-This module knows bytes only: it never touches a model or the range coder.
+This module knows bytes only: it never touches a model or the range coder. It owns the
+format's versions, flags and per-version defaults.
 
     >>> h = Header(width=512, height=512, seed=7)
     >>> raw = encode_header(h)
     >>> raw.hex()
-    'a74c0780048004'
+    'a70c0780048004'
     >>> decode_header(raw + b"payload")[0] == h
     True
+    >>> encode_header(Header()).hex()  # v2, every field at its default: one byte
+    'a7'
+    >>> encode_header(Header(version=1, model_id=0)).hex()
+    'a740'
 """
 
 from __future__ import annotations
@@ -20,10 +25,19 @@ from semcodec.errors import SemFormatError, SemLimitError, SemVersionError
 MAGIC = 0xA7
 """First byte of every ``.sem`` file: a UTF-8 continuation byte, so no text file starts with it."""
 
-FORMAT_VERSION = 1
-"""The version this build writes; it reads versions in :data:`READABLE_VERSIONS`."""
+FORMAT_VERSION = 2
+"""The version this build writes; it reads versions in :data:`READABLE_VERSIONS` (SPEC §7)."""
 
-READABLE_VERSIONS = frozenset({1})
+READABLE_VERSIONS = frozenset({1, 2})
+WRITABLE_VERSIONS = READABLE_VERSIONS
+"""v1 stays writable so that every valid file re-encodes to its own bytes (``pack_header``)."""
+
+DEFAULT_MODEL_IDS = {1: 0, 2: 3}
+"""The model an absent model field means, per version (SPEC §2). v2's is the best profile."""
+
+V1_BITS = 0b01
+"""Byte 1, bits 7–6: ``01`` v1; ``00`` v2 with explicit flags; ``1x`` v2 compact (payload from byte 1)."""
+V2_EXPLICIT_BITS = 0b00
 
 FLAG_MODEL = 1 << 0
 FLAG_GENERATOR = 1 << 1
@@ -54,14 +68,17 @@ class Header:
         check: whether a 2-byte integrity check of the text follows the header.
     """
 
-    model_id: int = 0
+    model_id: int = DEFAULT_MODEL_IDS[FORMAT_VERSION]
     generator_id: int = 0
     seed: int = 0
     width: int = DEFAULT_WIDTH
     height: int = DEFAULT_HEIGHT
     check: bool = False
+    version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
+        if self.version not in WRITABLE_VERSIONS:
+            raise SemVersionError(f"format version {self.version!r} is not one this build writes")
         for name, value, top in (
             ("model_id", self.model_id, MAX_ID),
             ("generator_id", self.generator_id, MAX_ID),
@@ -76,6 +93,12 @@ class Header:
     @property
     def pixels(self) -> int:
         return self.width * self.height
+
+    @property
+    def compact(self) -> bool:
+        """True for the v2 one-byte header (every field at its default). Its payload starts
+        with the marker symbol (SPEC §4), which makes the payload's first byte ≥ 0x80."""
+        return self.version == 2 and not _flags(self)
 
 
 def encode_varint(value: int) -> bytes:
@@ -121,28 +144,41 @@ def text_check(text: str) -> bytes:
     return (zlib.crc32(text.encode("utf-8")) & 0xFFFF).to_bytes(2, "big")
 
 
-def encode_header(header: Header, check_value: bytes = b"") -> bytes:
-    """Serialise ``header``; ``check_value`` (2 bytes) is required iff ``header.check``."""
+def _flags(header: Header) -> int:
     flags = 0
-    fields = bytearray()
-    if header.model_id:
+    if header.model_id != DEFAULT_MODEL_IDS[header.version]:
         flags |= FLAG_MODEL
-        fields += encode_varint(header.model_id)
     if header.generator_id:
         flags |= FLAG_GENERATOR
-        fields += encode_varint(header.generator_id)
     if header.seed:
         flags |= FLAG_SEED
-        fields += encode_varint(header.seed)
     if (header.width, header.height) != (DEFAULT_WIDTH, DEFAULT_HEIGHT):
         flags |= FLAG_SIZE
+    if header.check:
+        flags |= FLAG_CHECK
+    return flags
+
+
+def encode_header(header: Header, check_value: bytes = b"") -> bytes:
+    """Serialise ``header``; ``check_value`` (2 bytes) is required iff ``header.check``."""
+    flags = _flags(header)
+    fields = bytearray()
+    if flags & FLAG_MODEL:
+        fields += encode_varint(header.model_id)
+    if flags & FLAG_GENERATOR:
+        fields += encode_varint(header.generator_id)
+    if flags & FLAG_SEED:
+        fields += encode_varint(header.seed)
+    if flags & FLAG_SIZE:
         fields += encode_varint(header.width) + encode_varint(header.height)
     if header.check:
         if len(check_value) != 2:
             raise ValueError("a header with check=True needs its 2-byte check value")
-        flags |= FLAG_CHECK
         fields += check_value
-    return bytes([MAGIC, (FORMAT_VERSION << 6) | flags]) + bytes(fields)
+    if header.compact:
+        return bytes([MAGIC])
+    bits = V1_BITS if header.version == 1 else V2_EXPLICIT_BITS
+    return bytes([MAGIC, (bits << 6) | flags]) + bytes(fields)
 
 
 def decode_header(data: bytes) -> tuple[Header, bytes, int]:
@@ -155,24 +191,28 @@ def decode_header(data: bytes) -> tuple[Header, bytes, int]:
         raise SemFormatError(f"file too short for a .sem header ({len(data)} bytes)")
     if data[0] != MAGIC:
         raise SemFormatError(f"not a .sem file (first byte 0x{data[0]:02x}, expected 0x{MAGIC:02x})")
-    version = data[1] >> 6
-    if version not in READABLE_VERSIONS:
-        raise SemVersionError(
-            f"unsupported .sem format version {version} (this reader knows version "
-            f"{', '.join(map(str, sorted(READABLE_VERSIONS)))})"
-        )
+    bits = data[1] >> 6
+    if bits >= 0b10:  # v2 compact: byte 1 is the payload's first byte
+        return Header(version=2), b"", 1
+    version = 1 if bits == V1_BITS else 2
     flags = data[1] & 0x3F
     unknown = flags & ~_KNOWN_FLAGS
     if unknown:
         names = ", ".join(_FLAG_NAMES.get(b, f"bit {b}") for b in range(6) if unknown >> b & 1)
+        if version == 2:  # SPEC §7: v2's one way to announce a later version
+            raise SemVersionError(f"unsupported .sem format (v2 header with flag {names}: a later version)")
         raise SemFormatError(f"unknown header flag {names}")
+    if version == 2 and not flags:
+        raise SemFormatError("an all-defaults v2 header must be the one-byte form")
     pos = 2
-    model_id = generator_id = seed = 0
+    default_model = DEFAULT_MODEL_IDS[version]
+    model_id = default_model
+    generator_id = seed = 0
     width, height = DEFAULT_WIDTH, DEFAULT_HEIGHT
     if flags & FLAG_MODEL:
         model_id, pos = decode_varint(data, pos, "model id", MAX_ID)
-        if model_id == 0:
-            raise SemFormatError("model id 0 must be omitted, not stored")
+        if model_id == default_model:
+            raise SemFormatError(f"model id {default_model} must be omitted, not stored (v{version}'s default)")
     if flags & FLAG_GENERATOR:
         generator_id, pos = decode_varint(data, pos, "generator id", MAX_ID)
         if generator_id == 0:
@@ -194,5 +234,5 @@ def decode_header(data: bytes) -> tuple[Header, bytes, int]:
             raise SemFormatError("file ends inside the integrity check")
         check_value = bytes(data[pos : pos + 2])
         pos += 2
-    header = Header(model_id, generator_id, seed, width, height, bool(flags & FLAG_CHECK))
+    header = Header(model_id, generator_id, seed, width, height, bool(flags & FLAG_CHECK), version)
     return header, check_value, pos

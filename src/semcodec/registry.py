@@ -10,13 +10,17 @@ would silently break old files, so ids are append-only.
     >>> model_spec(99)
     Traceback (most recent call last):
     ...
-    semcodec.errors.SemUnknownModelError: unknown probability-model id 99 (known: 0, 1, 2)
+    semcodec.errors.SemUnknownModelError: unknown probability-model id 99 (known: 0, 1, 2, 3, 4)
+    >>> model_spec(DEFAULT_MODEL_ID).name
+    'smollm2-135m-instruct/captions'
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from semcodec import priming
+from semcodec.container import DEFAULT_MODEL_IDS, FORMAT_VERSION
 from semcodec.errors import SemUnknownModelError
 
 
@@ -50,8 +54,13 @@ SMOLLM2_135M_INSTRUCT = WeightsSource(
 _SYSTEM = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
 
 
-def _chat(instruction: str) -> str:
-    return f"{_SYSTEM}<|im_start|>user\n{instruction}<|im_end|>\n<|im_start|>assistant\n"
+def _chat(instruction: str, examples: tuple[str, ...] = ()) -> str:
+    """The chat template; each example is an earlier user turn (the same instruction) whose
+    assistant reply is that example: the model sees what a description looks like."""
+    shots = "".join(
+        f"<|im_start|>user\n{instruction}<|im_end|>\n<|im_start|>assistant\n{e}<|im_end|>\n" for e in examples
+    )
+    return f"{_SYSTEM}{shots}<|im_start|>user\n{instruction}<|im_end|>\n<|im_start|>assistant\n"
 
 
 MODELS: dict[int, ModelSpec] = {
@@ -80,9 +89,28 @@ MODELS: dict[int, ModelSpec] = {
         "<|im_end|>",
         "SmolLM2-135M-Instruct, exact integer runtime, instruction for long multi-sentence descriptions",
     ),
+    3: ModelSpec(
+        3,
+        "smollm2-135m-instruct/captions",
+        SMOLLM2_135M_INSTRUCT,
+        _chat("Describe this image in one sentence.", priming.CAPTION_EXAMPLES),
+        "<|im_end|>",
+        f"SmolLM2-135M-Instruct, exact integer runtime, one-sentence instruction primed with "
+        f"{len(priming.CAPTION_EXAMPLES)} example captions as earlier chat turns (the v2 default)",
+    ),
+    4: ModelSpec(
+        4,
+        "smollm2-135m-instruct/paragraphs",
+        SMOLLM2_135M_INSTRUCT,
+        _chat("Describe this image in detail.", priming.PARAGRAPH_EXAMPLES),
+        "<|im_end|>",
+        f"SmolLM2-135M-Instruct, exact integer runtime, detailed instruction primed with "
+        f"{len(priming.PARAGRAPH_EXAMPLES)} example multi-sentence descriptions as earlier chat turns",
+    ),
 }
 
-DEFAULT_MODEL_ID = 0
+DEFAULT_MODEL_ID = DEFAULT_MODEL_IDS[FORMAT_VERSION]
+"""The profile ``pack`` uses when none is named: the one an absent header field means."""
 
 
 def model_spec(model_id: int) -> ModelSpec:

@@ -102,12 +102,15 @@ def word_cost(header_bits: int = 16, per_word: int = 10) -> Callable[[str], int]
 
 
 def fake_pack(text: str, header: Header) -> bytes:
-    """An honest stand-in for semcodec.pack: the real header, then the UTF-8 text."""
-    return encode_header(header, text_check(text) if header.check else b"") + text.encode("utf-8")
+    """An honest stand-in for semcodec.pack: the real header, then the UTF-8 text (after a 0x80
+    byte when the header is v2's one-byte form, as the real payload's marker makes it ≥ 0x80)."""
+    marker = b"\x80" if header.compact else b""
+    return encode_header(header, text_check(text) if header.check else b"") + marker + text.encode("utf-8")
 
 
 def fake_unpack(data: bytes) -> Any:
     header, _check, offset = decode_header(data)
+    offset += 1 if header.compact else 0
     return SimpleNamespace(text=data[offset:].decode("utf-8"), header=header)
 
 

@@ -35,6 +35,7 @@ from semcodec.bench.metrics import ImageMetric, MetricInfo, judge_metric, primar
 from semcodec.container import Header, encode_header
 from semcodec.pipeline.progress import QUIET, Progress
 from semcodec.pipeline.reflect import DEFAULT_LAMBDA, DEFAULT_WORDS, Judge, ReflectSettings
+from semcodec.registry import DEFAULT_MODEL_ID
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -83,7 +84,7 @@ class BenchSettings:
     max_bits: int | None = None
     target_ubpp: float | None = None
     lam: float = DEFAULT_LAMBDA
-    model_id: int = 0
+    model_id: int = DEFAULT_MODEL_ID
     generator_id: int = 0
     width: int | None = None
     height: int | None = None

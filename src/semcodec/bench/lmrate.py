@@ -68,7 +68,7 @@ def measure_profile(
     """
     import semcodec
     from semcodec import coding
-    from semcodec.codec import frequency_tables
+    from semcodec.codec import fixed_symbols, symbol_stream
     from semcodec.models import load_model
     from semcodec.registry import model_spec
 
@@ -77,13 +77,14 @@ def measure_profile(
     load_model(model_id)
     semcodec.pack("A", model_id=model_id)  # first-call costs (allocations, caches) are not packing speed
     run = ProfileRun(model_id, spec.name, [], [], [], load_seconds=time.perf_counter() - started)
-    header_bytes = len(encode_header(Header(model_id=model_id)))
+    header = Header(model_id=model_id)
+    header_bytes = len(encode_header(header))
     step = max(10, len(texts) // 10)
     for i, text in enumerate(texts):
         try:
             t0 = time.perf_counter()
-            symbols, tables = frequency_tables(text, model_id)
-            payload = coding.encode(symbols, list(tables))
+            symbols, tables = symbol_stream(text, header)
+            payload = coding.encode(symbols, tables)
             run.pack_seconds += time.perf_counter() - t0
         except SemError as err:
             run.failures.append(f"text {i + 1}: {err}")
@@ -92,8 +93,8 @@ def measure_profile(
             run.tokens.append(None)
             continue
         run.file_bytes.append(header_bytes + len(payload))
-        run.info_bits.append(coding.cross_entropy_bits(symbols, list(tables)))
-        run.tokens.append(len(symbols) - 1)
+        run.info_bits.append(coding.cross_entropy_bits(symbols, tables))
+        run.tokens.append(len(symbols) - fixed_symbols(header))
         if (i + 1) % step == 0 or i + 1 == len(texts):
             say(f"{label}packed {i + 1}/{len(texts)}")
     _unpack_sample(texts, run, unpack_limit, say, label)

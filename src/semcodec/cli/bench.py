@@ -9,6 +9,7 @@ from semcodec.bench.imagecli import METRIC_KEYS
 from semcodec.cli.common import dimension, epilog, int_at_least, model_list, non_negative_float, paint_size
 from semcodec.cli.failures import classify
 from semcodec.exitcodes import EXIT_CODES_HELP
+from semcodec.registry import DEFAULT_MODEL_ID
 
 
 def register(subparsers: Any) -> None:
@@ -116,7 +117,10 @@ def _add_images_parser(sub: Any) -> None:
         default="auto",
         help="what reflection scores with: auto = CLIP if on disk, else the critic",
     )
-    p.add_argument("--model", default="0", metavar="ID", help="probability model id or name (default 0)")
+    p.add_argument(
+        "--model", default=str(DEFAULT_MODEL_ID), metavar="ID",
+        help=f"probability model id or name (default {DEFAULT_MODEL_ID})",
+    )
     p.add_argument("--width", type=dimension, metavar="W", help="header (decoded) width (default: the image's own)")
     p.add_argument("--height", type=dimension, metavar="H", help="repaint height")
     p.add_argument("--limit", type=int_at_least(1), metavar="N", help="only the first N images (by name)")

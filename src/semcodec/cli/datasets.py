@@ -108,11 +108,12 @@ def run(args: argparse.Namespace, action: str) -> int:
 
 
 def _pack_options(args: argparse.Namespace) -> Any:
+    from semcodec.codec import AUTO
     from semcodec.data.coders import PackOptions
     from semcodec.registry import generator_id_by_name, model_id_by_name
 
     return PackOptions(
-        model_id=model_id_by_name(args.model),
+        model_id=args.model if args.model == AUTO else model_id_by_name(args.model),
         generator_id=generator_id_by_name(args.generator) if args.generator else 0,
         seed=args.seed, width=args.width, height=args.height, check=args.check,
     )

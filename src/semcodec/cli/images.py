@@ -17,6 +17,7 @@ from semcodec.cli.common import (
 )
 from semcodec.cli.failures import item_failed
 from semcodec.pipeline.reflect import DEFAULT_LAMBDA, DEFAULT_WORDS
+from semcodec.registry import DEFAULT_MODEL_ID
 
 _ENCODE_EXAMPLES = """\
   semcodec encode photo.jpg                          # writes photo.sem (openai if OPENAI_API_KEY is set)
@@ -140,7 +141,10 @@ def register(subparsers: Any) -> None:
         default="auto",
         help="what scores candidates: auto = CLIP if on disk, else the critic (default auto)",
     )
-    enc.add_argument("--model", metavar="ID", default="0", help="probability model id or name (default 0)")
+    enc.add_argument(
+        "--model", metavar="ID", default=str(DEFAULT_MODEL_ID),
+        help=f"probability model id or name (default {DEFAULT_MODEL_ID}: no header byte)",
+    )
     enc.add_argument("--check", action="store_true", help="store a 2-byte integrity check")
     enc.add_argument("--keep-candidates", metavar="DIR", help="save each round's description, images and score")
     enc.add_argument("--json", action="store_true", help="print a JSON summary on stdout")

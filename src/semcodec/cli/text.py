@@ -42,6 +42,7 @@ from semcodec.display import printable
 from semcodec.errors import SemError, SemInputError
 from semcodec.exitcodes import EXIT_OK
 from semcodec.fileio import write_output
+from semcodec.registry import DEFAULT_MODEL_ID
 
 
 def register(sub: Any) -> None:
@@ -62,7 +63,12 @@ def register(sub: Any) -> None:
     )
     p.add_argument("inputs", nargs="+", metavar="FILE", help="text file(s); - reads standard input")
     p.add_argument("-o", "--output", help="output file (- for stdout) or, with several inputs, a directory")
-    p.add_argument("--model", default="0", help="probability model id or name (see 'semcodec model list')")
+    p.add_argument(
+        "--model", default=str(DEFAULT_MODEL_ID),
+        help=f"probability model id or name (see 'semcodec model list'; default {DEFAULT_MODEL_ID}, which costs no "
+        "header byte), or 'auto': try every model and keep the smallest file -- slower (one pack per model) "
+        "but smaller, like zstd --ultra",
+    )
     p.add_argument("--generator", help="text-to-image generator recorded in the header, e.g. openai:dall-e-3")
     p.add_argument("--width", type=dimension, default=1024, help="image width to regenerate at (default 1024)")
     p.add_argument("--height", type=dimension, default=1024, help="image height (default 1024)")
@@ -130,9 +136,10 @@ def cmd_pack(args: argparse.Namespace) -> int:
     if datasets.wants_dataset_job(args):
         return datasets.run(args, "pack")
     import semcodec
+    from semcodec.codec import AUTO
     from semcodec.registry import generator_id_by_name, model_id_by_name
 
-    model_id = model_id_by_name(args.model)
+    model_id: int | str = AUTO if args.model == AUTO else model_id_by_name(args.model)
     generator_id = generator_id_by_name(args.generator) if args.generator else 0
     plan = output_plan(args.inputs, args.output, _default_pack_output, ".sem")
     many = len(plan) > 1
@@ -229,7 +236,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     data = read_sem(args.input)
     header, check_value, offset = decode_header(data)
     info: dict[str, object] = {
-        "format_version": semcodec.FORMAT_VERSION,
+        "format_version": header.version,
         "file_bytes": len(data),
         "header_bytes": offset,
         "payload_bytes": len(data) - offset,

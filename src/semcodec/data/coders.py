@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from semcodec.errors import SemError
+from semcodec.registry import DEFAULT_MODEL_ID
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -52,7 +53,7 @@ def with_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
 class PackOptions:
     """Header fields every row is packed with (as ``semcodec pack``'s options)."""
 
-    model_id: int = 0
+    model_id: int | str = DEFAULT_MODEL_ID  # or "auto": the smallest file of every profile
     generator_id: int = 0
     seed: int = 0
     width: int = 1024
@@ -76,7 +77,8 @@ class TextPacker:
         self.sem_column = sem_column
         self.error_column = error_column
         self.options = options or PackOptions()
-        load_model(self.options.model_id)  # once per worker; a missing model fails here, not per row
+        first = self.options.model_id
+        load_model(DEFAULT_MODEL_ID if isinstance(first, str) else first)  # once per worker, not per row
 
     def __call__(self, table: pa.Table) -> pa.Table:
         import pyarrow as pa
@@ -116,7 +118,7 @@ class TextUnpacker:
         sem_column: str = SEM_COLUMN,
         text_column: str = TEXT_COLUMN,
         error_column: str = ERROR_COLUMN,
-        model_id: int = 0,
+        model_id: int = DEFAULT_MODEL_ID,
     ) -> None:
         from semcodec.models import load_model
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from semcodec.container import Header
 from semcodec.data.coders import ERROR_COLUMN, SEM_COLUMN, TEXT_COLUMN, error_message, with_column
 from semcodec.errors import SemError
+from semcodec.registry import DEFAULT_MODEL_ID
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -50,7 +51,7 @@ class ImageOptions:
     target_ubpp: float | None = None
     width: int | None = None
     height: int | None = None
-    model: str = "0"
+    model: str = str(DEFAULT_MODEL_ID)
     check: bool = False
     score: str = "auto"
     jobs: int = 4

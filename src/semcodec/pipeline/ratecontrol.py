@@ -53,8 +53,8 @@ def budget_from(max_bits: int | None, target_ubpp: float | None, width: int, hei
 def seed_bits(header: Header, seed: int) -> int:
     """Extra header bits that storing ``seed`` costs over storing seed 0.
 
-    >>> seed_bits(Header(), 0), seed_bits(Header(), 3), seed_bits(Header(), 300)
-    (0, 8, 16)
+    >>> seed_bits(Header(), 0), seed_bits(Header(), 3), seed_bits(Header(), 300)  # v2: + the flags byte
+    (0, 16, 24)
     """
     check = b"\0\0" if header.check else b""
     with_seed = encode_header(replace(header, seed=seed), check)
@@ -79,7 +79,7 @@ def header_bits(header: Header) -> int:
     """Bits of ``header`` itself (seed 0): the part of every file no description can shrink.
 
     >>> header_bits(Header()), header_bits(Header(width=512, height=512, check=True))
-    (16, 64)
+    (8, 64)
     """
     check = b"\0\0" if header.check else b""
     return 8 * len(encode_header(replace(header, seed=0), check))
