@@ -14,7 +14,6 @@ or ``H×W×3`` uint8 arrays (``ray.data.read_images``).
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
@@ -100,32 +99,24 @@ class ImageEncoder:
     """Image → ``.sem`` bytes with the options of ``semcodec encode``; backends built once."""
 
     def __init__(self, options: ImageOptions | None = None) -> None:
-        from semcodec.pipeline.backends import BackendPool, generator_id_for, parse_spec
+        from semcodec.pipeline.backends import BackendPool
+        from semcodec.pipeline.encoding import load_encode_backends
         from semcodec.pipeline.reflect import ReflectSettings
         from semcodec.registry import model_id_by_name
 
         o = self.options = options or ImageOptions()
         self.model_id = model_id_by_name(str(o.model))
         self.settings = ReflectSettings(reflect=o.reflect, seeds=o.seeds, words=o.words, lam=o.lam)
-        pool = BackendPool(o.backend_options())
-        default = os.environ.get("SEMCODEC_CAPTIONER") or ("openai" if os.environ.get("OPENAI_API_KEY") else "hf")
-        cap_spec = parse_spec(o.captioner or default)
-        gen_spec = parse_spec(o.generator or cap_spec.backend)
-        self.generator_id = generator_id_for(gen_spec, pool.get(gen_spec.backend).default_generator) or 0
-        self.captioner = pool.captioner(cap_spec)
-        self.generator: Generator | None = None
-        self.critic: Any = None
-        self.metric: Any = None
-        self.judge_mode = "metric"
-        if self.settings.paints:
-            from semcodec.pipeline.similarity import load_metric
-
-            self.generator = pool.generator(gen_spec)
-            self.metric = load_metric("auto" if o.score in ("auto", "critic") else o.score)
-            if o.score == "critic" or (o.score == "auto" and self.metric.is_fallback):
-                self.judge_mode = "critic"
-            if self.judge_mode == "critic" or self.settings.reflect > 0:
-                self.critic = pool.critic(parse_spec(o.critic) if o.critic else cap_spec)
+        backends = load_encode_backends(
+            BackendPool(o.backend_options()), self.settings,
+            captioner=o.captioner, generator=o.generator, critic=o.critic, score=o.score,
+        )
+        self.generator_id = backends.generator_id or 0
+        self.captioner = backends.captioner
+        self.generator: Generator | None = backends.generator
+        self.critic: Any = backends.critic
+        self.metric: Any = backends.metric
+        self.judge_mode = backends.judge_mode
 
     def encode(self, image: Image) -> tuple[bytes, str]:
         """The ``.sem`` file for ``image`` and the description it holds."""
