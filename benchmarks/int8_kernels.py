@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable
 
 import numpy as np
-from _timing import timed
+from _common import timed
 
 SHAPES = [(576, 960), (576, 576), (576, 3072), (1536, 576)] * 30 + [(576, 49152)]
 

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _timing import timed
+from _common import default_captions, timed
 
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "SEMCODEC_THREADS")
 """Set together in each worker: the BLAS pool size, and the threads semcodec gives its own
@@ -45,15 +45,6 @@ def _captions(path: str, limit: int) -> list[str]:
     from semcodec.bench.corpus import read_corpus
 
     return read_corpus(path).texts[:limit]
-
-
-def _default_captions() -> str:
-    """The development captions: ``shared/data`` inside the checkout or beside it."""
-    repo = Path(__file__).resolve().parent.parent
-    for base in (repo / "shared" / "data", repo.parent / "shared" / "data", Path("shared") / "data"):
-        if (base / "coco-captions-dev.txt").is_file():
-            return str(base / "coco-captions-dev.txt")
-    raise SystemExit("runtime_speed.py: no shared/data/coco-captions-dev.txt here; pass a captions file")
 
 
 def _median_caption(texts: list[str]) -> str:
@@ -289,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from semcodec.bench.tables import render
 
-    path = args.captions or _default_captions()
+    path = args.captions or default_captions("runtime_speed.py")
     texts = _captions(path, max(args.limit, args.batch_files))
     caption = _median_caption(texts[: args.limit])
     print(f"captions: {path}; typical caption (median length of the first {args.limit}): {caption!r}")
