@@ -19,7 +19,14 @@ from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from semcodec.container import Header
-from semcodec.data.coders import ERROR_COLUMN, SEM_COLUMN, TEXT_COLUMN, error_message, with_column
+from semcodec.data.coders import (
+    ERROR_COLUMN,
+    SEM_COLUMN,
+    TEXT_COLUMN,
+    error_message,
+    require_column,
+    with_column,
+)
 from semcodec.errors import SemError
 from semcodec.registry import DEFAULT_MODEL_ID
 
@@ -167,16 +174,23 @@ class ImageDatasetEncoder(ImageEncoder):
         self.columns = (image_column, sem_column, text_column, error_column)
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        import pyarrow as pa
-
         image_column, sem_column, text_column, error_column = self.columns
-        if image_column not in table.column_names:
-            raise SemError(f"no column {image_column!r} (columns: {', '.join(table.column_names)})")
+        require_column(table, image_column)
         cells = _cells(table[image_column])
         out = self.map_cells(cells, ["image"] * len(cells))
-        table = with_column(table, sem_column, pa.array([r[0] for r in out], pa.binary()))
-        table = with_column(table, text_column, pa.array([r[1] for r in out], pa.string()))
-        return with_column(table, error_column, pa.array([r[2] for r in out], pa.string()))
+        return _with_results(table, out, sem_column, text_column, error_column)
+
+
+def _with_results(
+    table: pa.Table, rows: list[tuple[bytes | None, str | None, str | None]], data_column: str, text_column: str,
+    error_column: str,
+) -> pa.Table:
+    """``table`` plus the ``(data, text, error)`` rows as a binary and two string columns."""
+    import pyarrow as pa
+
+    table = with_column(table, data_column, pa.array([r[0] for r in rows], pa.binary()))
+    table = with_column(table, text_column, pa.array([r[1] for r in rows], pa.string()))
+    return with_column(table, error_column, pa.array([r[2] for r in rows], pa.string()))
 
 
 def _cells(column: Any) -> list[Any]:
@@ -266,12 +280,7 @@ class ImageDatasetDecoder(ImageDecoder):
         self.columns = (sem_column, image_column, text_column, error_column)
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        import pyarrow as pa
-
         sem_column, image_column, text_column, error_column = self.columns
-        if sem_column not in table.column_names:
-            raise SemError(f"no column {sem_column!r} (columns: {', '.join(table.column_names)})")
+        require_column(table, sem_column)
         out = self.decode_cells(table[sem_column].to_pylist())
-        table = with_column(table, image_column, pa.array([r[0] for r in out], pa.binary()))
-        table = with_column(table, text_column, pa.array([r[1] for r in out], pa.string()))
-        return with_column(table, error_column, pa.array([r[2] for r in out], pa.string()))
+        return _with_results(table, out, image_column, text_column, error_column)
