@@ -24,18 +24,11 @@ import logging
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
+from _common import default_captions
+
 THREADS = {"SEMCODEC_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-def _default_captions() -> str:
-    repo = Path(__file__).resolve().parent.parent
-    for base in (repo / "shared" / "data", repo.parent / "shared" / "data", Path("shared") / "data"):
-        if (base / "coco-captions-dev.txt").is_file():
-            return str(base / "coco-captions-dev.txt")
-    raise SystemExit("dataset_throughput.py: no shared/data/coco-captions-dev.txt here; pass a captions file")
 
 
 def _ray_pack(ray: Any, table: Any, workers: int, block: int) -> tuple[float, list[bytes]]:
@@ -64,7 +57,7 @@ def main() -> int:
     from semcodec.bench.corpus import read_corpus
     from semcodec.data import TextPacker
 
-    texts = read_corpus(args.captions or _default_captions()).texts[: args.n]
+    texts = read_corpus(args.captions or default_captions("dataset_throughput.py")).texts[: args.n]
     table = pa.table({"text": texts})
     packer = TextPacker()  # loads the model (not timed)
     start = time.perf_counter()

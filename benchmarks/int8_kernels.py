@@ -18,24 +18,13 @@ Each result is checked equal to the exact int64 product.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from collections.abc import Callable
 
 import numpy as np
+from _common import timed
 
 SHAPES = [(576, 960), (576, 576), (576, 3072), (1536, 576)] * 30 + [(576, 49152)]
-
-
-def _timed(fn: Callable[[], object], repeats: int = 5) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def candidates(weights: list[np.ndarray]) -> dict[str, Callable[[list[np.ndarray]], list[np.ndarray]]]:
@@ -99,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                     np.array_equal(np.asarray(g, dtype=np.int64), x.astype(np.int64) @ w.astype(np.int64))
                     for g, x, w in zip(got[:3], xs[:3], weights[:3], strict=True)
                 )
-                seconds = _timed(lambda fn=fn, xs=xs: fn(xs), 3 if "numpy int8" in name else 5)
+                seconds = timed(lambda fn=fn, xs=xs: fn(xs), 3 if "numpy int8" in name else 5)
             except Exception as err:  # a kernel that refuses a shape is a result too
                 rows.append([f"M={m}", name, f"fails: {str(err)[:50]}", "", ""])
                 continue

@@ -34,6 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import default_captions, timed
+
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "SEMCODEC_THREADS")
 """Set together in each worker: the BLAS pool size, and the threads semcodec gives its own
 kernels and BLAS (``SEMCODEC_THREADS``, default 1), so "2 threads" means 2 everywhere."""
@@ -43,15 +45,6 @@ def _captions(path: str, limit: int) -> list[str]:
     from semcodec.bench.corpus import read_corpus
 
     return read_corpus(path).texts[:limit]
-
-
-def _default_captions() -> str:
-    """The development captions: ``shared/data`` inside the checkout or beside it."""
-    repo = Path(__file__).resolve().parent.parent
-    for base in (repo / "shared" / "data", repo.parent / "shared" / "data", Path("shared") / "data"):
-        if (base / "coco-captions-dev.txt").is_file():
-            return str(base / "coco-captions-dev.txt")
-    raise SystemExit("runtime_speed.py: no shared/data/coco-captions-dev.txt here; pass a captions file")
 
 
 def _median_caption(texts: list[str]) -> str:
@@ -94,17 +87,6 @@ def cross_entropy(texts: list[str]) -> dict[str, float]:
 # -- 2./3. the worker, run once per thread count --------------------------------------------
 
 
-def _timed(fn: Any, repeats: int) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` calls (after one untimed warm-up)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def worker(caption: str, step_texts: list[str]) -> dict[str, Any]:
     """Speeds in this process (its thread count fixed by the environment it started with)."""
     import numpy as np
@@ -118,11 +100,11 @@ def worker(caption: str, step_texts: list[str]) -> dict[str, Any]:
     weights = sum(m.q.size for m in matrices)
     # The floor: one GEMV per weight matrix with the runtime's kernel, streaming every weight once.
     int8_x = [np.ones((1, m.shape[0]), dtype=np.int8) for m in matrices]
-    int8_pass = _timed(lambda: [lm.products(x, m) for x, m in zip(int8_x, matrices, strict=True)], 9)
+    int8_pass = timed(lambda: [lm.products(x, m) for x, m in zip(int8_x, matrices, strict=True)], 9)
     # The same pass in float32 over (N, K) copies: what the float32 runtime streamed per token.
     f32 = [np.ascontiguousarray(m.q.T, dtype=np.float32) for m in matrices]
     f32_x = [np.ones((1, m.shape[1]), dtype=np.float32) for m in f32]
-    f32_pass = _timed(lambda: [x @ m.T for x, m in zip(f32_x, f32, strict=True)], 5)
+    f32_pass = timed(lambda: [x @ m.T for x, m in zip(f32_x, f32, strict=True)], 5)
 
     steps: list[float] = []
     for text in step_texts:
@@ -135,8 +117,8 @@ def worker(caption: str, step_texts: list[str]) -> dict[str, Any]:
             steps.append(time.perf_counter() - t0)
     data = semcodec.pack(caption)
     n_symbols = semcodec.unpack(data).n_tokens + 1
-    pack = _timed(lambda: semcodec.pack(caption), 5)
-    unpack = _timed(lambda: semcodec.unpack(data), 5)
+    pack = timed(lambda: semcodec.pack(caption), 5)
+    unpack = timed(lambda: semcodec.unpack(data), 5)
     return {
         "threads": os.environ.get("SEMCODEC_THREADS", "unset"),
         "kernel": lm.products.name,
@@ -298,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from semcodec.bench.tables import render
 
-    path = args.captions or _default_captions()
+    path = args.captions or default_captions("runtime_speed.py")
     texts = _captions(path, max(args.limit, args.batch_files))
     caption = _median_caption(texts[: args.limit])
     print(f"captions: {path}; typical caption (median length of the first {args.limit}): {caption!r}")

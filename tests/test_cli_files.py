@@ -18,24 +18,15 @@ from pathlib import Path
 import pytest
 
 import semcodec
-from semcodec import cli, fileio
+from semcodec import fileio
 from semcodec.fileio import OutputExistsError, write_output
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from testkit import one_error_line, run_main
 
 ROOT = Path(__file__).resolve().parents[1]
 CAPTION = "A cat sleeping on a red sofa."
-
-
-def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = cli.main(argv)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_error_line(err: str) -> str:
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("semcodec: error: ") and "Traceback" not in err, err
-    return lines[0]
 
 
 def make_null(path: Path) -> Path:

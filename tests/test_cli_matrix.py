@@ -30,6 +30,8 @@ from semcodec.container import Header
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import testkit
+
 CAPTION = "A cat sleeping on a red sofa."
 ROOT_USER = os.geteuid() == 0
 
@@ -135,11 +137,8 @@ def cells() -> Iterator[object]:
 
 
 @pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.chdir(tmp_path)
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "SEMCODEC_CAPTIONER", "SEMCODEC_GENERATOR", "SEMCODEC_DEBUG"):
-        monkeypatch.delenv(name, raising=False)
-    yield tmp_path
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return testkit.clean_workdir(tmp_path, monkeypatch)
 
 
 def valid_input(command: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bytes:

@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,29 +24,18 @@ from semcodec.exitcodes import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_UNAVAILABLE
 from semcodec.fileio import OutputExistsError
 from semcodec.pipeline.errors import BackendError
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import testkit
+from testkit import one_error_line, run_main
+
 ROOT = Path(__file__).resolve().parents[1]
 CAPTION = "A cat sleeping on a red sofa."
 
 
-def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = cli.main(argv)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_error_line(err: str) -> str:
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("semcodec: error: ") and "Traceback" not in err, err
-    return lines[0]
-
-
 @pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.chdir(tmp_path)
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "SEMCODEC_CAPTIONER", "SEMCODEC_GENERATOR", "SEMCODEC_DEBUG"):
-        monkeypatch.delenv(name, raising=False)
-    yield tmp_path
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return testkit.clean_workdir(tmp_path, monkeypatch)
 
 
 # -- 4: one map from exceptions to exit codes ---------------------------------------------------

@@ -74,17 +74,7 @@ def stub(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     from pipeline_fixtures import openai_server as srv
 
     pytest.importorskip("openai")
-    server = srv.start()
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
-    monkeypatch.setenv("SEMCODEC_BACKOFF", "0.01")
-    monkeypatch.setenv("SEMCODEC_RETRIES", "0")
-    for name in ("SEMCODEC_CAPTIONER", "SEMCODEC_GENERATOR"):
-        monkeypatch.delenv(name, raising=False)
-    try:
-        yield server
-    finally:
-        srv.stop(server)
+    yield from srv.serving(monkeypatch, KEY, retries=0)
 
 
 def png(color: tuple[int, int, int], size: tuple[int, int] = (48, 32)) -> bytes:

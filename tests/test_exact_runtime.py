@@ -17,6 +17,10 @@ from semcodec.models import load_model, tables
 from semcodec.models.exact import PRECISION, WEIGHT_MAX, ExactLM, activation_max, quantize_rows
 from semcodec.models.kernels import OnnxProducts, Products, QMatrix, products_from_name
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import testkit
+
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = {
     "cases": [
@@ -315,7 +319,7 @@ def test_cached_context_state_is_verified(model, tmp_path: Path) -> None:  # typ
         loaded = semmodels._load_context(copy, model.lm.n_layers, pinned[original.name])
         assert loaded is not None
         raw = bytearray(copy.read_bytes())
-        raw[_last_data_byte(copy, "keys.npy")] ^= 0x10  # a key's bits (not zip metadata np.load skips)
+        raw[testkit.last_data_byte(copy, "keys.npy")] ^= 0x10  # a key's bits (not zip metadata np.load skips)
         copy.write_bytes(bytes(raw))
         assert semmodels._load_context(copy, model.lm.n_layers, pinned[original.name]) is None
 
@@ -417,15 +421,3 @@ def test_pack_with_one_backend_unpack_with_another(packer: str, unpackers: tuple
         assert json.loads(unpacked.stdout)["texts"] == texts, unpacker
         ran.append(unpacker)
     assert ran, "no other backend available"
-
-
-def _last_data_byte(npz: Path, member: str) -> int:
-    """File offset of the last byte of ``member``'s stored data (npz files are uncompressed zips)."""
-    import struct
-    import zipfile
-
-    with zipfile.ZipFile(npz) as archive:
-        info = archive.getinfo(member)
-    local = npz.read_bytes()[info.header_offset : info.header_offset + 30]
-    name_len, extra_len = struct.unpack("<HH", local[26:30])
-    return info.header_offset + 30 + name_len + extra_len + info.compress_size - 1

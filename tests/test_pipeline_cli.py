@@ -37,17 +37,7 @@ LONG = (
 
 @pytest.fixture
 def stub(monkeypatch: pytest.MonkeyPatch) -> Iterator[srv.OpenAIStub]:
-    server = srv.start()
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
-    monkeypatch.setenv("SEMCODEC_BACKOFF", "0.01")
-    monkeypatch.setenv("SEMCODEC_RETRIES", "2")
-    for name in ("SEMCODEC_CAPTIONER", "SEMCODEC_GENERATOR"):
-        monkeypatch.delenv(name, raising=False)
-    try:
-        yield server
-    finally:
-        srv.stop(server)
+    yield from srv.serving(monkeypatch, KEY, retries=2)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ fresh evaluation gives. Format: a final line ending round-trips through the line
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,10 @@ from semcodec.models import (
     pins,
 )
 from semcodec.registry import DEFAULT_MODEL_ID, MODELS
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import testkit
 
 PRIMED = [3, 4]
 TEXTS = {3: "Two giraffes standing next to each other in a grassy field.",
@@ -80,21 +85,9 @@ def test_context_file_is_int32_and_verified(model, tmp_path: Path) -> None:  # t
     assert np.array_equal(loaded.prefix.keys, state.prefix.keys)
     assert np.array_equal(loaded.prefix.values, state.prefix.values)
     raw = bytearray(path.read_bytes())
-    raw[_last_data_byte(path, "values.npy")] ^= 0x10
+    raw[testkit.last_data_byte(path, "values.npy")] ^= 0x10
     path.write_bytes(bytes(raw))
     assert _load_context(path, m.lm.n_layers, pinned) is None
-
-
-def _last_data_byte(npz: Path, member: str) -> int:
-    """File offset of the last byte of ``member``'s stored data (npz files are uncompressed zips)."""
-    import struct
-    import zipfile
-
-    with zipfile.ZipFile(npz) as archive:
-        info = archive.getinfo(member)
-    local = npz.read_bytes()[info.header_offset : info.header_offset + 30]
-    name_len, extra_len = struct.unpack("<HH", local[26:30])
-    return info.header_offset + 30 + name_len + extra_len + info.compress_size - 1
 
 
 @pytest.mark.parametrize("ending", ["", "\n", "\r\n", "\n\n", "\r", "\r\n\n", "\n\r\n"])

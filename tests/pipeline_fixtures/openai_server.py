@@ -16,7 +16,10 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pytest
 
 CHAT = "/v1/chat/completions"
 IMAGES = "/v1/images/generations"
@@ -182,6 +185,24 @@ def stop(stub: OpenAIStub) -> None:
 def running() -> Iterator[OpenAIStub]:
     """Generator for a pytest fixture: ``yield from running()``."""
     stub = start()
+    try:
+        yield stub
+    finally:
+        stop(stub)
+
+
+def serving(monkeypatch: pytest.MonkeyPatch, key: str, retries: int) -> Iterator[OpenAIStub]:
+    """Generator for a pytest fixture (``yield from serving(...)``): a running stub that the
+    ``openai`` backend reaches through the environment (``OPENAI_API_KEY=key``, its base URL),
+    a 0.01 s backoff, ``retries`` retries, and no captioner or generator chosen by the environment.
+    """
+    stub = start()
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    monkeypatch.setenv("OPENAI_BASE_URL", stub.base_url)
+    monkeypatch.setenv("SEMCODEC_BACKOFF", "0.01")
+    monkeypatch.setenv("SEMCODEC_RETRIES", str(retries))
+    for name in ("SEMCODEC_CAPTIONER", "SEMCODEC_GENERATOR"):
+        monkeypatch.delenv(name, raising=False)
     try:
         yield stub
     finally:

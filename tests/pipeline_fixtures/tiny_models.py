@@ -208,38 +208,49 @@ def _vae(**extra: Any) -> Any:
     return AutoencoderKL(**settings)
 
 
+def _unet(**extra: Any) -> Any:
+    """A two-level UNet2DConditionModel with one cross-attention level (the SD and SDXL toys)."""
+    from diffusers import UNet2DConditionModel
+
+    settings: dict[str, Any] = {
+        "block_out_channels": (8, 16),
+        "layers_per_block": 1,
+        "sample_size": 16,
+        "in_channels": 4,
+        "out_channels": 4,
+        "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+        "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+        "norm_num_groups": 4,
+        "attention_head_dim": (2, 4),
+        "use_linear_projection": True,
+    }
+    settings.update(extra)
+    return UNet2DConditionModel(**settings)
+
+
+_TURBO_SCHEDULER: dict[str, Any] = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "timestep_spacing": "trailing",
+    "steps_offset": 1,
+}
+"""The Euler scheduler settings sd-turbo and sdxl-turbo share (their scheduler_config.json)."""
+
+
 def build_sd(folder: Path) -> Path:
     """SD-Turbo's architecture (Stable Diffusion 2.1: linear-projection transformer blocks,
     per-level head dims, an OpenCLIP-style text tower) and its scheduler, at toy size."""
     import torch
-    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
     from transformers import CLIPTextModel
 
     scratch = folder.parent / (folder.name + "-tok")
     tokenizer = _clip_tokenizer(scratch)
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        sample_size=16,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=16,
-        norm_num_groups=4,
-        attention_head_dim=(2, 4),
-        use_linear_projection=True,
-    )
+    unet = _unet(cross_attention_dim=16)
     # sd-turbo's scheduler_config.json, except the toy model's sizes
-    scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        prediction_type="epsilon",
-        timestep_spacing="trailing",
-        steps_offset=1,
-    )
+    scheduler = EulerDiscreteScheduler(**_TURBO_SCHEDULER, prediction_type="epsilon")
     pipe = StableDiffusionPipeline(
         vae=_vae(),
         text_encoder=CLIPTextModel(_clip_text_config()),
@@ -259,36 +270,20 @@ def build_sdxl(folder: Path) -> Path:
     """SDXL-Turbo's architecture (two text towers, the second with a projection; a UNet
     conditioned on the pooled text and the size/crop ids) and its scheduler, at toy size."""
     import torch
-    from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionXLPipeline
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     scratch = folder.parent / (folder.name + "-tok")
     tokenizer = _clip_tokenizer(scratch)
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        sample_size=16,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4),
-        use_linear_projection=True,
+    unet = _unet(
         addition_embed_type="text_time",
         addition_time_embed_dim=8,
         transformer_layers_per_block=(1, 1),
         projection_class_embeddings_input_dim=16 + 6 * 8,  # pooled text + six size/crop ids
         cross_attention_dim=32,  # both towers' hidden states, concatenated
-        norm_num_groups=4,
     )
-    scheduler = EulerAncestralDiscreteScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        timestep_spacing="trailing",
-        steps_offset=1,
-    )
+    scheduler = EulerAncestralDiscreteScheduler(**_TURBO_SCHEDULER)
     pipe = StableDiffusionXLPipeline(
         vae=_vae(),
         text_encoder=CLIPTextModel(_clip_text_config(hidden_act="quick_gelu")),

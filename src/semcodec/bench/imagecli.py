@@ -7,7 +7,6 @@ The parser is :mod:`semcodec.cli.bench`; failed images are worded and numbered b
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,6 +47,7 @@ def build_roles(args: argparse.Namespace, say: Any) -> tuple[Roles, int]:
     generator id the header should carry. (Tests replace this function with fakes.)"""
     from semcodec.bench.imagebench import Roles
     from semcodec.pipeline.backends import BackendOptions, BackendPool, generator_id_for, parse_spec
+    from semcodec.pipeline.encoding import default_captioner
 
     options = BackendOptions.from_env(
         timeout=args.timeout,
@@ -59,8 +59,7 @@ def build_roles(args: argparse.Namespace, say: Any) -> tuple[Roles, int]:
         concurrency=1,
     )
     pool = BackendPool(options, on_event=say)
-    default = os.environ.get("SEMCODEC_CAPTIONER") or ("openai" if os.environ.get("OPENAI_API_KEY") else "hf")
-    cap_spec = parse_spec(args.captioner or default)
+    cap_spec = parse_spec(args.captioner or default_captioner())
     gen_spec = parse_spec(args.generator or cap_spec.backend)
     say(f"loading captioner {cap_spec}")
     captioner = pool.captioner(cap_spec)

@@ -49,6 +49,12 @@ def with_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
     return table.append_column(name, values)
 
 
+def require_column(table: pa.Table, name: str) -> None:
+    """Raise :class:`SemError` naming ``table``'s columns unless it has one called ``name``."""
+    if name not in table.column_names:
+        raise SemError(f"no column {name!r} (columns: {', '.join(table.column_names)})")
+
+
 @dataclass(frozen=True)
 class PackOptions:
     """Header fields every row is packed with (as ``semcodec pack``'s options)."""
@@ -85,8 +91,7 @@ class TextPacker:
 
         from semcodec.codec import pack
 
-        if self.text_column not in table.column_names:
-            raise SemError(f"no column {self.text_column!r} (columns: {', '.join(table.column_names)})")
+        require_column(table, self.text_column)
         o = self.options
         sems: list[bytes | None] = []
         errors: list[str | None] = []
@@ -132,8 +137,7 @@ class TextUnpacker:
 
         from semcodec.codec import unpack_many
 
-        if self.sem_column not in table.column_names:
-            raise SemError(f"no column {self.sem_column!r} (columns: {', '.join(table.column_names)})")
+        require_column(table, self.sem_column)
         cells: list[Any] = table[self.sem_column].to_pylist()
         texts: list[str | None] = [None] * len(cells)
         errors: list[str | None] = [None] * len(cells)

@@ -72,6 +72,34 @@ def _ordered(ds: Dataset) -> Dataset:
     return ds
 
 
+def _map_in_pool(
+    ds: Dataset,
+    coder: type,
+    coder_kwargs: dict[str, Any],
+    *,
+    batch_size: int,
+    workers: int | None,
+    num_cpus: float,
+    num_gpus: float = 0,
+    carry_env: bool = False,
+) -> Dataset:
+    """``ds`` (order kept) mapped by ``coder(**coder_kwargs)`` in an actor pool, batches as Arrow tables.
+
+    ``carry_env``: the workers get this process's backend settings (:func:`backend_env`).
+    """
+    require_ray()
+    env: dict[str, Any] = {"runtime_env": backend_env()} if carry_env else {}
+    return _ordered(ds).map_batches(
+        coder,
+        fn_constructor_kwargs=coder_kwargs,
+        batch_format="pyarrow",
+        batch_size=batch_size,
+        udf_modifying_row_count=False,
+        **env,
+        **actor_pool_args(workers, num_cpus, num_gpus),
+    )
+
+
 def pack_dataset(
     ds: Dataset,
     text_column: str = TEXT_COLUMN,
@@ -89,16 +117,11 @@ def pack_dataset(
     ``sem`` and its message in ``error``; the job goes on. ``options`` sets the header
     fields (model id, generator id, seed, size, check), as ``semcodec pack``'s options do.
     """
-    require_ray()
-    return _ordered(ds).map_batches(
+    return _map_in_pool(
+        ds,
         TextPacker,
-        fn_constructor_kwargs={
-            "text_column": text_column, "sem_column": sem_column, "error_column": error_column, "options": options,
-        },
-        batch_format="pyarrow",
-        batch_size=batch_size,
-        udf_modifying_row_count=False,
-        **actor_pool_args(workers, num_cpus, 0),
+        {"text_column": text_column, "sem_column": sem_column, "error_column": error_column, "options": options},
+        batch_size=batch_size, workers=workers, num_cpus=num_cpus,
     )
 
 
@@ -118,14 +141,11 @@ def unpack_dataset(
     or null cell gets a null ``text`` and its message in ``error``. An existing column named
     ``text_column`` (or ``error_column``) is replaced.
     """
-    require_ray()
-    return _ordered(ds).map_batches(
+    return _map_in_pool(
+        ds,
         TextUnpacker,
-        fn_constructor_kwargs={"sem_column": sem_column, "text_column": text_column, "error_column": error_column},
-        batch_format="pyarrow",
-        batch_size=batch_size,
-        udf_modifying_row_count=False,
-        **actor_pool_args(workers, num_cpus, 0),
+        {"sem_column": sem_column, "text_column": text_column, "error_column": error_column},
+        batch_size=batch_size, workers=workers, num_cpus=num_cpus,
     )
 
 
@@ -151,18 +171,14 @@ def encode_dataset(
     Backend settings read from the environment (``OPENAI_API_KEY``, ``OPENAI_BASE_URL``,
     ``SEMCODEC_*``, ``HF_*``) go to the workers with them.
     """
-    require_ray()
-    return _ordered(ds).map_batches(
+    return _map_in_pool(
+        ds,
         ImageDatasetEncoder,
-        fn_constructor_kwargs={
+        {
             "options": options, "image_column": image_column, "sem_column": sem_column,
             "text_column": text_column, "error_column": error_column,
         },
-        batch_format="pyarrow",
-        batch_size=batch_size,
-        udf_modifying_row_count=False,
-        runtime_env=backend_env(),
-        **actor_pool_args(workers, num_cpus, num_gpus),
+        batch_size=batch_size, workers=workers, num_cpus=num_cpus, num_gpus=num_gpus, carry_env=True,
     )
 
 
@@ -184,18 +200,14 @@ def decode_dataset(
     Each file is painted at its header's size and seed with its header's generator, or
     ``options.generator`` when given.
     """
-    require_ray()
-    return _ordered(ds).map_batches(
+    return _map_in_pool(
+        ds,
         ImageDatasetDecoder,
-        fn_constructor_kwargs={
+        {
             "options": options, "sem_column": sem_column, "image_column": image_column,
             "text_column": text_column, "error_column": error_column,
         },
-        batch_format="pyarrow",
-        batch_size=batch_size,
-        udf_modifying_row_count=False,
-        runtime_env=backend_env(),
-        **actor_pool_args(workers, num_cpus, num_gpus),
+        batch_size=batch_size, workers=workers, num_cpus=num_cpus, num_gpus=num_gpus, carry_env=True,
     )
 
 

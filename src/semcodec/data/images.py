@@ -14,13 +14,19 @@ or ``H×W×3`` uint8 arrays (``ray.data.read_images``).
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from semcodec.container import Header
-from semcodec.data.coders import ERROR_COLUMN, SEM_COLUMN, TEXT_COLUMN, error_message, with_column
+from semcodec.data.coders import (
+    ERROR_COLUMN,
+    SEM_COLUMN,
+    TEXT_COLUMN,
+    error_message,
+    require_column,
+    with_column,
+)
 from semcodec.errors import SemError
 from semcodec.registry import DEFAULT_MODEL_ID
 
@@ -100,32 +106,24 @@ class ImageEncoder:
     """Image → ``.sem`` bytes with the options of ``semcodec encode``; backends built once."""
 
     def __init__(self, options: ImageOptions | None = None) -> None:
-        from semcodec.pipeline.backends import BackendPool, generator_id_for, parse_spec
+        from semcodec.pipeline.backends import BackendPool
+        from semcodec.pipeline.encoding import load_encode_backends
         from semcodec.pipeline.reflect import ReflectSettings
         from semcodec.registry import model_id_by_name
 
         o = self.options = options or ImageOptions()
         self.model_id = model_id_by_name(str(o.model))
         self.settings = ReflectSettings(reflect=o.reflect, seeds=o.seeds, words=o.words, lam=o.lam)
-        pool = BackendPool(o.backend_options())
-        default = os.environ.get("SEMCODEC_CAPTIONER") or ("openai" if os.environ.get("OPENAI_API_KEY") else "hf")
-        cap_spec = parse_spec(o.captioner or default)
-        gen_spec = parse_spec(o.generator or cap_spec.backend)
-        self.generator_id = generator_id_for(gen_spec, pool.get(gen_spec.backend).default_generator) or 0
-        self.captioner = pool.captioner(cap_spec)
-        self.generator: Generator | None = None
-        self.critic: Any = None
-        self.metric: Any = None
-        self.judge_mode = "metric"
-        if self.settings.paints:
-            from semcodec.pipeline.similarity import load_metric
-
-            self.generator = pool.generator(gen_spec)
-            self.metric = load_metric("auto" if o.score in ("auto", "critic") else o.score)
-            if o.score == "critic" or (o.score == "auto" and self.metric.is_fallback):
-                self.judge_mode = "critic"
-            if self.judge_mode == "critic" or self.settings.reflect > 0:
-                self.critic = pool.critic(parse_spec(o.critic) if o.critic else cap_spec)
+        backends = load_encode_backends(
+            BackendPool(o.backend_options()), self.settings,
+            captioner=o.captioner, generator=o.generator, critic=o.critic, score=o.score,
+        )
+        self.generator_id = backends.generator_id or 0
+        self.captioner = backends.captioner
+        self.generator: Generator | None = backends.generator
+        self.critic: Any = backends.critic
+        self.metric: Any = backends.metric
+        self.judge_mode = backends.judge_mode
 
     def encode(self, image: Image) -> tuple[bytes, str]:
         """The ``.sem`` file for ``image`` and the description it holds."""
@@ -176,16 +174,23 @@ class ImageDatasetEncoder(ImageEncoder):
         self.columns = (image_column, sem_column, text_column, error_column)
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        import pyarrow as pa
-
         image_column, sem_column, text_column, error_column = self.columns
-        if image_column not in table.column_names:
-            raise SemError(f"no column {image_column!r} (columns: {', '.join(table.column_names)})")
+        require_column(table, image_column)
         cells = _cells(table[image_column])
         out = self.map_cells(cells, ["image"] * len(cells))
-        table = with_column(table, sem_column, pa.array([r[0] for r in out], pa.binary()))
-        table = with_column(table, text_column, pa.array([r[1] for r in out], pa.string()))
-        return with_column(table, error_column, pa.array([r[2] for r in out], pa.string()))
+        return _with_results(table, out, sem_column, text_column, error_column)
+
+
+def _with_results(
+    table: pa.Table, rows: list[tuple[bytes | None, str | None, str | None]], data_column: str, text_column: str,
+    error_column: str,
+) -> pa.Table:
+    """``table`` plus the ``(data, text, error)`` rows as a binary and two string columns."""
+    import pyarrow as pa
+
+    table = with_column(table, data_column, pa.array([r[0] for r in rows], pa.binary()))
+    table = with_column(table, text_column, pa.array([r[1] for r in rows], pa.string()))
+    return with_column(table, error_column, pa.array([r[2] for r in rows], pa.string()))
 
 
 def _cells(column: Any) -> list[Any]:
@@ -275,12 +280,7 @@ class ImageDatasetDecoder(ImageDecoder):
         self.columns = (sem_column, image_column, text_column, error_column)
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        import pyarrow as pa
-
         sem_column, image_column, text_column, error_column = self.columns
-        if sem_column not in table.column_names:
-            raise SemError(f"no column {sem_column!r} (columns: {', '.join(table.column_names)})")
+        require_column(table, sem_column)
         out = self.decode_cells(table[sem_column].to_pylist())
-        table = with_column(table, image_column, pa.array([r[0] for r in out], pa.binary()))
-        table = with_column(table, text_column, pa.array([r[1] for r in out], pa.string()))
-        return with_column(table, error_column, pa.array([r[2] for r in out], pa.string()))
+        return _with_results(table, out, image_column, text_column, error_column)

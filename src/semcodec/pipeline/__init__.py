@@ -11,6 +11,7 @@ Modules, one job each:
 * :mod:`.reflect` — the reflection loop and its rate–distortion choice;
 * :mod:`.painting` — paint at a size the generator supports, resize to the header's;
 * :mod:`.image_codec` — image ⇄ ``.sem`` bytes;
+* :mod:`.encoding` — the backends of one ``encode`` run, built from its options;
 * :mod:`.commands` — ``semcodec encode`` / ``semcodec decode``.
 
 Nothing here imports torch, transformers, diffusers or openai at import time.

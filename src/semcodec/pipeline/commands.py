@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,13 +31,12 @@ from semcodec.pipeline import imaging
 from semcodec.pipeline.backends import (
     BackendOptions,
     BackendPool,
-    BackendSpec,
     auto_generator_name,
-    generator_id_for,
     generator_spec_for_id,
     parse_spec,
 )
 from semcodec.pipeline.batch import Outcome, images_in, output_names, run_all
+from semcodec.pipeline.encoding import load_encode_backends
 from semcodec.pipeline.image_codec import decode_image, encode_image
 from semcodec.pipeline.progress import Progress
 from semcodec.pipeline.ratecontrol import budget_from
@@ -73,10 +71,6 @@ def _read_image(source: str) -> bytes:
 
 
 # -- encode -----------------------------------------------------------------------
-
-
-def _default_captioner() -> str:
-    return os.environ.get("SEMCODEC_CAPTIONER") or ("openai" if os.environ.get("OPENAI_API_KEY") else "hf")
 
 
 @dataclass
@@ -237,45 +231,23 @@ def encode(args: argparse.Namespace, on_failure: OnFailure) -> int:
     settings = ReflectSettings(reflect=args.reflect, seeds=args.seeds, words=args.words, lam=args.lam)
     pool = BackendPool(_options(args, args.jobs), on_event=progress.note)
 
-    cap_spec = parse_spec(args.captioner or _default_captioner())
-    gen_spec = parse_spec(args.generator or cap_spec.backend)
-    gen_backend = pool.get(gen_spec.backend)
-    gen_id = generator_id_for(gen_spec, gen_backend.default_generator)
-    gen_name = f"{gen_spec.backend}:{gen_spec.model or gen_backend.default_generator}"
-    if gen_id is None:
-        progress.note(
-            f"{gen_name} has no generator id in the registry: the header leaves the generator to the "
-            f"decoder (decode with --generator {gen_name})"
-        )
-
-    progress.note(f"loading captioner {cap_spec}")
-    captioner = pool.captioner(cap_spec)
-    generator = critic = metric = None
-    judge_mode = "metric"
-    if settings.paints:
-        progress.note(f"loading generator {gen_name}")
-        generator = pool.generator(gen_spec)
-        if settings.seeds > 1 and not generator.honours_seed:
-            progress.note(f"{generator.name} ignores seeds: --seeds {settings.seeds} tries one")
-        metric, judge_mode = _scoring(args.score)
-        if judge_mode == "critic" or settings.reflect > 0:
-            critic_spec: BackendSpec = parse_spec(args.critic) if args.critic else cap_spec
-            progress.note(f"loading critic {critic_spec}")
-            critic = pool.critic(critic_spec)
-        progress.note(f"scoring with {metric.name if judge_mode == 'metric' else 'the critic'}")
+    backends = load_encode_backends(
+        pool, settings, captioner=args.captioner, generator=args.generator, critic=args.critic, score=args.score,
+        note=progress.note,
+    )
 
     encoder = _Encoder(
         args,
         progress,
-        captioner,
-        generator,
-        critic,
-        metric,
-        judge_mode,
+        backends.captioner,
+        backends.generator,
+        backends.critic,
+        backends.metric,
+        backends.judge_mode,
         settings,
         model_id,
-        gen_id or 0,
-        gen_name,
+        backends.generator_id or 0,
+        backends.generator_name,
         batch,
         on_failure,
         preread,
@@ -296,19 +268,6 @@ def encode(args: argparse.Namespace, on_failure: OnFailure) -> int:
         (Progress() if failed else progress).note(f"{len(outcomes) - len(failed)} of {len(outcomes)} images encoded")
         return EXIT_PARTIAL if failed else EXIT_OK
     return outcomes[0].code
-
-
-def _scoring(kind: str) -> tuple[Metric, str]:
-    """The metric and the judge mode for ``--score``."""
-    from semcodec.pipeline.similarity import load_metric
-
-    if kind in ("clip", "pixel"):
-        return load_metric(kind), "metric"
-    metric = load_metric("auto")
-    if kind == "critic":
-        return metric, "critic"
-    # auto: a real image metric when there is one; the critic beats the pixel fallback.
-    return metric, ("critic" if metric.is_fallback else "metric")
 
 
 # -- decode -----------------------------------------------------------------------
