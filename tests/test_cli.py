@@ -21,13 +21,11 @@ import semcodec
 from semcodec import cli
 from semcodec.errors import SemModelError
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from testkit import one_error_line, run_main
+
 CAPTION = "A cat sleeping on a red sofa."
-
-
-def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = cli.main(argv)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def run_process(
@@ -54,14 +52,6 @@ def snapshot(directory: Path) -> dict[str, tuple[bytes, int]]:
         for p in sorted(directory.rglob("*"))
         if p.is_file()
     }
-
-
-def one_error_line(err: str) -> str:
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("semcodec: error: "), err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
