@@ -28,7 +28,7 @@ def register(sub: Any) -> None:
 
 
 def cmd_model(args: argparse.Namespace) -> int:
-    from semcodec.models import CHECK_NOT_BUILT, CHECK_OK, blas_threads, check_cache, context_state
+    from semcodec.models import CHECK_NOT_BUILT, CHECK_OK, check_cache, context_state
     from semcodec.models.weights import cache_directory, cache_root, load_weights
     from semcodec.registry import MODELS, model_spec
 
@@ -50,9 +50,8 @@ def cmd_model(args: argparse.Namespace) -> int:
         say(f"model {spec.name}: every derived file matches its pinned digest")
         return EXIT_OK
     weights = load_weights(spec.weights, verify=True)
-    with blas_threads():  # and every profile's context on these weights, so a wrong one is rebuilt now
-        for other in MODELS.values():
-            if other.weights == spec.weights:
-                context_state(other.model_id)
+    for other in MODELS.values():  # and every profile's context on these weights: a wrong one is rebuilt now
+        if other.weights == spec.weights:
+            context_state(other.model_id)  # (evaluate_context sets the BLAS threads itself)
     say(f"model {spec.name}: ready in {weights.directory} (cache root {cache_root()})")
     return EXIT_OK
