@@ -10,8 +10,10 @@ many blocks as workers to use them all (``read_parquet(..., override_num_blocks=
 ``from_arrow([table1, table2, ...])`` or ``repartition(N)``). Pools start with one actor
 and grow to ``workers``; leave a CPU free for the tasks that read the input, and one per
 further pool when chaining (``unpack_dataset(pack_dataset(ds))`` on a 2-CPU cluster waits
-forever: give it 3). The returned dataset keeps the input's row order (its ``DataContext``
-has ``preserve_order`` set).
+forever: give it 3). ``fixed_pool=True`` starts every actor at once instead, for inputs
+already in memory whose output goes straight to the driver (see :func:`actor_pool_args`).
+The returned dataset keeps the input's row order (its ``DataContext`` has
+``preserve_order`` set).
 
     ray.init()
     ds = ray.data.read_parquet("captions/")
@@ -49,18 +51,32 @@ def require_ray() -> Any:
     return ray
 
 
-def actor_pool_args(workers: int | None, num_cpus: float, num_gpus: float) -> dict[str, Any]:
-    """``map_batches`` keyword arguments for an actor pool of up to ``workers`` (None: one per cluster CPU).
+def actor_pool_args(
+    workers: int | None, num_cpus: float, num_gpus: float, *, fixed: bool = False, blocks: int | None = None
+) -> dict[str, Any]:
+    """``map_batches`` keyword arguments for an actor pool of ``workers`` (None: one per cluster CPU).
 
-    The pool starts with one actor and grows to ``workers`` as blocks queue up. A fixed-size
-    pool that takes every CPU of the cluster starves the tasks that read its input
-    (``read_parquet`` then hangs on a 2-CPU cluster with 2 workers; measured with Ray 2.60).
+    ``blocks``: how many blocks the input has, when known; the pool never has more actors
+    (each would load the model for nothing).
+
+    By default the pool starts with one actor and grows to ``workers`` as blocks queue up
+    (the others join seconds later, each loading the model then). ``fixed`` starts all
+    ``workers`` at once; only do that when nothing else in the job needs a CPU while the
+    pool runs (input already in memory, output taken by the driver): a fixed pool that
+    takes every CPU of the cluster starves the tasks that read its input, and any
+    downstream pool or write (``read_parquet`` then hangs on a 2-CPU cluster with 2
+    workers, even with reads asking for 0 CPUs; measured with Ray 2.60).
     """
     ray = require_ray()
     if workers is None:
         cpus = int(ray.cluster_resources().get("CPU", 1)) if ray.is_initialized() else 1
         workers = max(1, int(cpus // max(num_cpus, 1e-9)) if num_cpus else cpus)
-    pool = ray.data.ActorPoolStrategy(min_size=1, max_size=workers)
+    if blocks is not None:
+        workers = max(1, min(workers, blocks))
+    if fixed:
+        pool = ray.data.ActorPoolStrategy(size=workers)
+    else:
+        pool = ray.data.ActorPoolStrategy(min_size=1, max_size=workers)
     args: dict[str, Any] = {"compute": pool, "num_cpus": num_cpus}
     if num_gpus:
         args["num_gpus"] = num_gpus
@@ -81,6 +97,7 @@ def _map_in_pool(
     workers: int | None,
     num_cpus: float,
     num_gpus: float = 0,
+    fixed_pool: bool = False,
     carry_env: bool = False,
 ) -> Dataset:
     """``ds`` (order kept) mapped by ``coder(**coder_kwargs)`` in an actor pool, batches as Arrow tables.
@@ -96,7 +113,7 @@ def _map_in_pool(
         batch_size=batch_size,
         udf_modifying_row_count=False,
         **env,
-        **actor_pool_args(workers, num_cpus, num_gpus),
+        **actor_pool_args(workers, num_cpus, num_gpus, fixed=fixed_pool),
     )
 
 
@@ -110,18 +127,20 @@ def pack_dataset(
     workers: int | None = None,
     num_cpus: float = 1,
     batch_size: int = DEFAULT_BATCH_ROWS,
+    fixed_pool: bool = False,
 ) -> Dataset:
     """``ds`` plus a binary ``sem`` column (``semcodec.pack`` of ``text_column``) and ``error``.
 
     A row that cannot be packed (null, not a string, over the token limit) gets a null
     ``sem`` and its message in ``error``; the job goes on. ``options`` sets the header
     fields (model id, generator id, seed, size, check), as ``semcodec pack``'s options do.
+    ``fixed_pool`` starts all ``workers`` at once (see the module docstring).
     """
     return _map_in_pool(
         ds,
         TextPacker,
         {"text_column": text_column, "sem_column": sem_column, "error_column": error_column, "options": options},
-        batch_size=batch_size, workers=workers, num_cpus=num_cpus,
+        batch_size=batch_size, workers=workers, num_cpus=num_cpus, fixed_pool=fixed_pool,
     )
 
 
@@ -134,6 +153,7 @@ def unpack_dataset(
     workers: int | None = None,
     num_cpus: float = 1,
     batch_size: int = DEFAULT_BATCH_ROWS,
+    fixed_pool: bool = False,
 ) -> Dataset:
     """``ds`` plus ``text`` decoded from ``sem_column`` and ``error``.
 
@@ -145,7 +165,7 @@ def unpack_dataset(
         ds,
         TextUnpacker,
         {"sem_column": sem_column, "text_column": text_column, "error_column": error_column},
-        batch_size=batch_size, workers=workers, num_cpus=num_cpus,
+        batch_size=batch_size, workers=workers, num_cpus=num_cpus, fixed_pool=fixed_pool,
     )
 
 
@@ -161,6 +181,7 @@ def encode_dataset(
     num_cpus: float = 1,
     num_gpus: float = 0,
     batch_size: int = 16,
+    fixed_pool: bool = False,
 ) -> Dataset:
     """``ds`` plus ``sem`` (the encoded file), ``text`` (its description) and ``error``.
 
@@ -178,7 +199,8 @@ def encode_dataset(
             "options": options, "image_column": image_column, "sem_column": sem_column,
             "text_column": text_column, "error_column": error_column,
         },
-        batch_size=batch_size, workers=workers, num_cpus=num_cpus, num_gpus=num_gpus, carry_env=True,
+        batch_size=batch_size, workers=workers, num_cpus=num_cpus, num_gpus=num_gpus, fixed_pool=fixed_pool,
+        carry_env=True,
     )
 
 
@@ -194,6 +216,7 @@ def decode_dataset(
     num_cpus: float = 1,
     num_gpus: float = 0,
     batch_size: int = 16,
+    fixed_pool: bool = False,
 ) -> Dataset:
     """``ds`` plus ``image`` (encoded in ``options.image_format``, PNG by default), ``text`` and ``error``.
 
@@ -207,7 +230,8 @@ def decode_dataset(
             "options": options, "sem_column": sem_column, "image_column": image_column,
             "text_column": text_column, "error_column": error_column,
         },
-        batch_size=batch_size, workers=workers, num_cpus=num_cpus, num_gpus=num_gpus, carry_env=True,
+        batch_size=batch_size, workers=workers, num_cpus=num_cpus, num_gpus=num_gpus, fixed_pool=fixed_pool,
+        carry_env=True,
     )
 
 

@@ -337,7 +337,8 @@ def _run_parts(
     with ray_session(address) as ray:
         from semcodec.data.datasets import actor_pool_args
 
-        ds = ray.data.from_items([asdict(p) for p in pending], override_num_blocks=min(len(pending), 1000))
+        blocks = min(len(pending), 1000)
+        ds = ray.data.from_items([asdict(p) for p in pending], override_num_blocks=blocks)
         ds.context.execution_options.preserve_order = True
         results = ds.map_batches(
             PartWorker,
@@ -345,7 +346,9 @@ def _run_parts(
             batch_size=1,
             batch_format="pyarrow",
             udf_modifying_row_count=False,
-            **actor_pool_args(workers, 1, 0),
+            # The parts are in memory and their results go to this process: nothing else
+            # wants a CPU, so every worker starts (and loads the model) at once.
+            **actor_pool_args(workers, 1, 0, fixed=True, blocks=blocks),
         )
         yield from results.iter_rows()
 
@@ -557,7 +560,8 @@ def _run_files(
             batch_format="pyarrow",
             udf_modifying_row_count=False,
             runtime_env=backend_env(),
-            **actor_pool_args(workers, 1, num_gpus),
+            # As in _run_parts, but a pool that asks for GPUs grows: it finds out how many there are.
+            **actor_pool_args(workers, 1, num_gpus, fixed=not num_gpus, blocks=-(-len(rows) // chunk)),
         )
         for (src, _), row in zip(pending, results.iter_rows(), strict=True):
             yield src, row["error"]
