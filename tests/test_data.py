@@ -195,7 +195,8 @@ def test_pack_unpack_dataset_round_trip_is_bit_exact(ray_cluster: Any, model: An
     sems[9] = None
     sem_only = pa.table({"n": table["n"], "sem": pa.array(sems, pa.binary())})
     blocks = [sem_only.slice(i, 6) for i in range(0, n, 6)]
-    back_ds = unpack_dataset(ray_cluster.data.from_arrow(blocks), workers=2, batch_size=6)
+    # In memory and collected here: a fixed pool is safe (both actors start at once).
+    back_ds = unpack_dataset(ray_cluster.data.from_arrow(blocks), workers=2, batch_size=6, fixed_pool=True)
     back = pa.concat_tables(ray_cluster.get(back_ds.to_arrow_refs()))
     assert back.column_names == ["n", "sem", "text", "error"] and back["n"].to_pylist() == list(range(n))
     errors = back["error"].to_pylist()
@@ -204,6 +205,20 @@ def test_pack_unpack_dataset_round_trip_is_bit_exact(ray_cluster: Any, model: An
     good = [i for i in range(n) if i not in (5, 9)]
     assert [back["text"][i].as_py() for i in good] == [texts[i] for i in good]
     assert [errors[i] for i in good] == [None] * len(good)
+
+
+def test_actor_pools_grow_unless_fixed_and_never_outnumber_the_blocks(ray_cluster: Any) -> None:
+    from semcodec.data.datasets import actor_pool_args
+
+    def sizes(args: dict[str, Any]) -> tuple[int, float, float]:
+        pool = args["compute"]
+        return pool.min_size, pool.max_size, args["num_cpus"]
+
+    assert sizes(actor_pool_args(None, 1, 0)) == (1, 2, 1)  # one per cluster CPU, growing from one
+    assert sizes(actor_pool_args(None, 1, 0, fixed=True)) == (2, 2, 1)
+    assert sizes(actor_pool_args(4, 1, 0, fixed=True, blocks=3)) == (3, 3, 1)
+    assert sizes(actor_pool_args(2, 1, 0, blocks=0)) == (1, 1, 1)
+    assert "num_gpus" not in actor_pool_args(2, 1, 0) and actor_pool_args(2, 1, 0.5)["num_gpus"] == 0.5
 
 
 def test_table_job_on_ray_resumes(ray_cluster: Any, model: Any, tmp_path: Path) -> None:
