@@ -16,6 +16,9 @@ Split (no image is both an example and a held-out text):
   winner) confirm them.
 * paragraphs (``coco-paragraphs-dev.txt``, one image per line): examples from lines
   0–99, held-out from line 200 on.
+* paragraph-levers (issue 9's paragraph goal, the search for a profile beyond id 4):
+  examples from lines 0–199, screen lines 200–229, confirm lines 230–299. Lines 300 on
+  are the check set of ``benchmarks/README.md`` and are never read here.
 
 Candidates: ``chat``: k earlier user/assistant turns whose replies are examples;
 ``list``: the k examples as a list inside the one user turn. Example choice:
@@ -25,6 +28,15 @@ as drawn, or ``short-last``.
 
     nice -n 5 env OPENBLAS_NUM_THREADS=1 python benchmarks/priming.py captions --screen 60 --confirm 150
     nice -n 5 env OPENBLAS_NUM_THREADS=1 python benchmarks/priming.py paragraphs --screen 20 --confirm 60
+
+``paragraph-levers`` screens every lever issue 9 names against profile 4's context
+(``p4``): the instruction wording, the number of examples (15–25) and their order, no
+system turn, assistant-only turns (one user turn, then the examples as consecutive
+replies: fewer tokens per example), a task-describing system turn, profile 3's 30
+captions before profile 4's paragraphs, and six seeded random 10-paragraph sets
+(``--screen`` / ``--confirm`` are fixed by its split):
+
+    nice -n 5 env OPENBLAS_NUM_THREADS=1 python benchmarks/priming.py paragraph-levers --top 4
 
 Deterministic: fixed seeds, fixed line ranges; results are cached in ``--cache`` (JSON)
 by context digest, so a rerun only evaluates what is new.
@@ -43,6 +55,8 @@ from pathlib import Path
 
 SYSTEM = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
 INSTRUCTIONS = {"captions": "Describe this image in one sentence.", "paragraphs": "Describe this image in detail."}
+LEVERS = "paragraph-levers"
+LEVER_LINES = (200, 230, 300)  # screen from, confirm from, end (exclusive): never the check set
 SEED = 20261125
 
 
@@ -70,6 +84,10 @@ def split(kind: str, n_screen: int, n_confirm: int) -> Split:
         lines = (data_dir() / "coco-paragraphs-dev.txt").read_text(encoding="utf-8").splitlines()
         pool = [[line] for line in lines[:100]]
         held = lines[200:]
+    if kind == LEVERS:
+        lines = (data_dir() / "coco-paragraphs-dev.txt").read_text(encoding="utf-8").splitlines()
+        lo, mid, hi = LEVER_LINES
+        return Split([[line] for line in lines[:lo]], lines[lo:mid], lines[mid:hi])
     if n_screen + n_confirm > len(held):
         raise SystemExit(f"only {len(held)} held-out texts")
     return Split(pool, held[:n_screen], held[n_screen : n_screen + n_confirm])
@@ -152,6 +170,58 @@ def candidates(kind: str, sp: Split, ks: list[int], tok_len: object) -> list[tup
     return out
 
 
+def _user(instruction: str) -> str:
+    return f"<|im_start|>user\n{instruction}<|im_end|>\n"
+
+
+def _reply(example: str) -> str:
+    return f"<|im_start|>assistant\n{example}<|im_end|>\n"
+
+
+def lever_candidates(sp: Split, tok_len: object) -> list[tuple[str, str]]:
+    """(name, context) for each paragraph lever, ``p4`` (profile 4's context) first."""
+    from semcodec import priming
+
+    detail = INSTRUCTIONS["paragraphs"]
+    p4 = list(priming.PARAGRAPH_EXAMPLES)
+    rng = random.Random(SEED)
+    drawn = [g[0] for g in sp.pool]
+    rng.shuffle(drawn)
+
+    def short_last(examples: list[str]) -> list[str]:
+        return sorted(examples, key=lambda e: -tok_len(e))  # type: ignore[operator]
+
+    opening = "<|im_start|>assistant\n"
+    tail = _user(detail) + opening
+    task = ("<|im_start|>system\nFive people each wrote one sentence about the same image; the assistant "
+            "repeats their five sentences, joined.<|im_end|>\n")
+    one = INSTRUCTIONS["captions"]
+    out = [
+        ("p4", chat_context(detail, p4)),
+        ("p4 instruction five sentences", chat_context("Describe this image in five sentences.", p4)),
+        ("p4 instruction five captions", chat_context("Write five captions for this image.", p4)),
+        ("p4 instruction one sentence", chat_context(one, p4)),
+        ("p4 instruction five different",
+         chat_context("Give five different one-sentence descriptions of this image.", p4)),
+        ("p4 no system turn", "".join(_user(detail) + _reply(e) for e in p4) + tail),
+        ("p4 assistant-only turns", SYSTEM + _user(detail) + "".join(_reply(e) for e in p4) + opening),
+        ("p4 task system turn", task + "".join(_user(detail) + _reply(e) for e in p4) + tail),
+        ("captions k=30 + p4", SYSTEM + "".join(_user(one) + _reply(e) for e in priming.CAPTION_EXAMPLES)
+         + "".join(_user(detail) + _reply(e) for e in p4) + tail),
+        ("random k=15", chat_context(detail, drawn[:15])),
+        ("random k=20", chat_context(detail, drawn[:20])),
+        ("random short-last k=20", chat_context(detail, short_last(drawn[:20]))),
+        ("random k=25", chat_context(detail, drawn[:25])),
+        ("random short-last k=25", chat_context(detail, short_last(drawn[:25]))),
+        ("assistant-only random k=20",
+         SYSTEM + _user(detail) + "".join(_reply(e) for e in drawn[:20]) + opening),
+    ]
+    pool = [g[0] for g in sp.pool]
+    for seed in range(1, 7):
+        out.append((f"random set seed={seed} k=10", chat_context(detail, random.Random(seed).sample(pool, 10))))
+    return out
+
+
 def render(name: str, kind: str, examples: list[str], fmt: str) -> str:
     instruction = INSTRUCTIONS[kind]
     return chat_context(instruction, examples) if fmt == "chat" else list_context(instruction, examples)
@@ -159,7 +229,7 @@ def render(name: str, kind: str, examples: list[str], fmt: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("kind", choices=sorted(INSTRUCTIONS))
+    parser.add_argument("kind", choices=[*sorted(INSTRUCTIONS), LEVERS])
     parser.add_argument("--ks", default="3,10,20,30", help="shot counts (default 3,10,20,30)")
     parser.add_argument("--screen", type=int, default=60)
     parser.add_argument("--confirm", type=int, default=150)
@@ -173,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     sp = split(args.kind, args.screen, args.confirm)
     ev = Evaluator(args.cache)
     tok = ev.model.tokenizer
+    if args.kind == LEVERS:
+        return report(args.kind, sp, ev, lever_candidates(sp, lambda e: len(tok.encode(e))), "p4", args.top)
     cands = candidates(args.kind, sp, ks, lambda e: len(tok.encode(e)))
     if args.search:
         rng = random.Random(SEED + 1)
@@ -213,6 +285,33 @@ def main(argv: list[str] | None = None) -> int:
             c = sum(ev.bits(context, sp.confirm)) / len(sp.confirm) if sp.confirm else float("nan")
             conf = f"{c:.2f}"
             rel = f"{100 * (c / base_conf - 1):+.1f} %"
+        print(f"| {name} | {n_ctx} | {mean:.2f} | {conf} | {rel} |")
+    return 0
+
+
+def report(kind: str, sp: Split, ev: Evaluator, cands: list[tuple[str, str]], base_name: str, top: int) -> int:
+    """Screen every (name, context), confirm the ``top`` best and the baseline, print the table."""
+    tok = ev.model.tokenizer
+    screen: list[tuple[float, str, str, int]] = []
+    for name, context in cands:
+        t0 = time.perf_counter()
+        n_ctx = len(tok.encode_context(context))
+        mean = sum(ev.bits(context, sp.screen)) / len(sp.screen)
+        screen.append((mean, name, context, n_ctx))
+        print(f"screen {name:34s} ctx {n_ctx:5d} tok  {mean:7.2f} bits/text  ({time.perf_counter() - t0:.0f} s)",
+              file=sys.stderr, flush=True)
+    screen.sort()
+    base = next(s for s in screen if s[1] == base_name)
+    chosen = {s[1] for s in [x for x in screen if x[1] != base_name][:top]} | {base_name}
+    base_conf = sum(ev.bits(base[2], sp.confirm)) / len(sp.confirm)
+    print(f"\n{kind}: screen = {len(sp.screen)} held-out texts, confirm = {len(sp.confirm)} others\n")
+    print(f"| candidate | context tokens | screen bits/text | confirm bits/text | vs {base_name} |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for mean, name, context, n_ctx in screen:
+        conf = rel = ""
+        if name in chosen:
+            c = sum(ev.bits(context, sp.confirm)) / len(sp.confirm)
+            conf, rel = f"{c:.2f}", f"{c - base_conf:+.2f} bits"
         print(f"| {name} | {n_ctx} | {mean:.2f} | {conf} | {rel} |")
     return 0
 
