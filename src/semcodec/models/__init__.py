@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 import tempfile
 import zipfile
 from collections.abc import Iterator, Sequence
@@ -28,12 +29,13 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from semcodec.errors import SemModelError
-from semcodec.models import pins
+from semcodec.models import pins, verified
 from semcodec.models.exact import ExactLM, KVCache, SharedPrefix
 from semcodec.models.kernels import products_from_name
 from semcodec.models.tokenizer import TextTokenizer
@@ -162,7 +164,8 @@ def context_state(model_id: int) -> ContextState:
 
     The file is used only when its arrays have the digest pinned for it in
     :mod:`semcodec.models.pins` (a wrong one is recomputed and rewritten), so starting from
-    it changes no table. A profile without a pinned context is evaluated in every process
+    it changes no table; its arrays are mapped, not read, and hashed once per file version
+    (:mod:`semcodec.models.verified`). A profile without a pinned context is evaluated in every process
     and never cached.
     """
     model = load_model(model_id)
@@ -208,22 +211,77 @@ def _context_arrays(state: ContextState) -> dict[str, np.ndarray]:
     return {"keys": state.prefix.keys, "values": state.prefix.values, "hidden": state.hidden}
 
 
-def _load_context(path: os.PathLike[str], n_layers: int, pinned: str) -> ContextState | None:
-    """The saved state when its arrays have the ``pinned`` digest, else None."""
+_CONTEXT_DTYPES = {"hidden.npy": "<f8", "keys.npy": "<i4", "values.npy": "<i4"}
+"""The members of a context file and their dtypes (explicit little-endian, as written)."""
+
+
+def _load_context(path: os.PathLike[str], n_layers: int, pinned: str, use_record: bool = True) -> ContextState | None:
+    """The saved state when its arrays have the ``pinned`` digest, else None.
+
+    The arrays are mapped in place, not read (:func:`_map_context`). ``use_record``: a file
+    the :mod:`semcodec.models.verified` record vouches for is not hashed again (off for
+    ``semcodec model verify``, which always hashes).
+    """
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        arrays, stat = _map_context(path)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, struct.error):
         return None
-    if pins.arrays_digest(arrays) != pinned:
+    where, name = os.path.split(os.fspath(path))
+    if use_record:
+        matched = verified.matches_pin(Path(where), name, [name], pinned, lambda: pins.arrays_digest(arrays),
+                                       {name: stat})
+    else:
+        matched = pins.arrays_digest(arrays) == pinned
+    if not matched:
         return None
-    try:
-        keys, values, hidden = arrays["keys"], arrays["values"], arrays["hidden"]
-    except KeyError:
-        return None
-    if keys.dtype != np.int32 or keys.shape != values.shape or keys.ndim != 4 or len(keys) != n_layers:
+    keys, values, hidden = arrays["keys"], arrays["values"], np.array(arrays["hidden"])
+    if keys.shape != values.shape or keys.ndim != 4 or len(keys) != n_layers:
         return None
     return ContextState(SharedPrefix(keys, values), hidden)
+
+
+def _map_context(path: os.PathLike[str]) -> tuple[dict[str, np.ndarray], verified.FileStat]:
+    """A context file's arrays, memory-mapped where they lie, and the mapped file's numbers.
+
+    The file is what ``np.savez`` writes: an uncompressed zip of ``.npy`` members, so each
+    array's bytes sit contiguously in it. Mapping them costs nothing up front (``np.load``
+    read the default profile's 42 MB into fresh memory on every start) and the pages come
+    from the page cache as they are used. Anything else (a compressed or unexpected
+    member, another dtype, Fortran order) raises ValueError: the context is recomputed.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    with open(path, "rb") as handle, zipfile.ZipFile(handle) as archive:
+        stat = verified.file_stat(Path(path), handle.fileno())
+        members = archive.infolist()
+        if sorted(m.filename for m in members) != sorted(_CONTEXT_DTYPES):
+            raise ValueError("not the members of a context file")
+        for info in members:
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise ValueError(f"{info.filename} is compressed")
+            handle.seek(info.header_offset)
+            local = handle.read(30)  # the local file header: its name and extra field lengths are its own
+            if local[:4] != b"PK\x03\x04":
+                raise ValueError(f"{info.filename}: no local file header")
+            name_len, extra_len = struct.unpack("<HH", local[26:30])
+            start = info.header_offset + 30 + name_len + extra_len
+            handle.seek(start)
+            version = np.lib.format.read_magic(handle)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
+            else:
+                raise ValueError(f"{info.filename}: .npy version {version}")
+            offset = handle.tell()
+            nbytes = int(np.prod(shape)) * dtype.itemsize
+            if fortran or dtype.str != _CONTEXT_DTYPES[info.filename] or offset - start + nbytes != info.file_size:
+                raise ValueError(f"{info.filename}: not a little-endian C-order array filling its member")
+            key = info.filename.removesuffix(".npy")
+            if nbytes == 0:
+                arrays[key] = np.zeros(shape, dtype)
+            else:  # the map holds its own reference to the file (closing the handle keeps it)
+                arrays[key] = np.memmap(handle, dtype=dtype, mode="r", offset=offset, shape=shape).view(np.ndarray)
+    return arrays, stat
 
 
 def _save_context(path: os.PathLike[str], state: ContextState) -> None:
@@ -269,7 +327,7 @@ def check_cache(model_id: int) -> dict[str, str]:
             report[name] = f"no digest is pinned for profile {spec.model_id}'s context (never cached)"
         elif not (directory / name).is_file():
             report[name] = CHECK_NOT_BUILT
-        elif _load_context(directory / name, n_layers, pinned[name]) is None:
+        elif _load_context(directory / name, n_layers, pinned[name], use_record=False) is None:
             report[name] = "its arrays do not have the pinned digest"
         else:
             report[name] = CHECK_OK
