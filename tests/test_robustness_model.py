@@ -318,6 +318,8 @@ def test_recorded_context_is_mapped_and_a_later_change_is_caught(
     """A context file is mapped in place, hashed once, and a byte changed later is still caught."""
     import mmap
 
+    import numpy as np
+
     from semcodec import models
     from semcodec.models import verified
 
@@ -337,10 +339,12 @@ def test_recorded_context_is_mapped_and_a_later_change_is_caught(
         patch.setattr(pins, "arrays_digest", counting)
         state = models._load_context(entry / name, m.lm.n_layers, pinned)
         assert state is not None and len(hashed) == 1
-        base = state.prefix.keys
-        while not isinstance(base, mmap.mmap) and getattr(base, "base", None) is not None:
-            base = base.base
+        base: Any = state.prefix.keys
+        while base is not None and not isinstance(base, mmap.mmap):  # views, down to what they view
+            base = base.obj if isinstance(base, memoryview) else base.base
         assert isinstance(base, mmap.mmap)  # the file's pages, not a copy
+        with np.load(entry / name) as data:  # and still the file's values after their pages were released
+            assert np.array_equal(state.prefix.keys, data["keys"]) and np.array_equal(state.hidden, data["hidden"])
         assert models._load_context(entry / name, m.lm.n_layers, pinned) is not None
         assert len(hashed) == 1  # recorded
         assert name in json.loads((entry / verified.RECORD_FILE).read_text())["entries"]

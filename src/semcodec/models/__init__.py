@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 import struct
 import tempfile
@@ -96,7 +97,8 @@ def _runtime(source: WeightsSource, backend: str) -> tuple[ExactLM, TextTokenize
     """Weights and tokenizer; the weights' sha256 check runs beside the tokenizer's parsing.
 
     hashlib releases the GIL, so on two cores a cold start pays for the longer of the two,
-    not their sum. The tokenizer built meanwhile is kept only if the bytes it was built from
+    not their sum (and once a file version has matched its pin, there is no hash to pay:
+    :mod:`semcodec.models.verified`). The tokenizer built meanwhile is kept only if the bytes it was built from
     have the digests the (verified) cache entry records; otherwise it is built again.
     """
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -223,7 +225,7 @@ def _load_context(path: os.PathLike[str], n_layers: int, pinned: str, use_record
     ``semcodec model verify``, which always hashes).
     """
     try:
-        arrays, stat = _map_context(path)
+        arrays, stat, pages = _map_context(path)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, struct.error):
         return None
     where, name = os.path.split(os.fspath(path))
@@ -237,11 +239,18 @@ def _load_context(path: os.PathLike[str], n_layers: int, pinned: str, use_record
     keys, values, hidden = arrays["keys"], arrays["values"], np.array(arrays["hidden"])
     if keys.shape != values.shape or keys.ndim != 4 or len(keys) != n_layers:
         return None
-    return ContextState(SharedPrefix(keys, values), hidden)
+    state = ContextState(SharedPrefix(keys, values), hidden)
+    if hasattr(mmap, "MADV_DONTNEED"):
+        # Out of this process's resident memory until read again (-42 MB at the peak of a
+        # default-profile unpack): the prefix has made what attention reads, and a later read
+        # (to save or hash the arrays) fetches the same bytes from the page cache.
+        pages.madvise(mmap.MADV_DONTNEED)
+    return state
 
 
-def _map_context(path: os.PathLike[str]) -> tuple[dict[str, np.ndarray], verified.FileStat]:
-    """A context file's arrays, memory-mapped where they lie, and the mapped file's numbers.
+def _map_context(path: os.PathLike[str]) -> tuple[dict[str, np.ndarray], verified.FileStat, mmap.mmap]:
+    """A context file's arrays, memory-mapped where they lie (read-only), the mapped file's
+    numbers, and the map.
 
     The file is what ``np.savez`` writes: an uncompressed zip of ``.npy`` members, so each
     array's bytes sit contiguously in it. Mapping them costs nothing up front (``np.load``
@@ -252,6 +261,7 @@ def _map_context(path: os.PathLike[str]) -> tuple[dict[str, np.ndarray], verifie
     arrays: dict[str, np.ndarray] = {}
     with open(path, "rb") as handle, zipfile.ZipFile(handle) as archive:
         stat = verified.file_stat(Path(path), handle.fileno())
+        pages = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)  # holds its own reference to the file
         members = archive.infolist()
         if sorted(m.filename for m in members) != sorted(_CONTEXT_DTYPES):
             raise ValueError("not the members of a context file")
@@ -277,11 +287,9 @@ def _map_context(path: os.PathLike[str]) -> tuple[dict[str, np.ndarray], verifie
             if fortran or dtype.str != _CONTEXT_DTYPES[info.filename] or offset - start + nbytes != info.file_size:
                 raise ValueError(f"{info.filename}: not a little-endian C-order array filling its member")
             key = info.filename.removesuffix(".npy")
-            if nbytes == 0:
-                arrays[key] = np.zeros(shape, dtype)
-            else:  # the map holds its own reference to the file (closing the handle keeps it)
-                arrays[key] = np.memmap(handle, dtype=dtype, mode="r", offset=offset, shape=shape).view(np.ndarray)
-    return arrays, stat
+            count = nbytes // dtype.itemsize
+            arrays[key] = np.frombuffer(pages, dtype=dtype, count=count, offset=offset).reshape(shape)
+    return arrays, stat, pages
 
 
 def _save_context(path: os.PathLike[str], state: ContextState) -> None:
