@@ -18,6 +18,7 @@ The codec sees only :class:`LoadedModel`'s stepping interface: :meth:`LoadedMode
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import mmap
@@ -110,9 +111,25 @@ def _runtime(source: WeightsSource, backend: str) -> tuple[ExactLM, TextTokenize
             early = None
         products = products_from_name(backend)
         weights = loading.result()
-    if early is not None and early.files_sha256 == weights.files_sha256:
-        return ExactLM(weights, products), early
-    return ExactLM(weights, products), TextTokenizer(weights.directory)
+    tokenizer = early if early is not None and early.files_sha256 == weights.files_sha256 else None
+    tokenizer = tokenizer or TextTokenizer(weights.directory)
+    release_free_heap()
+    return ExactLM(weights, products), tokenizer
+
+
+def release_free_heap() -> None:
+    """Give the C heap's free pages back to the system (glibc's ``malloc_trim``; elsewhere nothing).
+
+    Parsing the tokenizer (``tokenizers``' JSON) frees ~27 MB that glibc keeps resident. A
+    cold unpack's peak resident memory comes later, at the end of decoding, when every
+    weight page has been read, so releasing it lowers that peak by as much (~1 ms).
+    """
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError, TypeError):  # not glibc
+        return
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    trim(0)
 
 
 def load_model(model_id: int, backend: str | None = None) -> LoadedModel:

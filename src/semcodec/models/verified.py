@@ -17,10 +17,10 @@ What the pins catch, and whether the record keeps catching it (SPEC §5):
   over it): every write through the filesystem sets the ctime to the current time, which
   no program can set back (``utime`` restores the mtime only), and a replaced file has
   another inode, so the record no longer matches and the file is hashed again. A record is
-  written only for files whose ctime is at least :data:`RACY_S` older than the moment the
-  hash started, so a write in the same coarse clock tick as the last one cannot go unseen
-  (git's "racily clean" rule), and only if the file's numbers did not change while it was
-  being hashed.
+  written only for files whose mtime and ctime are at least :data:`RACY_S` older than the
+  moment the hash started, so a write in the same coarse clock tick as the last one cannot
+  go unseen (git's "racily clean" rule; the mtime too, for file systems whose ctime is the
+  creation time), and only if the file's numbers did not change while it was being hashed.
 
 Not caught without a full check: damage below the filesystem that leaves its metadata
 alone (bad sectors, bit rot in the page cache or on disk), a write through a shared
@@ -89,8 +89,8 @@ def is_recorded(directory: Path, name: str, pinned: str, stats: dict[str, FileSt
 
 def record(directory: Path, name: str, pinned: str, stats: dict[str, FileStat], started: float) -> None:
     """Record that ``name`` matched ``pinned`` (hash begun at ``started``), if no file is racily new."""
-    if any(stat[4] >= (started - RACY_S) * 1e9 for stat in stats.values()):
-        return  # written too recently for its ctime to tell a later write apart
+    if any(max(stat[3], stat[4]) >= (started - RACY_S) * 1e9 for stat in stats.values()):
+        return  # written too recently for its times to tell a later write apart
     entries = _read(directory)
     entries[name] = {"pin": pinned, "files": stats}
     try:
