@@ -94,8 +94,14 @@ class TextTokenizer:
 
     @cached_property
     def missing_bytes(self) -> frozenset[int]:
-        """Byte values no single token stands for (a text holding one cannot be packed)."""
-        present = {b for t in self._token_bytes if len(t) == 1 for b in t}
+        """Byte values no single token stands for (a text holding one cannot be packed).
+
+        Only a one-character token is one byte: a byte's stand-in, or a control token
+        (every encode needs this, so it is looked up, not found in the whole table).
+        """
+        single = [self._tok.token_to_id(ch) for ch in _bytes_to_unicode().values()]
+        ids = {i for i in single if i is not None} | {i for i in self.control_ids if 0 <= i < self._size}
+        present = {t[0] for t in map(self.token_bytes, ids) if len(t) == 1}
         return frozenset(set(range(256)) - present)
 
     def token_id(self, text: str) -> int:
