@@ -96,6 +96,33 @@ def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]
         assert "exit codes:" in out and "4  a batch" in out
 
 
+@pytest.mark.parametrize("argv", [["pack", "--help"], ["unpack", "--help"], ["info", "--help"], ["unpack"],
+                                  ["pack", "x", "--bogus"], ["unpack", "--max-tokens", "x", "f"]])
+def test_text_commands_parse_the_same_with_the_text_parser_alone(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """main() parses pack/unpack/info with their parsers alone (a faster start): same help, errors, codes."""
+    results = []
+    for text_only in (False, True):
+        with pytest.raises(SystemExit) as exc:
+            cli.build_parser(text_only=text_only).parse_args(argv)
+        results.append((exc.value.code, capsys.readouterr()))
+    assert results[0] == results[1]
+
+
+def test_unpack_imports_neither_the_image_pipeline_nor_the_benches(model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Their imports would slow every cold `semcodec unpack` (checked in a fresh interpreter)."""
+    sem = tmp_path / "caption.sem"
+    sem.write_bytes(semcodec.pack(CAPTION))
+    code = ("import sys\nfrom semcodec.cli import main\nassert main(['unpack', sys.argv[1], '-o', sys.argv[2]]) == 0\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('semcodec.pipeline', 'semcodec.bench'))))")
+    done = subprocess.run([sys.executable, "-c", code, str(sem), str(tmp_path / "out.txt")], capture_output=True,
+                          text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    assert (tmp_path / "out.txt").read_text(encoding="utf-8") == CAPTION
+
+
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         cli.main(["--version"])

@@ -13,8 +13,10 @@ import hashlib
 import json
 import re
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +26,10 @@ from semcodec.exitcodes import EXIT_OK, EXIT_UNAVAILABLE
 from semcodec.models import pins, weights
 from semcodec.models.weights import ENTRY_FILES
 from semcodec.registry import MODELS, SMOLLM2_135M_INSTRUCT
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from testkit import last_data_byte
 
 SOURCE = SMOLLM2_135M_INSTRUCT
 
@@ -217,6 +223,134 @@ def test_wrong_context_file_is_named_and_never_used(
         models.context_state.cache_clear()
         models._load_model.cache_clear()
         models._runtime.cache_clear()
+
+
+@pytest.fixture
+def recordable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let files copied a moment ago be recorded as verified (the racy-ctime margin off: the
+    tests below change files long after the hash, well past a clock tick)."""
+    from semcodec.models import verified
+
+    monkeypatch.setattr(verified, "RACY_S", 0.0)
+
+
+def _counting_weights_hash(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the hashes of the mapped weights.bin (weights.py hashes it with hashlib.sha256)."""
+    calls: list[int] = []
+    real = hashlib.sha256
+
+    def counting(data: bytes = b"") -> Any:
+        if len(data) > 100_000_000:
+            calls.append(len(data))
+        return real(data)
+
+    monkeypatch.setattr(weights.hashlib, "sha256", counting)
+    return calls
+
+
+@pytest.mark.parametrize("corruption", ["weights.bin byte flipped", "index.json n_layers 30 -> 20"])  # same sizes
+def test_recorded_entry_is_hashed_once_and_a_later_change_is_still_caught(
+    corruption: str, cache: Path, model_cache_dir: Path, real_gguf: Path, originals: dict[str, str],
+    recordable: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The verification record spares the next load the hash, never the check of a changed file."""
+    from semcodec.models import verified
+
+    entry = copy_cache(cache, model_cache_dir, real_gguf)
+    hashes = _counting_weights_hash(monkeypatch)
+    weights.load_weights(SOURCE)
+    assert len(hashes) == 1 and (entry / verified.RECORD_FILE).is_file()
+    weights.load_weights(SOURCE)
+    assert len(hashes) == 1  # vouched for by the record: not hashed again
+    assert "rebuilding" not in capsys.readouterr().err
+
+    damage, message = CORRUPTIONS[corruption]
+    damage(entry)  # in place (same inode for the flip): the ctime moves on
+    weights.load_weights(SOURCE)
+    err = capsys.readouterr().err
+    assert message in err and "converting the model" in err, err
+    assert {name: sha256(entry / name) for name in ENTRY_FILES} == originals
+
+
+def test_record_of_another_pin_or_a_racy_file_vouches_for_nothing(
+    cache: Path, model_cache_dir: Path, real_gguf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from semcodec.models import verified
+
+    entry = copy_cache(cache, model_cache_dir, real_gguf)
+    hashes = _counting_weights_hash(monkeypatch)
+    weights.load_weights(SOURCE)  # the copies are brand new: racy, so nothing is recorded
+    assert not (entry / verified.RECORD_FILE).exists()
+    monkeypatch.setattr(verified, "RACY_S", 0.0)
+    weights.load_weights(SOURCE)
+    assert len(hashes) == 2 and (entry / verified.RECORD_FILE).is_file()
+    record = json.loads((entry / verified.RECORD_FILE).read_text())
+    record["entries"]["weights.bin"]["pin"] = "0" * 64  # a record made for other pins
+    (entry / verified.RECORD_FILE).write_text(json.dumps(record))
+    weights.load_weights(SOURCE)
+    assert len(hashes) == 3
+    (entry / verified.RECORD_FILE).write_text("{garbage")
+    weights.load_weights(SOURCE)
+    assert len(hashes) == 4
+
+
+def test_model_verify_hashes_every_file_whatever_the_record_says(
+    cache: Path, model_cache_dir: Path, real_gguf: Path, recordable: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Even a record forged to vouch for a damaged file does not fool ``model verify``."""
+    from semcodec.models import verified
+
+    entry = copy_cache(cache, model_cache_dir, real_gguf)
+    weights.load_weights(SOURCE)
+    _flip_weights(entry)
+    record = json.loads((entry / verified.RECORD_FILE).read_text())
+    record["entries"]["weights.bin"]["files"]["weights.bin"] = verified.file_stat(entry / "weights.bin")
+    (entry / verified.RECORD_FILE).write_text(json.dumps(record))
+    capsys.readouterr()
+    assert cli.main(["model", "verify"]) == EXIT_UNAVAILABLE
+    wrong = [line for line in capsys.readouterr().out.splitlines() if line.startswith("WRONG")]
+    assert len(wrong) == 1 and wrong[0].startswith("WRONG weights.bin: sha256 "), wrong
+
+
+def test_recorded_context_is_mapped_and_a_later_change_is_caught(
+    cache: Path, model_cache_dir: Path, real_gguf: Path, recordable: None
+) -> None:
+    """A context file is mapped in place, hashed once, and a byte changed later is still caught."""
+    import mmap
+
+    import numpy as np
+
+    from semcodec import models
+    from semcodec.models import verified
+
+    entry = copy_cache(cache, model_cache_dir, real_gguf)
+    m = models.load_model(0)
+    name = models.context_file_name(m.context_ids)
+    shutil.copyfile(model_cache_dir / name, entry / name)
+    pinned = pins.DERIVED[SOURCE.gguf_sha256][name]
+    hashed: list[int] = []
+    real = pins.arrays_digest
+
+    def counting(arrays):  # type: ignore[no-untyped-def]
+        hashed.append(1)
+        return real(arrays)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pins, "arrays_digest", counting)
+        state = models._load_context(entry / name, m.lm.n_layers, pinned)
+        assert state is not None and len(hashed) == 1
+        base: Any = state.prefix.keys
+        while base is not None and not isinstance(base, mmap.mmap):  # views, down to what they view
+            base = base.obj if isinstance(base, memoryview) else base.base
+        assert isinstance(base, mmap.mmap)  # the file's pages, not a copy
+        with np.load(entry / name) as data:  # and still the file's values after their pages were released
+            assert np.array_equal(state.prefix.keys, data["keys"]) and np.array_equal(state.hidden, data["hidden"])
+        assert models._load_context(entry / name, m.lm.n_layers, pinned) is not None
+        assert len(hashed) == 1  # recorded
+        assert name in json.loads((entry / verified.RECORD_FILE).read_text())["entries"]
+        flip_byte(entry / name, last_data_byte(entry / name, "keys.npy"))
+        assert models._load_context(entry / name, m.lm.n_layers, pinned) is None
+        assert len(hashed) == 2
 
 
 def test_wrong_fresh_build_is_an_error_and_not_cached(

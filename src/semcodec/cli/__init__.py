@@ -22,7 +22,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from semcodec.cli import bench, images, model, text
+from semcodec.cli import model, text
 from semcodec.cli.common import FORMATTER, STDIO_HELP
 from semcodec.cli.failures import run
 from semcodec.exitcodes import EXIT_CODES_HELP
@@ -41,7 +41,17 @@ image <-> .sem:  semcodec encode photo.jpg -o photo.sem --captioner openai
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+TEXT_COMMANDS = frozenset({"pack", "unpack", "info"})
+"""Commands :func:`main` parses with a parser of the text commands alone."""
+
+
+def build_parser(text_only: bool = False) -> argparse.ArgumentParser:
+    """The whole command line; ``text_only``: just ``pack``, ``unpack`` and ``info``.
+
+    The image and bench parsers take their defaults from the image pipeline and the
+    benches, whose imports cost a cold ``semcodec unpack`` about 50 ms; a text command's
+    own parser (its options, usage and errors) is the same either way.
+    """
     parser = argparse.ArgumentParser(
         prog="semcodec", description=MAIN_DESCRIPTION, epilog=f"{STDIO_HELP}\n\n{EXIT_CODES_HELP}",
         formatter_class=FORMATTER,
@@ -49,15 +59,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version="semcodec 0.1.0 (.sem format 2; reads 1 and 2)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     text.register(sub)
-    model.register(sub)
-    images.register(sub)
-    bench.register(sub)
+    if not text_only:
+        from semcodec.cli import bench, images
+
+        model.register(sub)
+        images.register(sub)
+        bench.register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (usage errors exit 2 through argparse) and run the command."""
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(text_only=bool(words) and words[0] in TEXT_COMMANDS).parse_args(words)
     return run(args.func, args)
 
 

@@ -25,7 +25,6 @@ from semcodec.display import printable, redact_urls
 from semcodec.errors import SemError, SemModelError
 from semcodec.exitcodes import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNAVAILABLE
 from semcodec.fileio import OutputExistsError
-from semcodec.pipeline.errors import BackendError
 
 DEBUG_HINT = "set SEMCODEC_DEBUG=1 for a traceback"
 
@@ -42,11 +41,19 @@ def _expected(err: BaseException) -> bool:
     return isinstance(err, (SemError, OutputExistsError, OSError, KeyboardInterrupt))
 
 
+def _is_backend_error(err: BaseException) -> bool:
+    """An image-pipeline backend failure. Looked up, not imported: importing the pipeline
+    would cost every ``pack``/``unpack`` ~30 ms, and if it was never imported, no
+    :class:`semcodec.pipeline.errors.BackendError` can exist."""
+    errors = sys.modules.get("semcodec.pipeline.errors")
+    return errors is not None and isinstance(err, errors.BackendError)
+
+
 def classify(err: BaseException) -> tuple[int, str]:
     """The exit code and the one-line message for ``err``."""
     if isinstance(err, KeyboardInterrupt):
         return EXIT_INTERRUPTED, "interrupted"
-    if isinstance(err, (SemModelError, BackendError)):
+    if isinstance(err, SemModelError) or _is_backend_error(err):
         return EXIT_UNAVAILABLE, one_line(str(err))
     if isinstance(err, (SemError, OutputExistsError)):
         return EXIT_BAD_INPUT, one_line(str(err))

@@ -4,7 +4,9 @@ Nothing semcodec derives from a GGUF is trusted on its own word. The conversion 
 deterministic (elementwise IEEE arithmetic, correctly rounded decimal tables; SPEC §5), so
 each file has one right content, pinned here next to the GGUF's own sha256 (the registry).
 A cached file that differs is rebuilt, never used; a freshly built one that differs is an
-error (this build computes something else than the format says).
+error (this build computes something else than the format says). A file is hashed on
+load until it has matched once; :mod:`semcodec.models.verified` then records that fact
+(against these pins and the file's size, inode and times) so later loads skip the hash.
 
 Generated: ``PYTHONPATH=src python scripts/pin_digests.py --write`` rewrites the block
 between the markers (run it after any change to what is cached, then review the diff).

@@ -12,6 +12,7 @@ import hashlib
 import json
 import re
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 
 from semcodec.errors import SemInputError, SemIntegrityError
@@ -64,24 +65,44 @@ class TextTokenizer:
         self.files_sha256 = {"tokenizer.json": hashlib.sha256(raw).hexdigest(),
                              "control_tokens.json": hashlib.sha256(controls).hexdigest()}
         self._tok = Tokenizer.from_str(raw.decode("utf-8"))
-        vocab = self._tok.get_vocab()
+        self._size = self._tok.get_vocab_size()
         # Stand-in character -> its byte; any other character maps outside latin-1, so a token
-        # holding one fails to encode instead of passing through (translate is ~10x faster
-        # than a per-character lookup: this loop runs over the whole vocabulary at every start).
-        inverse = {ord(ch): b for b, ch in _bytes_to_unicode().items()}
-        inverse.update({c: 0xFFFF for c in range(256) if c not in inverse})
+        # holding one fails to encode instead of passing through.
+        self._inverse = {ord(ch): b for b, ch in _bytes_to_unicode().items()}
+        self._inverse.update({c: 0xFFFF for c in range(256) if c not in self._inverse})
         self.control_ids = frozenset(json.loads(controls))
-        self._token_bytes: list[bytes] = [b""] * len(vocab)
         self._control_by_text: dict[str, int] = {}
-        for text, idx in vocab.items():
-            if idx in self.control_ids:
-                self._token_bytes[idx] = text.encode("utf-8")
+        for idx in sorted(self.control_ids):
+            text = self._tok.id_to_token(idx)
+            if text is not None:
                 self._control_by_text[text] = idx
-            else:
-                self._token_bytes[idx] = text.translate(inverse).encode("latin-1")
-        present = {b for t in self._token_bytes if len(t) == 1 for b in t}
-        self.missing_bytes = frozenset(set(range(256)) - present)
+        # Token bytes are made as tokens are met (a caption meets ~20): making all 49,152 at
+        # every start cost a cold unpack ~50 ms. The whole table exists once something needs it.
+        self._some_bytes: dict[int, bytes] = {}
         self._control_re = re.compile("|".join(re.escape(t) for t in sorted(self._control_by_text, key=len)[::-1]))
+
+    def _make_bytes(self, idx: int) -> bytes:
+        text = self._tok.id_to_token(idx) if 0 <= idx < self._size else None
+        if text is None:
+            raise IndexError(f"token id {idx} is not in the vocabulary")
+        return text.encode("utf-8") if idx in self.control_ids else text.translate(self._inverse).encode("latin-1")
+
+    @cached_property
+    def _token_bytes(self) -> list[bytes]:
+        """Every token's bytes, by id."""
+        return [self.token_bytes(i) for i in range(self._size)]
+
+    @cached_property
+    def missing_bytes(self) -> frozenset[int]:
+        """Byte values no single token stands for (a text holding one cannot be packed).
+
+        Only a one-character token is one byte: a byte's stand-in, or a control token
+        (every encode needs this, so it is looked up, not found in the whole table).
+        """
+        single = [self._tok.token_to_id(ch) for ch in _bytes_to_unicode().values()]
+        ids = {i for i in single if i is not None} | {i for i in self.control_ids if 0 <= i < self._size}
+        present = {t[0] for t in map(self.token_bytes, ids) if len(t) == 1}
+        return frozenset(set(range(256)) - present)
 
     def token_id(self, text: str) -> int:
         """Id of a control token such as ``<|im_end|>``."""
@@ -121,11 +142,14 @@ class TextTokenizer:
         return ids
 
     def token_bytes(self, token: int) -> bytes:
-        return self._token_bytes[token]
+        made = self._some_bytes.get(token)
+        if made is None:
+            made = self._some_bytes[token] = self._make_bytes(token)
+        return made
 
     def decode(self, ids: Sequence[int]) -> str:
         """Concatenate the tokens' bytes; invalid UTF-8 means a corrupt payload."""
         try:
-            return b"".join(self._token_bytes[i] for i in ids).decode("utf-8")
+            return b"".join(self.token_bytes(i) for i in ids).decode("utf-8")
         except UnicodeDecodeError:
             raise SemIntegrityError("payload decodes to bytes that are not valid UTF-8") from None

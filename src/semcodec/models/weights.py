@@ -10,8 +10,9 @@ float64 scales and norms, and the runtime's lookup tables in one flat file
 int8 weights are used in place (134.5 MB for SmolLM2-135M), never copied; it is
 little-endian whatever the machine. The cache directory's name carries the GGUF's sha256
 and the runtime version. Every file of the entry must have the sha256 pinned in
-:mod:`semcodec.models.pins` (checked on every load and after every build): a wrong entry
-is rebuilt, never used, and a freshly built wrong one is an error.
+:mod:`semcodec.models.pins` (checked after every build, and on load unless the
+:mod:`semcodec.models.verified` record shows this very file already matched that pin): a
+wrong entry is rebuilt, never used, and a freshly built wrong one is an error.
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from semcodec.errors import SemModelError
-from semcodec.models import pins, tables
+from semcodec.models import pins, tables, verified
 from semcodec.models.kernels import QMatrix
 from semcodec.registry import WeightsSource
 
@@ -250,20 +252,39 @@ def pinned_digests(source: WeightsSource) -> dict[str, str]:
     return pinned
 
 
-def _wrong_files(directory: Path, pinned: dict[str, str], known: dict[str, str] | None = None) -> dict[str, str]:
-    """``{file: what is wrong}`` for the entry files whose sha256 (``known`` or read) is not the pinned one."""
+def _wrong_files(directory: Path, pinned: dict[str, str], known: dict[str, Callable[[], str]] | None = None,
+                 stats: dict[str, verified.FileStat] | None = None) -> dict[str, str]:
+    """``{file: what is wrong}`` for the entry files whose sha256 (``known[name]()`` or read) is
+    not the pinned one, hashing every file.
+
+    With ``stats`` (a load, not ``semcodec model verify``), a file the :mod:`verified` record
+    vouches for is not hashed again, and a file that matches is recorded; ``stats`` holds
+    the :func:`verified.file_stat` of files the caller already opened (weights.bin, mapped).
+    """
     wrong = {}
     for name in ENTRY_FILES:
         path = directory / name
-        if known and name in known:
-            actual = known[name]
-        elif not path.is_file():
+        want = pinned.get(name)
+        if not path.is_file():
             wrong[name] = "missing"
             continue
+        if want is None:
+            wrong[name] = "no digest is pinned for it"
+            continue
+        actual: list[str] = []
+
+        def digest(name: str = name, path: Path = path, actual: list[str] = actual) -> str:
+            actual.append(known[name]() if known and name in known else _sha256_file(path))
+            return actual[0]
+
+        if stats is None:
+            matched = digest() == want
         else:
-            actual = _sha256_file(path)
-        if actual != pinned.get(name):
-            wrong[name] = f"sha256 {actual[:16]}… is not the pinned {str(pinned.get(name))[:16]}…"
+            matched = verified.matches_pin(directory, name, [name], want, digest,
+                                           {name: stats[name]} if name in stats else None)
+        if not matched:
+            got = actual[0] if actual else "unreadable"
+            wrong[name] = f"sha256 {got[:16]}… is not the pinned {want[:16]}…"
     return wrong
 
 
@@ -355,10 +376,16 @@ _FILE_DTYPES = frozenset({"|i1", "|u1", "<i4", "<i8", "<f4", "<f8"})
 
 def _load_dir(directory: Path, pinned: dict[str, str] | None) -> ModelWeights:
     """Load an entry; with ``pinned``, first check every file against it (a digest in the code,
-    never one recorded beside the files) and the tables against theirs."""
-    blob = np.memmap(directory / "weights.bin", dtype="u1", mode="r")  # int8 weights are used in place
+    never one recorded beside the files; the :mod:`verified` record only says which file
+    versions already matched it) and the tables against theirs."""
+    with (directory / "weights.bin").open("rb") as handle:
+        # Mapped from the descriptor whose numbers the verification record is compared with.
+        blob = np.memmap(handle, dtype="u1", mode="r")  # int8 weights are used in place
+        stats = {"weights.bin": verified.file_stat(directory / "weights.bin", handle.fileno())}
     if pinned is not None:
-        wrong = _wrong_files(directory, pinned, {"weights.bin": hashlib.sha256(blob.data).hexdigest()})
+        # Hashes exactly the mapped bytes, unless the record vouches for this very file (verified.py).
+        wrong = _wrong_files(directory, pinned, {"weights.bin": lambda: hashlib.sha256(blob.data).hexdigest()},
+                             stats)
         if wrong:
             name, problem = next(iter(wrong.items()))
             raise ValueError(f"{name} does not match its pinned sha256 ({problem})")
