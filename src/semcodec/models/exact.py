@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -49,8 +50,14 @@ V_FRACTION_BITS = 12
 QK_LIMIT = 2**20 - 1  # keeps |q.k| over 64 dims below 2**46
 V_LIMIT = 2**24 - 1  # keeps sum_j p_j v_j below 2**16 * 2**24 * 2**12 = 2**52
 
-Quantized = tuple[np.ndarray, np.ndarray]
-"""Activation rows ``x ~ q * scale``: q (N, K) int8, scale (N, 1) float64."""
+RowScalar = float | np.ndarray
+"""One binary64 number per row: (N, 1) float64, or a Python float when N is 1 (:func:`_row_amax`)."""
+
+Quantized = tuple[np.ndarray, RowScalar]
+"""Activation rows ``x ~ q * scale``: q (N, K) int8, scale per row."""
+
+Rotation = tuple[np.ndarray, np.ndarray]
+"""RoPE factors of N positions, ``(cos, sin)`` each (N, 1, head_dim / 2, 2) (:meth:`ExactLM._rotation`)."""
 
 
 def activation_max(inner_dim: int) -> int:
@@ -59,16 +66,43 @@ def activation_max(inner_dim: int) -> int:
 
 
 def _rint_clip(x: np.ndarray, limit: float) -> np.ndarray:
-    """``clip(rint(x), -limit, limit)``, in place on ``x`` (a temporary): ufuncs, no wrappers."""
-    np.rint(x, out=x)
+    """``clip(rint(x), -limit, limit)``, in place on ``x`` (a temporary): ufuncs, no wrappers.
+
+    Clipping before rounding gives the same numbers: ``limit`` is an integer, so ``rint(x)``
+    lies beyond it exactly when ``x`` does.
+    """
     np.maximum(x, -limit, out=x)
-    return np.minimum(x, limit, out=x)
+    np.minimum(x, limit, out=x)
+    return np.rint(x, out=x)
+
+
+def _row_amax(x: np.ndarray) -> RowScalar:
+    """``max |x|`` of each row of ``x`` (N, K): (N, 1), or a float when N is 1.
+
+    A single row (every decode step) keeps its per-row scalars (scales, RMS) as Python
+    floats: the same IEEE binary64 operations, at a fraction of a numpy call's cost.
+    """
+    if len(x) == 1:
+        return float(np.abs(x).max())
+    amax: np.ndarray = np.abs(x).max(axis=-1, keepdims=True)
+    return amax
+
+
+def _row_sum(x: np.ndarray) -> RowScalar:
+    """Sum of each row, shaped like :func:`_row_amax`'s result."""
+    return float(x.sum()) if len(x) == 1 else x.sum(axis=-1, keepdims=True)
+
+
+def _row_scale(amax: RowScalar, steps: float) -> RowScalar:
+    """``amax / steps`` per row, 1 for an all-zero row (its integers are 0 whatever the scale)."""
+    if isinstance(amax, float):
+        return amax / steps if amax > 0 else 1.0
+    return np.where(amax > 0, amax / steps, 1.0)
 
 
 def quantize_rows(x: np.ndarray, amax_int: int) -> Quantized:
     """Per-row symmetric quantisation: ``x ~ q * scale`` with integer ``|q| <= amax_int`` (SPEC §5.2)."""
-    amax = np.abs(x).max(axis=-1, keepdims=True)
-    scale = np.where(amax > 0, amax / amax_int, 1.0)
+    scale = _row_scale(_row_amax(x), amax_int)
     q = _rint_clip(x / scale, amax_int).astype(np.int8)
     return q, scale
 
@@ -76,14 +110,16 @@ def quantize_rows(x: np.ndarray, amax_int: int) -> Quantized:
 def rms_quantize(x: np.ndarray, gain: np.ndarray, eps: float, amax_int: int) -> Quantized:
     """RMSNorm followed by activation quantisation, with an order-independent sum of squares (SPEC §5.3).
 
-    ``rms`` cancels inside the quantiser, so only the scale needs it; the sum of squares
-    is taken over a 16-bit integer image of ``x`` in int64.
+    ``rms`` cancels inside the quantiser, so only the scale needs it. The sum of squares is
+    taken over a 16-bit integer image ``t`` of ``x``, in binary64: every ``t*t <= 2**30``, and
+    every partial sum of at most 1536 of them is an integer below ``2**41``, exact in any
+    order (SPEC §5.1).
     """
-    amax = np.abs(x).max(axis=-1, keepdims=True)
-    step = np.where(amax > 0, amax / 32767.0, 1.0)
-    xi = np.rint(x / step).astype(np.int64)
-    sumsq = (xi * xi).sum(axis=-1, keepdims=True).astype(np.float64)
-    rms = np.sqrt(sumsq * step * step / x.shape[-1] + eps)
+    step = _row_scale(_row_amax(x), 32767.0)
+    t = np.divide(x, step)
+    np.rint(t, out=t)
+    sumsq = _row_sum(np.square(t, out=t))
+    rms = np.sqrt(sumsq * step * step / x.shape[-1] + eps)  # ((sumsq * step) * step) / K + eps
     q, scale = quantize_rows(x * gain, amax_int)
     return q, scale / rms
 
@@ -168,28 +204,43 @@ class ExactLM:
     def _matmul(self, x: Quantized, w: QMatrix) -> np.ndarray:
         """``(x_q @ w_q) * x_scale * w_scale``: (N, K) -> (N, out) float64; the product is exact."""
         x_q, x_scale = x
-        y = self.products(x_q, w).astype(np.float64)
-        y *= x_scale  # in place, same order: (product * x_scale) * w_scale
-        y *= w.scale
+        y: np.ndarray = np.multiply(self.products(x_q, w), x_scale)  # exact int -> binary64, then * x_scale
+        y *= w.scale  # in place, same order: (product * x_scale) * w_scale
         return y
 
     def _norm(self, x: np.ndarray, gain: np.ndarray) -> Quantized:
         return rms_quantize(x, gain, self.cfg.rms_eps, self.amax_hidden)
 
-    def _rope(self, x: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        """Rotate adjacent pairs (GGUF's Llama layout), x: (N, heads, head_dim)."""
-        cos = self.w.rope_cos[positions][:, None, :]
-        sin = self.w.rope_sin[positions][:, None, :]
-        even, odd = x[..., 0::2], x[..., 1::2]
-        out = np.empty_like(x)
-        out[..., 0::2] = even * cos - odd * sin
-        out[..., 1::2] = even * sin + odd * cos
-        return out
+    def _rotation(self, positions: np.ndarray) -> Rotation:
+        """RoPE factors of ``positions`` for :meth:`_rope`: the same for every layer, made once.
+
+        ``cos`` repeats each pair's cosine; ``sin`` is ``(-sin, +sin)`` per pair, so that
+        ``x * cos + swap(x) * sin`` is ``(even * cos - odd * sin, odd * cos + even * sin)``
+        bit for bit (``a + (-b)`` is ``a - b`` in IEEE arithmetic, and ``+`` commutes).
+        """
+        cos, sin = self.w.rope_cos[positions], self.w.rope_sin[positions]  # (N, head_dim / 2)
+        pairs = (len(positions), 1, cos.shape[-1], 2)
+        return (np.repeat(cos, 2, axis=-1).reshape(pairs),
+                np.stack([-sin, sin], axis=-1).reshape(pairs))
+
+    def _rope(self, x: np.ndarray, rotation: Rotation) -> np.ndarray:
+        """Rotate adjacent pairs (GGUF's Llama layout), x: (N, heads, head_dim) -> a new array."""
+        cos, sin = rotation
+        pairs = x.reshape(*x.shape[:-1], -1, 2)  # (N, heads, head_dim / 2, 2)
+        out = pairs * cos
+        out += pairs[..., ::-1] * sin  # the pair swapped: (odd, even)
+        return out.reshape(x.shape)
+
+    @cached_property
+    def _sigmoid_wrapped(self) -> np.ndarray:
+        """``Sig`` indexed by ``k`` in ``[-2**14, 2**14]`` directly: negative ``k`` wrap to the end."""
+        half = tables.SIGMOID_RANGE << tables.SIGMOID_STEP_BITS
+        return np.roll(self.w.sigmoid_table, -half)
 
     def _silu(self, x: np.ndarray) -> np.ndarray:
         half = tables.SIGMOID_RANGE << tables.SIGMOID_STEP_BITS
-        idx = _rint_clip(x * float(1 << tables.SIGMOID_STEP_BITS), half).astype(np.int64)
-        return x * self.w.sigmoid_table[idx + half]
+        idx = _rint_clip(x * float(1 << tables.SIGMOID_STEP_BITS), half).astype(np.intp)
+        return x * self._sigmoid_wrapped[idx]
 
     def _softmax_attend(
         self, qi: np.ndarray, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]
@@ -276,20 +327,21 @@ class ExactLM:
         return out
 
     def _attention_block(
-        self, layer: LayerWeights, li: int, x: Quantized, positions: np.ndarray,
+        self, layer: LayerWeights, li: int, x: Quantized, rotation: Rotation,
         segments: list[tuple[int, int, KVCache]],
     ) -> np.ndarray:
         """Causal self-attention of normed rows ``x`` (N, hidden) -> (N, hidden)."""
-        n, hd = len(positions), self.head_dim
+        n, hd = len(x[0]), self.head_dim
         qkv = self._matmul(x, layer.qkv)  # (N, (H + 2 KV) * D)
         heads, k_end = self.n_heads, (self.n_heads + self.n_kv_heads) * hd
-        qk = self._rope(qkv[:, :k_end].reshape(n, -1, hd), positions)  # q and k heads side by side
-        qki = _rint_clip(qk * float(1 << QK_FRACTION_BITS), QK_LIMIT)
-        qi, ki = qki[:, :heads], qki[:, heads:].astype(np.int32)
-        vi = _rint_clip(qkv[:, k_end:] * float(1 << V_FRACTION_BITS), V_LIMIT).astype(np.int32)
+        qk = self._rope(qkv[:, :k_end].reshape(n, -1, hd), rotation)  # q and k heads side by side
+        qk *= float(1 << QK_FRACTION_BITS)
+        qki = _rint_clip(qk, QK_LIMIT)
+        qi, ki = qki[:, :heads], qki[:, heads:]
+        vi = _rint_clip(qkv[:, k_end:] * float(1 << V_FRACTION_BITS), V_LIMIT).reshape(n, self.n_kv_heads, hd)
         for lo, hi, cache in segments:  # the new positions join each cache (length moves after the last layer)
-            cache.keys[li, cache.own : cache.own + hi - lo] = ki[lo:hi]
-            cache.values[li, cache.own : cache.own + hi - lo] = vi[lo:hi].reshape(hi - lo, self.n_kv_heads, hd)
+            cache.keys[li, cache.own : cache.own + hi - lo] = ki[lo:hi]  # integers: the int32 store is exact
+            cache.values[li, cache.own : cache.own + hi - lo] = vi[lo:hi]
         att = self._attention(qi, li, segments)
         return self._matmul(quantize_rows(att, self.amax_hidden), layer.o)
 
@@ -321,10 +373,11 @@ class ExactLM:
             cache.reserve(len(tokens))
             spans.append((lo, lo + len(tokens), cache))
         positions = np.concatenate([np.arange(c.length, c.length + hi - lo) for lo, hi, c in spans])
+        rotation = self._rotation(positions)
         embed = self.w.embed
-        x = embed.q[:, ids].T.astype(np.float64) * embed.scale[ids][:, None]  # (N, hidden)
+        x = embed.q[:, ids].T * embed.scale[ids][:, None]  # (N, hidden): exact int8 -> binary64, then * scale
         for li, layer in enumerate(self.w.layers):
-            x = x + self._attention_block(layer, li, self._norm(x, layer.attn_norm), positions, spans)
+            x = x + self._attention_block(layer, li, self._norm(x, layer.attn_norm), rotation, spans)
             x = x + self._mlp(layer, self._norm(x, layer.ffn_norm))
         for lo, hi, cache in spans:
             cache.own += hi - lo
