@@ -28,6 +28,8 @@ Why it is exact (the argument is normative: SPEC §5):
 
 from __future__ import annotations
 
+import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -57,7 +59,7 @@ Quantized = tuple[np.ndarray, RowScalar]
 """Activation rows ``x ~ q * scale``: q (N, K) int8, scale per row."""
 
 Rotation = tuple[np.ndarray, np.ndarray]
-"""RoPE factors of N positions, ``(cos, sin)`` each (N, 1, head_dim / 2, 2) (:meth:`ExactLM._rotation`)."""
+"""RoPE factors of N positions, ``(cos, sin)`` each (N, heads, head_dim / 2, 2) (:meth:`ExactLM._rotation`)."""
 
 
 def activation_max(inner_dim: int) -> int:
@@ -65,10 +67,10 @@ def activation_max(inner_dim: int) -> int:
     return min(127, (2**24 - 1) // (WEIGHT_MAX * inner_dim))
 
 
-def _rint_clip(x: np.ndarray, limit: float) -> np.ndarray:
+def _rint_clip(x: np.ndarray, limit: float | np.ndarray) -> np.ndarray:
     """``clip(rint(x), -limit, limit)``, in place on ``x`` (a temporary): ufuncs, no wrappers.
 
-    Clipping before rounding gives the same numbers: ``limit`` is an integer, so ``rint(x)``
+    Clipping before rounding gives the same numbers: ``limit`` is integral, so ``rint(x)``
     lies beyond it exactly when ``x`` does.
     """
     np.maximum(x, -limit, out=x)
@@ -101,10 +103,20 @@ def _row_scale(amax: RowScalar, steps: float) -> RowScalar:
 
 
 def quantize_rows(x: np.ndarray, amax_int: int) -> Quantized:
-    """Per-row symmetric quantisation: ``x ~ q * scale`` with integer ``|q| <= amax_int`` (SPEC §5.2)."""
+    """Per-row symmetric quantisation: ``x ~ q * scale`` with integer ``|q| <= amax_int`` (SPEC §5.2).
+
+    The clip can only matter through rounding: when ``scale = amax / amax_int`` is one
+    normal float (relative error <= 2**-53), ``|x / scale| <= amax_int * (1 + 3 * 2**-53)``,
+    below ``amax_int + 1/2``, so ``rint`` alone stays within the limit and the clip is
+    skipped; otherwise (several rows, a subnormal or infinite scale) it runs.
+    """
     scale = _row_scale(_row_amax(x), amax_int)
-    q = _rint_clip(x / scale, amax_int).astype(np.int8)
-    return q, scale
+    y = x / scale
+    if isinstance(scale, float) and sys.float_info.min <= scale <= sys.float_info.max:
+        np.rint(y, out=y)
+    else:
+        _rint_clip(y, amax_int)
+    return y.astype(np.int8), scale
 
 
 def rms_quantize(x: np.ndarray, gain: np.ndarray, eps: float, amax_int: int) -> Quantized:
@@ -119,7 +131,8 @@ def rms_quantize(x: np.ndarray, gain: np.ndarray, eps: float, amax_int: int) -> 
     t = np.divide(x, step)
     np.rint(t, out=t)
     sumsq = _row_sum(np.square(t, out=t))
-    rms = np.sqrt(sumsq * step * step / x.shape[-1] + eps)  # ((sumsq * step) * step) / K + eps
+    ms = sumsq * step * step / x.shape[-1] + eps  # ((sumsq * step) * step) / K + eps
+    rms = math.sqrt(ms) if isinstance(ms, float) else np.sqrt(ms)  # both correctly rounded (IEEE)
     q, scale = quantize_rows(x * gain, amax_int)
     return q, scale / rms
 
@@ -204,32 +217,52 @@ class ExactLM:
     def _matmul(self, x: Quantized, w: QMatrix) -> np.ndarray:
         """``(x_q @ w_q) * x_scale * w_scale``: (N, K) -> (N, out) float64; the product is exact."""
         x_q, x_scale = x
-        y: np.ndarray = np.multiply(self.products(x_q, w), x_scale)  # exact int -> binary64, then * x_scale
-        y *= w.scale  # in place, same order: (product * x_scale) * w_scale
+        y = self.products(x_q, w).astype(np.float64)  # exact (a mixed-type multiply is slower)
+        y *= x_scale  # in place, same order: (product * x_scale) * w_scale
+        y *= w.scale
         return y
 
     def _norm(self, x: np.ndarray, gain: np.ndarray) -> Quantized:
         return rms_quantize(x, gain, self.cfg.rms_eps, self.amax_hidden)
 
     def _rotation(self, positions: np.ndarray) -> Rotation:
-        """RoPE factors of ``positions`` for :meth:`_rope`: the same for every layer, made once.
+        """RoPE factors of ``positions`` for every head of a fused q/k/v row, made once per
+        forward (every layer uses the same).
 
-        ``cos`` repeats each pair's cosine; ``sin`` is ``(-sin, +sin)`` per pair, so that
+        ``cos`` repeats each pair's cosine and ``sin`` is ``(-sin, +sin)`` per pair, so that
         ``x * cos + swap(x) * sin`` is ``(even * cos - odd * sin, odd * cos + even * sin)``
-        bit for bit (``a + (-b)`` is ``a - b`` in IEEE arithmetic, and ``+`` commutes).
+        bit for bit (``a + (-b)`` is ``a - b`` in IEEE arithmetic, and ``+`` commutes). The
+        value heads get cos 1 and sin 0, which leaves them as they are (``x * 1 + y * 0`` is
+        ``x`` up to the sign of a zero, which rounding to an integer drops).
         """
+        rotated = self.n_heads + self.n_kv_heads
         cos, sin = self.w.rope_cos[positions], self.w.rope_sin[positions]  # (N, head_dim / 2)
-        pairs = (len(positions), 1, cos.shape[-1], 2)
-        return (np.repeat(cos, 2, axis=-1).reshape(pairs),
-                np.stack([-sin, sin], axis=-1).reshape(pairs))
+        shape = (len(positions), rotated + self.n_kv_heads, cos.shape[-1], 2)
+        cos_f, sin_f = np.ones(shape), np.zeros(shape)
+        cos_f[:, :rotated] = cos[:, None, :, None]
+        sin_f[:, :rotated, :, 0] = -sin[:, None]
+        sin_f[:, :rotated, :, 1] = sin[:, None]
+        return cos_f, sin_f
 
     def _rope(self, x: np.ndarray, rotation: Rotation) -> np.ndarray:
-        """Rotate adjacent pairs (GGUF's Llama layout), x: (N, heads, head_dim) -> a new array."""
+        """Rotate adjacent pairs (GGUF's Llama layout), x: (N, heads, head_dim) -> a new array.
+
+        The rotation's cosines and sines, for every head and pair, come from :meth:`_rotation`.
+        """
         cos, sin = rotation
         pairs = x.reshape(*x.shape[:-1], -1, 2)  # (N, heads, head_dim / 2, 2)
         out = pairs * cos
         out += pairs[..., ::-1] * sin  # the pair swapped: (odd, even)
         return out.reshape(x.shape)
+
+    @cached_property
+    def _qkv_fixed_point(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per head of a fused q/k/v row (H + 2 KV, 1): the fixed-point scale (``2**10`` for
+        queries and keys, ``2**12`` for values: exact powers of two) and the integer limit."""
+        qk, v = self.n_heads + self.n_kv_heads, self.n_kv_heads
+        scale = np.repeat([float(1 << QK_FRACTION_BITS), float(1 << V_FRACTION_BITS)], [qk, v])[:, None]
+        limit = np.repeat([float(QK_LIMIT), float(V_LIMIT)], [qk, v])[:, None]
+        return scale, limit
 
     @cached_property
     def _sigmoid_wrapped(self) -> np.ndarray:
@@ -331,14 +364,12 @@ class ExactLM:
         segments: list[tuple[int, int, KVCache]],
     ) -> np.ndarray:
         """Causal self-attention of normed rows ``x`` (N, hidden) -> (N, hidden)."""
-        n, hd = len(x[0]), self.head_dim
-        qkv = self._matmul(x, layer.qkv)  # (N, (H + 2 KV) * D)
-        heads, k_end = self.n_heads, (self.n_heads + self.n_kv_heads) * hd
-        qk = self._rope(qkv[:, :k_end].reshape(n, -1, hd), rotation)  # q and k heads side by side
-        qk *= float(1 << QK_FRACTION_BITS)
-        qki = _rint_clip(qk, QK_LIMIT)
-        qi, ki = qki[:, :heads], qki[:, heads:]
-        vi = _rint_clip(qkv[:, k_end:] * float(1 << V_FRACTION_BITS), V_LIMIT).reshape(n, self.n_kv_heads, hd)
+        n, heads, k_end = len(x[0]), self.n_heads, self.n_heads + self.n_kv_heads
+        qkv = self._rope(self._matmul(x, layer.qkv).reshape(n, -1, self.head_dim), rotation)  # (N, H + 2 KV, D)
+        scale, limit = self._qkv_fixed_point
+        qkv *= scale  # q_i = rint(q * 2**10), k_i likewise, v_i = rint(v * 2**12), each clipped (SPEC §5.4)
+        qkv_i = _rint_clip(qkv, limit)
+        qi, ki, vi = qkv_i[:, :heads], qkv_i[:, heads:k_end], qkv_i[:, k_end:]
         for lo, hi, cache in segments:  # the new positions join each cache (length moves after the last layer)
             cache.keys[li, cache.own : cache.own + hi - lo] = ki[lo:hi]  # integers: the int32 store is exact
             cache.values[li, cache.own : cache.own + hi - lo] = vi[lo:hi]
@@ -397,14 +428,16 @@ class ExactLM:
         table = self._logit_exp  # E24 and one 0 past its end
         dist = logits.max(axis=-1, keepdims=True) - logits
         dist *= float(1 << tables.SOFTMAX_STEP_BITS)
-        np.rint(dist, out=dist)
-        e = table[np.minimum(dist, len(table) - 1).astype(np.int64)]
+        np.minimum(dist, len(table) - 1, out=dist)  # dist >= 0; clipping before rint: see _rint_clip
+        g = table.take(np.rint(dist, out=dist).astype(np.intp))  # e, then g in place (fewer wide temporaries)
+        first = np.argmax(g, axis=-1)
+        total = g.sum(axis=-1, keepdims=True)
         free = (1 << PRECISION) - logits.shape[-1]
-        total = e.sum(axis=-1, keepdims=True)
-        g = (e * free) // total
-        rows = np.arange(len(g))
-        g[rows, np.argmax(e, axis=-1)] += free - g.sum(axis=-1)
-        return g + 1
+        g *= free  # e * free < 2**48
+        g //= total
+        g[np.arange(len(g)), first] += free - g.sum(axis=-1)
+        g += 1
+        return g
 
     def tables(self, hidden: np.ndarray) -> np.ndarray:
         """Frequency tables (N, vocab) int32 of final hidden states, in chunks of bounded memory."""
