@@ -460,12 +460,14 @@ def test_quantize_rows_alone_and_batched_equal_the_spec_formula(amax_int: int) -
 
 def test_rms_quantize_alone_equals_batched() -> None:
     rng = np.random.default_rng(8)
-    x = _awkward_rows(rng, 576)[:-3]  # without the subnormal rows: RMSNorm never sees them (SPEC §5.1)
+    x = _awkward_rows(rng, 576)
+    x = x[np.abs(x).max(axis=1) > 1e-320]  # not the row whose 16-bit step underflows to 0 (NaN: no integers)
     gain = rng.standard_normal(576)
-    q, scale = rms_quantize(x, gain, 1e-5, 127)
-    for i, row in enumerate(x):
-        q1, s1 = rms_quantize(row[None], gain, 1e-5, 127)
-        assert np.array_equal(q1, q[i : i + 1]) and s1 == scale[i, 0], i
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # the subnormal row
+        q, scale = rms_quantize(x, gain, 1e-5, 127)
+        alone = [rms_quantize(row[None], gain, 1e-5, 127) for row in x]
+    for i, (q1, s1) in enumerate(alone):
+        assert np.array_equal(q1, q[i : i + 1]) and np.array_equal(s1, scale[i, 0], equal_nan=True), i
 
 
 def test_rope_equals_the_pairwise_rotation(model) -> None:  # type: ignore[no-untyped-def]
