@@ -90,9 +90,13 @@ def _row_amax(x: np.ndarray) -> RowScalar:
     return amax
 
 
-def _row_sum(x: np.ndarray) -> RowScalar:
-    """Sum of each row, shaped like :func:`_row_amax`'s result."""
-    return float(x.sum()) if len(x) == 1 else x.sum(axis=-1, keepdims=True)
+def _row_sumsq(t: np.ndarray) -> RowScalar:
+    """Sum of squares of each row of integer-valued ``t``, shaped like :func:`_row_amax`'s
+    result; any order or fused multiply-add gives the same integers (see :func:`rms_quantize`)."""
+    if len(t) == 1:
+        return float(np.dot(t[0], t[0]))
+    sumsq: np.ndarray = np.square(t).sum(axis=-1, keepdims=True)
+    return sumsq
 
 
 def _row_scale(amax: RowScalar, steps: float) -> RowScalar:
@@ -129,8 +133,7 @@ def rms_quantize(x: np.ndarray, gain: np.ndarray, eps: float, amax_int: int) -> 
     """
     step = _row_scale(_row_amax(x), 32767.0)
     t = np.divide(x, step)
-    np.rint(t, out=t)
-    sumsq = _row_sum(np.square(t, out=t))
+    sumsq = _row_sumsq(np.rint(t, out=t))
     ms = sumsq * step * step / x.shape[-1] + eps  # ((sumsq * step) * step) / K + eps
     rms = math.sqrt(ms) if isinstance(ms, float) else np.sqrt(ms)  # both correctly rounded (IEEE)
     q, scale = quantize_rows(x * gain, amax_int)
@@ -273,7 +276,7 @@ class ExactLM:
     def _silu(self, x: np.ndarray) -> np.ndarray:
         half = tables.SIGMOID_RANGE << tables.SIGMOID_STEP_BITS
         idx = _rint_clip(x * float(1 << tables.SIGMOID_STEP_BITS), half).astype(np.intp)
-        return x * self._sigmoid_wrapped[idx]
+        return x * self._sigmoid_wrapped.take(idx)
 
     def _softmax_attend(
         self, qi: np.ndarray, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]
