@@ -11,9 +11,10 @@ Why it is exact (the argument is normative: SPEC §5):
 * Attention products use integer-valued float64 matrices bounded below ``2**53``; the KV
   cache holds the integers themselves (int32).
 * Everything else is elementwise: IEEE ``+ - * /`` and ``sqrt`` (correctly rounded
-  everywhere), ``rint``, ``max``, table lookups, and int64 sums (exact in any order).
-  No libm function runs: exp, sigmoid and the RoPE angles come from
-  :mod:`semcodec.models.tables`.
+  everywhere), ``rint``, ``max``, table lookups, and sums of integers in int64 or below
+  ``2**53`` in binary64 (exact in any order). No libm function runs: exp, sigmoid and the
+  RoPE angles come from :mod:`semcodec.models.tables`. A single row's per-row numbers
+  (scales, RMS) are Python floats: the same binary64 operations as numpy's.
 * Each token's row is computed from that row alone, except attention, which is integer
   arithmetic over the cache: whole-sequence, incremental and batched evaluation agree
   bit for bit.
