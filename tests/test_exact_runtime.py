@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from semcodec.models import load_model, tables
-from semcodec.models.exact import PRECISION, WEIGHT_MAX, ExactLM, activation_max, quantize_rows
+from semcodec.models.exact import PRECISION, WEIGHT_MAX, ExactLM, activation_max, quantize_rows, rms_quantize
 from semcodec.models.kernels import OnnxProducts, Products, QMatrix, products_from_name
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -421,3 +421,68 @@ def test_pack_with_one_backend_unpack_with_another(packer: str, unpackers: tuple
         assert json.loads(unpacked.stdout)["texts"] == texts, unpacker
         ran.append(unpacker)
     assert ran, "no other backend available"
+
+
+def _spec_quantize(x: np.ndarray, amax_int: int) -> tuple[np.ndarray, np.ndarray]:
+    """SPEC §5.2 written out row by row: ``σ = a / A`` (1 for a zero row), ``clip(rint(x / σ), −A, A)``."""
+    amax = np.abs(x).max(axis=-1, keepdims=True)
+    scale = np.where(amax > 0, amax / amax_int, 1.0)
+    return np.clip(np.rint(x / scale), -amax_int, amax_int).astype(np.int8), scale
+
+
+def _awkward_rows(rng: np.random.Generator, k: int) -> np.ndarray:
+    """Rows a quantiser could get wrong: random magnitudes over 600 binades, subnormal and
+    zero rows, and values just below a rounding boundary of ``x / scale``."""
+    rows = [rng.standard_normal(k) * 2.0 ** rng.integers(-300, 300) for _ in range(40)]
+    rows += [np.zeros(k), rng.standard_normal(k) * 1e-310, np.full(k, 5e-324)]
+    for amax_int in (127, 86):
+        edge = rng.standard_normal(k)
+        edge[0] = 3.0
+        edge[1:20] = np.nextafter((np.arange(19) + 0.5) * (3.0 / amax_int), 0)
+        rows.append(edge)
+    return np.array(rows)
+
+
+@pytest.mark.parametrize("amax_int", [127, 86])
+def test_quantize_rows_alone_and_batched_equal_the_spec_formula(amax_int: int) -> None:
+    """A single row takes the Python-float path (and may skip the clip); several rows take
+    the array path: both must give SPEC §5.2's integers and scales bit for bit."""
+    x = _awkward_rows(np.random.default_rng(7), 576)
+    with np.errstate(divide="ignore", invalid="ignore"):  # the subnormal rows' scale underflows to 0
+        want_q, want_scale = _spec_quantize(x, amax_int)
+        q, scale = quantize_rows(x, amax_int)
+        alone = [quantize_rows(row[None], amax_int) for row in x]
+    assert np.array_equal(q, want_q) and np.array_equal(scale, want_scale)
+    for i, (q1, s1) in enumerate(alone):
+        assert isinstance(s1, float)
+        assert np.array_equal(q1, want_q[i : i + 1]) and s1 == want_scale[i, 0], i
+
+
+def test_rms_quantize_alone_equals_batched() -> None:
+    rng = np.random.default_rng(8)
+    x = _awkward_rows(rng, 576)
+    x = x[np.abs(x).max(axis=1) > 1e-320]  # not the row whose 16-bit step underflows to 0 (NaN: no integers)
+    gain = rng.standard_normal(576)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # the subnormal row
+        q, scale = rms_quantize(x, gain, 1e-5, 127)
+        alone = [rms_quantize(row[None], gain, 1e-5, 127) for row in x]
+    for i, (q1, s1) in enumerate(alone):
+        assert np.array_equal(q1, q[i : i + 1]) and np.array_equal(s1, scale[i, 0], equal_nan=True), i
+
+
+def test_rope_equals_the_pairwise_rotation(model) -> None:  # type: ignore[no-untyped-def]
+    """Rotation as ``x * cos + swap(x) * sin`` over the fused q/k/v heads equals SPEC §5.4's
+    pairwise formula on the q and k heads and leaves the v heads' values unchanged."""
+    lm = model.lm
+    rng = np.random.default_rng(9)
+    positions = np.array([0, 1, 17, 300, 4000])
+    heads = lm.n_heads + 2 * lm.n_kv_heads
+    x = rng.standard_normal((len(positions), heads, lm.head_dim)) * 3
+    got = lm._rope(x, lm._rotation(positions))
+    cos = lm.w.rope_cos[positions][:, None, :]
+    sin = lm.w.rope_sin[positions][:, None, :]
+    even, odd = x[..., 0::2], x[..., 1::2]
+    rotated = lm.n_heads + lm.n_kv_heads
+    assert np.array_equal(got[:, :rotated, 0::2], (even * cos - odd * sin)[:, :rotated])
+    assert np.array_equal(got[:, :rotated, 1::2], (even * sin + odd * cos)[:, :rotated])
+    assert np.array_equal(got[:, rotated:], x[:, rotated:])

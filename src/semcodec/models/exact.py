@@ -11,9 +11,10 @@ Why it is exact (the argument is normative: SPEC §5):
 * Attention products use integer-valued float64 matrices bounded below ``2**53``; the KV
   cache holds the integers themselves (int32).
 * Everything else is elementwise: IEEE ``+ - * /`` and ``sqrt`` (correctly rounded
-  everywhere), ``rint``, ``max``, table lookups, and int64 sums (exact in any order).
-  No libm function runs: exp, sigmoid and the RoPE angles come from
-  :mod:`semcodec.models.tables`.
+  everywhere), ``rint``, ``max``, table lookups, and sums of integers in int64 or below
+  ``2**53`` in binary64 (exact in any order). No libm function runs: exp, sigmoid and the
+  RoPE angles come from :mod:`semcodec.models.tables`. A single row's per-row numbers
+  (scales, RMS) are Python floats: the same binary64 operations as numpy's.
 * Each token's row is computed from that row alone, except attention, which is integer
   arithmetic over the cache: whole-sequence, incremental and batched evaluation agree
   bit for bit.
@@ -28,8 +29,11 @@ Why it is exact (the argument is normative: SPEC §5):
 
 from __future__ import annotations
 
+import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -49,8 +53,14 @@ V_FRACTION_BITS = 12
 QK_LIMIT = 2**20 - 1  # keeps |q.k| over 64 dims below 2**46
 V_LIMIT = 2**24 - 1  # keeps sum_j p_j v_j below 2**16 * 2**24 * 2**12 = 2**52
 
-Quantized = tuple[np.ndarray, np.ndarray]
-"""Activation rows ``x ~ q * scale``: q (N, K) int8, scale (N, 1) float64."""
+RowScalar = float | np.ndarray
+"""One binary64 number per row: (N, 1) float64, or a Python float when N is 1 (:func:`_row_amax`)."""
+
+Quantized = tuple[np.ndarray, RowScalar]
+"""Activation rows ``x ~ q * scale``: q (N, K) int8, scale per row."""
+
+Rotation = tuple[np.ndarray, np.ndarray]
+"""RoPE factors of N positions, ``(cos, sin)`` each (N, heads, head_dim / 2, 2) (:meth:`ExactLM._rotation`)."""
 
 
 def activation_max(inner_dim: int) -> int:
@@ -58,32 +68,75 @@ def activation_max(inner_dim: int) -> int:
     return min(127, (2**24 - 1) // (WEIGHT_MAX * inner_dim))
 
 
-def _rint_clip(x: np.ndarray, limit: float) -> np.ndarray:
-    """``clip(rint(x), -limit, limit)``, in place on ``x`` (a temporary): ufuncs, no wrappers."""
-    np.rint(x, out=x)
+def _rint_clip(x: np.ndarray, limit: float | np.ndarray) -> np.ndarray:
+    """``clip(rint(x), -limit, limit)``, in place on ``x`` (a temporary): ufuncs, no wrappers.
+
+    Clipping before rounding gives the same numbers: ``limit`` is integral, so ``rint(x)``
+    lies beyond it exactly when ``x`` does.
+    """
     np.maximum(x, -limit, out=x)
-    return np.minimum(x, limit, out=x)
+    np.minimum(x, limit, out=x)
+    return np.rint(x, out=x)
+
+
+def _row_amax(x: np.ndarray) -> RowScalar:
+    """``max |x|`` of each row of ``x`` (N, K): (N, 1), or a float when N is 1.
+
+    A single row (every decode step) keeps its per-row scalars (scales, RMS) as Python
+    floats: the same IEEE binary64 operations, at a fraction of a numpy call's cost.
+    """
+    if len(x) == 1:
+        return float(np.abs(x).max())
+    amax: np.ndarray = np.abs(x).max(axis=-1, keepdims=True)
+    return amax
+
+
+def _row_sumsq(t: np.ndarray) -> RowScalar:
+    """Sum of squares of each row of integer-valued ``t``, shaped like :func:`_row_amax`'s
+    result; any order or fused multiply-add gives the same integers (see :func:`rms_quantize`)."""
+    if len(t) == 1:
+        return float(np.dot(t[0], t[0]))
+    sumsq: np.ndarray = np.square(t).sum(axis=-1, keepdims=True)
+    return sumsq
+
+
+def _row_scale(amax: RowScalar, steps: float) -> RowScalar:
+    """``amax / steps`` per row, 1 for an all-zero row (its integers are 0 whatever the scale)."""
+    if isinstance(amax, float):
+        return amax / steps if amax > 0 else 1.0
+    return np.where(amax > 0, amax / steps, 1.0)
 
 
 def quantize_rows(x: np.ndarray, amax_int: int) -> Quantized:
-    """Per-row symmetric quantisation: ``x ~ q * scale`` with integer ``|q| <= amax_int`` (SPEC §5.2)."""
-    amax = np.abs(x).max(axis=-1, keepdims=True)
-    scale = np.where(amax > 0, amax / amax_int, 1.0)
-    q = _rint_clip(x / scale, amax_int).astype(np.int8)
-    return q, scale
+    """Per-row symmetric quantisation: ``x ~ q * scale`` with integer ``|q| <= amax_int`` (SPEC §5.2).
+
+    The clip can only matter through rounding: when ``scale = amax / amax_int`` is one
+    normal float (relative error <= 2**-53), ``|x / scale| <= amax_int * (1 + 3 * 2**-53)``,
+    below ``amax_int + 1/2``, so ``rint`` alone stays within the limit and the clip is
+    skipped; otherwise (several rows, a subnormal or infinite scale) it runs.
+    """
+    scale = _row_scale(_row_amax(x), amax_int)
+    y = x / scale
+    if isinstance(scale, float) and sys.float_info.min <= scale <= sys.float_info.max:
+        np.rint(y, out=y)
+    else:
+        _rint_clip(y, amax_int)
+    return y.astype(np.int8), scale
 
 
 def rms_quantize(x: np.ndarray, gain: np.ndarray, eps: float, amax_int: int) -> Quantized:
     """RMSNorm followed by activation quantisation, with an order-independent sum of squares (SPEC §5.3).
 
-    ``rms`` cancels inside the quantiser, so only the scale needs it; the sum of squares
-    is taken over a 16-bit integer image of ``x`` in int64.
+    ``rms`` cancels inside the quantiser, so only the scale needs it. The sum of squares is
+    taken over a 16-bit integer image ``t`` of ``x``, in binary64: every ``t*t <= 2**30``, and
+    every partial sum of at most 1536 of them is an integer below ``2**41``, exact in any
+    order (SPEC §5.1).
     """
-    amax = np.abs(x).max(axis=-1, keepdims=True)
-    step = np.where(amax > 0, amax / 32767.0, 1.0)
-    xi = np.rint(x / step).astype(np.int64)
-    sumsq = (xi * xi).sum(axis=-1, keepdims=True).astype(np.float64)
-    rms = np.sqrt(sumsq * step * step / x.shape[-1] + eps)
+    step = _row_scale(_row_amax(x), 32767.0)
+    t = np.divide(x, step)
+    sumsq = _row_sumsq(np.rint(t, out=t))
+    ms = sumsq * step * step / x.shape[-1] + eps  # ((sumsq * step) * step) / K + eps
+    rms = math.sqrt(ms) if isinstance(ms, float) else np.sqrt(ms)  # both correctly rounded (IEEE)
     q, scale = quantize_rows(x * gain, amax_int)
     return q, scale / rms
 
@@ -168,7 +221,7 @@ class ExactLM:
     def _matmul(self, x: Quantized, w: QMatrix) -> np.ndarray:
         """``(x_q @ w_q) * x_scale * w_scale``: (N, K) -> (N, out) float64; the product is exact."""
         x_q, x_scale = x
-        y = self.products(x_q, w).astype(np.float64)
+        y = self.products(x_q, w).astype(np.float64)  # exact (a mixed-type multiply is slower)
         y *= x_scale  # in place, same order: (product * x_scale) * w_scale
         y *= w.scale
         return y
@@ -176,20 +229,55 @@ class ExactLM:
     def _norm(self, x: np.ndarray, gain: np.ndarray) -> Quantized:
         return rms_quantize(x, gain, self.cfg.rms_eps, self.amax_hidden)
 
-    def _rope(self, x: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        """Rotate adjacent pairs (GGUF's Llama layout), x: (N, heads, head_dim)."""
-        cos = self.w.rope_cos[positions][:, None, :]
-        sin = self.w.rope_sin[positions][:, None, :]
-        even, odd = x[..., 0::2], x[..., 1::2]
-        out = np.empty_like(x)
-        out[..., 0::2] = even * cos - odd * sin
-        out[..., 1::2] = even * sin + odd * cos
-        return out
+    def _rotation(self, positions: np.ndarray) -> Rotation:
+        """RoPE factors of ``positions`` for every head of a fused q/k/v row, made once per
+        forward (every layer uses the same).
+
+        ``cos`` repeats each pair's cosine and ``sin`` is ``(-sin, +sin)`` per pair, so that
+        ``x * cos + swap(x) * sin`` is ``(even * cos - odd * sin, odd * cos + even * sin)``
+        bit for bit (``a + (-b)`` is ``a - b`` in IEEE arithmetic, and ``+`` commutes). The
+        value heads get cos 1 and sin 0, which leaves them as they are (``x * 1 + y * 0`` is
+        ``x`` up to the sign of a zero, which rounding to an integer drops).
+        """
+        rotated = self.n_heads + self.n_kv_heads
+        cos, sin = self.w.rope_cos[positions], self.w.rope_sin[positions]  # (N, head_dim / 2)
+        shape = (len(positions), rotated + self.n_kv_heads, cos.shape[-1], 2)
+        cos_f, sin_f = np.ones(shape), np.zeros(shape)
+        cos_f[:, :rotated] = cos[:, None, :, None]
+        sin_f[:, :rotated, :, 0] = -sin[:, None]
+        sin_f[:, :rotated, :, 1] = sin[:, None]
+        return cos_f, sin_f
+
+    def _rope(self, x: np.ndarray, rotation: Rotation) -> np.ndarray:
+        """Rotate adjacent pairs (GGUF's Llama layout), x: (N, heads, head_dim) -> a new array.
+
+        The rotation's cosines and sines, for every head and pair, come from :meth:`_rotation`.
+        """
+        cos, sin = rotation
+        pairs = x.reshape(*x.shape[:-1], -1, 2)  # (N, heads, head_dim / 2, 2)
+        out = pairs * cos
+        out += pairs[..., ::-1] * sin  # the pair swapped: (odd, even)
+        return out.reshape(x.shape)
+
+    @cached_property
+    def _qkv_fixed_point(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per head of a fused q/k/v row (H + 2 KV, 1): the fixed-point scale (``2**10`` for
+        queries and keys, ``2**12`` for values: exact powers of two) and the integer limit."""
+        qk, v = self.n_heads + self.n_kv_heads, self.n_kv_heads
+        scale = np.repeat([float(1 << QK_FRACTION_BITS), float(1 << V_FRACTION_BITS)], [qk, v])[:, None]
+        limit = np.repeat([float(QK_LIMIT), float(V_LIMIT)], [qk, v])[:, None]
+        return scale, limit
+
+    @cached_property
+    def _sigmoid_wrapped(self) -> np.ndarray:
+        """``Sig`` indexed by ``k`` in ``[-2**14, 2**14]`` directly: negative ``k`` wrap to the end."""
+        half = tables.SIGMOID_RANGE << tables.SIGMOID_STEP_BITS
+        return np.roll(self.w.sigmoid_table, -half)
 
     def _silu(self, x: np.ndarray) -> np.ndarray:
         half = tables.SIGMOID_RANGE << tables.SIGMOID_STEP_BITS
-        idx = _rint_clip(x * float(1 << tables.SIGMOID_STEP_BITS), half).astype(np.int64)
-        return x * self.w.sigmoid_table[idx + half]
+        idx = _rint_clip(x * float(1 << tables.SIGMOID_STEP_BITS), half).astype(np.intp)
+        return x * self._sigmoid_wrapped.take(idx)
 
     def _softmax_attend(
         self, qi: np.ndarray, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]
@@ -276,20 +364,19 @@ class ExactLM:
         return out
 
     def _attention_block(
-        self, layer: LayerWeights, li: int, x: Quantized, positions: np.ndarray,
+        self, layer: LayerWeights, li: int, x: Quantized, rotation: Rotation,
         segments: list[tuple[int, int, KVCache]],
     ) -> np.ndarray:
         """Causal self-attention of normed rows ``x`` (N, hidden) -> (N, hidden)."""
-        n, hd = len(positions), self.head_dim
-        qkv = self._matmul(x, layer.qkv)  # (N, (H + 2 KV) * D)
-        heads, k_end = self.n_heads, (self.n_heads + self.n_kv_heads) * hd
-        qk = self._rope(qkv[:, :k_end].reshape(n, -1, hd), positions)  # q and k heads side by side
-        qki = _rint_clip(qk * float(1 << QK_FRACTION_BITS), QK_LIMIT)
-        qi, ki = qki[:, :heads], qki[:, heads:].astype(np.int32)
-        vi = _rint_clip(qkv[:, k_end:] * float(1 << V_FRACTION_BITS), V_LIMIT).astype(np.int32)
+        n, heads, k_end = len(x[0]), self.n_heads, self.n_heads + self.n_kv_heads
+        qkv = self._rope(self._matmul(x, layer.qkv).reshape(n, -1, self.head_dim), rotation)  # (N, H + 2 KV, D)
+        scale, limit = self._qkv_fixed_point
+        qkv *= scale  # q_i = rint(q * 2**10), k_i likewise, v_i = rint(v * 2**12), each clipped (SPEC §5.4)
+        qkv_i = _rint_clip(qkv, limit)
+        qi, ki, vi = qkv_i[:, :heads], qkv_i[:, heads:k_end], qkv_i[:, k_end:]
         for lo, hi, cache in segments:  # the new positions join each cache (length moves after the last layer)
-            cache.keys[li, cache.own : cache.own + hi - lo] = ki[lo:hi]
-            cache.values[li, cache.own : cache.own + hi - lo] = vi[lo:hi].reshape(hi - lo, self.n_kv_heads, hd)
+            cache.keys[li, cache.own : cache.own + hi - lo] = ki[lo:hi]  # integers: the int32 store is exact
+            cache.values[li, cache.own : cache.own + hi - lo] = vi[lo:hi]
         att = self._attention(qi, li, segments)
         return self._matmul(quantize_rows(att, self.amax_hidden), layer.o)
 
@@ -321,10 +408,11 @@ class ExactLM:
             cache.reserve(len(tokens))
             spans.append((lo, lo + len(tokens), cache))
         positions = np.concatenate([np.arange(c.length, c.length + hi - lo) for lo, hi, c in spans])
+        rotation = self._rotation(positions)
         embed = self.w.embed
-        x = embed.q[:, ids].T.astype(np.float64) * embed.scale[ids][:, None]  # (N, hidden)
+        x = embed.q[:, ids].T * embed.scale[ids][:, None]  # (N, hidden): exact int8 -> binary64, then * scale
         for li, layer in enumerate(self.w.layers):
-            x = x + self._attention_block(layer, li, self._norm(x, layer.attn_norm), positions, spans)
+            x = x + self._attention_block(layer, li, self._norm(x, layer.attn_norm), rotation, spans)
             x = x + self._mlp(layer, self._norm(x, layer.ffn_norm))
         for lo, hi, cache in spans:
             cache.own += hi - lo
@@ -344,14 +432,16 @@ class ExactLM:
         table = self._logit_exp  # E24 and one 0 past its end
         dist = logits.max(axis=-1, keepdims=True) - logits
         dist *= float(1 << tables.SOFTMAX_STEP_BITS)
-        np.rint(dist, out=dist)
-        e = table[np.minimum(dist, len(table) - 1).astype(np.int64)]
+        np.minimum(dist, len(table) - 1, out=dist)  # dist >= 0; clipping before rint: see _rint_clip
+        g = table.take(np.rint(dist, out=dist).astype(np.intp))  # e, then g in place (fewer wide temporaries)
+        first = np.argmax(g, axis=-1)
+        total = g.sum(axis=-1, keepdims=True)
         free = (1 << PRECISION) - logits.shape[-1]
-        total = e.sum(axis=-1, keepdims=True)
-        g = (e * free) // total
-        rows = np.arange(len(g))
-        g[rows, np.argmax(e, axis=-1)] += free - g.sum(axis=-1)
-        return g + 1
+        g *= free  # e * free < 2**48
+        g //= total
+        g[np.arange(len(g)), first] += free - g.sum(axis=-1)
+        g += 1
+        return g
 
     def tables(self, hidden: np.ndarray) -> np.ndarray:
         """Frequency tables (N, vocab) int32 of final hidden states, in chunks of bounded memory."""
