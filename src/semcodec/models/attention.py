@@ -1,28 +1,34 @@
-"""Exact attention products with a fixed prefix (a profile's evaluated context), from few bytes.
+"""Exact attention products with a fixed prefix (a profile's evaluated context).
 
 What: for one layer of a :class:`~semcodec.models.exact.SharedPrefix`, the scores
 ``q @ k.T`` of integer query rows against the prefix keys and the numerators ``p @ v``
 of integer weights against its values, as exact integers (SPEC §5.4).
 
 Why: every decoded token attends to the whole prefix, so a primed profile's context
-(921 positions × 30 layers) is read once per token. As float64 images that is 85 MB per
-token, and attention then costs more than all weight products together. The integers are
-small (|k| < 2**20, |v| < 2**24 by the format; in practice |k| < 2**15 and |v| < 2**17), so
-two or three bytes each hold them:
+(921 positions × 30 layers × 3 kv heads × 64) is read once per token: 85 MB as float64
+images, and 85 MB of resident memory, made in every cold process (about 250 ms of page
+faults). The integers are small (|k| < 2**20, |v| < 2**24 by the format; in practice
+|k| < 2**15 and |v| < 2**17), so two or three bytes each hold them:
 
 * :class:`Int8Prefix` (onnxruntime ``MatMulInteger``, uint8 × int8 → int32, every sum exact
   in any order): the prefix is split once into signed byte *limbs*, ``k = Σ_b 256**b k_b``
-  with ``k_b`` in [-128, 127] (two or three per layer, fixed by the layer's largest value);
-  each step's rows are split the same way, stored with a zero point (``q = Σ_a 2**(s a)
-  (q_a - z)``), and the limb products are added back together with their powers of two in
-  int64. A pair of products never saturates a 16-bit intermediate either: ``s = 8`` only
-  where a probe shows the kernel exact at the worst case, else ``s = 7`` (``|q_a - z| <=
-  64``). 26.5 MB per token instead of 85 MB for the default profile.
+  with ``k_b`` in [-128, 127] (as many per layer as its largest value needs); each step's
+  rows are split into ``s``-bit digits stored with a zero point ``z`` (``q = Σ_a 2**(s a)
+  (q_a - z)``), and the limb products are added back with their powers of two in int64.
+  No pair of products can saturate a 16-bit intermediate either: ``s = 8`` only where a
+  probe shows the kernel exact at the worst case, else ``s = 7`` (``|q_a - z| <= 64``).
+  26.5 MB for the default profile, made in about 45 ms.
 * :class:`Float64Prefix` (numpy only, the fallback): float64 images made on first use and
-  BLAS, as before; integer sums below ``2**53`` are exact in float64.
+  BLAS; integer sums below ``2**53`` are exact in float64.
 
-Both give the same integers for every input within the format's bounds, so the choice
-changes no table.
+:class:`PrefixKernels` uses the limbs for one file's decode step over a long prefix and
+float64 for the rest. Measured on the shared 2-core machine (``benchmarks/runtime_speed.py``),
+the limbs' step costs about what float64's does: a single thread streams float64 at about
+10 GB/s, and the limbs' packing, products and recombination take as long as the bytes
+they save. A batch of steps or a prefill (many rows) is compute-bound, where the four to
+nine limb products per float64 product lose. So the win is memory and cold start, not
+step time. Every kernel gives the same integers for every input within the format's
+bounds, so the choice changes no table.
 
     >>> import numpy as np
     >>> rng = np.random.default_rng(1)
@@ -40,11 +46,13 @@ changes no table.
 from __future__ import annotations
 
 import os
+from functools import cache
 from typing import Protocol
 
 import numpy as np
 
-__all__ = ["Float64Prefix", "Int8Prefix", "PrefixProducts", "prefix_products"]
+__all__ = ["LIMB_MAX_ROWS", "LIMB_MIN_POSITIONS", "Float64Prefix", "Int8Prefix", "PrefixKernels",
+           "PrefixProducts", "prefix_products"]
 
 P_MAX = 2**16
 """Largest attention weight (the E16 table's first entry): ``p`` lies in ``[0, P_MAX]``."""
@@ -99,12 +107,12 @@ class Int8Prefix:
     (KV, T, nv * D) int8. Made on first use of each layer, from the int32 prefix.
     """
 
-    def __init__(self, keys: np.ndarray, values: np.ndarray) -> None:
+    def __init__(self, keys: np.ndarray, values: np.ndarray, bits: int | None = None) -> None:
         if keys.shape[1] * 255 * 128 >= 2**31:  # every value sum must fit int32
             raise ValueError(f"a prefix of {keys.shape[1]} positions is too long for int32 sums")
         self._keys, self._values = keys, values
         self.length = int(keys.shape[1])
-        self._kernel = _kernel()
+        self._kernel = _kernel(bits)
         self.name = f"int8-{self._kernel.bits}bit"
         self._layers: dict[int, tuple[np.ndarray, int, np.ndarray, int]] = {}
 
@@ -171,7 +179,7 @@ class _MatMulInteger:
     else 7 (some kernels add pairs of products in saturating int16; ``127 * 128 * 2`` fits).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, bits: int | None = None) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -181,7 +189,7 @@ class _MatMulInteger:
         options.log_severity_level = 3
         self._session = ort.InferenceSession(_batched_matmul_integer_model(), options,
                                              providers=["CPUExecutionProvider"])
-        self.bits = 8 if self._wide_is_exact() else 7
+        self.bits = bits or (8 if self._wide_is_exact() else 7)
         self.zero_point = 1 << (self.bits - 1)
 
     def __call__(self, a: np.ndarray, b: np.ndarray, zero_point: int) -> np.ndarray:
@@ -236,25 +244,51 @@ def _digit_sum(bits: int, n: int) -> int:
     return ((1 << (bits * n)) - 1) // ((1 << bits) - 1)
 
 
-_KERNEL: _MatMulInteger | None = None
+@cache
+def _kernel(bits: int | None = None) -> _MatMulInteger:
+    """The session (one per process): ``bits`` 8 or 7 forces a limb width (tests), None probes."""
+    return _MatMulInteger(bits)
 
 
-def _kernel() -> _MatMulInteger:
-    global _KERNEL
-    if _KERNEL is None:
-        _KERNEL = _MatMulInteger()
-    return _KERNEL
+LIMB_MIN_POSITIONS = 512
+"""Shorter prefixes always use float64 images: their limbs save little memory, and the
+per-step overhead of splitting and recombining (about 45 µs per layer) is not repaid."""
+
+LIMB_MAX_ROWS = 4
+"""Row counts (per kv head) up to this use the limbs: one file's decode step (3 rows). A batch
+of steps or a prefill is compute-bound, where float64 BLAS beats four to nine limb products."""
+
+
+class PrefixKernels:
+    """A prefix's products as :class:`semcodec.models.exact.SharedPrefix` needs them: int8 limbs
+    for one decode step over a long prefix, float64 BLAS otherwise; each made on first use."""
+
+    def __init__(self, keys: np.ndarray, values: np.ndarray, backend: str) -> None:
+        self.length = int(keys.shape[1])
+        self.name = "float64"
+        self._float = Float64Prefix(keys, values)
+        self._limbs: Int8Prefix | None = None
+        if backend != "numpy" and self.length >= LIMB_MIN_POSITIONS:
+            try:
+                self._limbs = Int8Prefix(keys, values)
+                self.name = f"{self._limbs.name}+float64"
+            except ImportError:  # no onnxruntime: float64 only
+                pass
+
+    def _kernel(self, rows: int) -> PrefixProducts:
+        return self._limbs if self._limbs is not None and rows <= LIMB_MAX_ROWS else self._float
+
+    def scores(self, layer: int, q: np.ndarray) -> np.ndarray:
+        return self._kernel(q.shape[1]).scores(layer, q)
+
+    def weigh(self, layer: int, p: np.ndarray) -> np.ndarray:
+        return self._kernel(p.shape[1]).weigh(layer, p)
 
 
 def prefix_products(keys: np.ndarray, values: np.ndarray, backend: str) -> PrefixProducts:
-    """The fastest exact kernel ``backend`` allows: numpy's float64 for ``numpy`` (or without
-    onnxruntime), else int8 limbs."""
-    if backend != "numpy":
-        try:
-            return Int8Prefix(keys, values)
-        except ImportError:
-            pass
-    return Float64Prefix(keys, values)
+    """The exact kernels for one prefix: float64 only for ``backend == "numpy"`` (or without
+    onnxruntime), else int8 limbs where they pay (:class:`PrefixKernels`)."""
+    return PrefixKernels(keys, values, backend)
 
 
 def _batched_matmul_integer_model() -> bytes:

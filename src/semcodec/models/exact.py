@@ -230,8 +230,7 @@ class ExactLM:
             idx = np.where(valid, (dist + (1 << (shift - 1))) >> shift, len(table) - 1)
         p = table[np.minimum(idx, len(table) - 1)]
         z = p.sum(axis=-1, keepdims=True)
-        t = k_t.shape[-1]
-        num = p[..., -t:].astype(np.float64) @ v if t else np.zeros(qi.shape)  # exact: integer sums < 2**53
+        num = p[..., -k_t.shape[-1] :].astype(np.float64) @ v  # exact: integer sums < 2**53
         if pre is not None:
             weights = p[..., : pre.length].transpose(1, 0, 2, 3).reshape(kvh, b * r, -1)
             num += pre.weigh(layer, weights).reshape(kvh, b, r, hd).transpose(1, 0, 2, 3)
