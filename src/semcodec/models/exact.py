@@ -8,8 +8,9 @@ Why it is exact (the argument is normative: SPEC §5):
   of any summation order is an integer below ``2**24``: exact in int32 and in float32, so
   the kernel (:mod:`semcodec.models.kernels`: int8 MatMulInteger, float32 BLAS, torch),
   its blocking, threads and FMA use cannot change a single bit.
-* Attention products use integer-valued float64 matrices bounded below ``2**53``; the KV
-  cache holds the integers themselves (int32).
+* Attention products use integer-valued float64 matrices bounded below ``2**53``, or, over
+  a long shared prefix, byte limbs multiplied exactly in int32 and added back in int64
+  (:mod:`semcodec.models.attention`); the KV cache holds the integers themselves (int32).
 * Everything else is elementwise: IEEE ``+ - * /`` and ``sqrt`` (correctly rounded
   everywhere), ``rint``, ``max``, table lookups, and int64 sums (exact in any order).
   No libm function runs: exp, sigmoid and the RoPE angles come from
