@@ -8,8 +8,9 @@ Why it is exact (the argument is normative: SPEC §5):
   of any summation order is an integer below ``2**24``: exact in int32 and in float32, so
   the kernel (:mod:`semcodec.models.kernels`: int8 MatMulInteger, float32 BLAS, torch),
   its blocking, threads and FMA use cannot change a single bit.
-* Attention products use integer-valued float64 matrices bounded below ``2**53``; the KV
-  cache holds the integers themselves (int32).
+* Attention products use integer-valued float64 matrices bounded below ``2**53``, or, over
+  a long shared prefix, byte limbs multiplied exactly in int32 and added back in int64
+  (:mod:`semcodec.models.attention`); the KV cache holds the integers themselves (int32).
 * Everything else is elementwise: IEEE ``+ - * /`` and ``sqrt`` (correctly rounded
   everywhere), ``rint``, ``max``, table lookups, and sums of integers in int64 or below
   ``2**53`` in binary64 (exact in any order). No libm function runs: exp, sigmoid and the
@@ -38,6 +39,7 @@ from functools import cached_property
 import numpy as np
 
 from semcodec.models import tables
+from semcodec.models.attention import PrefixProducts, prefix_products
 from semcodec.models.kernels import NumpyProducts, Products, QMatrix
 from semcodec.models.weights import MAX_POSITIONS, LayerWeights, ModelConfig, ModelWeights
 
@@ -144,15 +146,22 @@ def rms_quantize(x: np.ndarray, gain: np.ndarray, eps: float, amax_int: int) -> 
 class SharedPrefix:
     """Positions many caches start from (a profile's context), evaluated once and never written.
 
-    Holds the integer keys/values (L, T, KV, D) int32 and, for attention, their float64
-    images laid out for the products (made once here instead of once per file and step).
+    Holds the integer keys/values (L, T, KV, D) int32; attention multiplies them through a
+    :mod:`semcodec.models.attention` kernel, made on first use per backend (int8 limbs:
+    5 bytes per key/value pair instead of 16 as float64 images).
     """
 
     def __init__(self, keys: np.ndarray, values: np.ndarray) -> None:
         self.keys, self.values = keys, values
         self.length = keys.shape[1]
-        self.keys_t = np.ascontiguousarray(keys.astype(np.float64).transpose(0, 2, 3, 1))  # (L, KV, D, T)
-        self.values_f = np.ascontiguousarray(values.astype(np.float64).transpose(0, 2, 1, 3))  # (L, KV, T, D)
+        self._products: dict[str, PrefixProducts] = {}
+
+    def products(self, backend: str) -> PrefixProducts:
+        """The exact attention kernel over these positions (``numpy``: float64 BLAS; else int8)."""
+        kernel = self._products.get(backend)
+        if kernel is None:
+            kernel = self._products[backend] = prefix_products(self.keys, self.values, backend)
+        return kernel
 
 
 @dataclass
@@ -212,6 +221,7 @@ class ExactLM:
         self.amax_ffn = activation_max(cfg.ffn)
         self._logit_exp = np.append(weights.logit_exp_table, 0)
         self._attention_exp = np.append(weights.attention_exp_table, 0)
+        self._prefix_backend = "numpy" if self.products.name == "numpy" else "int8"  # attention over a prefix
 
     def new_cache(self, prefix: SharedPrefix | None = None, capacity: int = 64) -> KVCache:
         """An empty cache, or one continuing after the shared ``prefix``."""
@@ -279,49 +289,42 @@ class ExactLM:
         idx = _rint_clip(x * float(1 << tables.SIGMOID_STEP_BITS), half).astype(np.intp)
         return x * self._sigmoid_wrapped.take(idx)
 
-    def _softmax_attend(
-        self, qi: np.ndarray, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]
-    ) -> np.ndarray:
-        """Integer attention (SPEC §5.4) of query rows over keys given in parts.
+    def _softmax_attend(self, qi: np.ndarray, layer: int, prefix: SharedPrefix | None,
+                        k_t: np.ndarray, v: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+        """Integer attention (SPEC §5.4) of query rows over the prefix's keys, then their own.
 
-        qi: (B, KV, R, D) integer-valued float64; each part is ``(k_t, v, valid)`` with
-        k_t (B|1, KV, D, T) and v (B|1, KV, T, D) integer-valued float64 and ``valid``
-        (B, 1, R, T) bool or None (all visible). Returns (B, KV, R, D) float64. Every sum is
-        of integers below 2**53, so splitting the keys into parts changes no bit.
+        qi: (B, KV, R, D) integer-valued float64; the own keys k_t (B, KV, D, t) and values
+        v (B, KV, t, D) integer-valued float64, ``valid`` (B, 1, R, t) bool or None (all
+        visible; the prefix always is). Returns (B, KV, R, D) float64. Every sum is of
+        integers below 2**53, so splitting the keys into prefix and own changes no bit.
         """
-        scores = np.concatenate([qi @ k_t for k_t, _, _ in parts], axis=-1).astype(np.int64)  # exact: < 2**46
+        b, kvh, r, hd = qi.shape
+        scores = (qi @ k_t).astype(np.int64)  # exact: < 2**46
+        pre = prefix.products(self._prefix_backend) if prefix is not None and prefix.length else None
+        if pre is not None:
+            rows = qi.transpose(1, 0, 2, 3).reshape(kvh, b * r, hd)  # (KV, B * R, D)
+            head = pre.scores(layer, rows).reshape(kvh, b, r, -1).transpose(1, 0, 2, 3)
+            scores = np.concatenate([head, scores], axis=-1)
+            if valid is not None:
+                valid = np.concatenate([np.ones((*valid.shape[:3], pre.length), bool), valid], axis=-1)
         # Distance (in 2**-8 nat steps) from the row maximum; score = q.k / (2**20 * 8).
         shift = 2 * QK_FRACTION_BITS + 3 - tables.SOFTMAX_STEP_BITS
         table = self._attention_exp  # E16 and one 0 past its end
-        if all(m is None for _, _, m in parts):  # every key visible (e.g. one new token)
+        if valid is None:  # every key visible (e.g. one new token)
             dist = scores.max(axis=-1, keepdims=True) - scores
             idx = (dist + (1 << (shift - 1))) >> shift
         else:
-            masks = [np.broadcast_to(True if m is None else m, (*scores.shape[:1], 1, *scores.shape[2:3], k.shape[-1]))
-                     for k, _, m in parts]
-            valid = np.concatenate(masks, axis=-1)
             scores = np.where(valid, scores, -(2**62))
             dist = scores.max(axis=-1, keepdims=True) - scores
             idx = np.where(valid, (dist + (1 << (shift - 1))) >> shift, len(table) - 1)
         p = table[np.minimum(idx, len(table) - 1)]
         z = p.sum(axis=-1, keepdims=True)
-        pf = p.astype(np.float64)
-        lo = 0
-        num = None
-        for k_t, v, _ in parts:  # exact: integer sums < 2**53
-            t = k_t.shape[-1]
-            term = pf[..., lo : lo + t] @ v
-            num = term if num is None else num + term
-            lo += t
-        assert num is not None
+        num = p[..., -k_t.shape[-1] :].astype(np.float64) @ v  # exact: integer sums < 2**53
+        if pre is not None:
+            weights = p[..., : pre.length].transpose(1, 0, 2, 3).reshape(kvh, b * r, -1)
+            num += pre.weigh(layer, weights).reshape(kvh, b, r, hd).transpose(1, 0, 2, 3)
         out: np.ndarray = num / z.astype(np.float64) / float(1 << V_FRACTION_BITS)
         return out
-
-    def _prefix_part(self, cache: KVCache, layer: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
-        pre = cache.prefix
-        if pre is None or pre.length == 0:
-            return []
-        return [(pre.keys_t[layer][None], pre.values_f[layer][None], None)]
 
     def _attention(self, qi: np.ndarray, layer: int, segments: list[tuple[int, int, KVCache]]) -> np.ndarray:
         """qi: (N, H, D) integer query rows of all segments -> (N, H * D) float64.
@@ -343,9 +346,9 @@ class ExactLM:
                 k[b, : owns[b]] = cache.keys[layer, : owns[b]]
                 v[b, : owns[b]] = cache.values[layer, : owns[b]]
             seen = (np.arange(t)[None, :] < owns[:, None])[:, None, None, :]
-            own = (k.astype(np.float64).transpose(0, 2, 3, 1), v.astype(np.float64).transpose(0, 2, 1, 3), seen)
             q4 = qi.reshape(n, kvh, group, hd)  # head h = kv * group + g
-            att = self._softmax_attend(q4, [*self._prefix_part(segments[0][2], layer), own])
+            att = self._softmax_attend(q4, layer, prefix, k.astype(np.float64).transpose(0, 2, 3, 1),
+                                       v.astype(np.float64).transpose(0, 2, 1, 3), seen)
             out[:] = att.reshape(n, -1)
             return out
         for lo, hi, cache in segments:
@@ -358,8 +361,7 @@ class ExactLM:
                 valid = np.repeat(causal, group, axis=0)[None, None]  # row r is token r // group
             k_t = cache.keys[layer, :t].astype(np.float64).transpose(1, 2, 0)[None]
             v_f = cache.values[layer, :t].astype(np.float64).transpose(1, 0, 2)[None]
-            parts = [*self._prefix_part(cache, layer), (k_t, v_f, valid)]
-            att = self._softmax_attend(rows, parts)  # (1, KV, m * group, D)
+            att = self._softmax_attend(rows, layer, cache.prefix, k_t, v_f, valid)  # (1, KV, m * group, D)
             out[lo:hi] = att.reshape(kvh, m, group, hd).transpose(1, 0, 2, 3).reshape(m, -1)
         return out
 

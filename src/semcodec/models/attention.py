@@ -1,0 +1,318 @@
+"""Exact attention products with a fixed prefix (a profile's evaluated context).
+
+What: for one layer of a :class:`~semcodec.models.exact.SharedPrefix`, the scores
+``q @ k.T`` of integer query rows against the prefix keys and the numerators ``p @ v``
+of integer weights against its values, as exact integers (SPEC §5.4).
+
+Why: every decoded token attends to the whole prefix, so a primed profile's context
+(921 positions × 30 layers × 3 kv heads × 64) is read once per token: 85 MB as float64
+images, and 85 MB of resident memory, made in every cold process (about 250 ms of page
+faults). The integers are small (|k| < 2**20, |v| < 2**24 by the format; in practice
+|k| < 2**15 and |v| < 2**17), so two or three bytes each hold them:
+
+* :class:`Int8Prefix` (onnxruntime ``MatMulInteger``, uint8 × int8 → int32, every sum exact
+  in any order): the prefix is split once into signed byte *limbs*, ``k = Σ_b 256**b k_b``
+  with ``k_b`` in [-128, 127] (as many per layer as its largest value needs); each step's
+  rows are split into ``s``-bit digits stored with a zero point ``z`` (``q = Σ_a 2**(s a)
+  (q_a - z)``), and the limb products are added back with their powers of two in int64.
+  No pair of products can saturate a 16-bit intermediate either: ``s = 8`` only where a
+  probe shows the kernel exact at the worst case, else ``s = 7`` (``|q_a - z| <= 64``).
+  26.5 MB for the default profile, made in about 45 ms.
+* :class:`Float64Prefix` (numpy only, the fallback): float64 images made on first use and
+  BLAS; integer sums below ``2**53`` are exact in float64.
+
+:class:`PrefixKernels` uses the limbs for one file's decode step over a long prefix and
+float64 for the rest. Measured on the shared 2-core machine (``benchmarks/runtime_speed.py``),
+the limbs' step costs about what float64's does: a single thread streams float64 at about
+10 GB/s, and the limbs' packing, products and recombination take as long as the bytes
+they save. A batch of steps or a prefill (many rows) is compute-bound, where the four to
+nine limb products per float64 product lose. So the win is memory and cold start, not
+step time. Every kernel gives the same integers for every input within the format's
+bounds, so the choice changes no table.
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(1)
+    >>> keys = rng.integers(-2**19, 2**19, (2, 5, 3, 4), dtype=np.int32)    # (layers, T, KV, D)
+    >>> values = rng.integers(-2**23, 2**23, (2, 5, 3, 4), dtype=np.int32)
+    >>> q = rng.integers(-2**19, 2**19, (3, 2, 4)).astype(np.float64)     # (KV, rows, D)
+    >>> p = rng.integers(0, 2**16 + 1, (3, 2, 5))                         # (KV, rows, T)
+    >>> fast, plain = Int8Prefix(keys, values), Float64Prefix(keys, values)
+    >>> bool((fast.scores(1, q) == plain.scores(1, q)).all())
+    True
+    >>> bool((fast.weigh(1, p) == plain.weigh(1, p)).all())
+    True
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from typing import Protocol
+
+import numpy as np
+
+__all__ = ["LIMB_MAX_ROWS", "LIMB_MIN_POSITIONS", "Float64Prefix", "Int8Prefix", "PrefixKernels",
+           "PrefixProducts", "prefix_products"]
+
+P_MAX = 2**16
+"""Largest attention weight (the E16 table's first entry): ``p`` lies in ``[0, P_MAX]``."""
+
+
+class PrefixProducts(Protocol):
+    """Exact products of integer rows with one prefix's keys and values, layer by layer."""
+
+    name: str
+    length: int
+
+    def scores(self, layer: int, q: np.ndarray) -> np.ndarray:
+        """``q`` (KV, N, D) integer-valued with ``|q| < 2**20`` -> ``q @ k.T`` (KV, N, T) int64."""
+        ...
+
+    def weigh(self, layer: int, p: np.ndarray) -> np.ndarray:
+        """``p`` (KV, N, T) integers in ``[0, P_MAX]`` -> ``p @ v`` (KV, N, D) float64 (exact integers)."""
+        ...
+
+
+class Float64Prefix:
+    """The prefix as float64 images (made on first use) multiplied through numpy's BLAS."""
+
+    name = "float64"
+
+    def __init__(self, keys: np.ndarray, values: np.ndarray) -> None:
+        self._keys, self._values = keys, values
+        self.length = int(keys.shape[1])
+        self._images: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _layer(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._images is None:
+            self._images = (
+                np.ascontiguousarray(self._keys.astype(np.float64).transpose(0, 2, 3, 1)),  # (L, KV, D, T)
+                np.ascontiguousarray(self._values.astype(np.float64).transpose(0, 2, 1, 3)),  # (L, KV, T, D)
+            )
+        return self._images[0][layer], self._images[1][layer]
+
+    def scores(self, layer: int, q: np.ndarray) -> np.ndarray:
+        out: np.ndarray = (q @ self._layer(layer)[0]).astype(np.int64)  # exact: |q.k| < 2**46
+        return out
+
+    def weigh(self, layer: int, p: np.ndarray) -> np.ndarray:
+        out: np.ndarray = p.astype(np.float64) @ self._layer(layer)[1]  # exact: sums < 2**52
+        return out
+
+
+class Int8Prefix:
+    """The prefix as signed byte limbs, multiplied by onnxruntime's ``MatMulInteger``.
+
+    Per layer: keys (KV, D, nk * T) int8, limb-major along the columns, and values
+    (KV, T, nv * D) int8. Made on first use of each layer, from the int32 prefix.
+    """
+
+    def __init__(self, keys: np.ndarray, values: np.ndarray, bits: int | None = None) -> None:
+        if keys.shape[1] * 255 * 128 >= 2**31:  # every value sum must fit int32
+            raise ValueError(f"a prefix of {keys.shape[1]} positions is too long for int32 sums")
+        self._keys, self._values = keys, values
+        self.length = int(keys.shape[1])
+        self._kernel = _kernel(bits)
+        self.name = f"int8-{self._kernel.bits}bit"
+        self._layers: dict[int, tuple[np.ndarray, int, np.ndarray, int]] = {}
+
+    def _layer(self, layer: int) -> tuple[np.ndarray, int, np.ndarray, int]:
+        got = self._layers.get(layer)
+        if got is None:
+            k = _signed_limbs(self._keys[layer].transpose(1, 2, 0))  # (nk, KV, D, T)
+            v = _signed_limbs(self._values[layer].transpose(1, 0, 2))  # (nv, KV, T, D)
+            got = self._layers[layer] = (
+                np.ascontiguousarray(k.transpose(1, 2, 0, 3)).reshape(k.shape[1], k.shape[2], -1), len(k),
+                np.ascontiguousarray(v.transpose(1, 2, 0, 3)).reshape(v.shape[1], v.shape[2], -1), len(v),
+            )
+        return got
+
+    def scores(self, layer: int, q: np.ndarray) -> np.ndarray:
+        keys, nk, _, _ = self._layer(layer)
+        kv, n, d = q.shape
+        a, nq = self._kernel.zero_point_limbs(q)  # (KV, nq * N, D) uint8
+        y = self._kernel(a, keys, self._kernel.zero_point).reshape(kv, nq, n, nk, self.length)
+        bits = self._kernel.bits
+        # The row limbs first, in int32 while the sum cannot overflow (|y| <= D * 2**(bits-1) * 128).
+        wide = d * (128 << bits) * _digit_sum(bits, nq) >= 2**31
+        rows = y[:, 0].astype(np.int64) if wide else y[:, 0]
+        for i in range(1, nq):
+            rows = rows + (y[:, i].astype(np.int64) if wide else y[:, i]) * (1 << (bits * i))
+        out = rows[:, :, 0].astype(np.int64)  # then the prefix's limbs, in int64: |q.k| < 2**46
+        for i in range(1, nk):
+            out += rows[:, :, i].astype(np.int64) << (8 * i)
+        return out
+
+    def weigh(self, layer: int, p: np.ndarray) -> np.ndarray:
+        _, _, values, nv = self._layer(layer)
+        kv, n, _ = p.shape
+        a, n_p = self._kernel.unsigned_limbs(p)  # (KV, np * N, T) uint8
+        y = self._kernel(a, values, 0).reshape(kv, n_p, n, nv, -1)  # (KV, np, N, nv, D)
+        powers = 1 << np.arange(0, 32, dtype=np.int64)
+        # int64 adds and doubles modulo 2**64, and the true sum is below 2**52: exact whatever
+        # the terms (one p limb times all v limbs is at most 2**16 * 2**31 per position).
+        num = np.einsum("kanbd,a,b->knd", y.astype(np.int64), powers[:: self._kernel.bits][:n_p], powers[::8][:nv])
+        out: np.ndarray = num.astype(np.float64)
+        return out
+
+
+def _signed_limbs(x: np.ndarray) -> np.ndarray:
+    """``x`` (int32) as (n, *x.shape) int8 limbs in [-128, 127] with ``x = Σ_b 256**b limb_b``,
+    ``n`` as small as the largest ``|x|`` allows (at least 1)."""
+    rest = np.asarray(x, dtype=np.int32)
+    limbs = []
+    while True:
+        low = rest.astype(np.int8)  # rest mod 256 as a signed byte: the balanced digit
+        limbs.append(low)
+        rest = (rest - low) >> 8  # exact: rest - low is a multiple of 256
+        if not rest.any():
+            return np.stack(limbs)
+
+
+_ZERO_POINTS = {z: np.array(z, np.uint8) for z in (0, 64, 128)}
+
+
+class _MatMulInteger:
+    """One onnxruntime session: ``(a - zero_point) @ b`` for a (H, M, K) uint8, b (H, K, N) int8 -> int32.
+
+    ``bits``: 8 where a probe at the worst case (255 × ±128 in every pair) comes out exact,
+    else 7 (some kernels add pairs of products in saturating int16; ``127 * 128 * 2`` fits).
+    """
+
+    def __init__(self, bits: int | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(os.environ.get("SEMCODEC_THREADS", "1"))
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # see kernels.OnnxProducts
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(_batched_matmul_integer_model(), options,
+                                             providers=["CPUExecutionProvider"])
+        self.bits = bits or (8 if self._wide_is_exact() else 7)
+        self.zero_point = 1 << (self.bits - 1)
+
+    def __call__(self, a: np.ndarray, b: np.ndarray, zero_point: int) -> np.ndarray:
+        out: np.ndarray = self._session.run(None, {"a": a, "b": b, "z": _ZERO_POINTS[zero_point]})[0]
+        return out
+
+    def _wide_is_exact(self) -> bool:
+        a = np.full((3, 6, 128), 255, np.uint8)  # every pair at 255 × 127 or 255 × -128
+        a[:, 3:] = np.arange(128, dtype=np.uint8) * 2
+        b = np.full((3, 128, 48), 127, np.int8)
+        b[..., 1::2] = -128
+        return all(np.array_equal(self(a, b, z), (a.astype(np.int64) - z) @ b.astype(np.int64)) for z in (0, 128))
+
+    def zero_point_limbs(self, q: np.ndarray) -> tuple[np.ndarray, int]:
+        """Signed integer-valued rows q (KV, N, D) -> (KV, nq * N, D) uint8 ``u_a`` with
+        ``q = Σ_a 2**(bits a) (u_a - zero_point)``, limb-major; and ``nq``."""
+        bits, z = self.bits, self.zero_point
+        span = int(np.abs(q).max(initial=0))
+        nq = 1  # q + offset must lie in [0, 2**(bits nq)): -z S <= q <= (z - 1) S, S = Σ_a 2**(bits a)
+        while span > (z - 1) * _digit_sum(bits, nq):
+            nq += 1
+        shifted = q + float(z * _digit_sum(bits, nq))  # exact: integers below 2**53
+        return _limbs(shifted, bits, nq), nq
+
+    def unsigned_limbs(self, p: np.ndarray) -> tuple[np.ndarray, int]:
+        """Weights p (KV, N, T) in [0, P_MAX] -> (KV, np * N, T) uint8 limbs, limb-major; and ``np``."""
+        n = -(-P_MAX.bit_length() // self.bits)
+        return _limbs(p, self.bits, n), n
+
+
+def _limbs(x: np.ndarray, bits: int, n: int) -> np.ndarray:
+    """Non-negative integers x (KV, N, X) below ``2**(bits n)`` -> (KV, n * N, X) uint8 digits base ``2**bits``."""
+    kv, rows, cols = x.shape
+    if bits == 8 and n <= 4:  # the digits are the little-endian bytes
+        digits = x.astype("<u4").view(np.uint8).reshape(kv, rows, cols, 4)[..., :n]
+        return np.ascontiguousarray(digits.transpose(0, 3, 1, 2)).reshape(kv, n * rows, cols)
+    ints = x.astype(np.int64)
+    out = np.empty((kv, n, rows, cols), np.uint8)
+    for a in range(n):
+        np.bitwise_and(ints >> (bits * a), (1 << bits) - 1, out=out[:, a], casting="unsafe")
+    return out.reshape(kv, n * rows, cols)
+
+
+def _digit_sum(bits: int, n: int) -> int:
+    """``Σ_{a<n} 2**(bits a)``: the value of n limbs that are all 1."""
+    return ((1 << (bits * n)) - 1) // ((1 << bits) - 1)
+
+
+@cache
+def _kernel(bits: int | None = None) -> _MatMulInteger:
+    """The session (one per process): ``bits`` 8 or 7 forces a limb width (tests), None probes."""
+    return _MatMulInteger(bits)
+
+
+LIMB_MIN_POSITIONS = 512
+"""Shorter prefixes always use float64 images: their limbs save little memory, and the
+per-step overhead of splitting and recombining (about 45 µs per layer) is not repaid."""
+
+LIMB_MAX_ROWS = 4
+"""Row counts (per kv head) up to this use the limbs: one file's decode step (3 rows). A batch
+of steps or a prefill is compute-bound, where float64 BLAS beats four to nine limb products."""
+
+
+class PrefixKernels:
+    """A prefix's products as :class:`semcodec.models.exact.SharedPrefix` needs them: int8 limbs
+    for one decode step over a long prefix, float64 BLAS otherwise; each made on first use."""
+
+    def __init__(self, keys: np.ndarray, values: np.ndarray, backend: str) -> None:
+        self.length = int(keys.shape[1])
+        self.name = "float64"
+        self._float = Float64Prefix(keys, values)
+        self._limbs: Int8Prefix | None = None
+        if backend != "numpy" and self.length >= LIMB_MIN_POSITIONS:
+            try:
+                self._limbs = Int8Prefix(keys, values)
+                self.name = f"{self._limbs.name}+float64"
+            except ImportError:  # no onnxruntime: float64 only
+                pass
+
+    def _kernel(self, rows: int) -> PrefixProducts:
+        return self._limbs if self._limbs is not None and rows <= LIMB_MAX_ROWS else self._float
+
+    def scores(self, layer: int, q: np.ndarray) -> np.ndarray:
+        return self._kernel(q.shape[1]).scores(layer, q)
+
+    def weigh(self, layer: int, p: np.ndarray) -> np.ndarray:
+        return self._kernel(p.shape[1]).weigh(layer, p)
+
+
+def prefix_products(keys: np.ndarray, values: np.ndarray, backend: str) -> PrefixProducts:
+    """The exact kernels for one prefix: float64 only for ``backend == "numpy"`` (or without
+    onnxruntime), else int8 limbs where they pay (:class:`PrefixKernels`)."""
+    return PrefixKernels(keys, values, backend)
+
+
+def _batched_matmul_integer_model() -> bytes:
+    """The ONNX model ``y = MatMulInteger(a: uint8[H, M, K], b: int8[H, K, N], z: uint8) -> int32[H, M, N]``,
+    written as protobuf bytes (as :func:`semcodec.models.kernels._matmul_integer_model`)."""
+
+    def varint(n: int) -> bytes:
+        out = bytearray()
+        while True:
+            byte, n = n & 0x7F, n >> 7
+            out.append(byte | (0x80 if n else 0))
+            if not n:
+                return bytes(out)
+
+    def fld(number: int, value: int | bytes | str) -> bytes:
+        if isinstance(value, int):
+            return varint(number << 3) + varint(value)
+        data = value.encode() if isinstance(value, str) else value
+        return varint(number << 3 | 2) + varint(len(data)) + data
+
+    uint8, int8, int32 = 2, 3, 6  # TensorProto.DataType
+
+    def value_info(name: str, elem_type: int, dims: tuple[str, ...]) -> bytes:
+        shape = b"".join(fld(1, fld(2, d)) for d in dims)  # TensorShapeProto.dim{dim_param}
+        return fld(1, name) + fld(2, fld(1, fld(1, elem_type) + fld(2, shape)))
+
+    node = fld(1, "a") + fld(1, "b") + fld(1, "z") + fld(2, "y") + fld(4, "MatMulInteger")
+    graph = (fld(1, node) + fld(2, "batched_matmul_integer")
+             + fld(11, value_info("a", uint8, ("H", "M", "K")))
+             + fld(11, value_info("b", int8, ("H", "K", "N")))
+             + fld(11, value_info("z", uint8, ()))
+             + fld(12, value_info("y", int32, ("H", "M", "N"))))
+    return fld(1, 7) + fld(7, graph) + fld(8, fld(1, "") + fld(2, 10))
