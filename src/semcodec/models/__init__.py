@@ -258,9 +258,10 @@ def _load_context(path: os.PathLike[str], n_layers: int, pinned: str, use_record
         return None
     state = ContextState(SharedPrefix(keys, values), hidden)
     if hasattr(mmap, "MADV_DONTNEED"):
-        # Out of this process's resident memory until read again (-42 MB at the peak of a
-        # default-profile unpack): the prefix has made what attention reads, and a later read
-        # (to save or hash the arrays) fetches the same bytes from the page cache.
+        # Out of this process's resident memory until read again: a digest check just read
+        # all 42 MB of a default profile's keys/values. Attention's kernels read each layer's
+        # arrays once, on first use (semcodec.models.attention), and those reads fetch the
+        # same bytes from the page cache.
         pages.madvise(mmap.MADV_DONTNEED)
     return state
 
