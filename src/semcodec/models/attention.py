@@ -51,6 +51,8 @@ from typing import Protocol
 
 import numpy as np
 
+from semcodec.models.kernels import _matmul_integer_model
+
 __all__ = ["LIMB_MAX_ROWS", "LIMB_MIN_POSITIONS", "Float64Prefix", "Int8Prefix", "PrefixKernels",
            "PrefixProducts", "prefix_products"]
 
@@ -187,7 +189,7 @@ class _MatMulInteger:
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # see kernels.OnnxProducts
         options.log_severity_level = 3
-        self._session = ort.InferenceSession(_batched_matmul_integer_model(), options,
+        self._session = ort.InferenceSession(_matmul_integer_model(batched=True), options,
                                              providers=["CPUExecutionProvider"])
         self.bits = bits or (8 if self._wide_is_exact() else 7)
         self.zero_point = 1 << (self.bits - 1)
@@ -283,36 +285,3 @@ def prefix_products(keys: np.ndarray, values: np.ndarray, backend: str) -> Prefi
     """The exact kernels for one prefix: float64 only for ``backend == "numpy"`` (or without
     onnxruntime), else int8 limbs where they pay (:class:`PrefixKernels`)."""
     return PrefixKernels(keys, values, backend)
-
-
-def _batched_matmul_integer_model() -> bytes:
-    """The ONNX model ``y = MatMulInteger(a: uint8[H, M, K], b: int8[H, K, N], z: uint8) -> int32[H, M, N]``,
-    written as protobuf bytes (as :func:`semcodec.models.kernels._matmul_integer_model`)."""
-
-    def varint(n: int) -> bytes:
-        out = bytearray()
-        while True:
-            byte, n = n & 0x7F, n >> 7
-            out.append(byte | (0x80 if n else 0))
-            if not n:
-                return bytes(out)
-
-    def fld(number: int, value: int | bytes | str) -> bytes:
-        if isinstance(value, int):
-            return varint(number << 3) + varint(value)
-        data = value.encode() if isinstance(value, str) else value
-        return varint(number << 3 | 2) + varint(len(data)) + data
-
-    uint8, int8, int32 = 2, 3, 6  # TensorProto.DataType
-
-    def value_info(name: str, elem_type: int, dims: tuple[str, ...]) -> bytes:
-        shape = b"".join(fld(1, fld(2, d)) for d in dims)  # TensorShapeProto.dim{dim_param}
-        return fld(1, name) + fld(2, fld(1, fld(1, elem_type) + fld(2, shape)))
-
-    node = fld(1, "a") + fld(1, "b") + fld(1, "z") + fld(2, "y") + fld(4, "MatMulInteger")
-    graph = (fld(1, node) + fld(2, "batched_matmul_integer")
-             + fld(11, value_info("a", uint8, ("H", "M", "K")))
-             + fld(11, value_info("b", int8, ("H", "K", "N")))
-             + fld(11, value_info("z", uint8, ()))
-             + fld(12, value_info("y", int32, ("H", "M", "N"))))
-    return fld(1, 7) + fld(7, graph) + fld(8, fld(1, "") + fld(2, 10))

@@ -205,9 +205,11 @@ def products_from_name(name: str | None = None) -> Products:
         return NumpyProducts()
 
 
-def _matmul_integer_model(signed_a: bool = False) -> bytes:
+def _matmul_integer_model(signed_a: bool = False, batched: bool = False) -> bytes:
     """The ONNX model ``y = MatMulInteger(a: uint8[M, K], b: int8[K, N]) -> int32[M, N]``
-    (``a: int8`` if ``signed_a``: slower on x86, kept for the kernel benchmark).
+    (``a: int8`` if ``signed_a``: slower on x86, kept for the kernel benchmark; with
+    ``batched``, ``a: uint8[H, M, K]``, ``b: int8[H, K, N]`` and a zero point ``z: uint8``
+    for ``a``, as :mod:`semcodec.models.attention` uses it).
 
     Written as protobuf bytes directly (a dozen fields) so the text path needs no ``onnx``.
     """
@@ -228,15 +230,18 @@ def _matmul_integer_model(signed_a: bool = False) -> bytes:
 
     uint8, int8, int32 = 2, 3, 6  # TensorProto.DataType
 
-    def value_info(name: str, elem_type: int, dims: tuple[str, str]) -> bytes:
+    def value_info(name: str, elem_type: int, dims: tuple[str, ...]) -> bytes:
         shape = b"".join(fld(1, fld(2, d)) for d in dims)  # TensorShapeProto.dim{dim_param}
         tensor_type = fld(1, elem_type) + fld(2, shape)
         return fld(1, name) + fld(2, fld(1, tensor_type))  # ValueInfoProto{name, type{tensor_type}}
 
-    node = fld(1, "a") + fld(1, "b") + fld(2, "y") + fld(4, "MatMulInteger")
-    graph = (fld(1, node) + fld(2, "matmul_integer")
-             + fld(11, value_info("a", int8 if signed_a else uint8, ("M", "K")))
-             + fld(11, value_info("b", int8, ("K", "N")))
-             + fld(12, value_info("y", int32, ("M", "N"))))
+    lead: tuple[str, ...] = ("H",) if batched else ()
+    inputs = ["a", "b", "z"] if batched else ["a", "b"]
+    node = b"".join(fld(1, name) for name in inputs) + fld(2, "y") + fld(4, "MatMulInteger")
+    graph = (fld(1, node) + fld(2, "batched_matmul_integer" if batched else "matmul_integer")
+             + fld(11, value_info("a", int8 if signed_a else uint8, (*lead, "M", "K")))
+             + fld(11, value_info("b", int8, (*lead, "K", "N")))
+             + (fld(11, value_info("z", uint8, ())) if batched else b"")
+             + fld(12, value_info("y", int32, (*lead, "M", "N"))))
     opset = fld(1, "") + fld(2, 10)
     return fld(1, 7) + fld(7, graph) + fld(8, opset)  # ir_version 7, graph, opset_import
