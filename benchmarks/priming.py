@@ -262,31 +262,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps({"format": fmt, "examples": ex}, ensure_ascii=False, indent=1))
                 return 0
         raise SystemExit(f"no candidate {args.emit!r}")
-    screen: list[tuple[float, str, str, int]] = []
-    for name, ex, fmt in cands:
-        t0 = time.perf_counter()
-        context = render(name, args.kind, ex, fmt)
-        n_ctx = len(tok.encode_context(context))
-        mean = sum(ev.bits(context, sp.screen)) / len(sp.screen)
-        screen.append((mean, name, context, n_ctx))
-        print(f"screen {name:34s} ctx {n_ctx:5d} tok  {mean:7.2f} bits/text  ({time.perf_counter() - t0:.0f} s)",
-              file=sys.stderr, flush=True)
-    screen.sort()
-    base = next(s for s in screen if s[1] == "zero-shot")
-    chosen = [s for s in screen if s[1] != "zero-shot"][: args.top]
-    print(f"\n{args.kind}: screen = {len(sp.screen)} held-out texts, confirm = {len(sp.confirm)} others\n")
-    print("| candidate | context tokens | screen bits/text | confirm bits/text | vs zero-shot |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    base_conf = sum(ev.bits(base[2], sp.confirm)) / len(sp.confirm) if sp.confirm else float("nan")
-    for mean, name, context, n_ctx in screen:
-        conf = ""
-        rel = ""
-        if (mean, name, context, n_ctx) in chosen or name == "zero-shot":
-            c = sum(ev.bits(context, sp.confirm)) / len(sp.confirm) if sp.confirm else float("nan")
-            conf = f"{c:.2f}"
-            rel = f"{100 * (c / base_conf - 1):+.1f} %"
-        print(f"| {name} | {n_ctx} | {mean:.2f} | {conf} | {rel} |")
-    return 0
+    return report(args.kind, sp, ev, [(name, render(name, args.kind, ex, fmt)) for name, ex, fmt in cands],
+                  "zero-shot", args.top)
 
 
 def report(kind: str, sp: Split, ev: Evaluator, cands: list[tuple[str, str]], base_name: str, top: int) -> int:
@@ -303,14 +280,14 @@ def report(kind: str, sp: Split, ev: Evaluator, cands: list[tuple[str, str]], ba
     screen.sort()
     base = next(s for s in screen if s[1] == base_name)
     chosen = {s[1] for s in [x for x in screen if x[1] != base_name][:top]} | {base_name}
-    base_conf = sum(ev.bits(base[2], sp.confirm)) / len(sp.confirm)
+    base_conf = sum(ev.bits(base[2], sp.confirm)) / len(sp.confirm) if sp.confirm else float("nan")
     print(f"\n{kind}: screen = {len(sp.screen)} held-out texts, confirm = {len(sp.confirm)} others\n")
     print(f"| candidate | context tokens | screen bits/text | confirm bits/text | vs {base_name} |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for mean, name, context, n_ctx in screen:
         conf = rel = ""
         if name in chosen:
-            c = sum(ev.bits(context, sp.confirm)) / len(sp.confirm)
+            c = sum(ev.bits(context, sp.confirm)) / len(sp.confirm) if sp.confirm else float("nan")
             conf, rel = f"{c:.2f}", f"{c - base_conf:+.2f} bits"
         print(f"| {name} | {n_ctx} | {mean:.2f} | {conf} | {rel} |")
     return 0
