@@ -306,7 +306,7 @@ def _map_context(path: os.PathLike[str]) -> tuple[dict[str, np.ndarray], verifie
                 raise ValueError(f"{info.filename}: not a little-endian C-order array filling its member")
             key = info.filename.removesuffix(".npy")
             count = nbytes // dtype.itemsize
-            arrays[key] = np.frombuffer(pages, dtype=dtype, count=count, offset=offset).reshape(shape)
+            arrays[key] = np.frombuffer(pages, dtype=_CONTEXT_DTYPES[info.filename], count=count, offset=offset).reshape(shape)
     return arrays, stat, pages
 
 
