@@ -16,12 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from semcodec import models
 from semcodec.models import gguf, weights
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "semcodec"
 _BYTES_TO_NUMBERS = {"frombuffer": 1, "fromfile": 1, "memmap": 1, "view": 0}  # call -> dtype's positional index
 # Calls whose dtype is a variable, and the rule that makes it explicit (asserted below).
-_CHECKED_VARIABLES = {("models/gguf.py", "np.dtype(fmt)"), ("models/weights.py", "dtype")}
+_CHECKED_VARIABLES = {("models/gguf.py", "np.dtype(fmt)"), ("models/weights.py", "dtype"),
+                      ("models/__init__.py", "little_endian")}
 
 
 def _explicit(dtype: str) -> bool:
@@ -59,6 +61,7 @@ def test_every_bytes_to_numbers_call_names_its_byte_order() -> None:
     # ...and the variables come from explicit tables
     assert all(fmt.startswith("<") for fmt in gguf._SCALAR_FORMATS.values())
     assert all(_explicit(d) and not d.startswith("=") for d in weights._FILE_DTYPES)
+    assert all(_explicit(d) and not d.startswith("=") for d in models._CONTEXT_DTYPES.values())
 
 
 def test_the_scan_catches_a_native_dtype(tmp_path: Path) -> None:

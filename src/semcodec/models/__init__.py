@@ -306,7 +306,8 @@ def _map_context(path: os.PathLike[str]) -> tuple[dict[str, np.ndarray], verifie
                 raise ValueError(f"{info.filename}: not a little-endian C-order array filling its member")
             key = info.filename.removesuffix(".npy")
             count = nbytes // dtype.itemsize
-            arrays[key] = np.frombuffer(pages, dtype=_CONTEXT_DTYPES[info.filename], count=count, offset=offset).reshape(shape)
+            little_endian = _CONTEXT_DTYPES[info.filename]  # == dtype.str, checked above
+            arrays[key] = np.frombuffer(pages, dtype=little_endian, count=count, offset=offset).reshape(shape)
     return arrays, stat, pages
 
 

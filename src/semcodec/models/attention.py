@@ -226,7 +226,7 @@ def _limbs(x: np.ndarray, bits: int, n: int) -> np.ndarray:
     """Non-negative integers x (KV, N, X) below ``2**(bits n)`` -> (KV, n * N, X) uint8 digits base ``2**bits``."""
     kv, rows, cols = x.shape
     if bits == 8 and n <= 4:  # the digits are the little-endian bytes
-        digits = x.astype("<u4").view(np.uint8).reshape(kv, rows, cols, 4)[..., :n]
+        digits = x.astype("<u4").view("u1").reshape(kv, rows, cols, 4)[..., :n]
         return np.ascontiguousarray(digits.transpose(0, 3, 1, 2)).reshape(kv, n * rows, cols)
     ints = x.astype(np.int64)
     out = np.empty((kv, n, rows, cols), np.uint8)

@@ -132,7 +132,7 @@ class OnnxProducts:
     def __call__(self, x: np.ndarray, w: QMatrix) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.int8)
         if self.mode == "wide":
-            shifted = np.bitwise_xor(x.view(np.uint8), np.uint8(0x80))  # x + 128 for int8 x (two's complement)
+            shifted = np.bitwise_xor(x.view("u1"), np.uint8(0x80))  # x + 128 for int8 x (two's complement)
             offset = self._offsets.get(w)
             if offset is None:
                 assert w.colsum is not None
