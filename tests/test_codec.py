@@ -223,7 +223,7 @@ def test_the_byte_bound_is_the_longest_token(model) -> None:  # type: ignore[no-
 
     for model_id in MODELS:
         tokenizer = load_model(model_id).tokenizer
-        longest = max(len(tokenizer.token_bytes(i)) for i in range(len(tokenizer._token_bytes)))
+        longest = max(len(tokenizer.token_bytes(i)) for i in range(load_model(model_id).lm.vocab_size))
         assert longest == MAX_TOKEN_BYTES
     assert MAX_TEXT_BYTES == semcodec.MAX_TOKENS * MAX_TOKEN_BYTES
     # The bound is the refusal's only cause: a text at the bound reaches the tokenizer's token limit.

@@ -247,8 +247,7 @@ def _load_context(path: os.PathLike[str], n_layers: int, pinned: str, use_record
         return None
     where, name = os.path.split(os.fspath(path))
     if use_record:
-        matched = verified.matches_pin(Path(where), name, [name], pinned, lambda: pins.arrays_digest(arrays),
-                                       {name: stat})
+        matched = verified.matches_pin(Path(where), name, pinned, lambda: pins.arrays_digest(arrays), stat)
     else:
         matched = pins.arrays_digest(arrays) == pinned
     if not matched:

@@ -77,7 +77,7 @@ class TextTokenizer:
             if text is not None:
                 self._control_by_text[text] = idx
         # Token bytes are made as tokens are met (a caption meets ~20): making all 49,152 at
-        # every start cost a cold unpack ~50 ms. The whole table exists once something needs it.
+        # every start cost a cold unpack ~50 ms.
         self._some_bytes: dict[int, bytes] = {}
         self._control_re = re.compile("|".join(re.escape(t) for t in sorted(self._control_by_text, key=len)[::-1]))
 
@@ -86,11 +86,6 @@ class TextTokenizer:
         if text is None:
             raise IndexError(f"token id {idx} is not in the vocabulary")
         return text.encode("utf-8") if idx in self.control_ids else text.translate(self._inverse).encode("latin-1")
-
-    @cached_property
-    def _token_bytes(self) -> list[bytes]:
-        """Every token's bytes, by id."""
-        return [self.token_bytes(i) for i in range(self._size)]
 
     @cached_property
     def missing_bytes(self) -> frozenset[int]:

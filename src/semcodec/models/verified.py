@@ -35,12 +35,12 @@ writing the file in the same size. ``semcodec model verify`` always hashes every
     ...     calls.append(1)
     ...     return "pin"
     >>> later = time.time() + 2 * RACY_S  # as if the file were older
-    >>> matches_pin(folder, "a.bin", ["a.bin"], "pin", digest, now=later), len(calls)
+    >>> matches_pin(folder, "a.bin", "pin", digest, now=later), len(calls)
     (True, 1)
-    >>> matches_pin(folder, "a.bin", ["a.bin"], "pin", digest, now=later), len(calls)  # recorded
+    >>> matches_pin(folder, "a.bin", "pin", digest, now=later), len(calls)  # recorded
     (True, 1)
     >>> _ = (folder / "a.bin").write_bytes(b"abcd")  # a write: new ctime (and size), hashed again
-    >>> matches_pin(folder, "a.bin", ["a.bin"], "pin", lambda: "other", now=later + 5)
+    >>> matches_pin(folder, "a.bin", "pin", lambda: "other", now=later + 5)
     False
 """
 
@@ -50,7 +50,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 RECORD_FILE = "verified.json"
@@ -82,17 +82,17 @@ def _read(directory: Path) -> dict[str, object]:
     return entries
 
 
-def is_recorded(directory: Path, name: str, pinned: str, stats: dict[str, FileStat]) -> bool:
-    """Whether the record says ``name`` (files with ``stats``) matched ``pinned`` and is unchanged."""
-    return _read(directory).get(name) == {"pin": pinned, "files": stats}
+def is_recorded(directory: Path, name: str, pinned: str, stat: FileStat) -> bool:
+    """Whether the record says file ``name`` (now with ``stat``) matched ``pinned`` and is unchanged."""
+    return _read(directory).get(name) == {"pin": pinned, "files": {name: stat}}
 
 
-def record(directory: Path, name: str, pinned: str, stats: dict[str, FileStat], started: float) -> None:
-    """Record that ``name`` matched ``pinned`` (hash begun at ``started``), if no file is racily new."""
-    if any(max(stat[3], stat[4]) >= (started - RACY_S) * 1e9 for stat in stats.values()):
+def record(directory: Path, name: str, pinned: str, stat: FileStat, started: float) -> None:
+    """Record that file ``name`` matched ``pinned`` (hash begun at ``started``), unless it is racily new."""
+    if max(stat[3], stat[4]) >= (started - RACY_S) * 1e9:
         return  # written too recently for its times to tell a later write apart
     entries = _read(directory)
-    entries[name] = {"pin": pinned, "files": stats}
+    entries[name] = {"pin": pinned, "files": {name: stat}}
     try:
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".verified-", suffix=".json")
         try:
@@ -109,21 +109,20 @@ def record(directory: Path, name: str, pinned: str, stats: dict[str, FileStat], 
 def matches_pin(
     directory: Path,
     name: str,
-    files: Sequence[str],
     pinned: str,
     digest: Callable[[], str | None],
-    stats: dict[str, FileStat] | None = None,
+    stat: FileStat | None = None,
     now: float | None = None,
 ) -> bool:
-    """Whether ``files`` (relative to ``directory``; their digest, ``name``'s, is ``digest()``)
-    match ``pinned``: by the record when it vouches for them, else by hashing (and recording).
+    """Whether file ``name`` in ``directory`` (its digest is ``digest()``) matches ``pinned``:
+    by the record when it vouches for the file, else by hashing (and recording).
 
-    ``stats`` are the files' :func:`file_stat` taken by the caller from the descriptors it
+    ``stat`` is the file's :func:`file_stat` taken by the caller from the descriptor it
     reads (so the record speaks of exactly the bytes in use); ``now`` is for tests.
     """
     started = time.time() if now is None else now
     try:
-        before = stats if stats is not None else {f: file_stat(directory / f) for f in files}
+        before = stat if stat is not None else file_stat(directory / name)
     except OSError:
         return False
     if is_recorded(directory, name, pinned, before):
@@ -131,7 +130,7 @@ def matches_pin(
     if digest() != pinned:
         return False
     try:
-        after = {f: file_stat(directory / f) for f in files}
+        after = file_stat(directory / name)
     except OSError:
         return True  # matched; just not recordable
     if after == before:

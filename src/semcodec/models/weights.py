@@ -262,6 +262,7 @@ def _wrong_files(directory: Path, pinned: dict[str, str], known: dict[str, Calla
     the :func:`verified.file_stat` of files the caller already opened (weights.bin, mapped).
     """
     wrong = {}
+    actual: dict[str, str] = {}  # the digests computed (a file the record vouches for has none)
     for name in ENTRY_FILES:
         path = directory / name
         want = pinned.get(name)
@@ -271,19 +272,17 @@ def _wrong_files(directory: Path, pinned: dict[str, str], known: dict[str, Calla
         if want is None:
             wrong[name] = "no digest is pinned for it"
             continue
-        actual: list[str] = []
 
-        def digest(name: str = name, path: Path = path, actual: list[str] = actual) -> str:
-            actual.append(known[name]() if known and name in known else _sha256_file(path))
-            return actual[0]
+        def digest(name: str = name, path: Path = path) -> str:
+            actual[name] = known[name]() if known and name in known else _sha256_file(path)
+            return actual[name]
 
         if stats is None:
             matched = digest() == want
         else:
-            matched = verified.matches_pin(directory, name, [name], want, digest,
-                                           {name: stats[name]} if name in stats else None)
+            matched = verified.matches_pin(directory, name, want, digest, stats.get(name))
         if not matched:
-            got = actual[0] if actual else "unreadable"
+            got = actual.get(name, "unreadable")
             wrong[name] = f"sha256 {got[:16]}… is not the pinned {want[:16]}…"
     return wrong
 
