@@ -45,16 +45,15 @@ bounds, so the choice changes no table.
 
 from __future__ import annotations
 
-import os
 from functools import cache
 from typing import Protocol
 
 import numpy as np
 
-from semcodec.models.kernels import _matmul_integer_model
+from semcodec.models.kernels import matmul_integer_session
 
 __all__ = ["LIMB_MAX_ROWS", "LIMB_MIN_POSITIONS", "Float64Prefix", "Int8Prefix", "PrefixKernels",
-           "PrefixProducts", "prefix_products"]
+           "PrefixProducts"]
 
 P_MAX = 2**16
 """Largest attention weight (the E16 table's first entry): ``p`` lies in ``[0, P_MAX]``."""
@@ -184,13 +183,7 @@ class _MatMulInteger:
     def __init__(self, bits: int | None = None) -> None:
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(os.environ.get("SEMCODEC_THREADS", "1"))
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # see kernels.OnnxProducts
-        options.log_severity_level = 3
-        self._session = ort.InferenceSession(_matmul_integer_model(batched=True), options,
-                                             providers=["CPUExecutionProvider"])
+        self._session = matmul_integer_session(ort, batched=True)
         self.bits = bits or (8 if self._wide_is_exact() else 7)
         self.zero_point = 1 << (self.bits - 1)
 
@@ -256,8 +249,9 @@ of steps or a prefill is compute-bound, where float64 BLAS beats four to nine li
 
 
 class PrefixKernels:
-    """A prefix's products as :class:`semcodec.models.exact.SharedPrefix` needs them: int8 limbs
-    for one decode step over a long prefix, float64 BLAS otherwise; each made on first use."""
+    """A prefix's products as :class:`semcodec.models.exact.SharedPrefix` needs them: float64
+    only for ``backend == "numpy"`` (or without onnxruntime), else int8 limbs for one decode
+    step over a long prefix and float64 BLAS otherwise; each made on first use."""
 
     def __init__(self, keys: np.ndarray, values: np.ndarray, backend: str) -> None:
         self.length = int(keys.shape[1])
@@ -280,8 +274,3 @@ class PrefixKernels:
     def weigh(self, layer: int, p: np.ndarray) -> np.ndarray:
         return self._kernel(p.shape[1]).weigh(layer, p)
 
-
-def prefix_products(keys: np.ndarray, values: np.ndarray, backend: str) -> PrefixProducts:
-    """The exact kernels for one prefix: float64 only for ``backend == "numpy"`` (or without
-    onnxruntime), else int8 limbs where they pay (:class:`PrefixKernels`)."""
-    return PrefixKernels(keys, values, backend)

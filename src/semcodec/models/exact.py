@@ -39,7 +39,7 @@ from functools import cached_property
 import numpy as np
 
 from semcodec.models import tables
-from semcodec.models.attention import PrefixProducts, prefix_products
+from semcodec.models.attention import PrefixKernels
 from semcodec.models.kernels import NumpyProducts, Products, QMatrix
 from semcodec.models.weights import MAX_POSITIONS, LayerWeights, ModelConfig, ModelWeights
 
@@ -154,13 +154,13 @@ class SharedPrefix:
     def __init__(self, keys: np.ndarray, values: np.ndarray) -> None:
         self.keys, self.values = keys, values
         self.length = keys.shape[1]
-        self._products: dict[str, PrefixProducts] = {}
+        self._products: dict[str, PrefixKernels] = {}
 
-    def products(self, backend: str) -> PrefixProducts:
+    def products(self, backend: str) -> PrefixKernels:
         """The exact attention kernel over these positions (``numpy``: float64 BLAS; else int8)."""
         kernel = self._products.get(backend)
         if kernel is None:
-            kernel = self._products[backend] = prefix_products(self.keys, self.values, backend)
+            kernel = self._products[backend] = PrefixKernels(self.keys, self.values, backend)
         return kernel
 
 

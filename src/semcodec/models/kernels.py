@@ -101,14 +101,7 @@ class OnnxProducts:
             import onnxruntime as ort
         except ImportError as err:  # pragma: no cover - onnxruntime is a core dependency
             raise SemModelError(f"the int8 backend needs onnxruntime ({err})") from None
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(os.environ.get("SEMCODEC_THREADS", "1"))
-        options.inter_op_num_threads = 1
-        # Idle pool threads sleep instead of spinning: on a busy machine spinning threads
-        # starve each other (the same trouble as OpenBLAS's, see models.blas_threads).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3
-        self._session = ort.InferenceSession(_matmul_integer_model(), options, providers=["CPUExecutionProvider"])
+        self._session = matmul_integer_session(ort)
         # The compiled session's own run: the Python wrapper's per-call checks of the feed's
         # names (always "a" and "b" here) cost more than a small product's arithmetic.
         self._run = getattr(self._session, "_sess", self._session).run
@@ -203,6 +196,21 @@ def products_from_name(name: str | None = None) -> Products:
         return OnnxProducts()
     except SemModelError:
         return NumpyProducts()
+
+
+def matmul_integer_session(ort: Any, batched: bool = False) -> Any:
+    """An onnxruntime CPU session of :func:`_matmul_integer_model` (``ort``: the imported module),
+    with ``$SEMCODEC_THREADS`` intra-op threads (default 1).
+
+    Idle pool threads sleep instead of spinning: on a busy machine spinning threads starve
+    each other (the same trouble as OpenBLAS's, see :func:`semcodec.models.blas_threads`).
+    """
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(os.environ.get("SEMCODEC_THREADS", "1"))
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return ort.InferenceSession(_matmul_integer_model(batched=batched), options, providers=["CPUExecutionProvider"])
 
 
 def _matmul_integer_model(signed_a: bool = False, batched: bool = False) -> bytes:
