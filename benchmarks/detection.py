@@ -4,7 +4,8 @@
 Random files of ``--length`` bytes that start with 0xA7 (the 255/256 that do not are
 rejected at the first byte, as are all UTF-8 texts): the share each check rejects,
 for a v1-only reader (bits 7–6 of byte 1 must be ``01``, flag bit 5 clear) and for this
-reader, which then decodes the survivors (``unpack_many``) and counts accepted files.
+reader (v3: byte 1 ``000`` explicit v2, ``001`` short, ``01`` v1, ``1x`` compact), which
+then decodes the survivors (``unpack_many``) and counts accepted files.
 
     nice -n 5 env OPENBLAS_NUM_THREADS=1 python benchmarks/detection.py --files 256
 """
@@ -40,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{n} random {args.length}-byte files starting with 0xA7")
     print(f"byte 1 passes a v1-only reader: {v1_header}/{n} ({100 * v1_header / n:.1f} %)")
     print(f"header passes this reader: {len(header_ok)}/{n}")
-    forms = {"v1 (01)": lambda b: b >> 6 == 1, "v2 explicit (00)": lambda b: b >> 6 == 0,
-             "v2 compact (1x)": lambda b: b >> 6 >= 2}
+    forms = {"v1 (01)": lambda b: b >> 6 == 1, "v2 explicit (000)": lambda b: b >> 5 == 0,
+             "v3 short (001)": lambda b: b >> 5 == 1, "v2 compact (1x)": lambda b: b >> 6 >= 2}
     for form, test in forms.items():
         kinds: dict[str, int] = {}
         for f, r in zip(header_ok, results, strict=True):

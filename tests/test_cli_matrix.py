@@ -302,4 +302,4 @@ def test_cell(
 def test_model_wrong_id_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["model", "verify", "99"]) == 1
     err = capsys.readouterr().err
-    assert err == "semcodec: error: unknown probability-model id 99 (known: 0, 1, 2, 3, 4)\n"
+    assert err == "semcodec: error: unknown probability-model id 99 (known: 0, 1, 2, 3, 4, 5)\n"

@@ -121,9 +121,47 @@ def test_default_header_is_one_byte_and_payload_starts_high(model) -> None:  # t
 
 
 def test_model_zero_is_stored_explicitly_in_v2(model) -> None:  # type: ignore[no-untyped-def]
-    data = semcodec.pack("A cat.", model_id=0)
+    data = semcodec.pack("A cat.", model_id=0, version=2)
     assert data[:3] == bytes([0xA7, 0x01, 0x00])
     assert semcodec.unpack(data).header.model_id == 0
+
+
+@pytest.mark.parametrize("model_id", [0, 1, 2, 4, 5])
+def test_other_profiles_take_the_v3_short_form(model_id: int) -> None:
+    """SPEC §2: one header byte, then a payload whose first byte is 001xxxxx (form symbol 1)
+    and whose model symbol names the profile; the v2 explicit form of the same file is longer."""
+    text = "A man riding a wave on top of a surfboard. A surfer riding a large wave in the ocean."
+    data = semcodec.pack(text, model_id=model_id)
+    assert data[0] == 0xA7 and data[1] >> 5 == 0b001
+    decoded = semcodec.unpack(data)
+    assert (decoded.text, decoded.header.model_id, decoded.header.version, decoded.header_bytes) == (
+        text, model_id, 3, 1)
+    assert semcodec.read_header(data) == decoded.header
+    assert len(semcodec.pack(text, model_id=model_id, version=2)) > len(data)
+
+
+def test_a_payload_outside_its_form_falls_back_to_an_explicit_header(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SPEC §2: a one-byte form's payload can land (p ≈ 2**-41) in the sliver just below its
+    interval; the writer then says the same fields explicitly (forced here: the first
+    encoding is replaced by a payload whose first byte belongs to another form)."""
+    from semcodec import codec, coding
+
+    real = coding.encode
+    calls = []
+
+    def encode_once_astray(symbols, tables):  # type: ignore[no-untyped-def]
+        calls.append(len(symbols))
+        payload = real(symbols, tables)
+        return (b"\x1f" + payload[1:]) if len(calls) == 1 else payload
+
+    monkeypatch.setattr(codec.coding, "encode", encode_once_astray)
+    for model_id, head in ((5, bytes([0xA7, 0x01, 0x05])), (3, bytes([0xA7, 0x41, 0x03]))):
+        calls.clear()
+        data = semcodec.pack("A cat on a mat.", model_id=model_id)
+        assert data[:3] == head and len(calls) == 2
+        monkeypatch.setattr(codec.coding, "encode", real)
+        assert semcodec.unpack(data).text == "A cat on a mat."
+        monkeypatch.setattr(codec.coding, "encode", encode_once_astray)
 
 
 def test_v1_is_still_written_on_request_and_read(model) -> None:  # type: ignore[no-untyped-def]

@@ -29,7 +29,9 @@ from hypothesis import strategies as st
 
 import semcodec
 import semcodec.codec
+from semcodec import coding
 from semcodec.container import (
+    AUTO_VERSION,
     DEFAULT_HEIGHT,
     DEFAULT_WIDTH,
     FLAG_CHECK,
@@ -79,13 +81,15 @@ def _edges(top: int, low: int = 0) -> st.SearchStrategy[int]:
     height=_edges(MAX_DIMENSION, 1),
     check_value=st.none() | st.binary(min_size=2, max_size=2),
     payload=st.binary(max_size=6),
-    version=st.sampled_from([1, 2]),
+    version=st.sampled_from([AUTO_VERSION, 1, 2]),
 )
 @example(MAX_ID, MAX_ID, MAX_SEED, MAX_DIMENSION, MAX_DIMENSION, b"\xff\xff", b"", 2)
 @example(0, 0, 0, DEFAULT_WIDTH, DEFAULT_HEIGHT, None, b"", 1)
 @example(3, 0, 0, DEFAULT_WIDTH, DEFAULT_HEIGHT, None, b"", 2)
 @example(0, 0, 0, DEFAULT_WIDTH, DEFAULT_HEIGHT, None, b"", 2)
 @example(0, 0, 0, DEFAULT_WIDTH, 1, None, b"\x80", 1)
+@example(5, 0, 0, DEFAULT_WIDTH, DEFAULT_HEIGHT, None, b"", AUTO_VERSION)
+@example(4, 0, 0, DEFAULT_WIDTH, DEFAULT_HEIGHT, None, b"", 2)
 def test_header_round_trips_every_field(
     model_id: int,
     generator_id: int,
@@ -98,8 +102,10 @@ def test_header_round_trips_every_field(
 ) -> None:
     header = Header(model_id, generator_id, seed, width, height, check=check_value is not None, version=version)
     raw = encode_header(header, check_value or b"")
-    if header.compact:  # its payload starts with the marker: first byte >= 0x80 (SPEC §4)
+    if header.compact:  # its payload starts with the form symbol 3: first byte >= 0x80 (SPEC §4)
         payload = b"\x80" + payload
+    if header.short:  # the form symbol 1 and the model symbol: the payload names the model (SPEC §2)
+        payload = coding.encode([s for s, _ in header.form_symbols], [t for _, t in header.form_symbols])
     decoded, got_check, offset = decode_header(raw + payload)
     assert decoded == header
     assert got_check == (check_value or b"")
@@ -111,8 +117,11 @@ def test_header_round_trips_every_field(
     expected += _varint_len(model_id) if model_id != default_model else 0
     if (width, height) != (DEFAULT_WIDTH, DEFAULT_HEIGHT):
         expected += _varint_len(width) + _varint_len(height)
-    if version == 2 and expected == 2:
+    if version != 1 and expected == 2:
         expected = 1  # the compact one-byte header
+    if version == AUTO_VERSION and model_id in (0, 1, 2, 4, 5) and expected == 2 + _varint_len(model_id):
+        expected = 1  # the v3 short form: the model symbol is in the payload
+        assert header.version == 3
     assert len(raw) == expected
 
 
@@ -144,8 +153,8 @@ def test_decode_header_accepts_only_canonical_headers(tail: bytes) -> None:
     data = bytes([MAGIC]) + tail
     try:
         header, check_value, offset = decode_header(data)
-    except (SemFormatError, SemVersionError, SemLimitError):
-        return
+    except (SemFormatError, SemVersionError, SemLimitError, SemIntegrityError):
+        return  # SemIntegrityError: a v3 short form whose form symbol is not 1 (SPEC §6)
     assert encode_header(header, check_value) == data[:offset]
 
 
@@ -182,8 +191,8 @@ def test_resolution_limits() -> None:
     assert (h.width, h.height) == (MAX_DIMENSION, MAX_DIMENSION)
 
 
-def test_later_version_is_announced_by_v2_flag_bit_5() -> None:
-    """Byte 1 has no free version bits in v2 (SPEC §7): flag bit 5 of an explicit v2 header is the way."""
+def test_later_version_is_announced_by_the_short_forms_escape() -> None:
+    """SPEC §7: v2's flag bit 5 alone (byte 1 = 0x20) is, in v3, the short form's escape symbol."""
     with pytest.raises(SemVersionError, match="later version"):
         semcodec.unpack(bytes([MAGIC, 0x20, 0x01, 0x02]))
     with pytest.raises(SemFormatError, match="one-byte form"):
@@ -195,7 +204,7 @@ def test_unknown_flag_is_named() -> None:
         semcodec.unpack(bytes([MAGIC, V1 | 0x20, 0x01]))
 
 
-@pytest.mark.parametrize("model_id", [5, 99, MAX_ID])
+@pytest.mark.parametrize("model_id", [6, 99, MAX_ID])
 def test_unknown_model_id_is_named_before_any_model_work(model_id: int, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("semcodec.models.load_model", _must_not_run("load_model"))
     data = encode_header(Header(model_id=model_id)) + b"\x12\x34"

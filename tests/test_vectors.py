@@ -1,5 +1,5 @@
-"""The golden vectors in format/vectors/ (v1) and format/vectors/v2/ decode, re-encode
-bit-exactly, and fail as documented. v1 files keep decoding forever (SPEC §7)."""
+"""The golden vectors in format/vectors/ (v1), format/vectors/v2/ and format/vectors/v3/ decode,
+re-encode bit-exactly, and fail as documented. Earlier versions' files keep decoding forever (SPEC §7)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import semcodec
 from semcodec import errors
 
 VECTORS = Path(__file__).resolve().parents[1] / "format" / "vectors"
-DOCS = {1: VECTORS, 2: VECTORS / "v2"}
+DOCS = {1: VECTORS, 2: VECTORS / "v2", 3: VECTORS / "v3"}
 LOADED = {v: json.loads((folder / "vectors.json").read_text()) for v, folder in DOCS.items()}
 VALID = [(v, case) for v, doc in LOADED.items() for case in doc["valid"]]
 INVALID = [(v, case) for v, doc in LOADED.items() for case in doc["invalid"]]

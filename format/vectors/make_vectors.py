@@ -4,9 +4,9 @@
 
 Writes, for each format version, ``*.sem`` + ``vectors.json`` (valid files: text and
 header values; invalid files: the error a reader must raise) and ``tables.json`` (sha256
-of frequency tables): v1 in this folder, v2 in ``v2/``. v1 files are frozen: rerunning
-rewrites them byte for byte (this build still writes v1 on request), so ``git diff``
-after a run shows a v1 change as a bug.
+of frequency tables): v1 in this folder, v2 in ``v2/``, v3 in ``v3/``. Earlier versions'
+files are frozen: rerunning rewrites them byte for byte (this build still writes v1 and
+v2 on request), so ``git diff`` after a run shows a v1 or v2 change as a bug.
 """
 
 from __future__ import annotations
@@ -19,13 +19,21 @@ import numpy as np
 
 import semcodec
 from semcodec import coding
-from semcodec.codec import LINE_ENDING_TABLE, MARKER_SYMBOL, MARKER_TABLE, frequency_tables
-from semcodec.container import DEFAULT_MODEL_IDS
+from semcodec.codec import LINE_ENDING_TABLE, frequency_tables
+from semcodec.container import (
+    DEFAULT_MODEL_IDS,
+    FORM_COMPACT,
+    FORM_SHORT,
+    FORM_TABLE,
+    SHORT_MODEL_IDS,
+    SHORT_MODEL_TABLE,
+)
 from semcodec.models import load_model
-from semcodec.models.exact import batch_frequencies
+from semcodec.models.exact import ExactLM
 
 HERE = Path(__file__).resolve().parent
 V2_DIR = HERE / "v2"
+V3_DIR = HERE / "v3"
 
 VALID: list[tuple[str, str, dict[str, object]]] = [
     ("caption", "A red and black boat floating on top of water.", {}),
@@ -68,8 +76,8 @@ VALID_V2: list[tuple[str, str, dict[str, object]]] = [
 def _compact_stream(body: str, ending: int) -> bytes:
     """A v2 compact file coding ``body``'s tokens and line ending ``ending`` as given (even non-canonically)."""
     symbols, tables = frequency_tables(body, 3)
-    stream = [MARKER_SYMBOL, *symbols, ending]
-    return b"\xa7" + coding.encode(stream, [MARKER_TABLE, *tables, LINE_ENDING_TABLE])
+    stream = [FORM_COMPACT, *symbols, ending]  # v2's marker: the same interval as the form symbol 3
+    return b"\xa7" + coding.encode(stream, [FORM_TABLE, *tables, LINE_ENDING_TABLE])
 
 
 def invalid_cases_v2(good: bytes) -> list[tuple[str, bytes, str, str]]:
@@ -90,6 +98,39 @@ def invalid_cases_v2(good: bytes) -> list[tuple[str, bytes, str, str]]:
     ]
 
 
+PARAGRAPH_2 = ("A man standing in a kitchen next to a stove. A man cooking food on a stove in a kitchen. "
+               "A person in a kitchen making food on the stove.")
+
+VALID_V3: list[tuple[str, str, dict[str, object]]] = [
+    ("paragraph", PARAGRAPH, {"model_id": 5}),
+    ("paragraph-lf", PARAGRAPH_2 + "\n", {"model_id": 5}),
+    ("empty", "", {"model_id": 5}),
+    ("model-0", VALID[0][1], {"model_id": 0}),
+    ("plain-profile", VALID[6][1], {"model_id": 1}),
+    ("detailed-profile", VALID[7][1], {"model_id": 2}),
+    ("paragraphs-profile", PARAGRAPH + "\n", {"model_id": 4}),
+]
+
+
+def _short_stream(model_symbol: int, text: str) -> bytes:
+    """A v3 short file whose model symbol is ``model_symbol``, coding ``text`` with profile 5's tables."""
+    symbols, tables = frequency_tables(text, 5)
+    stream = [FORM_SHORT, model_symbol, *symbols, 0]
+    return b"\xa7" + coding.encode(stream, [FORM_TABLE, SHORT_MODEL_TABLE, *tables, LINE_ENDING_TABLE])
+
+
+def invalid_cases_v3(good: bytes) -> list[tuple[str, bytes, str, str]]:
+    return [
+        ("escape", _short_stream(SHORT_MODEL_IDS.index(None), PARAGRAPH), "SemVersionError",
+         "the short form's escape symbol announces a later version (byte 1 = 0x20)"),
+        ("short-wrong-model", _short_stream(SHORT_MODEL_IDS.index(4), PARAGRAPH), "SemIntegrityError",
+         "model symbol says 4, the tokens were coded with 5's tables: not canonical"),
+        ("short-form-sliver", b"\xa7\x3f" + b"\xff" * 7, "SemIntegrityError",
+         "byte 1 = 001xxxxx but the form symbol decodes as 2 (no encoder writes this)"),
+        ("trailing-byte", good + b"\x5a", "SemIntegrityError", "payload not canonical: an extra byte"),
+    ]
+
+
 def invalid_cases(good: bytes) -> list[tuple[str, bytes, str, str]]:
     return [
         ("bad-magic", b"\x00" + good[1:], "SemFormatError", "first byte is not 0xA7"),
@@ -104,6 +145,12 @@ def invalid_cases(good: bytes) -> list[tuple[str, bytes, str, str]]:
          "1024x1024 stored although it is the default"),
         ("trailing-byte", good + b"\x5a", "SemIntegrityError", "payload not canonical: an extra byte"),
     ]
+
+
+def batch_frequencies(lm: ExactLM, context: tuple[int, ...], tokens: list[int]) -> np.ndarray:
+    """Tables of ``tokens`` and end-of-text from one pass over context + tokens (no cached context)."""
+    hidden = lm.forward([*context, *tokens], lm.new_cache())
+    return lm.tables(hidden[len(context) - 1 :])
 
 
 def table_digest(freqs: np.ndarray) -> str:
@@ -154,6 +201,8 @@ def main() -> None:
     good = semcodec.pack(VALID[0][1])
     write_set(V2_DIR, 2, VALID_V2, invalid_cases_v2(good),
               [(3, "captions-caption", VALID[0][1]), (3, "captions-empty", ""), (4, "paragraphs-paragraph", PARAGRAPH)])
+    write_set(V3_DIR, 3, VALID_V3, invalid_cases_v3(semcodec.pack(PARAGRAPH, model_id=5)),
+              [(5, "paragraph-replies-paragraph", PARAGRAPH), (5, "paragraph-replies-empty", "")])
 
 
 V1_VERSION_2_ERROR = "SemIntegrityError"

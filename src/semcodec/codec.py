@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from semcodec import coding, ubpp
-from semcodec.container import FORMAT_VERSION, Header, decode_header, encode_header, text_check
+from semcodec.container import AUTO_VERSION, Header, decode_header, encode_header, text_check
 from semcodec.errors import SemError, SemInputError, SemIntegrityError, SemLimitError
 from semcodec.registry import DEFAULT_MODEL_ID, MODELS, generator_name, model_spec
 
@@ -27,9 +27,9 @@ if TYPE_CHECKING:
 MAX_TOKENS = 2048
 """Most text tokens a file may hold (the end-of-text token not counted)."""
 
-MAX_PAYLOAD_BYTES = (MAX_TOKENS + 3) * coding.PRECISION // 8 + 8
+MAX_PAYLOAD_BYTES = (MAX_TOKENS + 4) * coding.PRECISION // 8 + 8
 """No table entry is below 2**-24, so a legal payload is never longer than this
-(text tokens, end-of-text, and v2's marker and line-ending symbols)."""
+(text tokens, end-of-text, the line-ending symbol, and a one-byte header's form and model symbols)."""
 
 MAX_FILE_BYTES = 32 + MAX_PAYLOAD_BYTES
 """Most bytes of a valid ``.sem`` file (the longest header, 30 B, and payload): every reader of
@@ -44,11 +44,8 @@ MAX_TEXT_BYTES = MAX_TOKENS * MAX_TOKEN_BYTES
 :data:`MAX_TOKEN_BYTES`), so it is refused before it is tokenized (SPEC §3): 165,888 bytes."""
 
 
-# SPEC §4, v2: fixed-table symbols around the model's. Their tables never change.
-MARKER_TABLE = np.array([1 << 23, 1 << 23], dtype=np.int64)
-"""Coded first (symbol 1) in a v2 compact file: x(P) ≥ ½, so the payload's first byte is ≥ 0x80."""
-MARKER_SYMBOL = 1
-
+# SPEC §4, v2: fixed-table symbols around the model's. Their tables never change. The form
+# symbols a one-byte header's payload starts with are the container's (Header.form_symbols).
 LINE_ENDINGS = ("", "\n", "\r\n")
 """v2's line-ending symbol, coded after end-of-text: the text's final line ending, taken off
 the text before tokenizing (a final newline costs ~1 bit instead of a token the model rarely expects)."""
@@ -153,22 +150,22 @@ def frequency_tables(text: str, model_id: int = DEFAULT_MODEL_ID) -> tuple[list[
 def symbol_stream(text: str, header: Header) -> tuple[list[int], list[np.ndarray]]:
     """Every symbol the payload of ``text`` under ``header`` codes, with its table (SPEC §4).
 
-    v1: the text's tokens and end-of-text. v2: the marker (compact header only), the
-    tokens of the text without its final line ending, end-of-text, the line ending.
+    v1: the text's tokens and end-of-text. v2 and v3: the form symbols (one-byte headers
+    only: v2 compact the form, v3 short the form and the model), the tokens of the text
+    without its final line ending, end-of-text, the line ending.
     """
     if header.version == 1:
         symbols, tables = frequency_tables(text, header.model_id)
         return symbols, list(tables)
     body, ending = split_line_ending(text)
     symbols, tables = frequency_tables(body, header.model_id)
-    prefix = [(MARKER_SYMBOL, MARKER_TABLE)] if header.compact else []
-    fixed = [*prefix, *zip(symbols, tables, strict=True), (ending, LINE_ENDING_TABLE)]
+    fixed = [*header.form_symbols, *zip(symbols, tables, strict=True), (ending, LINE_ENDING_TABLE)]
     return [s for s, _ in fixed], [t for _, t in fixed]
 
 
 def fixed_symbols(header: Header) -> int:
-    """Symbols of a payload that are not text tokens: end-of-text, and v2's line ending and marker."""
-    return 1 if header.version == 1 else 2 + int(header.compact)
+    """Symbols of a payload that are not text tokens: end-of-text, and v2's line ending and form symbols."""
+    return 1 if header.version == 1 else 2 + len(header.form_symbols)
 
 
 def information_bits(text: str, model_id: int = DEFAULT_MODEL_ID) -> float:
@@ -190,13 +187,14 @@ def pack(
     width: int = 1024,
     height: int = 1024,
     check: bool = False,
-    version: int = FORMAT_VERSION,
+    version: int = AUTO_VERSION,
 ) -> bytes:
     """Code ``text`` into a ``.sem`` file, exactly as given (a final line ending included).
 
     Header fields at their defaults cost no bytes. ``model_id="auto"`` tries every
-    profile and keeps the smallest file (slower, like ``zstd --ultra``). ``version=1``
-    writes the old format (every v1 file re-encodes to its own bytes). ``text`` must be a
+    profile and keeps the smallest file (slower, like ``zstd --ultra``). The header takes
+    its smallest form (SPEC §2); ``version=1`` or ``2`` writes that version's form (every
+    valid file re-encodes to its own bytes). ``text`` must be a
     ``str`` (else :class:`TypeError`); one longer than :data:`MAX_TEXT_BYTES` bytes is
     refused with :class:`SemLimitError` before it is tokenized.
     """
@@ -214,6 +212,9 @@ def pack(
     _require_known_ids(header)
     symbols, tables = symbol_stream(text, header)
     payload = coding.encode(symbols, tables)
+    if not header.fits(payload):  # SPEC §2: a one-byte form's sliver (p ≈ 2**-41): say it explicitly
+        header = header.explicit()
+        payload = coding.encode(*symbol_stream(text, header))
     return encode_header(header, text_check(text) if check else b"") + payload
 
 
@@ -262,8 +263,8 @@ class _Job:
 
     @property
     def prefix(self) -> int:
-        """Fixed-table symbols before the text tokens (v2 compact: the marker)."""
-        return 1 if self.header.compact else 0
+        """Fixed-table symbols before the text tokens (a one-byte header's form symbols)."""
+        return len(self.header.form_symbols)
 
 
 def unpack_many(
@@ -315,9 +316,10 @@ def unpack_many(
             jobs: list[_Job] = []
             for (i, header, check, offset, payload), state in zip(batch, model.decoders(len(batch)), strict=True):
                 job = _Job(i, header, check, offset, payload, coding.StreamDecoder(payload), state)
-                try:  # SPEC §4, v2 compact: the marker comes first
-                    if job.prefix and job.stream.step(MARKER_TABLE) != MARKER_SYMBOL:
-                        raise SemIntegrityError("payload does not start with the v2 marker (corrupt file)")
+                try:  # SPEC §4: a one-byte header's form symbols come first
+                    for symbol, table in header.form_symbols:
+                        if job.stream.step(table) != symbol:
+                            raise SemIntegrityError("payload does not start with its header's form (corrupt file)")
                 except SemError as err:
                     finished(i, err)
                     continue

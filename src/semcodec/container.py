@@ -1,7 +1,9 @@
 """The ``.sem`` container: header bytes in, header bytes out (``format/SPEC.md`` §2).
 
-This module knows bytes only: it never touches a model or the range coder. It owns the
-format's versions, flags and per-version defaults.
+This module owns the format's versions, forms, flags and per-version defaults. It knows
+bytes only, except for the v3 *short* form, whose model id is the payload's second symbol:
+reading it takes two steps of the range coder with fixed tables (:data:`FORM_TABLE`,
+:data:`SHORT_MODEL_TABLE`), never a model.
 
     >>> h = Header(width=512, height=512, seed=7)
     >>> raw = encode_header(h)
@@ -9,10 +11,12 @@ format's versions, flags and per-version defaults.
     'a70c0780048004'
     >>> decode_header(raw + b"payload")[0] == h
     True
-    >>> encode_header(Header()).hex()  # v2, every field at its default: one byte
+    >>> encode_header(Header()).hex()  # every field at its default: one byte (v2 compact)
     'a7'
-    >>> encode_header(Header(version=1, model_id=0)).hex()
-    'a740'
+    >>> Header(model_id=4).version, encode_header(Header(model_id=4)).hex()  # v3 short: id in the payload
+    (3, 'a7')
+    >>> encode_header(Header(model_id=4, version=2)).hex(), encode_header(Header(version=1, model_id=0)).hex()
+    ('a70104', 'a740')
 """
 
 from __future__ import annotations
@@ -20,24 +24,48 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
-from semcodec.errors import SemFormatError, SemLimitError, SemVersionError
+import numpy as np
+
+from semcodec.errors import SemFormatError, SemIntegrityError, SemLimitError, SemVersionError
 
 MAGIC = 0xA7
 """First byte of every ``.sem`` file: a UTF-8 continuation byte, so no text file starts with it."""
 
-FORMAT_VERSION = 2
-"""The version this build writes; it reads versions in :data:`READABLE_VERSIONS` (SPEC §7)."""
+FORMAT_VERSION = 3
+"""The newest version this build writes; it reads versions in :data:`READABLE_VERSIONS` (SPEC §7).
+A v3 writer still writes v2's forms where they are the smallest (:attr:`Header.version`)."""
 
-READABLE_VERSIONS = frozenset({1, 2})
+READABLE_VERSIONS = frozenset({1, 2, 3})
 WRITABLE_VERSIONS = READABLE_VERSIONS
-"""v1 stays writable so that every valid file re-encodes to its own bytes (``pack_header``)."""
+"""v1 and v2 stay writable so that every valid file re-encodes to its own bytes (``pack_header``)."""
 
-DEFAULT_MODEL_IDS = {1: 0, 2: 3}
-"""The model an absent model field means, per version (SPEC §2). v2's is the best profile."""
+DEFAULT_MODEL_IDS = {1: 0, 2: 3, 3: 3}
+"""The model an absent model field means, per version (SPEC §2). v2's is the best profile;
+v3 keeps it (a v3 file's own form always names its model)."""
+
+AUTO_VERSION = 0
+"""``Header(version=AUTO_VERSION)`` (the default): the smallest form, v3 short or v2 (SPEC §2)."""
 
 V1_BITS = 0b01
-"""Byte 1, bits 7–6: ``01`` v1; ``00`` v2 with explicit flags; ``1x`` v2 compact (payload from byte 1)."""
+"""Byte 1, bits 7–6: ``01`` v1; ``00`` v2 with explicit flags; ``1x`` v2 compact (payload from byte 1).
+Bits 7–5 ``001`` (v2's flag bit 5 alone of the explicit form) are the v3 short form."""
 V2_EXPLICIT_BITS = 0b00
+
+# SPEC §2/§4: the payload of a one-byte header starts with a form symbol whose table mirrors
+# byte 1's top bits, so the byte tells the forms apart: symbol 0 = [0, 1/8) is an explicit v2
+# header's byte, 2 = [1/4, 1/2) a v1 header's; a payload codes only 3 (compact, x(P) ≥ 1/2:
+# byte 1 ≥ 0x80, the same interval as v2's 1-bit marker [2**23, 2**23]) or 1 (short, byte 1 = 001xxxxx).
+FORM_TABLE = np.array([1 << 21, 1 << 21, 1 << 22, 1 << 23], dtype=np.int64)
+FORM_SHORT = 1
+FORM_COMPACT = 3
+
+SHORT_MODEL_IDS = (None, 0, 1, 2, 4, 5)
+"""v3 short form: the model symbol's meaning; symbol 0 (``None``) is the escape a later
+version announces itself with (byte 1 = ``0x20``, v2's "flag bit 5 alone"). Id 3 has no
+symbol: the compact form is its one encoding."""
+SHORT_MODEL_TABLE = np.array([1 << 19, 1 << 19, 1 << 19, 1 << 19, 1 << 19, (1 << 24) - 5 * (1 << 19)],
+                             dtype=np.int64)
+"""Escape and ids 0, 1, 2, 4: 5 bits each; id 5 (paragraphs): 0.245 bits."""
 
 FLAG_MODEL = 1 << 0
 FLAG_GENERATOR = 1 << 1
@@ -74,9 +102,11 @@ class Header:
     width: int = DEFAULT_WIDTH
     height: int = DEFAULT_HEIGHT
     check: bool = False
-    version: int = FORMAT_VERSION
+    version: int = AUTO_VERSION
 
     def __post_init__(self) -> None:
+        if self.version == AUTO_VERSION:  # the smallest form: v3 short where it applies, else v2
+            object.__setattr__(self, "version", 3 if _short_form_applies(self) else 2)
         if self.version not in WRITABLE_VERSIONS:
             raise SemVersionError(f"format version {self.version!r} is not one this build writes")
         for name, value, top in (
@@ -89,6 +119,10 @@ class Header:
         for name, value in (("width", self.width), ("height", self.height)):
             if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_DIMENSION:
                 raise SemLimitError(f"{name} must be an integer in [1, {MAX_DIMENSION}], got {value!r}")
+        if self.version == 3 and not _short_form_applies(self):
+            raise SemVersionError(
+                "a v3 header is the short form: model id in (0, 1, 2, 4, 5), every other field at its default"
+            )
 
     @property
     def pixels(self) -> int:
@@ -99,6 +133,42 @@ class Header:
         """True for the v2 one-byte header (every field at its default). Its payload starts
         with the marker symbol (SPEC §4), which makes the payload's first byte ≥ 0x80."""
         return self.version == 2 and not _flags(self)
+
+    @property
+    def short(self) -> bool:
+        """True for the v3 short form: the one-byte header ``A7``, and the payload starts with
+        the form symbol and the model symbol (SPEC §2, §4). Its first byte is ``001xxxxx``."""
+        return self.version == 3
+
+    @property
+    def form_symbols(self) -> list[tuple[int, np.ndarray]]:
+        """The fixed-table symbols the payload starts with (SPEC §4): (symbol, table) pairs."""
+        if self.compact:
+            return [(FORM_COMPACT, FORM_TABLE)]
+        if self.short:
+            return [(FORM_SHORT, FORM_TABLE), (SHORT_MODEL_IDS.index(self.model_id), SHORT_MODEL_TABLE)]
+        return []
+
+    def fits(self, payload: bytes) -> bool:
+        """Whether ``payload`` after this header's bytes reads back as this header's form. A
+        one-byte form's payload lies in its interval up to a sliver of about 2**-41 just below it
+        (the coder's first scale is 2**40 - 1, not 2**40), where the writer falls back to an
+        explicit header (:func:`explicit`)."""
+        if self.compact:
+            return bool(payload) and payload[0] >= 0x80
+        if self.short:
+            return bool(payload) and payload[0] >> 5 == 0b001
+        return True
+
+    def explicit(self) -> Header:
+        """The same fields in an explicit form, for the rare payload :meth:`fits` refuses:
+        v2 explicit for a short header, v1 for the compact one (v2's explicit form cannot
+        store model 3, its default)."""
+        if self.short:
+            return Header(self.model_id, version=2)
+        if self.compact:
+            return Header(self.model_id, version=1)
+        return self
 
 
 def encode_varint(value: int) -> bytes:
@@ -144,9 +214,13 @@ def text_check(text: str) -> bytes:
     return (zlib.crc32(text.encode("utf-8")) & 0xFFFF).to_bytes(2, "big")
 
 
-def _flags(header: Header) -> int:
+def _short_form_applies(header: Header) -> bool:
+    return header.model_id in SHORT_MODEL_IDS and _flags(header, 2) == FLAG_MODEL
+
+
+def _flags(header: Header, version: int | None = None) -> int:
     flags = 0
-    if header.model_id != DEFAULT_MODEL_IDS[header.version]:
+    if header.model_id != DEFAULT_MODEL_IDS[version or header.version]:
         flags |= FLAG_MODEL
     if header.generator_id:
         flags |= FLAG_GENERATOR
@@ -175,7 +249,7 @@ def encode_header(header: Header, check_value: bytes = b"") -> bytes:
         if len(check_value) != 2:
             raise ValueError("a header with check=True needs its 2-byte check value")
         fields += check_value
-    if header.compact:
+    if header.compact or header.short:
         return bytes([MAGIC])
     bits = V1_BITS if header.version == 1 else V2_EXPLICIT_BITS
     return bytes([MAGIC, (bits << 6) | flags]) + bytes(fields)
@@ -194,13 +268,13 @@ def decode_header(data: bytes) -> tuple[Header, bytes, int]:
     bits = data[1] >> 6
     if bits >= 0b10:  # v2 compact: byte 1 is the payload's first byte
         return Header(version=2), b"", 1
+    if data[1] >> 5 == 0b001:  # v3 short: byte 1 is the payload's first byte
+        return Header(short_form_model(bytes(data[1:])), version=3), b"", 1
     version = 1 if bits == V1_BITS else 2
     flags = data[1] & 0x3F
     unknown = flags & ~_KNOWN_FLAGS
     if unknown:
         names = ", ".join(_FLAG_NAMES.get(b, f"bit {b}") for b in range(6) if unknown >> b & 1)
-        if version == 2:  # SPEC §7: v2's one way to announce a later version
-            raise SemVersionError(f"unsupported .sem format (v2 header with flag {names}: a later version)")
         raise SemFormatError(f"unknown header flag {names}")
     if version == 2 and not flags:
         raise SemFormatError("an all-defaults v2 header must be the one-byte form")
@@ -236,3 +310,21 @@ def decode_header(data: bytes) -> tuple[Header, bytes, int]:
         pos += 2
     header = Header(model_id, generator_id, seed, width, height, bool(flags & FLAG_CHECK), version)
     return header, check_value, pos
+
+
+def short_form_model(payload: bytes) -> int:
+    """The model id a v3 short form's payload names: its form and model symbols (SPEC §2, §4).
+
+    >>> from semcodec import coding
+    >>> short_form_model(coding.encode([FORM_SHORT, SHORT_MODEL_IDS.index(4)], [FORM_TABLE, SHORT_MODEL_TABLE]))
+    4
+    """
+    from semcodec.coding import StreamDecoder
+
+    stream = StreamDecoder(payload)
+    if stream.step(FORM_TABLE) != FORM_SHORT:
+        raise SemIntegrityError("payload does not start with the v3 short form's symbol (corrupt file)")
+    model_id = SHORT_MODEL_IDS[stream.step(SHORT_MODEL_TABLE)]
+    if model_id is None:  # SPEC §7: how a later version announces itself
+        raise SemVersionError("unsupported .sem format (v3 short form with the escape symbol: a later version)")
+    return model_id

@@ -1,15 +1,19 @@
-"""The examples that prime profiles 3 and 4: part of the format (SPEC §2), never edited.
+"""The examples that prime profiles 3, 4 and 5: part of the format (SPEC §2), never edited.
 
-Each example becomes an earlier user/assistant chat turn of the profile's context
-(``registry._chat``), in this order. They are COCO captions (CC BY 4.0) from
+Each example of profiles 3 and 4 becomes an earlier user/assistant chat turn of the
+profile's context (``registry._chat``), in this order; profile 5's are consecutive
+assistant replies after one user turn (``registry._replies``). They are COCO captions (CC BY 4.0) from
 ``shared/data`` chosen by ``benchmarks/priming.py`` (numbers in ``benchmarks/README.md``):
 captions: one random caption per image from the first 200 images, the first 30 of a
 seeded shuffle, longest first ("short-last", the better order measured); paragraphs:
-the first 10 of a seeded shuffle of the first 100 paragraphs (short-last did not help). Changing a character
-here changes every table of ids 3 and 4: ``format/vectors/v2/tables.json`` pins them.
+the first 10 of a seeded shuffle of the first 100 paragraphs (short-last did not help);
+paragraph replies: the first 20 of a seeded shuffle of the first 200 paragraphs, the
+confirm-set winner of ``benchmarks/priming.py paragraph-levers``. Changing a character
+here changes every table of ids 3–5: ``format/vectors/v2/tables.json`` and
+``format/vectors/v3/tables.json`` pin them.
 
-    >>> len(CAPTION_EXAMPLES), len(PARAGRAPH_EXAMPLES)
-    (30, 10)
+    >>> len(CAPTION_EXAMPLES), len(PARAGRAPH_EXAMPLES), len(PARAGRAPH_REPLIES)
+    (30, 10, 20)
 """
 
 CAPTION_EXAMPLES: tuple[str, ...] = (
@@ -105,3 +109,114 @@ PARAGRAPH_EXAMPLES: tuple[str, ...] = (
     ),
 )
 """Five-caption paragraphs: profile 4 (``smollm2-135m-instruct/paragraphs``)."""
+
+
+PARAGRAPH_REPLIES: tuple[str, ...] = (
+    (
+        "a woman lying on a bed underneath a blanket A woman laying in bed next to a window. A woman in a"
+        " night gown lying on a bed. A woman lounging in bed posing for this photo. there is a woman with a"
+        " robe on laying in bed"
+    ),
+    (
+        "A red and yellow train is shown on the train tracks. A red train pulling into the station under a"
+        " steel framed roof. A red and yellow train at station under a glass roof. A train sits running in a"
+        " modern station. A red train parked under a sheltered station area."
+    ),
+    (
+        "A man flying through the air while riding skis. A skier is jumping while other skiers watch. a"
+        " person on skis is doing a twist during a jump A person in skis flies in the air from doing a trick."
+        " a snow skier is doing an aerial trick"
+    ),
+    (
+        "A cat looking forward while laying down on a green cushion. A cat laying on a pillow on a couch The"
+        " kitten lies on it's side beside a yellow pillow. a cat lays down on a soft blanket A kitten is"
+        " laying on a green throw pillow."
+    ),
+    (
+        "A black and white image of a shipyard with some boats. Several old boats sitting in an old ship"
+        " yard. A pier with various boats and ships parked. A black and white photo of a shipyard. Black and"
+        " white photo of an old dock with low water."
+    ),
+    (
+        "A tan utility truck with a blue interior. A decoratively painted business truck for a motor company"
+        " a truck on a street next to a building A white and blue truck parked on a street. A small truck"
+        " parked on the side of a street ready to go."
+    ),
+    (
+        "A wooden desk with a laptop computer sitting on it. a computer monitor, keyboard and laptop on a"
+        " desk Not the biggest workspace in the world, but it works a desk with a laptop a monitor and a"
+        " chair deck with lap top computer and desk top"
+    ),
+    (
+        "A parking meter next to a handicap parking space. A parking meter that is placed right next to a"
+        " parking lot. a parking meter on the side of a road with a red light showing The parking meter in"
+        " the parking lot has seven fifteen on it. A parket meter sitting next to a parking space."
+    ),
+    (
+        "Awake cat near ceiling on a closed refrigerator A cat sitting on top of a metallic refrigerator"
+        " freezer. a cat sits on top of a fridge in a kitchen a cat stands on top of a refrigerator looking"
+        " down. A long haired cat sitting on a refrigerator"
+    ),
+    (
+        "A man swinging a tennis racquet at a ball on a court. A tennis player is playing tennis while a"
+        " crowd watches. A tennis player playing tennis on the court. The tennis player's feet leave the"
+        " ground as he hits the ball. A tennis player is jumping in the air at a tennis match."
+    ),
+    (
+        "A man holding a silver flip phone open in front of his face. A guy in a green shirt holding his cell"
+        " phone to take a picture. A man in a green shirt is taking a picture with his cell phone. Man in a"
+        " park taking a picture with his phone. Individual is doing something at the moment that is"
+        " intriguing."
+    ),
+    (
+        "Two giraffes at the zoo during the day. Two giraffes wander the open park in the same direction. Two"
+        " giraffe standing next to each other on a dirt road next to a grass field. Two giraffe standing on"
+        " dirt near flowering trees. Two giraffes standing on a dirt path in a fenced in area with trees and"
+        " green grass surrounding them."
+    ),
+    (
+        "A man that is jumping in the air with a skateboard. A male skateboarder that an ollie off the curb"
+        " of a snowy street. A skateboarder is doing a trick on his board. a male skateboarder in a black"
+        " jacket doing a trick skateboarder does a jump off of the street corner"
+    ),
+    (
+        "Dark clouds moving in over a harbor full of moored sailboats. Nice open stretches of land that is"
+        " alive. sailboats at a dock waiting for a storm to pass A dark cloud looms behind boats docked in a"
+        " harbor. Several sailboats are docked at a lake under cloudy skies."
+    ),
+    (
+        "A black trash bag in a restroom next to a sink. a garbage bag in a white lighted bathroom The"
+        " bathroom has a wall sink, medicine cabinet, toothbrush holder, and bare walls. A door is open to a"
+        " white bathroom that has a black garbage back on the floor. The bathroom door is open with the light"
+        " on."
+    ),
+    (
+        "A female statue in a sea of green grass next to plant a statue of a lady carrying a water pitcher a"
+        " satute in a field of grass near a plant a statue us standing in some green grass A woman statue"
+        " holding a pitcher and basket in a garden."
+    ),
+    (
+        "A half eaten slice of pizza is on a plate with a knife and fork. pizza with olives on black plate"
+        " setting on table A dining table with some very tasty looking pizza. A plate that has food on a"
+        " table. Plates of Pizza with silverware next to ketchup and other condiments."
+    ),
+    (
+        "A fruit smoothie is on display on a plate with two strawberries for garnish. Two strawberries sit on"
+        " a plate next to a milkshake. A couple of strawberries placed next to the strawberry beverage. A"
+        " strawberry milk shake and two strawberries on a plate. The strawberries was sitting beside the tall"
+        " glass of milkshake"
+    ),
+    (
+        "Sail boats sail over a body of water while people stand near the shoreline. A lot of sailboats that"
+        " are in the water. A beach scene with sail boats, a dog, and people wading. We see a very old"
+        " picture of people enjoying the shore. Small sailboats floating past a beach, with a dog and people"
+        " on the beach."
+    ),
+    (
+        "Two teenage girls paying a video game together. Two girls play Ninendo Wii while standing in front"
+        " of a couch. Two girls with brown hair play with Wii remotes. Two girls are playing a game on their"
+        " Nintendo Wii. A picture of two people playing a video game."
+    ),
+)
+"""Five-caption paragraphs as consecutive assistant replies after one user turn: profile 5
+(``smollm2-135m-instruct/paragraph-replies``, the v3 short form's cheapest id)."""

@@ -10,7 +10,7 @@ would silently break old files, so ids are append-only.
     >>> model_spec(99)
     Traceback (most recent call last):
     ...
-    semcodec.errors.SemUnknownModelError: unknown probability-model id 99 (known: 0, 1, 2, 3, 4)
+    semcodec.errors.SemUnknownModelError: unknown probability-model id 99 (known: 0, 1, 2, 3, 4, 5)
     >>> model_spec(DEFAULT_MODEL_ID).name
     'smollm2-135m-instruct/captions'
 """
@@ -63,6 +63,14 @@ def _chat(instruction: str, examples: tuple[str, ...] = ()) -> str:
     return f"{_SYSTEM}{shots}<|im_start|>user\n{instruction}<|im_end|>\n<|im_start|>assistant\n"
 
 
+def _replies(instruction: str, examples: tuple[str, ...]) -> str:
+    """One user turn, then each example as an assistant reply of its own, then the opening of
+    the reply to code: 12 tokens fewer per example than :func:`_chat`'s turns, and measured
+    better for paragraphs (``benchmarks/README.md``, "Beyond profile 4")."""
+    replies = "".join(f"<|im_start|>assistant\n{e}<|im_end|>\n" for e in examples)
+    return f"{_SYSTEM}<|im_start|>user\n{instruction}<|im_end|>\n{replies}<|im_start|>assistant\n"
+
+
 MODELS: dict[int, ModelSpec] = {
     0: ModelSpec(
         0,
@@ -106,6 +114,16 @@ MODELS: dict[int, ModelSpec] = {
         "<|im_end|>",
         f"SmolLM2-135M-Instruct, exact integer runtime, detailed instruction primed with "
         f"{len(priming.PARAGRAPH_EXAMPLES)} example multi-sentence descriptions as earlier chat turns",
+    ),
+    5: ModelSpec(
+        5,
+        "smollm2-135m-instruct/paragraph-replies",
+        SMOLLM2_135M_INSTRUCT,
+        _replies("Describe this image in detail.", priming.PARAGRAPH_REPLIES),
+        "<|im_end|>",
+        f"SmolLM2-135M-Instruct, exact integer runtime, detailed instruction followed by "
+        f"{len(priming.PARAGRAPH_REPLIES)} example multi-sentence descriptions as assistant replies "
+        f"(the paragraph profile; v3's short form names it in 0.25 bits)",
     ),
 }
 

@@ -56,7 +56,7 @@ def build_parser(text_only: bool = False) -> argparse.ArgumentParser:
         prog="semcodec", description=MAIN_DESCRIPTION, epilog=f"{STDIO_HELP}\n\n{EXIT_CODES_HELP}",
         formatter_class=FORMATTER,
     )
-    parser.add_argument("--version", action="version", version="semcodec 0.1.0 (.sem format 2; reads 1 and 2)")
+    parser.add_argument("--version", action="version", version="semcodec 0.1.0 (.sem format 3; reads 1, 2 and 3)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     text.register(sub)
     if not text_only:

@@ -57,6 +57,7 @@ def register(sub: Any) -> None:
             "  semcodec pack caption.txt                 # writes caption.txt.sem\n"
             "  printf 'A red boat on a river.' | semcodec pack - -o boat.sem --compare\n"
             "  semcodec pack a.txt b.txt -o out/          # batch: one .sem per input\n"
+            "  semcodec pack paragraph.txt --model 5      # a detailed, multi-sentence description\n"
             "  semcodec pack caption.txt -o /dev/null --compare   # sizes only\n"
             "  semcodec pack captions.parquet -o packed.parquet --column caption --ray   # a table"
         ),
@@ -65,8 +66,9 @@ def register(sub: Any) -> None:
     p.add_argument("-o", "--output", help="output file (- for stdout) or, with several inputs, a directory")
     p.add_argument(
         "--model", default=str(DEFAULT_MODEL_ID),
-        help=f"probability model id or name (see 'semcodec model list'; default {DEFAULT_MODEL_ID}, which costs no "
-        "header byte), or 'auto': try every model and keep the smallest file -- slower (one pack per model) "
+        help=f"probability model id or name (see 'semcodec model list'; default {DEFAULT_MODEL_ID}, for one-sentence "
+        "captions, which costs 1 bit beyond the 1-byte header; 5 for multi-sentence paragraphs, 3.2 bits), "
+        "or 'auto': try every model and keep the smallest file -- slower (one pack per model) "
         "but smaller, like zstd --ultra",
     )
     p.add_argument("--generator", help="text-to-image generator recorded in the header, e.g. openai:dall-e-3")
