@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.outdir)
 
-    files = [p.read_bytes() for p in sorted((ROOT / "format" / "vectors").glob("*.sem"))]
+    files = [p.read_bytes() for p in sorted((ROOT / "format" / "vectors").glob("**/*.sem"))]
     source = f"{len(files)} vectors from format/vectors"
     if not files or args.pack:
         files += packed_files()

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = {
     "cases": [
         case
-        for folder in ("", "v2")  # v1's profiles 0-2, v2's primed profiles 3 and 4
+        for folder in ("", "v2", "v3")  # v1: profiles 0-2; v2: primed profiles 3 and 4; v3: profile 5
         for case in json.loads((ROOT / "format" / "vectors" / folder / "tables.json").read_text())["cases"]
     ]
 }
