@@ -22,7 +22,8 @@ reading it takes two steps of the range coder with fixed tables (:data:`FORM_TAB
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -159,6 +160,16 @@ class Header:
         if self.short:
             return bool(payload) and payload[0] >> 5 == 0b001
         return True
+
+    def with_fields(self, **changes: int | bool) -> Header:
+        """This header with ``changes``, in the smallest form of its version family (a v1 header
+        stays v1): ``dataclasses.replace`` would keep a form the new fields may not fit.
+
+        >>> Header(model_id=5).with_fields(seed=7).version, Header(model_id=5, seed=7).with_fields(seed=0).version
+        (2, 3)
+        """
+        fields: dict[str, Any] = {"version": self.version if self.version == 1 else AUTO_VERSION, **changes}
+        return replace(self, **fields)
 
     def explicit(self) -> Header:
         """The same fields in an explicit form, for the rare payload :meth:`fits` refuses:

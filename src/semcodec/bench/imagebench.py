@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from semcodec import ubpp
@@ -344,7 +344,7 @@ def bench_image(
     bound = [(m.info.key, m.bind(original)) for m in metrics]
     result = ImageResult(name, original.width, original.height, width, height, original=original)
     for cand in encoded.result.candidates:
-        stored = replace(header, seed=cand.seed)
+        stored = header.with_fields(seed=cand.seed)
         data = encoded.file_for(cand)  # packed once, by the search's own cache
         decoded = coder.unpack_text(data)
         if decoded != cand.text:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from semcodec.container import Header
@@ -71,7 +71,7 @@ class FileCost:
     """
 
     def __init__(self, header: Header, pack: Packer | None = None) -> None:
-        self.header = replace(header, seed=0)
+        self.header = header.with_fields(seed=0)
         self._pack = pack
         self._files: dict[tuple[str, int], bytes] = {}
         # The LM behind the real coder is not known to be thread-safe, and is CPU-bound
@@ -86,7 +86,7 @@ class FileCost:
         with self._lock:
             if (text, seed) not in self._files:
                 pack = self._pack or pack_text  # looked up now: tests replace the module's seam
-                self._files[(text, seed)] = pack(text, replace(self.header, seed=seed))
+                self._files[(text, seed)] = pack(text, self.header.with_fields(seed=seed))
             return self._files[(text, seed)]
 
 
@@ -137,7 +137,7 @@ def encode_image(
         progress=progress,
         on_candidate=on_candidate,
     )
-    final = replace(header, seed=result.best.seed)
+    final = header.with_fields(seed=result.best.seed)
     progress.note("packing")
     data = files.pack(result.best.text, final.seed)
     return Encoded(data, final, result, files)

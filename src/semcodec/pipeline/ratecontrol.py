@@ -13,7 +13,7 @@ budget is a promise about the file on disk, not an estimate. The strategy:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from semcodec import ubpp
 from semcodec.container import Header, encode_header
@@ -57,8 +57,8 @@ def seed_bits(header: Header, seed: int) -> int:
     (0, 16, 24)
     """
     check = b"\0\0" if header.check else b""
-    with_seed = encode_header(replace(header, seed=seed), check)
-    without = encode_header(replace(header, seed=0), check)
+    with_seed = encode_header(header.with_fields(seed=seed), check)
+    without = encode_header(header.with_fields(seed=0), check)
     return 8 * (len(with_seed) - len(without))
 
 
@@ -82,7 +82,7 @@ def header_bits(header: Header) -> int:
     (8, 64)
     """
     check = b"\0\0" if header.check else b""
-    return 8 * len(encode_header(replace(header, seed=0), check))
+    return 8 * len(encode_header(header.with_fields(seed=0), check))
 
 
 def first_word_budget(word_budget: int, max_bits: int | None, overhead_bits: int) -> int:

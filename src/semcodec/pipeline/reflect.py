@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from semcodec import ubpp
@@ -289,7 +289,7 @@ def _paint_and_judge(
             bar_.total = max(1, total)
             bar_(done)
 
-        image = paint(generator, cand.text, replace(header, seed=seed), on_step)
+        image = paint(generator, cand.text, header.with_fields(seed=seed), on_step)
         progress.note(f"{tag}: judging seed {seed}" if n_seeds > 1 else f"{tag}: judging")
         verdict = judge.judge(image)
         cand.images[seed] = image
