@@ -2,11 +2,16 @@
 
 Every kernel is compared with int64 arithmetic on random integers within the format's
 bounds (|q|, |k| <= 2**20 - 1, |v| <= 2**24 - 1, 0 <= p <= 2**16), their extremes
-included, in both limb widths; then on the real default profile, where single decode
-steps go through the int8 limbs and batches through float64, against packing's tables.
+included: the limbs in both widths, the native kernel (where it is built) in every code
+path this CPU runs, with int16 and int32 storage; then on the real default profile, where
+decode steps go through the native kernel (or the int8 limbs without it) and a prefill
+through float64, against packing's tables.
 """
 
 from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -17,16 +22,22 @@ from semcodec.models import context_state, load_model
 from semcodec.models.attention import (
     LIMB_MAX_ROWS,
     LIMB_MIN_POSITIONS,
+    NATIVE_MAX_ROWS,
     P_MAX,
     Float64Prefix,
     Int8Prefix,
+    NativePrefix,
     PrefixKernels,
+    native_module,
 )
 from semcodec.models.exact import QK_LIMIT, V_LIMIT
 
 pytest.importorskip("onnxruntime")
 
 LIMB_WIDTHS = [8, 7]  # 8: kernels that add products exactly (probed); 7: any kernel
+NATIVE = native_module()
+needs_native = pytest.mark.skipif(NATIVE is None, reason="semcodec.models._prefix is not built (no C compiler)")
+PATHS = list(NATIVE.vector_paths()) if NATIVE is not None else []  # every code path this CPU runs
 
 
 @st.composite
@@ -34,7 +45,7 @@ def cases(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
     """A prefix (2 layers) and one layer's query rows and weights; some entries at the extremes."""
     seed = draw(st.integers(0, 2**32 - 1))
     t = draw(st.integers(1, 40))
-    kv, d, rows = draw(st.integers(1, 3)), draw(st.sampled_from([1, 4, 64])), draw(st.integers(1, 7))
+    kv, d, rows = draw(st.integers(1, 3)), draw(st.sampled_from([1, 4, 8, 12, 40, 64])), draw(st.integers(1, 13))
     k_span = draw(st.sampled_from([127, 128, 2**15, QK_LIMIT]))  # limb counts 1, 2, 2 and 3
     q_span = draw(st.sampled_from([127, 2**15, QK_LIMIT]))
     v_span = draw(st.sampled_from([127, 2**16, V_LIMIT]))  # up to 4 limbs
@@ -98,7 +109,105 @@ def test_every_extreme_at_once(bits: int) -> None:
     assert np.array_equal(kernel.weigh(0, p), sums.astype(np.float64))
 
 
+@needs_native
+@settings(max_examples=60, deadline=None)
+@given(case=cases())
+def test_native_is_exact(case: tuple[np.ndarray, ...]) -> None:
+    """Each code path, int16 keys/values where the layer fits and int32 otherwise (or always)."""
+    assert NATIVE is not None
+    keys, values, q, p = case
+    for layer in (0, 1):
+        scores, sums = _exact(keys, values, q, p, layer)
+        for narrow in (True, False):
+            kernel = NativePrefix(keys, values, narrow=narrow)
+            got = kernel.scores(layer, q)
+            assert got.dtype == np.int64 and np.array_equal(got, scores)
+            weighed = kernel.weigh(layer, p)
+            assert weighed.dtype == np.float64 and np.array_equal(weighed, sums.astype(np.float64))
+        stored = NativePrefix(keys, values)._layer(layer)
+        for path in PATHS:
+            got = np.empty_like(scores)
+            NATIVE.scores(stored[0], q, got, path)
+            assert np.array_equal(got, scores), path
+            weighed = np.empty(sums.shape)
+            NATIVE.weigh(stored[1], p[..., ::-1][..., ::-1], weighed, path)  # strided rows are read as such
+            assert np.array_equal(weighed, sums.astype(np.float64)), path
+
+
+@needs_native
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("rows", [1, 3, 4, 12])
+def test_native_every_extreme_at_once(path: str, rows: int) -> None:
+    """Keys of a narrow layer at ±(2**15 - 1), of a wide one at ±QK_LIMIT; values at ±V_LIMIT;
+    queries at ±QK_LIMIT and weights at P_MAX: the largest sums the bounds allow."""
+    assert NATIVE is not None
+    t, kv, d = 37, 3, 64
+    keys = np.full((2, t, kv, d), QK_LIMIT, np.int32)
+    keys[:, ::2] = -QK_LIMIT
+    keys[0] = np.sign(keys[0]) * (2**15 - 1)
+    values = np.full((2, t, kv, d), V_LIMIT, np.int32)
+    values[:, 1::3] = -V_LIMIT
+    q = np.resize(np.array([QK_LIMIT, -QK_LIMIT, QK_LIMIT, QK_LIMIT], np.float64), (kv, rows, d))
+    p = np.full((kv, rows, t), P_MAX)
+    p[:, ::2, 1::3] = 0
+    kernel = NativePrefix(keys, values)
+    assert [kernel._layer(i)[0].dtype for i in (0, 1)] == [np.int16, np.int32]
+    for layer in (0, 1):
+        scores, sums = _exact(keys, values, q, p, layer)
+        got, weighed = np.empty_like(scores), np.empty(sums.shape)
+        NATIVE.scores(kernel._layer(layer)[0], q, got, path)
+        NATIVE.weigh(kernel._layer(layer)[1], p, weighed, path)
+        assert np.array_equal(got, scores) and np.array_equal(weighed, sums.astype(np.float64))
+
+
+@needs_native
+def test_native_storage_and_bounds() -> None:
+    """int16 exactly where a layer's integers fit, the int32 layer itself (no copy) otherwise;
+    arguments of the wrong type or beyond the exact bounds are refused."""
+    assert NATIVE is not None
+    keys = np.zeros((3, 8, 1, 4), np.int32)
+    keys[1, 0, 0, 0], keys[2, 0, 0, 0] = -(2**15), 2**15
+    kernel = NativePrefix(keys, keys)
+    assert [kernel._layer(i)[0].dtype for i in range(3)] == [np.int16, np.int16, np.int32]
+    assert np.shares_memory(kernel._layer(2)[0], keys)
+    assert np.shares_memory(NativePrefix(keys, keys, narrow=False)._layer(0)[0], keys)
+    q, out = np.zeros((1, 3, 4)), np.zeros((1, 3, 8), np.int64)
+    with pytest.raises(TypeError):
+        NATIVE.scores(keys[0].astype(np.float64), q, out)
+    with pytest.raises(ValueError):
+        NATIVE.scores(keys[0], q.astype(np.int64), out)  # q must be float64
+    with pytest.raises(ValueError):
+        NATIVE.scores(keys[0], q, out[:, :2])  # out must match
+    with pytest.raises(ValueError):
+        NATIVE.scores(keys[0], q, out, "sse9")
+    long = np.zeros((8192, 1, 4), np.int16)  # T * 2**40 would reach 2**53
+    with pytest.raises(ValueError, match="exact bounds"):
+        NATIVE.scores(long, q, np.zeros((1, 3, 8192), np.int64))
+
+
+@needs_native
+def test_native_for_steps_when_built() -> None:
+    rng = np.random.default_rng(5)
+    keys = rng.integers(-2**15, 2**15, (1, 40, 1, 4), dtype=np.int32)
+    kernels = PrefixKernels(keys, keys, "int8")
+    assert kernels._kernel(NATIVE_MAX_ROWS) is kernels._native is not None and kernels._limbs is None
+    assert kernels._kernel(NATIVE_MAX_ROWS + 1) is kernels._float
+    assert PrefixKernels(keys, keys, "numpy")._native is None  # SEMCODEC_BACKEND=numpy: float64 only
+
+
+@pytest.fixture
+def without_native(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The extension as if it were not built: importing it fails."""
+    monkeypatch.setitem(sys.modules, "semcodec.models._prefix", None)  # import raises ImportError
+    monkeypatch.delattr(sys.modules["semcodec.models"], "_prefix", raising=False)  # else `from` finds it
+    native_module.cache_clear()
+    yield
+    native_module.cache_clear()
+
+
+@pytest.mark.usefixtures("without_native")
 def test_limbs_only_for_few_rows_over_a_long_prefix() -> None:
+    assert native_module() is None
     rng = np.random.default_rng(5)
     long_keys = rng.integers(-2**15, 2**15, (1, LIMB_MIN_POSITIONS, 1, 4), dtype=np.int32)
     kernels = PrefixKernels(long_keys, long_keys, "int8")
@@ -107,14 +216,27 @@ def test_limbs_only_for_few_rows_over_a_long_prefix() -> None:
     assert PrefixKernels(long_keys, long_keys, "numpy")._limbs is None  # SEMCODEC_BACKEND=numpy: no onnxruntime
     short = long_keys[:, : LIMB_MIN_POSITIONS - 1]
     assert PrefixKernels(short, short, "int8")._limbs is None
+    with pytest.raises(ImportError):
+        NativePrefix(long_keys, long_keys)
 
 
-@pytest.mark.parametrize("backend", ["int8", "numpy"])
-def test_primed_profile_decoding_equals_packing(backend: str) -> None:
-    """Profile 3 (921 context positions): one state at a time (int8 limbs unless numpy), two in
-    lockstep (float64) and packing's prefill (float64) give the same tables."""
+@pytest.mark.parametrize(("backend", "native"), [("int8", True), ("int8", False), ("numpy", True)])
+def test_primed_profile_decoding_equals_packing(backend: str, native: bool, request: pytest.FixtureRequest,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Profile 3 (921 context positions): one state at a time and two in lockstep (the native
+    kernel; without it the int8 limbs, then float64; float64 only for numpy) and packing's
+    prefill (float64) give the same tables."""
+    prefix = context_state(3).prefix
+    if not native:
+        request.getfixturevalue("without_native")
+        monkeypatch.setattr(prefix, "_products", {})  # kernels made anew, without the extension
+    elif backend != "numpy" and NATIVE is None:
+        pytest.skip("semcodec.models._prefix is not built")
     model = load_model(3, backend)
-    assert context_state(3).prefix.length >= LIMB_MIN_POSITIONS
+    assert prefix.length >= LIMB_MIN_POSITIONS
+    used = prefix.products(model.lm._prefix_backend).name
+    assert used == {"numpy": "float64", "int8": "native+float64" if native else "int8-8bit+float64"}[backend] or (
+        not native and used == "int8-7bit+float64")
     texts = ["A cat on a red sofa.", "Two dogs run across a beach."]
     tokens = [model.tokenizer.encode(t) for t in texts]
     packed = [model.tables(t) for t in tokens]

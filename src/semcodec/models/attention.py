@@ -45,15 +45,19 @@ bounds, so the choice changes no table.
 
 from __future__ import annotations
 
+from contextlib import suppress
 from functools import cache
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from semcodec.models.kernels import matmul_integer_session
 
-__all__ = ["LIMB_MAX_ROWS", "LIMB_MIN_POSITIONS", "Float64Prefix", "Int8Prefix", "PrefixKernels",
-           "PrefixProducts"]
+if TYPE_CHECKING:
+    from types import ModuleType as _NativeModule
+
+__all__ = ["LIMB_MAX_ROWS", "LIMB_MIN_POSITIONS", "NATIVE_MAX_ROWS", "Float64Prefix", "Int8Prefix", "NativePrefix",
+           "PrefixKernels", "PrefixProducts", "native_module"]
 
 P_MAX = 2**16
 """Largest attention weight (the E16 table's first entry): ``p`` lies in ``[0, P_MAX]``."""
@@ -98,6 +102,51 @@ class Float64Prefix:
 
     def weigh(self, layer: int, p: np.ndarray) -> np.ndarray:
         out: np.ndarray = p.astype(np.float64) @ self._layer(layer)[1]  # exact: sums < 2**52
+        return out
+
+
+class NativePrefix:
+    """The prefix multiplied by the native kernel (:mod:`semcodec.models._prefix`, C with AVX2+FMA).
+
+    One call per layer does all of a step's rows and kv heads, converting each key/value row
+    once for the query heads that share it. Products are added in float64 in any order:
+    every partial sum is an integer below ``2**53`` (see ``_prefix.c`` for the bounds).
+    Storage per layer, made on first use: ``int16`` where all of the layer's keys (values)
+    fit, else the int32 layer itself (for a memory-mapped context: in place, no copy);
+    ``narrow=False`` always uses the int32 layers in place.
+    """
+
+    def __init__(self, keys: np.ndarray, values: np.ndarray, narrow: bool = True) -> None:
+        native = native_module()
+        if native is None:
+            raise ImportError("semcodec.models._prefix is not built")
+        self._native = native
+        self._keys, self._values, self._narrow = keys, values, narrow
+        self.length = int(keys.shape[1])
+        self.name = "native" + ("" if narrow else "-int32")
+        self._layers: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _layer(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
+        got = self._layers.get(layer)
+        if got is None:
+            got = self._layers[layer] = (self._stored(self._keys[layer]), self._stored(self._values[layer]))
+        return got
+
+    def _stored(self, x: np.ndarray) -> np.ndarray:
+        """One layer (T, KV, D) as int16 where it fits (half the bytes read per step), else int32."""
+        x = np.ascontiguousarray(x, dtype=np.int32)
+        if self._narrow and x.size and int(x.min()) >= -(2**15) and int(x.max()) < 2**15:
+            return x.astype(np.int16)
+        return x
+
+    def scores(self, layer: int, q: np.ndarray) -> np.ndarray:
+        out = np.empty((q.shape[0], q.shape[1], self.length), np.int64)
+        self._native.scores(self._layer(layer)[0], np.asarray(q, dtype=np.float64), out)
+        return out
+
+    def weigh(self, layer: int, p: np.ndarray) -> np.ndarray:
+        out = np.empty((p.shape[0], p.shape[1], self._values.shape[-1]), np.float64)
+        self._native.weigh(self._layer(layer)[1], np.asarray(p, dtype=np.int64), out)
         return out
 
 
@@ -248,24 +297,46 @@ LIMB_MAX_ROWS = 4
 of steps or a prefill is compute-bound, where float64 BLAS beats four to nine limb products."""
 
 
+NATIVE_MAX_ROWS = 12
+"""Row counts (per kv head) up to this use the native kernel: one file's decode step (3 rows)
+and small batches; more rows (a prefill, big batches) reuse each float64 image row enough for
+BLAS to win."""
+
+
+@cache
+def native_module() -> _NativeModule | None:
+    """The compiled :mod:`semcodec.models._prefix`, or None where it was not built (an install
+    without a C compiler): the numpy/onnxruntime kernels are used then."""
+    try:
+        from semcodec.models import _prefix
+    except ImportError:
+        return None
+    return _prefix
+
+
 class PrefixKernels:
-    """A prefix's products as :class:`semcodec.models.exact.SharedPrefix` needs them: float64
-    only for ``backend == "numpy"`` (or without onnxruntime), else int8 limbs for one decode
-    step over a long prefix and float64 BLAS otherwise; each made on first use."""
+    """A prefix's products as :class:`semcodec.models.exact.SharedPrefix` needs them, each kernel
+    made on first use. The one place that picks a kernel: ``backend == "numpy"`` uses float64
+    BLAS only; else a step of at most :data:`NATIVE_MAX_ROWS` rows uses the native kernel
+    where it is built, else (over a prefix of at least :data:`LIMB_MIN_POSITIONS`, at most
+    :data:`LIMB_MAX_ROWS` rows, with onnxruntime) the int8 limbs; everything else float64."""
 
     def __init__(self, keys: np.ndarray, values: np.ndarray, backend: str) -> None:
         self.length = int(keys.shape[1])
-        self.name = "float64"
         self._float = Float64Prefix(keys, values)
+        self._native: NativePrefix | None = None
         self._limbs: Int8Prefix | None = None
-        if backend != "numpy" and self.length >= LIMB_MIN_POSITIONS:
-            try:
+        if backend != "numpy" and native_module() is not None:
+            self._native = NativePrefix(keys, values)
+        elif backend != "numpy" and self.length >= LIMB_MIN_POSITIONS:
+            with suppress(ImportError):  # no onnxruntime: float64 only
                 self._limbs = Int8Prefix(keys, values)
-                self.name = f"{self._limbs.name}+float64"
-            except ImportError:  # no onnxruntime: float64 only
-                pass
+        few = self._native or self._limbs
+        self.name = f"{few.name}+float64" if few is not None else "float64"
 
     def _kernel(self, rows: int) -> PrefixProducts:
+        if self._native is not None and rows <= NATIVE_MAX_ROWS:
+            return self._native
         return self._limbs if self._limbs is not None and rows <= LIMB_MAX_ROWS else self._float
 
     def scores(self, layer: int, q: np.ndarray) -> np.ndarray:
