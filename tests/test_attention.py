@@ -28,6 +28,7 @@ from semcodec.models.attention import (
     Int8Prefix,
     NativePrefix,
     PrefixKernels,
+    attend,
     native_module,
 )
 from semcodec.models.exact import QK_LIMIT, V_LIMIT
@@ -109,55 +110,68 @@ def test_every_extreme_at_once(bits: int) -> None:
     assert np.array_equal(kernel.weigh(0, p), sums.astype(np.float64))
 
 
+STORAGES = ["pairs", "int16", "int32"]
+
+
 @needs_native
 @settings(max_examples=60, deadline=None)
 @given(case=cases())
 def test_native_is_exact(case: tuple[np.ndarray, ...]) -> None:
-    """Each code path, int16 keys/values where the layer fits and int32 otherwise (or always)."""
+    """Every storage (int16 pairs or rows where a layer fits, int32 otherwise or always), every
+    code path, through the separate products and through the fused attention."""
     assert NATIVE is not None
     keys, values, q, p = case
+    t = keys.shape[1]
+    table = np.append(np.arange(P_MAX, P_MAX - 3000, -1), 0)  # descending weights in [0, P_MAX], then 0
     for layer in (0, 1):
         scores, sums = _exact(keys, values, q, p, layer)
-        for narrow in (True, False):
-            kernel = NativePrefix(keys, values, narrow=narrow)
+        own = np.random.default_rng(layer).integers(-2**46, 2**46, q.shape[:2])
+        expected = attend(Float64Prefix(keys, values), layer, q, own, table, 15)
+        for storage in STORAGES:
+            kernel = NativePrefix(keys, values, storage)
             got = kernel.scores(layer, q)
             assert got.dtype == np.int64 and np.array_equal(got, scores)
             weighed = kernel.weigh(layer, p)
             assert weighed.dtype == np.float64 and np.array_equal(weighed, sums.astype(np.float64))
-        stored = NativePrefix(keys, values)._layer(layer)
-        for path in PATHS:
-            got = np.empty_like(scores)
-            NATIVE.scores(stored[0], q, got, path)
-            assert np.array_equal(got, scores), path
-            weighed = np.empty(sums.shape)
-            NATIVE.weigh(stored[1], p[..., ::-1][..., ::-1], weighed, path)  # strided rows are read as such
-            assert np.array_equal(weighed, sums.astype(np.float64)), path
+            stored = kernel._layer(layer)
+            for path in PATHS:
+                got = np.empty_like(scores)
+                NATIVE.scores(stored[0], t, q, got, path)
+                assert np.array_equal(got, scores), (storage, path)
+                weighed = np.empty(sums.shape)
+                NATIVE.weigh(stored[1], t, p[..., ::-1][..., ::-1], weighed, path)  # strided rows are read as such
+                assert np.array_equal(weighed, sums.astype(np.float64)), (storage, path)
+                num, z, top = np.empty(sums.shape), np.empty(own.shape, np.int64), np.empty(own.shape, np.int64)
+                NATIVE.attend(stored[0], stored[1], t, q, own, table, 15, num, z, top, path)
+                for a, b in zip((num, z, top), expected, strict=True):
+                    assert a.dtype == b.dtype and np.array_equal(a, b), (storage, path)
 
 
 @needs_native
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("rows", [1, 3, 4, 12])
 def test_native_every_extreme_at_once(path: str, rows: int) -> None:
-    """Keys of a narrow layer at ±(2**15 - 1), of a wide one at ±QK_LIMIT; values at ±V_LIMIT;
+    """Keys and values of narrow layers at ±(2**15 - 1), of wide ones at ±QK_LIMIT and ±V_LIMIT;
     queries at ±QK_LIMIT and weights at P_MAX: the largest sums the bounds allow."""
     assert NATIVE is not None
     t, kv, d = 37, 3, 64
     keys = np.full((2, t, kv, d), QK_LIMIT, np.int32)
     keys[:, ::2] = -QK_LIMIT
-    keys[0] = np.sign(keys[0]) * (2**15 - 1)
     values = np.full((2, t, kv, d), V_LIMIT, np.int32)
     values[:, 1::3] = -V_LIMIT
+    keys[0], values[0] = np.sign(keys[0]) * (2**15 - 1), np.sign(values[0]) * (2**15 - 1)
     q = np.resize(np.array([QK_LIMIT, -QK_LIMIT, QK_LIMIT, QK_LIMIT], np.float64), (kv, rows, d))
     p = np.full((kv, rows, t), P_MAX)
     p[:, ::2, 1::3] = 0
-    kernel = NativePrefix(keys, values)
-    assert [kernel._layer(i)[0].dtype for i in (0, 1)] == [np.int16, np.int32]
-    for layer in (0, 1):
-        scores, sums = _exact(keys, values, q, p, layer)
-        got, weighed = np.empty_like(scores), np.empty(sums.shape)
-        NATIVE.scores(kernel._layer(layer)[0], q, got, path)
-        NATIVE.weigh(kernel._layer(layer)[1], p, weighed, path)
-        assert np.array_equal(got, scores) and np.array_equal(weighed, sums.astype(np.float64))
+    for storage in STORAGES:
+        kernel = NativePrefix(keys, values, storage)
+        assert [kernel._layer(i)[0].dtype for i in (0, 1)] == [np.int32 if storage == "int32" else np.int16, np.int32]
+        for layer in (0, 1):
+            scores, sums = _exact(keys, values, q, p, layer)
+            got, weighed = np.empty_like(scores), np.empty(sums.shape)
+            NATIVE.scores(kernel._layer(layer)[0], t, q, got, path)
+            NATIVE.weigh(kernel._layer(layer)[1], t, p, weighed, path)
+            assert np.array_equal(got, scores) and np.array_equal(weighed, sums.astype(np.float64)), storage
 
 
 @needs_native
@@ -166,23 +180,31 @@ def test_native_storage_and_bounds() -> None:
     arguments of the wrong type or beyond the exact bounds are refused."""
     assert NATIVE is not None
     keys = np.zeros((3, 8, 1, 4), np.int32)
-    keys[1, 0, 0, 0], keys[2, 0, 0, 0] = -(2**15), 2**15
-    kernel = NativePrefix(keys, keys)
-    assert [kernel._layer(i)[0].dtype for i in range(3)] == [np.int16, np.int16, np.int32]
-    assert np.shares_memory(kernel._layer(2)[0], keys)
-    assert np.shares_memory(NativePrefix(keys, keys, narrow=False)._layer(0)[0], keys)
+    keys[1, 0, 0, 0], keys[2, 0, 0, 0] = -(2**15 - 1), -(2**15)
+    for storage in ("pairs", "int16"):
+        kernel = NativePrefix(keys, keys, storage)
+        assert [kernel._layer(i)[0].dtype for i in range(3)] == [np.int16, np.int16, np.int32]
+        assert np.shares_memory(kernel._layer(2)[0], keys)
+    pairs, rows = NativePrefix(keys, keys, "pairs")._layer(0), NativePrefix(keys, keys, "int16")._layer(0)
+    assert pairs[0].shape == (1, 2, 16, 2) and pairs[1].shape == (1, 4, 4, 2)  # (KV, D/2, T to 16, 2), (KV, T/2, D, 2)
+    assert rows[0].shape == rows[1].shape == (8, 1, 4)
+    assert np.shares_memory(NativePrefix(keys, keys, "int32")._layer(0)[0], keys)
+    with pytest.raises(ValueError, match="storage"):
+        NativePrefix(keys, keys, "int8")
     q, out = np.zeros((1, 3, 4)), np.zeros((1, 3, 8), np.int64)
     with pytest.raises(TypeError):
-        NATIVE.scores(keys[0].astype(np.float64), q, out)
+        NATIVE.scores(keys[0].astype(np.float64), 8, q, out)
+    with pytest.raises(TypeError):
+        NATIVE.scores(keys[0], 9, q, out)  # the length must match
     with pytest.raises(ValueError):
-        NATIVE.scores(keys[0], q.astype(np.int64), out)  # q must be float64
+        NATIVE.scores(keys[0], 8, q.astype(np.int64), out)  # q must be float64
     with pytest.raises(ValueError):
-        NATIVE.scores(keys[0], q, out[:, :2])  # out must match
+        NATIVE.scores(keys[0], 8, q, out[:, :2])  # out must match
     with pytest.raises(ValueError):
-        NATIVE.scores(keys[0], q, out, "sse9")
+        NATIVE.scores(keys[0], 8, q, out, "sse9")
     long = np.zeros((8192, 1, 4), np.int16)  # T * 2**40 would reach 2**53
     with pytest.raises(ValueError, match="exact bounds"):
-        NATIVE.scores(long, q, np.zeros((1, 3, 8192), np.int64))
+        NATIVE.scores(long, 8192, q, np.zeros((1, 3, 8192), np.int64))
 
 
 @needs_native
@@ -235,8 +257,7 @@ def test_primed_profile_decoding_equals_packing(backend: str, native: bool, requ
     model = load_model(3, backend)
     assert prefix.length >= LIMB_MIN_POSITIONS
     used = prefix.products(model.lm._prefix_backend).name
-    assert used == {"numpy": "float64", "int8": "native+float64" if native else "int8-8bit+float64"}[backend] or (
-        not native and used == "int8-7bit+float64")
+    assert used == "float64" if backend == "numpy" else used.startswith("native-" if native else "int8-"), used
     texts = ["A cat on a red sofa.", "Two dogs run across a beach."]
     tokens = [model.tokenizer.encode(t) for t in texts]
     packed = [model.tables(t) for t in tokens]

@@ -21,6 +21,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
@@ -33,10 +34,20 @@
 #define MAX_DIM 64           /* D * 2**40 <= 2**46 */
 
 typedef struct {
-    const void *data;   /* (T, KV, D) */
+    const void *data;   /* rows: (T, KV, D); pairs: see PAIRS */
     int wide;           /* 0: int16, 1: int32 */
+    int paired;         /* the pair layouts (int16 only) */
     Py_ssize_t t, kv, d;
 } Prefix;
+
+/* PAIRS: int16 layouts for the integer dot-product instructions (AVX512-VNNI's vpdpwssd
+ * multiplies 32 int16 pairs and adds each pair's two products into an int32 lane). Keys:
+ * (KV, D/2, TK, 2), element [h, j, t, i] = k[t, h, 2j + i], TK = T rounded up to 16 (zeros
+ * past T): 16 positions' pairs of dims per vector. Values: (KV, TV, D, 2), element
+ * [h, j, d, i] = v[2j + i, h, d], TV = ceil(T / 2): 16 dims' pairs of positions per vector.
+ * Every |entry| <= 2**15 - 1 (the storage refuses -2**15). */
+static inline Py_ssize_t key_span(Py_ssize_t t) { return (t + 15) / 16 * 16; }
+static inline Py_ssize_t value_span(Py_ssize_t t) { return (t + 1) / 2; }
 
 /* -- plain C ------------------------------------------------------------------------ */
 
@@ -67,6 +78,24 @@ static void weigh_plain(const Prefix *v, Py_ssize_t h, const double *p, Py_ssize
             for (Py_ssize_t d = 0; d < v->d; d++) out[r * v->d + d] += w * prefix_at(v, base + d);
         }
     }
+}
+
+static void scores_pairs_plain(const Prefix *k, Py_ssize_t h, const double *q, Py_ssize_t n, int64_t *out) {
+    const int16_t *base = (const int16_t *)k->data + h * k->d * key_span(k->t);
+    for (Py_ssize_t r = 0; r < n; r++)
+        for (Py_ssize_t t = 0; t < k->t; t++) {
+            double acc = 0.0;
+            for (Py_ssize_t d = 0; d < k->d; d++) acc += q[r * k->d + d] * base[((d / 2) * key_span(k->t) + t) * 2 + d % 2];
+            out[r * k->t + t] = (int64_t)acc;
+        }
+}
+
+static void weigh_pairs_plain(const Prefix *v, Py_ssize_t h, const double *p, Py_ssize_t n, double *out) {
+    const int16_t *base = (const int16_t *)v->data + h * value_span(v->t) * v->d * 2;
+    memset(out, 0, (size_t)(n * v->d) * sizeof(double));
+    for (Py_ssize_t r = 0; r < n; r++)
+        for (Py_ssize_t t = 0; t < v->t; t++)
+            for (Py_ssize_t d = 0; d < v->d; d++) out[r * v->d + d] += p[r * v->t + t] * base[((t / 2) * v->d + d) * 2 + t % 2];
 }
 
 /* -- AVX2 + FMA ----------------------------------------------------------------------- */
@@ -254,6 +283,147 @@ AVX512 static void weigh_avx512(const Prefix *v, const double *p, Py_ssize_t n, 
     }
 }
 
+/* -- AVX512-VNNI on the pair layouts: exact int32 dot products ----------------------------
+ *
+ * The int32 lanes are added modulo 2**32, so a sum is exact when its true value fits int32:
+ * scores: q is split into balanced digits q = q0 + 2**11 q1, |q0| <= 2**10, |q1| <= 2**10 (for
+ * |q| < 2**20), and a lane adds D products of |k| <= 2**15 - 1 by one digit: below
+ * 64 * 2**15 * 2**10 = 2**31. weigh: p = p0 + 2**8 p1, 0 <= p0 < 2**8, 0 <= p1 <= 2**8, and a
+ * lane adds 2 * VNNI_BLOCK products of |v| <= 2**15 - 1 by one digit (below 2**30) before it
+ * is moved into float64 (exact: the totals stay below 2**53 as above). */
+
+#define VNNI __attribute__((target("avx512f,avx512bw,avx512vnni,avx2,fma")))
+#define DIGIT_BITS 11
+#define VNNI_BLOCK 64  /* position pairs per int32 accumulation in weigh */
+
+static inline int32_t pack2(int64_t lo, int64_t hi) { return (int32_t)(((uint32_t)(uint16_t)lo) | ((uint32_t)(uint16_t)hi << 16)); }
+
+/* q rows (KV, npad, D) doubles -> (KV, npad, 2, D/2) packed digit pairs; 0 where a digit would not fit. */
+static int query_digits(const double *q, Py_ssize_t kv, Py_ssize_t npad, Py_ssize_t d, int32_t *out) {
+    const int64_t half = 1 << (DIGIT_BITS - 1), mask = (1 << DIGIT_BITS) - 1;
+    for (Py_ssize_t row = 0; row < kv * npad; row++)
+        for (Py_ssize_t j = 0; j < d / 2; j++) {
+            int64_t lo[2], hi[2];
+            for (int i = 0; i < 2; i++) {
+                double x = q[row * d + 2 * j + i];
+                if (!(x > -1048576.0 && x < 1048576.0)) return 0;  /* |q| < 2**20 */
+                int64_t v = (int64_t)x;
+                lo[i] = ((v + half) & mask) - half;
+                hi[i] = (v - lo[i]) >> DIGIT_BITS;
+            }
+            out[(row * 2 + 0) * (d / 2) + j] = pack2(lo[0], lo[1]);
+            out[(row * 2 + 1) * (d / 2) + j] = pack2(hi[0], hi[1]);
+        }
+    return 1;
+}
+
+/* p rows (KV, npad, T) doubles in [0, 2**16] -> (KV, npad, 2, TV) packed digit pairs along t. */
+static void weight_digits(const double *p, Py_ssize_t kv, Py_ssize_t npad, Py_ssize_t t, int32_t *out) {
+    Py_ssize_t tv = value_span(t);
+    for (Py_ssize_t row = 0; row < kv * npad; row++)
+        for (Py_ssize_t j = 0; j < tv; j++) {
+            int64_t a = (int64_t)p[row * t + 2 * j], b = 2 * j + 1 < t ? (int64_t)p[row * t + 2 * j + 1] : 0;
+            out[(row * 2 + 0) * tv + j] = pack2(a & 255, b & 255);
+            out[(row * 2 + 1) * tv + j] = pack2(a >> 8, b >> 8);
+        }
+}
+
+/* scores of ROWS rows for NB blocks of 16 positions starting at t0: 2 * ROWS * NB accumulators. */
+#define SCORES_VNNI_BLOCK(NB)                                                                            \
+    do {                                                                                                 \
+        __m512i acc[ROWS][2][NB];                                                                        \
+        for (int r = 0; r < ROWS; r++)                                                                   \
+            for (int l = 0; l < 2; l++)                                                                  \
+                for (int j = 0; j < NB; j++) acc[r][l][j] = _mm512_setzero_si512();                      \
+        for (Py_ssize_t j2 = 0; j2 < D / 2; j2++) {                                                      \
+            const int16_t *at = base + (j2 * TK + t0) * 2;                                               \
+            __m512i kk[NB];                                                                              \
+            for (int j = 0; j < NB; j++) kk[j] = _mm512_loadu_si512((const void *)(at + 32 * j));        \
+            for (int r = 0; r < ROWS; r++)                                                               \
+                for (int l = 0; l < 2; l++) {                                                            \
+                    __m512i w = _mm512_set1_epi32(qd[((h * npad + r0 + r) * 2 + l) * (D / 2) + j2]);     \
+                    for (int j = 0; j < NB; j++) acc[r][l][j] = _mm512_dpwssd_epi32(acc[r][l][j], kk[j], w); \
+                }                                                                                        \
+        }                                                                                                \
+        for (Py_ssize_t r = 0; r < ROWS && r0 + r < n; r++)                                              \
+            for (int j = 0; j < NB; j++)                                                                 \
+                for (int half_ = 0; half_ < 2; half_++) {                                                \
+                    Py_ssize_t t = t0 + 16 * j + 8 * half_;                                              \
+                    if (t >= T) break;                                                                   \
+                    __m512i lo = _mm512_cvtepi32_epi64(half_ ? _mm512_extracti64x4_epi64(acc[r][0][j], 1)   \
+                                                             : _mm512_castsi512_si256(acc[r][0][j]));    \
+                    __m512i hi = _mm512_cvtepi32_epi64(half_ ? _mm512_extracti64x4_epi64(acc[r][1][j], 1)   \
+                                                             : _mm512_castsi512_si256(acc[r][1][j]));    \
+                    __m512i sum = _mm512_add_epi64(lo, _mm512_slli_epi64(hi, DIGIT_BITS));               \
+                    __mmask8 keep = T - t >= 8 ? 0xFF : (__mmask8)((1u << (T - t)) - 1);                 \
+                    _mm512_mask_storeu_epi64(out + (h * n + r0 + r) * T + t, keep, sum);                 \
+                }                                                                                        \
+    } while (0)
+
+VNNI static void scores_vnni(const Prefix *k, const int32_t *qd, Py_ssize_t n, Py_ssize_t npad, int64_t *out) {
+    const Py_ssize_t D = k->d, T = k->t, TK = key_span(T);
+    for (Py_ssize_t h = 0; h < k->kv; h++) {
+        const int16_t *base = (const int16_t *)k->data + h * D * TK;
+        for (Py_ssize_t r0 = 0; r0 < n; r0 += ROWS) {
+            Py_ssize_t t0 = 0;
+            for (; t0 + 64 <= TK; t0 += 64) SCORES_VNNI_BLOCK(4);
+            for (; t0 < TK; t0 += 16) SCORES_VNNI_BLOCK(1);
+        }
+    }
+}
+
+/* D in chunks of 16 dims (up to 4 per pass), ROWS rows, both digits: 24 accumulators. */
+VNNI static void weigh_vnni(const Prefix *v, const int32_t *pd, Py_ssize_t n, Py_ssize_t npad, double *out) {
+    const Py_ssize_t D = v->d, TV = value_span(v->t);
+    memset(out, 0, (size_t)(v->kv * n * D) * sizeof(double));
+    for (Py_ssize_t h = 0; h < v->kv; h++) {
+        const int16_t *base = (const int16_t *)v->data + h * TV * D * 2;
+        for (Py_ssize_t r0 = 0; r0 < n; r0 += ROWS) {
+            Py_ssize_t rows = n - r0 < ROWS ? n - r0 : ROWS;
+            for (Py_ssize_t d0 = 0; d0 < D; d0 += 64) {
+                int m = (int)((D - d0 < 64 ? D - d0 : 64) / 16);
+                for (Py_ssize_t j0 = 0; j0 < TV; j0 += VNNI_BLOCK) {
+                    Py_ssize_t j1 = j0 + VNNI_BLOCK < TV ? j0 + VNNI_BLOCK : TV;
+                    __m512i acc[ROWS][2][4];
+                    for (int r = 0; r < ROWS; r++)
+                        for (int l = 0; l < 2; l++)
+                            for (int c = 0; c < 4; c++) acc[r][l][c] = _mm512_setzero_si512();
+                    for (Py_ssize_t j = j0; j < j1; j++) {
+                        const int16_t *at = base + (j * D + d0) * 2;
+                        __m512i vv[4];
+                        for (int c = 0; c < 4; c++)
+                            vv[c] = c < m ? _mm512_loadu_si512((const void *)(at + 32 * c)) : _mm512_setzero_si512();
+                        for (int r = 0; r < ROWS; r++)
+                            for (int l = 0; l < 2; l++) {
+                                __m512i w = _mm512_set1_epi32(pd[((h * npad + r0 + r) * 2 + l) * TV + j]);
+                                for (int c = 0; c < 4; c++) acc[r][l][c] = _mm512_dpwssd_epi32(acc[r][l][c], vv[c], w);
+                            }
+                    }
+                    for (Py_ssize_t r = 0; r < rows; r++)
+                        for (int c = 0; c < m; c++)
+                            for (int half_ = 0; half_ < 2; half_++) {
+                                __m256i lo = half_ ? _mm512_extracti64x4_epi64(acc[r][0][c], 1) : _mm512_castsi512_si256(acc[r][0][c]);
+                                __m256i hi = half_ ? _mm512_extracti64x4_epi64(acc[r][1][c], 1) : _mm512_castsi512_si256(acc[r][1][c]);
+                                __m512d sum = _mm512_fmadd_pd(_mm512_cvtepi32_pd(hi), _mm512_set1_pd(256.0), _mm512_cvtepi32_pd(lo));
+                                double *o = out + (h * n + r0 + r) * D + d0 + 16 * c + 8 * half_;
+                                _mm512_storeu_pd(o, _mm512_add_pd(_mm512_loadu_pd(o), sum));
+                            }
+                }
+            }
+        }
+    }
+}
+
+static int use_vnni(Py_ssize_t d) {
+    static int cpu = -1;
+    if (cpu < 0) {
+        __builtin_cpu_init();
+        cpu = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+              __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    return cpu && d % 16 == 0;
+}
+
 static int use_avx512(Py_ssize_t d) {
     static int cpu = -1;
     if (cpu < 0) {
@@ -274,6 +444,7 @@ static int use_avx2(Py_ssize_t d) {
 #else
 static int use_avx2(Py_ssize_t d) { (void)d; return 0; }
 static int use_avx512(Py_ssize_t d) { (void)d; return 0; }
+static int use_vnni(Py_ssize_t d) { (void)d; return 0; }
 #endif
 
 /* -- argument handling ---------------------------------------------------------------- */
@@ -298,19 +469,36 @@ static int double_format(const Py_buffer *b) {
     return f[0] == 'd' && f[1] == '\0';
 }
 
-/* A (T, KV, D) int16/int32 C-contiguous prefix layer. */
-static int get_prefix(PyObject *obj, Py_buffer *b, Prefix *x) {
+/* One prefix layer of `length` positions, C-contiguous: (T, KV, D) int16/int32 rows, or a 4-d
+ * int16 pair layout (PAIRS) of keys (values = 0) or values (values = 1). */
+static int get_prefix(PyObject *obj, Py_buffer *b, Prefix *x, int values, Py_ssize_t length) {
     if (PyObject_GetBuffer(obj, b, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return -1;
-    if (b->ndim != 3 || !(integer_format(b, 2) || integer_format(b, 4))) {
-        PyErr_SetString(PyExc_TypeError, "the prefix must be a C-contiguous (T, KV, D) int16 or int32 array");
+    x->data = b->buf;
+    x->wide = b->itemsize == 4;
+    x->paired = b->ndim == 4;
+    x->t = length;
+    int ok;
+    if (b->ndim == 3) {
+        x->kv = b->shape[1];
+        x->d = b->shape[2];
+        ok = (integer_format(b, 2) || integer_format(b, 4)) && b->shape[0] == length;
+    } else if (b->ndim == 4 && !values) {
+        x->kv = b->shape[0];
+        x->d = 2 * b->shape[1];
+        ok = integer_format(b, 2) && b->shape[2] == key_span(length) && b->shape[3] == 2;
+    } else if (b->ndim == 4) {
+        x->kv = b->shape[0];
+        x->d = b->shape[2];
+        ok = integer_format(b, 2) && b->shape[1] == value_span(length) && b->shape[3] == 2;
+    } else {
+        ok = 0;
+    }
+    if (!ok || length < 0) {
+        PyErr_Format(PyExc_TypeError, "the %s must be a C-contiguous (T, KV, D) int16/int32 array or its int16 pair "
+                     "layout, for T = %zd positions", values ? "values" : "keys", length);
         PyBuffer_Release(b);
         return -1;
     }
-    x->data = b->buf;
-    x->wide = b->itemsize == 4;
-    x->t = b->shape[0];
-    x->kv = b->shape[1];
-    x->d = b->shape[2];
     if (x->t > MAX_POSITIONS || x->d > MAX_DIM) {
         PyErr_Format(PyExc_ValueError, "a prefix of %zd positions of %zd dims exceeds the exact bounds (%d, %d)",
                      x->t, x->d, MAX_POSITIONS, MAX_DIM);
@@ -361,19 +549,77 @@ static int get_out(PyObject *obj, Py_buffer *b, int want_double, Py_ssize_t kv, 
     return 0;
 }
 
+/* Code path levels: 3 vnni, 2 avx512, 1 avx2, 0 plain. */
+static int parse_path(const char *path) {
+    if (path == NULL || !strcmp(path, "vnni")) return 3;
+    if (!strcmp(path, "avx512")) return 2;
+    if (!strcmp(path, "avx2")) return 1;
+    if (!strcmp(path, "plain")) return 0;
+    PyErr_Format(PyExc_ValueError, "unknown path %s (vnni, avx512, avx2 or plain)", path);
+    return -1;
+}
+
+/* The widest code path this CPU has for the layout, at most the one asked for (tests run
+ * each); rows (KV, npad, D). Returns 0 when out of memory. */
+static int run_scores(const Prefix *x, const double *rows, Py_ssize_t n, Py_ssize_t npad, int64_t *out, int want) {
+    if (x->paired) {
+        if (want >= 3 && use_vnni(x->d)) {
+            int32_t *digits = malloc((size_t)(x->kv * npad * x->d + 1) * sizeof(int32_t));
+            if (digits == NULL) return 0;
+            int fits = query_digits(rows, x->kv, npad, x->d, digits);
+#ifdef HAVE_AVX2
+            if (fits) scores_vnni(x, digits, n, npad, out);
+#endif
+            free(digits);
+            if (fits) return 1;
+        }
+        for (Py_ssize_t h = 0; h < x->kv; h++) scores_pairs_plain(x, h, rows + h * npad * x->d, n, out + h * n * x->t);
+        return 1;
+    }
+#ifdef HAVE_AVX2
+    if (want >= 2 && use_avx512(x->d)) { scores_avx512(x, rows, n, npad, out); return 1; }
+    if (want >= 1 && use_avx2(x->d)) { scores_avx2(x, rows, n, npad, out); return 1; }
+#endif
+    for (Py_ssize_t h = 0; h < x->kv; h++) scores_plain(x, h, rows + h * npad * x->d, n, out + h * n * x->t);
+    return 1;
+}
+
+/* rows (KV, npad, T) weights in [0, 2**16]. */
+static int run_weigh(const Prefix *x, const double *rows, Py_ssize_t n, Py_ssize_t npad, double *out, int want) {
+    if (x->paired) {
+        if (want >= 3 && use_vnni(x->d)) {
+            int32_t *digits = malloc((size_t)(x->kv * npad * 2 * value_span(x->t) + 1) * sizeof(int32_t));
+            if (digits == NULL) return 0;
+            weight_digits(rows, x->kv, npad, x->t, digits);
+#ifdef HAVE_AVX2
+            weigh_vnni(x, digits, n, npad, out);
+#endif
+            free(digits);
+            return 1;
+        }
+        for (Py_ssize_t h = 0; h < x->kv; h++) weigh_pairs_plain(x, h, rows + h * npad * x->t, n, out + h * n * x->d);
+        return 1;
+    }
+#ifdef HAVE_AVX2
+    if (want >= 2 && use_avx512(x->d)) { weigh_avx512(x, rows, n, npad, out); return 1; }
+    if (want >= 1 && use_avx2(x->d)) { weigh_avx2(x, rows, n, npad, out); return 1; }
+#endif
+    for (Py_ssize_t h = 0; h < x->kv; h++) weigh_plain(x, h, rows + h * npad * x->t, n, out + h * n * x->d);
+    return 1;
+}
+
 static PyObject *products(PyObject *args, int weigh) {
     PyObject *prefix_obj, *rows_obj, *out_obj;
+    Py_ssize_t length;
     const char *path = NULL;
-    if (!PyArg_ParseTuple(args, weigh ? "OOO|z:weigh" : "OOO|z:scores", &prefix_obj, &rows_obj, &out_obj, &path))
+    if (!PyArg_ParseTuple(args, weigh ? "OnOO|z:weigh" : "OnOO|z:scores", &prefix_obj, &length, &rows_obj, &out_obj,
+                          &path))
         return NULL;
-    int want = path == NULL ? 2 : !strcmp(path, "avx512") ? 2 : !strcmp(path, "avx2") ? 1 : !strcmp(path, "plain") ? 0 : -1;
-    if (want < 0) {
-        PyErr_Format(PyExc_ValueError, "unknown path %s (avx512, avx2 or plain)", path);
-        return NULL;
-    }
+    int want = parse_path(path);
+    if (want < 0) return NULL;
     Py_buffer pb, rb, ob;
     Prefix x;
-    if (get_prefix(prefix_obj, &pb, &x) < 0) return NULL;
+    if (get_prefix(prefix_obj, &pb, &x, weigh, length) < 0) return NULL;
     Py_ssize_t inner = weigh ? x.t : x.d, outer = weigh ? x.d : x.t;
     if (get_rows(rows_obj, &rb, !weigh, x.kv, inner, weigh ? "p" : "q") < 0) {
         PyBuffer_Release(&pb);
@@ -386,29 +632,134 @@ static PyObject *products(PyObject *args, int weigh) {
         return NULL;
     }
     double *rows = gather_rows(&rb, !weigh, npad);
+    int ran = 0;
     if (rows != NULL) {
-        /* The widest path this CPU has, at most the one asked for (tests run each). */
-        int wide = want >= 2 && use_avx512(x.d), fast = want >= 1 && use_avx2(x.d);
         Py_BEGIN_ALLOW_THREADS
-#ifdef HAVE_AVX2
-        if (wide && weigh) weigh_avx512(&x, rows, n, npad, (double *)ob.buf);
-        else if (wide) scores_avx512(&x, rows, n, npad, (int64_t *)ob.buf);
-        else if (fast && weigh) weigh_avx2(&x, rows, n, npad, (double *)ob.buf);
-        else if (fast) scores_avx2(&x, rows, n, npad, (int64_t *)ob.buf);
-        else
-#endif
-        for (Py_ssize_t h = 0; h < x.kv; h++) {
-            const double *r = rows + h * npad * inner;
-            if (weigh) weigh_plain(&x, h, r, n, (double *)ob.buf + h * n * outer);
-            else scores_plain(&x, h, r, n, (int64_t *)ob.buf + h * n * outer);
-        }
+        ran = weigh ? run_weigh(&x, rows, n, npad, (double *)ob.buf, want)
+                    : run_scores(&x, rows, n, npad, (int64_t *)ob.buf, want);
         Py_END_ALLOW_THREADS
         PyMem_Free(rows);
+        if (!ran) PyErr_NoMemory();
     }
     PyBuffer_Release(&pb);
     PyBuffer_Release(&rb);
     PyBuffer_Release(&ob);
-    if (rows == NULL) return NULL;
+    if (!ran) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* A (KV, N) int64 buffer: read with any strides, or written C-contiguous. */
+static int get_pairs(PyObject *obj, Py_buffer *b, int writable, Py_ssize_t kv, Py_ssize_t n, const char *what) {
+    int flags = writable ? PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT : PyBUF_STRIDED_RO | PyBUF_FORMAT;
+    if (PyObject_GetBuffer(obj, b, flags) < 0) return -1;
+    if (b->ndim != 2 || !integer_format(b, 8) || b->shape[0] != kv || b->shape[1] != n) {
+        PyErr_Format(PyExc_ValueError, "%s must be (%zd, %zd) int64", what, kv, n);
+        PyBuffer_Release(b);
+        return -1;
+    }
+    return 0;
+}
+
+/* attend(keys, values, q, own_max, table, shift, num, z, top[, path]): the prefix's whole part
+ * of a layer's integer softmax attention (SPEC 5.4) in one call. For each row: the scores
+ * s_t = q . k_t; the row maximum top = max(own_max, max_t s_t) (own_max: the row's maximum
+ * over its own keys, computed by the caller); the weights p_t = table[min((top - s_t +
+ * 2**(shift-1)) >> shift, len(table) - 1)]; z = sum_t p_t (int64) and num = sum_t p_t v_t. The
+ * caller weighs its own keys with the same top and adds the sums. */
+static PyObject *attend(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *k_obj, *v_obj, *q_obj, *own_obj, *table_obj, *num_obj, *z_obj, *top_obj;
+    Py_ssize_t length;
+    int shift;
+    const char *path = NULL;
+    if (!PyArg_ParseTuple(args, "OOnOOOiOOO|z:attend", &k_obj, &v_obj, &length, &q_obj, &own_obj, &table_obj, &shift,
+                          &num_obj, &z_obj, &top_obj, &path))
+        return NULL;
+    int want = parse_path(path);
+    if (want < 0) return NULL;
+    if (shift < 1 || shift > 40) {
+        PyErr_SetString(PyExc_ValueError, "shift must lie in [1, 40]");
+        return NULL;
+    }
+    Py_buffer bufs[8];
+    int held = 0, ok = 0;
+    Prefix k, v;
+    double *rows = NULL, *weights = NULL;
+    int64_t *scores_ = NULL;
+    if (get_prefix(k_obj, &bufs[held], &k, 0, length) < 0) goto done;
+    held++;
+    if (get_prefix(v_obj, &bufs[held], &v, 1, length) < 0) goto done;
+    held++;
+    if (v.t != k.t || v.kv != k.kv || v.d != k.d) {
+        PyErr_SetString(PyExc_ValueError, "keys and values must have the same shape");
+        goto done;
+    }
+    if (get_rows(q_obj, &bufs[held], 1, k.kv, k.d, "q") < 0) goto done;
+    Py_buffer *qb = &bufs[held++];
+    Py_ssize_t n = qb->shape[1], npad = (n + ROWS - 1) / ROWS * ROWS, T = k.t;
+    if (get_pairs(own_obj, &bufs[held], 0, k.kv, n, "own_max") < 0) goto done;
+    Py_buffer *ob = &bufs[held++];
+    if (PyObject_GetBuffer(table_obj, &bufs[held], PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) goto done;
+    Py_buffer *tb = &bufs[held++];
+    if (tb->ndim != 1 || !integer_format(tb, 8) || tb->shape[0] < 1) {
+        PyErr_SetString(PyExc_ValueError, "table must be a non-empty 1-d int64 array");
+        goto done;
+    }
+    if (get_out(num_obj, &bufs[held], 1, k.kv, n, k.d) < 0) goto done;
+    double *num = bufs[held++].buf;
+    if (get_pairs(z_obj, &bufs[held], 1, k.kv, n, "z") < 0) goto done;
+    int64_t *z = bufs[held++].buf;
+    if (get_pairs(top_obj, &bufs[held], 1, k.kv, n, "top") < 0) goto done;
+    int64_t *top = bufs[held++].buf;
+    const int64_t *table = tb->buf;
+    Py_ssize_t last = tb->shape[0] - 1;
+    for (Py_ssize_t i = 0; i <= last; i++)
+        if (table[i] < 0 || table[i] > (1 << 16)) {
+            PyErr_SetString(PyExc_ValueError, "table entries must lie in [0, 2**16]");
+            goto done;
+        }
+    rows = gather_rows(qb, 1, npad);
+    scores_ = PyMem_Malloc((size_t)(k.kv * n * T + 1) * sizeof(int64_t));
+    weights = PyMem_Calloc((size_t)(k.kv * npad * T + 1), sizeof(double));
+    if (rows == NULL || scores_ == NULL || weights == NULL) {
+        if (!PyErr_Occurred()) PyErr_NoMemory();
+        goto done;
+    }
+    int ran;
+    Py_BEGIN_ALLOW_THREADS
+    ran = run_scores(&k, rows, n, npad, scores_, want);
+    const int64_t half = (int64_t)1 << (shift - 1);
+    for (Py_ssize_t h = 0; h < k.kv; h++)
+        for (Py_ssize_t r = 0; r < n; r++) {
+            const int64_t *s = scores_ + (h * n + r) * T;
+            int64_t m;
+            memcpy(&m, (const char *)ob->buf + h * ob->strides[0] + r * ob->strides[1], sizeof m);
+            for (Py_ssize_t t = 0; t < T; t++) m = s[t] > m ? s[t] : m;
+            /* m - s_t lies in [0, 2**47): |s_t| < 2**46 and m is one of them or above */
+            double *w = weights + (h * npad + r) * T;
+            int64_t sum = 0;
+            for (Py_ssize_t t = 0; t < T; t++) {
+                int64_t i = (m - s[t] + half) >> shift;
+                int64_t p = table[i < last ? i : last];
+                sum += p;
+                w[t] = (double)p;
+            }
+            z[h * n + r] = sum;
+            top[h * n + r] = m;
+        }
+    ran = ran && run_weigh(&v, weights, n, npad, num, want);
+    Py_END_ALLOW_THREADS
+    if (!ran) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    ok = 1;
+done:
+    PyMem_Free(rows);
+    PyMem_Free(scores_);
+    PyMem_Free(weights);
+    while (held > 0) PyBuffer_Release(&bufs[--held]);
+    if (!ok) return NULL;
     Py_RETURN_NONE;
 }
 
@@ -417,6 +768,7 @@ static PyObject *weigh(PyObject *self, PyObject *args) { (void)self; return prod
 
 static PyObject *vector_paths(PyObject *self, PyObject *args) {
     (void)self; (void)args;
+    if (use_vnni(16)) return Py_BuildValue("(ssss)", "vnni", "avx512", "avx2", "plain");
     if (use_avx512(8)) return Py_BuildValue("(sss)", "avx512", "avx2", "plain");
     if (use_avx2(4)) return Py_BuildValue("(ss)", "avx2", "plain");
     return Py_BuildValue("(s)", "plain");
@@ -424,14 +776,20 @@ static PyObject *vector_paths(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"scores", scores, METH_VARARGS,
-     "scores(keys, q, out, path=None): out[h, n, t] = q[h, n] . keys[t, h] exactly; keys (T, KV, D) "
-     "int16/int32, q (KV, N, D) float64 integers, out (KV, N, T) int64. path: the widest code path to "
-     "use (default: the widest this CPU has); every path gives the same integers."},
+     "scores(keys, length, q, out, path=None): out[h, n, t] = q[h, n] . k[t, h] exactly; keys: one layer "
+     "of `length` positions, (T, KV, D) int16/int32 or the int16 pair layout; q (KV, N, D) float64 "
+     "integers; out (KV, N, T) int64. path: the widest code path to use (default: the widest this CPU "
+     "has); every path gives the same integers."},
     {"weigh", weigh, METH_VARARGS,
-     "weigh(values, p, out, path=None): out[h, n] = sum_t p[h, n, t] values[t, h] exactly; values "
-     "(T, KV, D) int16/int32, p (KV, N, T) int64, out (KV, N, D) float64."},
+     "weigh(values, length, p, out, path=None): out[h, n] = sum_t p[h, n, t] v[t, h] exactly; values as "
+     "keys (or their pair layout); p (KV, N, T) int64 in [0, 2**16]; out (KV, N, D) float64."},
+    {"attend", attend, METH_VARARGS,
+     "attend(keys, values, length, q, own_max, table, shift, num, z, top, path=None): the prefix's part "
+     "of a layer's integer softmax attention in one call; own_max (KV, N) int64, table 1-d int64; "
+     "writes num (KV, N, D) float64, z and top (KV, N) int64."},
     {"vector_paths", vector_paths, METH_NOARGS,
-     "The code paths this CPU runs, widest first: 'avx512' (AVX-512F), 'avx2' (AVX2+FMA), 'plain' (C)."},
+     "The code paths this CPU runs, widest first: 'vnni' (AVX512-VNNI, pair layouts), 'avx512' "
+     "(AVX-512F), 'avx2' (AVX2+FMA), 'plain' (C)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -57,10 +57,34 @@ if TYPE_CHECKING:
     from types import ModuleType as _NativeModule
 
 __all__ = ["LIMB_MAX_ROWS", "LIMB_MIN_POSITIONS", "NATIVE_MAX_ROWS", "Float64Prefix", "Int8Prefix", "NativePrefix",
-           "PrefixKernels", "PrefixProducts", "native_module"]
+           "PrefixKernels", "PrefixProducts", "attend", "attention_weights", "native_module"]
 
 P_MAX = 2**16
 """Largest attention weight (the E16 table's first entry): ``p`` lies in ``[0, P_MAX]``."""
+
+
+def attention_weights(top: np.ndarray, scores: np.ndarray, table: np.ndarray, shift: int) -> np.ndarray:
+    """SPEC §5.4: integer scores -> weights ``table[min((top - s + 2**(shift-1)) >> shift, len - 1)]``,
+    ``top`` the row maximum (broadcast against ``scores``); ``table`` ends in 0 (the weight of
+    keys beyond the table's range). ``_prefix.c``'s ``attend`` computes the same rule."""
+    idx = (top - scores + (1 << (shift - 1))) >> shift
+    out: np.ndarray = table[np.minimum(idx, len(table) - 1)]
+    return out
+
+
+def attend(kernel: PrefixProducts, layer: int, q: np.ndarray, own_top: np.ndarray, table: np.ndarray,
+           shift: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The prefix's part of a layer's softmax attention (SPEC §5.4) through ``kernel``'s products.
+
+    ``q`` (KV, N, D) rows; ``own_top`` (KV, N) int64: each row's maximum score over the keys
+    the caller holds. Returns the weighted values ``sum_t p_t v_t`` (KV, N, D) float64, the
+    weights' sums ``z`` (KV, N) int64 and the row maxima over both (KV, N) int64, which the
+    caller's own weights must use.
+    """
+    scores = kernel.scores(layer, q)
+    top = np.maximum(own_top, scores.max(axis=-1, initial=np.iinfo(np.int64).min))
+    p = attention_weights(top[..., None], scores, table, shift)
+    return kernel.weigh(layer, p), p.sum(axis=-1), top
 
 
 class PrefixProducts(Protocol):
@@ -106,48 +130,78 @@ class Float64Prefix:
 
 
 class NativePrefix:
-    """The prefix multiplied by the native kernel (:mod:`semcodec.models._prefix`, C with AVX2+FMA).
+    """The prefix multiplied by the native kernel (:mod:`semcodec.models._prefix`, C).
 
-    One call per layer does all of a step's rows and kv heads, converting each key/value row
-    once for the query heads that share it. Products are added in float64 in any order:
-    every partial sum is an integer below ``2**53`` (see ``_prefix.c`` for the bounds).
-    Storage per layer, made on first use: ``int16`` where all of the layer's keys (values)
-    fit, else the int32 layer itself (for a memory-mapped context: in place, no copy);
-    ``narrow=False`` always uses the int32 layers in place.
+    One call per layer does the prefix's whole part of a step's attention (:meth:`attend`):
+    scores, weights and weighted values for all rows and kv heads, each key/value row read
+    once for the query heads that share it. Every path is exact (see ``_prefix.c``):
+    ``vnni`` multiplies int16 pairs into int32 sums small enough never to wrap; the others
+    add integer products in float64, every partial sum below ``2**53``.
+
+    ``storage`` per layer, made on first use: ``"auto"`` is ``"pairs"`` where the CPU has
+    AVX512-VNNI, else ``"int16"``; ``"pairs"``: int16 pair layouts where a layer's keys (values)
+    fit (``|x| < 2**15``); ``"int16"``: int16 rows where they fit; ``"int32"``: the int32 layers
+    themselves (for a memory-mapped context: in place, no copy). A layer that does not fit
+    keeps int32.
     """
 
-    def __init__(self, keys: np.ndarray, values: np.ndarray, narrow: bool = True) -> None:
+    def __init__(self, keys: np.ndarray, values: np.ndarray, storage: str = "auto") -> None:
         native = native_module()
         if native is None:
             raise ImportError("semcodec.models._prefix is not built")
-        self._native = native
-        self._keys, self._values, self._narrow = keys, values, narrow
+        if storage == "auto":
+            storage = "pairs" if "vnni" in native.vector_paths() else "int16"
+        if storage not in ("pairs", "int16", "int32"):
+            raise ValueError(f"unknown storage {storage!r}")
+        self._native, self._storage = native, storage
+        self._keys, self._values = keys, values
         self.length = int(keys.shape[1])
-        self.name = "native" + ("" if narrow else "-int32")
+        self.name = f"native-{storage}"
         self._layers: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def _layer(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
         got = self._layers.get(layer)
         if got is None:
-            got = self._layers[layer] = (self._stored(self._keys[layer]), self._stored(self._values[layer]))
+            keys, values = self._stored(self._keys[layer], False), self._stored(self._values[layer], True)
+            got = self._layers[layer] = (keys, values)
         return got
 
-    def _stored(self, x: np.ndarray) -> np.ndarray:
-        """One layer (T, KV, D) as int16 where it fits (half the bytes read per step), else int32."""
+    def _stored(self, x: np.ndarray, values: bool) -> np.ndarray:
+        """One layer (T, KV, D) as ``storage`` says, int32 where int16 cannot hold it."""
         x = np.ascontiguousarray(x, dtype=np.int32)
-        if self._narrow and x.size and int(x.min()) >= -(2**15) and int(x.max()) < 2**15:
-            return x.astype(np.int16)
-        return x
+        if self._storage == "int32" or not x.size or int(np.abs(x).max()) >= 2**15:  # |x| < 2**31: no wrap
+            return x
+        narrow = x.astype(np.int16)
+        t, kv, d = x.shape
+        if self._storage == "int16" or d % 2:
+            return narrow
+        if values:  # (KV, ceil(T/2), D, 2): pairs of positions
+            padded = np.zeros((-(-t // 2) * 2, kv, d), np.int16)
+            padded[:t] = narrow
+            return np.ascontiguousarray(padded.reshape(-1, 2, kv, d).transpose(2, 0, 3, 1))
+        padded = np.zeros((-(-t // 16) * 16, kv, d), np.int16)  # (KV, D/2, T rounded up to 16, 2): pairs of dims
+        padded[:t] = narrow
+        return np.ascontiguousarray(padded.reshape(-1, kv, d // 2, 2).transpose(1, 2, 0, 3))
 
     def scores(self, layer: int, q: np.ndarray) -> np.ndarray:
         out = np.empty((q.shape[0], q.shape[1], self.length), np.int64)
-        self._native.scores(self._layer(layer)[0], np.asarray(q, dtype=np.float64), out)
+        self._native.scores(self._layer(layer)[0], self.length, np.asarray(q, dtype=np.float64), out)
         return out
 
     def weigh(self, layer: int, p: np.ndarray) -> np.ndarray:
         out = np.empty((p.shape[0], p.shape[1], self._values.shape[-1]), np.float64)
-        self._native.weigh(self._layer(layer)[1], np.asarray(p, dtype=np.int64), out)
+        self._native.weigh(self._layer(layer)[1], self.length, np.asarray(p, dtype=np.int64), out)
         return out
+
+    def attend(self, layer: int, q: np.ndarray, own_top: np.ndarray, table: np.ndarray,
+               shift: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:func:`attend` in one native call: no scores or weights pass through numpy."""
+        kv, n, d = q.shape
+        num, z, top = np.empty((kv, n, d)), np.empty((kv, n), np.int64), np.empty((kv, n), np.int64)
+        keys, values = self._layer(layer)
+        self._native.attend(keys, values, self.length, np.asarray(q, dtype=np.float64),
+                            np.asarray(own_top, dtype=np.int64), table, shift, num, z, top)
+        return num, z, top
 
 
 class Int8Prefix:
@@ -341,6 +395,14 @@ class PrefixKernels:
 
     def scores(self, layer: int, q: np.ndarray) -> np.ndarray:
         return self._kernel(q.shape[1]).scores(layer, q)
+
+    def attend(self, layer: int, q: np.ndarray, own_top: np.ndarray, table: np.ndarray,
+               shift: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:func:`attend` through the kernel for ``q``'s row count (the native one in one call)."""
+        kernel = self._kernel(q.shape[1])
+        if isinstance(kernel, NativePrefix):
+            return kernel.attend(layer, q, own_top, np.ascontiguousarray(table, dtype=np.int64), shift)
+        return attend(kernel, layer, q, own_top, table, shift)
 
     def weigh(self, layer: int, p: np.ndarray) -> np.ndarray:
         return self._kernel(p.shape[1]).weigh(layer, p)

@@ -39,7 +39,7 @@ from functools import cached_property
 import numpy as np
 
 from semcodec.models import tables
-from semcodec.models.attention import PrefixKernels
+from semcodec.models.attention import PrefixKernels, attention_weights
 from semcodec.models.kernels import NumpyProducts, Products, QMatrix
 from semcodec.models.weights import MAX_POSITIONS, LayerWeights, ModelConfig, ModelWeights
 
@@ -300,29 +300,24 @@ class ExactLM:
         """
         b, kvh, r, hd = qi.shape
         scores = (qi @ k_t).astype(np.int64)  # exact: < 2**46
-        pre = prefix.products(self._prefix_backend) if prefix is not None and prefix.length else None
-        if pre is not None:
-            rows = qi.transpose(1, 0, 2, 3).reshape(kvh, b * r, hd)  # (KV, B * R, D)
-            head = pre.scores(layer, rows).reshape(kvh, b, r, -1).transpose(1, 0, 2, 3)
-            scores = np.concatenate([head, scores], axis=-1)
-            if valid is not None:
-                valid = np.concatenate([np.ones((*valid.shape[:3], pre.length), bool), valid], axis=-1)
+        if valid is not None:  # hidden keys: far below any score, so their weight is the table's final 0
+            scores = np.where(valid, scores, -(2**62))
+        top = scores.max(axis=-1, keepdims=True)
         # Distance (in 2**-8 nat steps) from the row maximum; score = q.k / (2**20 * 8).
         shift = 2 * QK_FRACTION_BITS + 3 - tables.SOFTMAX_STEP_BITS
         table = self._attention_exp  # E16 and one 0 past its end
-        if valid is None:  # every key visible (e.g. one new token)
-            dist = scores.max(axis=-1, keepdims=True) - scores
-            idx = (dist + (1 << (shift - 1))) >> shift
-        else:
-            scores = np.where(valid, scores, -(2**62))
-            dist = scores.max(axis=-1, keepdims=True) - scores
-            idx = np.where(valid, (dist + (1 << (shift - 1))) >> shift, len(table) - 1)
-        p = table[np.minimum(idx, len(table) - 1)]
+        pre = prefix.products(self._prefix_backend) if prefix is not None and prefix.length else None
+        if pre is not None:  # the prefix's part in one go (always visible); the row maximum spans both
+            rows = qi.transpose(1, 0, 2, 3).reshape(kvh, b * r, hd)  # (KV, B * R, D)
+            own_top = top[..., 0].transpose(1, 0, 2).reshape(kvh, b * r)
+            pre_num, pre_z, pre_top = pre.attend(layer, rows, own_top, table, shift)
+            top = pre_top.reshape(kvh, b, r).transpose(1, 0, 2)[..., None]
+        p = attention_weights(top, scores, table, shift)
         z = p.sum(axis=-1, keepdims=True)
-        num = p[..., -k_t.shape[-1] :].astype(np.float64) @ v  # exact: integer sums < 2**53
+        num = p.astype(np.float64) @ v  # exact: integer sums < 2**53
         if pre is not None:
-            weights = p[..., : pre.length].transpose(1, 0, 2, 3).reshape(kvh, b * r, -1)
-            num += pre.weigh(layer, weights).reshape(kvh, b, r, hd).transpose(1, 0, 2, 3)
+            z += pre_z.reshape(kvh, b, r).transpose(1, 0, 2)[..., None]
+            num += pre_num.reshape(kvh, b, r, hd).transpose(1, 0, 2, 3)
         out: np.ndarray = num / z.astype(np.float64) / float(1 << V_FRACTION_BITS)
         return out
 
