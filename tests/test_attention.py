@@ -133,16 +133,16 @@ def test_native_is_exact(case: tuple[np.ndarray, ...]) -> None:
             assert got.dtype == np.int64 and np.array_equal(got, scores)
             weighed = kernel.weigh(layer, p)
             assert weighed.dtype == np.float64 and np.array_equal(weighed, sums.astype(np.float64))
-            stored = kernel._layer(layer)
+            keys_, key_fixes, values_, value_fixes = stored = kernel._layer(layer)
             for path in PATHS:
                 got = np.empty_like(scores)
-                NATIVE.scores(stored[0], t, q, got, path)
+                NATIVE.scores(keys_, key_fixes, t, q, got, path)
                 assert np.array_equal(got, scores), (storage, path)
                 weighed = np.empty(sums.shape)
-                NATIVE.weigh(stored[1], t, p[..., ::-1][..., ::-1], weighed, path)  # strided rows are read as such
+                NATIVE.weigh(values_, value_fixes, t, p[..., ::-1][..., ::-1], weighed, path)  # strided rows
                 assert np.array_equal(weighed, sums.astype(np.float64)), (storage, path)
                 num, z, top = np.empty(sums.shape), np.empty(own.shape, np.int64), np.empty(own.shape, np.int64)
-                NATIVE.attend(stored[0], stored[1], t, q, own, table, 15, num, z, top, path)
+                NATIVE.attend(*stored, t, q, own, table, 15, num, z, top, path)
                 for a, b in zip((num, z, top), expected, strict=True):
                     assert a.dtype == b.dtype and np.array_equal(a, b), (storage, path)
 
@@ -169,8 +169,9 @@ def test_native_every_extreme_at_once(path: str, rows: int) -> None:
         for layer in (0, 1):
             scores, sums = _exact(keys, values, q, p, layer)
             got, weighed = np.empty_like(scores), np.empty(sums.shape)
-            NATIVE.scores(kernel._layer(layer)[0], t, q, got, path)
-            NATIVE.weigh(kernel._layer(layer)[1], t, p, weighed, path)
+            k, k_fixes, v, v_fixes = kernel._layer(layer)
+            NATIVE.scores(k, k_fixes, t, q, got, path)
+            NATIVE.weigh(v, v_fixes, t, p, weighed, path)
             assert np.array_equal(got, scores) and np.array_equal(weighed, sums.astype(np.float64)), storage
 
 
@@ -179,32 +180,72 @@ def test_native_storage_and_bounds() -> None:
     """int16 exactly where a layer's integers fit, the int32 layer itself (no copy) otherwise;
     arguments of the wrong type or beyond the exact bounds are refused."""
     assert NATIVE is not None
-    keys = np.zeros((3, 8, 1, 4), np.int32)
-    keys[1, 0, 0, 0], keys[2, 0, 0, 0] = -(2**15 - 1), -(2**15)
+    keys = np.zeros((4, 16, 1, 4), np.int32)  # 64 entries per layer
+    keys[1, 0, 0, 0], keys[2, 0, 0, 0], keys[3, :2, 0, 0] = -(2**15 - 1), -(2**15), 2**15
     for storage in ("pairs", "int16"):
         kernel = NativePrefix(keys, keys, storage)
-        assert [kernel._layer(i)[0].dtype for i in range(3)] == [np.int16, np.int16, np.int32]
-        assert np.shares_memory(kernel._layer(2)[0], keys)
+        assert [kernel._layer(i)[0].dtype for i in range(4)] == [np.int16, np.int16, np.int16, np.int32]
+        assert [kernel._layer(i)[1].tolist() for i in range(4)] == [[], [], [[0, 0, 0, -1]], []]  # one in 64 at most
+        assert np.shares_memory(kernel._layer(3)[0], keys)
     pairs, rows = NativePrefix(keys, keys, "pairs")._layer(0), NativePrefix(keys, keys, "int16")._layer(0)
-    assert pairs[0].shape == (1, 2, 16, 2) and pairs[1].shape == (1, 4, 4, 2)  # (KV, D/2, T to 16, 2), (KV, T/2, D, 2)
-    assert rows[0].shape == rows[1].shape == (8, 1, 4)
+    assert pairs[0].shape == (1, 1, 2, 16, 2)  # (KV, T/16, D/2, 16, 2)
+    assert pairs[2].shape == (1, 8, 4, 2)  # (KV, T/2, D, 2)
+    assert rows[0].shape == rows[2].shape == (16, 1, 4)
     assert np.shares_memory(NativePrefix(keys, keys, "int32")._layer(0)[0], keys)
     with pytest.raises(ValueError, match="storage"):
         NativePrefix(keys, keys, "int8")
-    q, out = np.zeros((1, 3, 4)), np.zeros((1, 3, 8), np.int64)
+    keys = keys[:, :8]
+    q, out, none = np.zeros((1, 3, 4)), np.zeros((1, 3, 8), np.int64), np.zeros((0, 4), np.int32)
     with pytest.raises(TypeError):
-        NATIVE.scores(keys[0].astype(np.float64), 8, q, out)
+        NATIVE.scores(keys[0].astype(np.float64), none, 8, q, out)
     with pytest.raises(TypeError):
-        NATIVE.scores(keys[0], 9, q, out)  # the length must match
+        NATIVE.scores(keys[0], none, 9, q, out)  # the length must match
     with pytest.raises(ValueError):
-        NATIVE.scores(keys[0], 8, q.astype(np.int64), out)  # q must be float64
+        NATIVE.scores(keys[0], none, 8, q.astype(np.int64), out)  # q must be float64
     with pytest.raises(ValueError):
-        NATIVE.scores(keys[0], 8, q, out[:, :2])  # out must match
+        NATIVE.scores(keys[0], none, 8, q, out[:, :2])  # out must match
     with pytest.raises(ValueError):
-        NATIVE.scores(keys[0], 8, q, out, "sse9")
+        NATIVE.scores(keys[0], none, 8, q, out, "sse9")
+    with pytest.raises(TypeError):
+        NATIVE.weigh(pairs[0], none, 16, np.zeros((1, 3, 16), np.int64), np.zeros((1, 3, 4)))  # keys' layout
+    with pytest.raises(ValueError, match="fixes"):
+        NATIVE.scores(keys[0], np.array([[8, 0, 0, 1]], np.int32), 8, q, out)  # t = 8 is past the layer
     long = np.zeros((8192, 1, 4), np.int16)  # T * 2**40 would reach 2**53
     with pytest.raises(ValueError, match="exact bounds"):
-        NATIVE.scores(long, 8192, q, np.zeros((1, 3, 8192), np.int64))
+        NATIVE.scores(long, none, 8192, q, np.zeros((1, 3, 8192), np.int64))
+
+
+@needs_native
+@pytest.mark.parametrize("seed", range(4))
+def test_native_int16_with_a_few_clipped(seed: int) -> None:
+    """Layers of small integers with a few entries at the format's bounds: int16 (pairs or rows)
+    with those entries' residuals added apart, as exact as int32."""
+    assert NATIVE is not None
+    rng = np.random.default_rng(seed)
+    t, kv, d, rows = int(rng.integers(20, 300)), 3, 64, int(rng.integers(1, 10))
+    keys = rng.integers(-(2**15 - 1), 2**15, (1, t, kv, d), dtype=np.int32)
+    values = rng.integers(-(2**15 - 1), 2**15, (1, t, kv, d), dtype=np.int32)
+    for arr, top in ((keys, QK_LIMIT), (values, V_LIMIT)):
+        flat = arr.reshape(-1)
+        picks = rng.choice(flat.size, flat.size // 200, replace=False)
+        flat[picks] = rng.choice([-top, top, 2**15, -(2**15)], len(picks))
+    q = rng.integers(-QK_LIMIT, QK_LIMIT + 1, (kv, rows, d)).astype(np.float64)
+    p = rng.integers(0, P_MAX + 1, (kv, rows, t))
+    scores, sums = _exact(keys, values, q, p, 0)
+    own = rng.integers(-2**46, 2**46, (kv, rows))
+    table = np.append(np.arange(P_MAX, 0, -7), 0)
+    expected = attend(Float64Prefix(keys, values), 0, q, own, table, 15)
+    for storage in ("pairs", "int16"):
+        k, k_fixes, v, v_fixes = stored = NativePrefix(keys, values, storage)._layer(0)
+        assert k.dtype == v.dtype == np.int16 and len(k_fixes) == len(v_fixes) == keys.size // 200
+        for path in PATHS:
+            got, weighed = np.empty_like(scores), np.empty(sums.shape)
+            NATIVE.scores(k, k_fixes, t, q, got, path)
+            NATIVE.weigh(v, v_fixes, t, p, weighed, path)
+            assert np.array_equal(got, scores) and np.array_equal(weighed, sums.astype(np.float64)), (storage, path)
+            num, z, top = np.empty(sums.shape), np.empty(own.shape, np.int64), np.empty(own.shape, np.int64)
+            NATIVE.attend(*stored, t, q, own, table, 15, num, z, top, path)
+            assert all(np.array_equal(a, b) for a, b in zip((num, z, top), expected, strict=True)), (storage, path)
 
 
 @needs_native

@@ -38,14 +38,22 @@ typedef struct {
     int wide;           /* 0: int16, 1: int32 */
     int paired;         /* the pair layouts (int16 only) */
     Py_ssize_t t, kv, d;
+    const int32_t *fixes;  /* (nfix, 4): t, h, d, residual; the layer holds x - residual there */
+    Py_ssize_t nfix;
 } Prefix;
 
 /* PAIRS: int16 layouts for the integer dot-product instructions (AVX512-VNNI's vpdpwssd
  * multiplies 32 int16 pairs and adds each pair's two products into an int32 lane). Keys:
- * (KV, D/2, TK, 2), element [h, j, t, i] = k[t, h, 2j + i], TK = T rounded up to 16 (zeros
- * past T): 16 positions' pairs of dims per vector. Values: (KV, TV, D, 2), element
+ * (KV, TK/16, D/2, 16, 2), element [h, b, j, i, c] = k[16 b + i, h, 2 j + c], TK = T rounded
+ * up to 16 (zeros past T): 16 positions' pairs of dims per vector, each block of 16
+ * positions contiguous (read in address order). Values: (KV, TV, D, 2), element
  * [h, j, d, i] = v[2j + i, h, d], TV = ceil(T / 2): 16 dims' pairs of positions per vector.
- * Every |entry| <= 2**15 - 1 (the storage refuses -2**15). */
+ * Every |entry| <= 2**15 - 1 (the storage refuses -2**15).
+ *
+ * FIXES: an int16 layer (rows or pairs) may hold a few entries clipped to +-(2**15 - 1) (a
+ * profile's deeper layers have a handful of values up to 2**16); each comes with a row
+ * (t, h, d, residual), and the residual's products are added after the main loop (integers:
+ * the totals keep the bounds above). */
 static inline Py_ssize_t key_span(Py_ssize_t t) { return (t + 15) / 16 * 16; }
 static inline Py_ssize_t value_span(Py_ssize_t t) { return (t + 1) / 2; }
 
@@ -85,7 +93,8 @@ static void scores_pairs_plain(const Prefix *k, Py_ssize_t h, const double *q, P
     for (Py_ssize_t r = 0; r < n; r++)
         for (Py_ssize_t t = 0; t < k->t; t++) {
             double acc = 0.0;
-            for (Py_ssize_t d = 0; d < k->d; d++) acc += q[r * k->d + d] * base[((d / 2) * key_span(k->t) + t) * 2 + d % 2];
+            for (Py_ssize_t d = 0; d < k->d; d++)
+                acc += q[r * k->d + d] * base[(((t / 16) * (k->d / 2) + d / 2) * 16 + t % 16) * 2 + d % 2];
             out[r * k->t + t] = (int64_t)acc;
         }
 }
@@ -336,9 +345,9 @@ static void weight_digits(const double *p, Py_ssize_t kv, Py_ssize_t npad, Py_ss
             for (int l = 0; l < 2; l++)                                                                  \
                 for (int j = 0; j < NB; j++) acc[r][l][j] = _mm512_setzero_si512();                      \
         for (Py_ssize_t j2 = 0; j2 < D / 2; j2++) {                                                      \
-            const int16_t *at = base + (j2 * TK + t0) * 2;                                               \
+            const int16_t *at = base + ((t0 / 16) * (D / 2) + j2) * 32;                                  \
             __m512i kk[NB];                                                                              \
-            for (int j = 0; j < NB; j++) kk[j] = _mm512_loadu_si512((const void *)(at + 32 * j));        \
+            for (int j = 0; j < NB; j++) kk[j] = _mm512_loadu_si512((const void *)(at + 16 * D * j));    \
             for (int r = 0; r < ROWS; r++)                                                               \
                 for (int l = 0; l < 2; l++) {                                                            \
                     __m512i w = _mm512_set1_epi32(qd[((h * npad + r0 + r) * 2 + l) * (D / 2) + j2]);     \
@@ -471,22 +480,22 @@ static int double_format(const Py_buffer *b) {
 
 /* One prefix layer of `length` positions, C-contiguous: (T, KV, D) int16/int32 rows, or a 4-d
  * int16 pair layout (PAIRS) of keys (values = 0) or values (values = 1). */
-static int get_prefix(PyObject *obj, Py_buffer *b, Prefix *x, int values, Py_ssize_t length) {
+static int get_layout(PyObject *obj, Py_buffer *b, Prefix *x, int values, Py_ssize_t length) {
     if (PyObject_GetBuffer(obj, b, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return -1;
     x->data = b->buf;
     x->wide = b->itemsize == 4;
-    x->paired = b->ndim == 4;
+    x->paired = b->ndim > 3;
     x->t = length;
     int ok;
     if (b->ndim == 3) {
         x->kv = b->shape[1];
         x->d = b->shape[2];
         ok = (integer_format(b, 2) || integer_format(b, 4)) && b->shape[0] == length;
-    } else if (b->ndim == 4 && !values) {
+    } else if (b->ndim == 5 && !values) {
         x->kv = b->shape[0];
-        x->d = 2 * b->shape[1];
-        ok = integer_format(b, 2) && b->shape[2] == key_span(length) && b->shape[3] == 2;
-    } else if (b->ndim == 4) {
+        x->d = 2 * b->shape[2];
+        ok = integer_format(b, 2) && b->shape[1] * 16 == key_span(length) && b->shape[3] == 16 && b->shape[4] == 2;
+    } else if (b->ndim == 4 && values) {
         x->kv = b->shape[0];
         x->d = b->shape[2];
         ok = integer_format(b, 2) && b->shape[1] == value_span(length) && b->shape[3] == 2;
@@ -503,6 +512,29 @@ static int get_prefix(PyObject *obj, Py_buffer *b, Prefix *x, int values, Py_ssi
         PyErr_Format(PyExc_ValueError, "a prefix of %zd positions of %zd dims exceeds the exact bounds (%d, %d)",
                      x->t, x->d, MAX_POSITIONS, MAX_DIM);
         PyBuffer_Release(b);
+        return -1;
+    }
+    return 0;
+}
+
+/* A layer and its fixes ((E, 4) int32: t, h, d, residual, each within the layer): two buffers held. */
+static int get_prefix(PyObject *obj, PyObject *fixes, Py_buffer *b, Prefix *x, int values, Py_ssize_t length) {
+    if (get_layout(obj, &b[0], x, values, length) < 0) return -1;
+    if (PyObject_GetBuffer(fixes, &b[1], PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        PyBuffer_Release(&b[0]);
+        return -1;
+    }
+    int ok = b[1].ndim == 2 && integer_format(&b[1], 4) && b[1].shape[1] == 4;
+    x->fixes = b[1].buf;
+    x->nfix = ok ? b[1].shape[0] : 0;
+    for (Py_ssize_t e = 0; ok && e < x->nfix; e++) {
+        const int32_t *f = x->fixes + 4 * e;
+        ok = f[0] >= 0 && f[0] < x->t && f[1] >= 0 && f[1] < x->kv && f[2] >= 0 && f[2] < x->d;
+    }
+    if (!ok) {
+        PyErr_SetString(PyExc_ValueError, "fixes must be (E, 4) int32 rows (t, h, d, residual) within the layer");
+        PyBuffer_Release(&b[0]);
+        PyBuffer_Release(&b[1]);
         return -1;
     }
     return 0;
@@ -559,9 +591,26 @@ static int parse_path(const char *path) {
     return -1;
 }
 
+/* The few entries an int16 layer could not hold (FIXES): their residuals' products added. */
+static void fix_scores(const Prefix *x, const double *rows, Py_ssize_t n, Py_ssize_t npad, int64_t *out) {
+    for (Py_ssize_t e = 0; e < x->nfix; e++) {
+        const int32_t *f = x->fixes + 4 * e;
+        for (Py_ssize_t r = 0; r < n; r++)
+            out[(f[1] * n + r) * x->t + f[0]] += (int64_t)rows[(f[1] * npad + r) * x->d + f[2]] * f[3];  /* < 2**44 */
+    }
+}
+
+static void fix_weigh(const Prefix *x, const double *rows, Py_ssize_t n, Py_ssize_t npad, double *out) {
+    for (Py_ssize_t e = 0; e < x->nfix; e++) {
+        const int32_t *f = x->fixes + 4 * e;
+        for (Py_ssize_t r = 0; r < n; r++)
+            out[(f[1] * n + r) * x->d + f[2]] += rows[(f[1] * npad + r) * x->t + f[0]] * (double)f[3];
+    }
+}
+
 /* The widest code path this CPU has for the layout, at most the one asked for (tests run
  * each); rows (KV, npad, D). Returns 0 when out of memory. */
-static int run_scores(const Prefix *x, const double *rows, Py_ssize_t n, Py_ssize_t npad, int64_t *out, int want) {
+static int run_scores_bare(const Prefix *x, const double *rows, Py_ssize_t n, Py_ssize_t npad, int64_t *out, int want) {
     if (x->paired) {
         if (want >= 3 && use_vnni(x->d)) {
             int32_t *digits = malloc((size_t)(x->kv * npad * x->d + 1) * sizeof(int32_t));
@@ -585,7 +634,7 @@ static int run_scores(const Prefix *x, const double *rows, Py_ssize_t n, Py_ssiz
 }
 
 /* rows (KV, npad, T) weights in [0, 2**16]. */
-static int run_weigh(const Prefix *x, const double *rows, Py_ssize_t n, Py_ssize_t npad, double *out, int want) {
+static int run_weigh_bare(const Prefix *x, const double *rows, Py_ssize_t n, Py_ssize_t npad, double *out, int want) {
     if (x->paired) {
         if (want >= 3 && use_vnni(x->d)) {
             int32_t *digits = malloc((size_t)(x->kv * npad * 2 * value_span(x->t) + 1) * sizeof(int32_t));
@@ -608,26 +657,40 @@ static int run_weigh(const Prefix *x, const double *rows, Py_ssize_t n, Py_ssize
     return 1;
 }
 
+static int run_scores(const Prefix *x, const double *rows, Py_ssize_t n, Py_ssize_t npad, int64_t *out, int want) {
+    if (!run_scores_bare(x, rows, n, npad, out, want)) return 0;
+    fix_scores(x, rows, n, npad, out);
+    return 1;
+}
+
+static int run_weigh(const Prefix *x, const double *rows, Py_ssize_t n, Py_ssize_t npad, double *out, int want) {
+    if (!run_weigh_bare(x, rows, n, npad, out, want)) return 0;
+    fix_weigh(x, rows, n, npad, out);
+    return 1;
+}
+
 static PyObject *products(PyObject *args, int weigh) {
-    PyObject *prefix_obj, *rows_obj, *out_obj;
+    PyObject *prefix_obj, *fix_obj, *rows_obj, *out_obj;
     Py_ssize_t length;
     const char *path = NULL;
-    if (!PyArg_ParseTuple(args, weigh ? "OnOO|z:weigh" : "OnOO|z:scores", &prefix_obj, &length, &rows_obj, &out_obj,
-                          &path))
+    if (!PyArg_ParseTuple(args, weigh ? "OOnOO|z:weigh" : "OOnOO|z:scores", &prefix_obj, &fix_obj, &length, &rows_obj,
+                          &out_obj, &path))
         return NULL;
     int want = parse_path(path);
     if (want < 0) return NULL;
-    Py_buffer pb, rb, ob;
+    Py_buffer pb[2], rb, ob;
     Prefix x;
-    if (get_prefix(prefix_obj, &pb, &x, weigh, length) < 0) return NULL;
+    if (get_prefix(prefix_obj, fix_obj, pb, &x, weigh, length) < 0) return NULL;
     Py_ssize_t inner = weigh ? x.t : x.d, outer = weigh ? x.d : x.t;
     if (get_rows(rows_obj, &rb, !weigh, x.kv, inner, weigh ? "p" : "q") < 0) {
-        PyBuffer_Release(&pb);
+        PyBuffer_Release(&pb[0]);
+        PyBuffer_Release(&pb[1]);
         return NULL;
     }
     Py_ssize_t n = rb.shape[1], npad = (n + ROWS - 1) / ROWS * ROWS;
     if (get_out(out_obj, &ob, weigh, x.kv, n, outer) < 0) {
-        PyBuffer_Release(&pb);
+        PyBuffer_Release(&pb[0]);
+        PyBuffer_Release(&pb[1]);
         PyBuffer_Release(&rb);
         return NULL;
     }
@@ -641,7 +704,8 @@ static PyObject *products(PyObject *args, int weigh) {
         PyMem_Free(rows);
         if (!ran) PyErr_NoMemory();
     }
-    PyBuffer_Release(&pb);
+    PyBuffer_Release(&pb[0]);
+    PyBuffer_Release(&pb[1]);
     PyBuffer_Release(&rb);
     PyBuffer_Release(&ob);
     if (!ran) return NULL;
@@ -668,12 +732,12 @@ static int get_pairs(PyObject *obj, Py_buffer *b, int writable, Py_ssize_t kv, P
  * caller weighs its own keys with the same top and adds the sums. */
 static PyObject *attend(PyObject *self, PyObject *args) {
     (void)self;
-    PyObject *k_obj, *v_obj, *q_obj, *own_obj, *table_obj, *num_obj, *z_obj, *top_obj;
+    PyObject *k_obj, *kf_obj, *v_obj, *vf_obj, *q_obj, *own_obj, *table_obj, *num_obj, *z_obj, *top_obj;
     Py_ssize_t length;
     int shift;
     const char *path = NULL;
-    if (!PyArg_ParseTuple(args, "OOnOOOiOOO|z:attend", &k_obj, &v_obj, &length, &q_obj, &own_obj, &table_obj, &shift,
-                          &num_obj, &z_obj, &top_obj, &path))
+    if (!PyArg_ParseTuple(args, "OOOOnOOOiOOO|z:attend", &k_obj, &kf_obj, &v_obj, &vf_obj, &length, &q_obj, &own_obj,
+                          &table_obj, &shift, &num_obj, &z_obj, &top_obj, &path))
         return NULL;
     int want = parse_path(path);
     if (want < 0) return NULL;
@@ -681,15 +745,15 @@ static PyObject *attend(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "shift must lie in [1, 40]");
         return NULL;
     }
-    Py_buffer bufs[8];
+    Py_buffer bufs[10];
     int held = 0, ok = 0;
     Prefix k, v;
     double *rows = NULL, *weights = NULL;
     int64_t *scores_ = NULL;
-    if (get_prefix(k_obj, &bufs[held], &k, 0, length) < 0) goto done;
-    held++;
-    if (get_prefix(v_obj, &bufs[held], &v, 1, length) < 0) goto done;
-    held++;
+    if (get_prefix(k_obj, kf_obj, &bufs[held], &k, 0, length) < 0) goto done;
+    held += 2;
+    if (get_prefix(v_obj, vf_obj, &bufs[held], &v, 1, length) < 0) goto done;
+    held += 2;
     if (v.t != k.t || v.kv != k.kv || v.d != k.d) {
         PyErr_SetString(PyExc_ValueError, "keys and values must have the same shape");
         goto done;
@@ -713,11 +777,6 @@ static PyObject *attend(PyObject *self, PyObject *args) {
     int64_t *top = bufs[held++].buf;
     const int64_t *table = tb->buf;
     Py_ssize_t last = tb->shape[0] - 1;
-    for (Py_ssize_t i = 0; i <= last; i++)
-        if (table[i] < 0 || table[i] > (1 << 16)) {
-            PyErr_SetString(PyExc_ValueError, "table entries must lie in [0, 2**16]");
-            goto done;
-        }
     rows = gather_rows(qb, 1, npad);
     scores_ = PyMem_Malloc((size_t)(k.kv * n * T + 1) * sizeof(int64_t));
     weights = PyMem_Calloc((size_t)(k.kv * npad * T + 1), sizeof(double));
@@ -725,7 +784,7 @@ static PyObject *attend(PyObject *self, PyObject *args) {
         if (!PyErr_Occurred()) PyErr_NoMemory();
         goto done;
     }
-    int ran;
+    int ran, bad = 0;
     Py_BEGIN_ALLOW_THREADS
     ran = run_scores(&k, rows, n, npad, scores_, want);
     const int64_t half = (int64_t)1 << (shift - 1);
@@ -741,14 +800,19 @@ static PyObject *attend(PyObject *self, PyObject *args) {
             for (Py_ssize_t t = 0; t < T; t++) {
                 int64_t i = (m - s[t] + half) >> shift;
                 int64_t p = table[i < last ? i : last];
+                bad |= p < 0 || p > (1 << 16);
                 sum += p;
                 w[t] = (double)p;
             }
             z[h * n + r] = sum;
             top[h * n + r] = m;
         }
-    ran = ran && run_weigh(&v, weights, n, npad, num, want);
+    ran = ran && (bad || run_weigh(&v, weights, n, npad, num, want));
     Py_END_ALLOW_THREADS
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "table entries must lie in [0, 2**16]");
+        goto done;
+    }
     if (!ran) {
         PyErr_NoMemory();
         goto done;
@@ -776,15 +840,16 @@ static PyObject *vector_paths(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"scores", scores, METH_VARARGS,
-     "scores(keys, length, q, out, path=None): out[h, n, t] = q[h, n] . k[t, h] exactly; keys: one layer "
-     "of `length` positions, (T, KV, D) int16/int32 or the int16 pair layout; q (KV, N, D) float64 "
+     "scores(keys, fixes, length, q, out, path=None): out[h, n, t] = q[h, n] . k[t, h] exactly; keys: one layer "
+     "of `length` positions, (T, KV, D) int16/int32 or the int16 pair layout; fixes (E, 4) int32 rows "
+     "(t, h, d, residual): entries the layer holds as k - residual; q (KV, N, D) float64 "
      "integers; out (KV, N, T) int64. path: the widest code path to use (default: the widest this CPU "
      "has); every path gives the same integers."},
     {"weigh", weigh, METH_VARARGS,
-     "weigh(values, length, p, out, path=None): out[h, n] = sum_t p[h, n, t] v[t, h] exactly; values as "
+     "weigh(values, fixes, length, p, out, path=None): out[h, n] = sum_t p[h, n, t] v[t, h] exactly; values as "
      "keys (or their pair layout); p (KV, N, T) int64 in [0, 2**16]; out (KV, N, D) float64."},
     {"attend", attend, METH_VARARGS,
-     "attend(keys, values, length, q, own_max, table, shift, num, z, top, path=None): the prefix's part "
+     "attend(keys, key_fixes, values, value_fixes, length, q, own_max, table, shift, num, z, top, path=None): the prefix's part "
      "of a layer's integer softmax attention in one call; own_max (KV, N) int64, table 1-d int64; "
      "writes num (KV, N, D) float64, z and top (KV, N) int64."},
     {"vector_paths", vector_paths, METH_NOARGS,
