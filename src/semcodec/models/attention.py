@@ -157,7 +157,7 @@ class NativePrefix:
         self._keys, self._values = keys, values
         self.length = int(keys.shape[1])
         self.name = f"native-{storage}"
-        self._layers: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._layers: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def _layer(self, layer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """keys, their fixes, values, their fixes (see ``_prefix.c``: PAIRS, FIXES)."""
