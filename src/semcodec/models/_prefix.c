@@ -304,6 +304,14 @@ AVX512 static void weigh_avx512(const Prefix *v, const double *p, Py_ssize_t n, 
 #define VNNI __attribute__((target("avx512f,avx512bw,avx512vnni,avx2,fma")))
 #define DIGIT_BITS 11
 #define VNNI_BLOCK 64  /* position pairs per int32 accumulation in weigh */
+#ifndef PREFETCH
+#define PREFETCH 16384
+#endif
+#if PREFETCH
+#define PF(a) _mm_prefetch((a), _MM_HINT_T0)
+#else
+#define PF(a) ((void)(a))
+#endif
 
 static inline int32_t pack2(int64_t lo, int64_t hi) { return (int32_t)(((uint32_t)(uint16_t)lo) | ((uint32_t)(uint16_t)hi << 16)); }
 
@@ -347,7 +355,10 @@ static void weight_digits(const double *p, Py_ssize_t kv, Py_ssize_t npad, Py_ss
         for (Py_ssize_t j2 = 0; j2 < D / 2; j2++) {                                                      \
             const int16_t *at = base + ((t0 / 16) * (D / 2) + j2) * 32;                                  \
             __m512i kk[NB];                                                                              \
-            for (int j = 0; j < NB; j++) kk[j] = _mm512_loadu_si512((const void *)(at + 16 * D * j));    \
+            for (int j = 0; j < NB; j++) {                                                               \
+                kk[j] = _mm512_loadu_si512((const void *)(at + 16 * D * j));                             \
+                PF((const char *)(at + 16 * D * j) + PREFETCH);                                          \
+            }                                                                                            \
             for (int r = 0; r < ROWS; r++)                                                               \
                 for (int l = 0; l < 2; l++) {                                                            \
                     __m512i w = _mm512_set1_epi32(qd[((h * npad + r0 + r) * 2 + l) * (D / 2) + j2]);     \
@@ -399,6 +410,7 @@ VNNI static void weigh_vnni(const Prefix *v, const int32_t *pd, Py_ssize_t n, Py
                             for (int c = 0; c < 4; c++) acc[r][l][c] = _mm512_setzero_si512();
                     for (Py_ssize_t j = j0; j < j1; j++) {
                         const int16_t *at = base + (j * D + d0) * 2;
+                        for (int c = 0; c < m; c++) PF((const char *)(at + 32 * c) + PREFETCH);
                         __m512i vv[4];
                         for (int c = 0; c < 4; c++)
                             vv[c] = c < m ? _mm512_loadu_si512((const void *)(at + 32 * c)) : _mm512_setzero_si512();
@@ -730,6 +742,66 @@ static int get_pairs(PyObject *obj, Py_buffer *b, int writable, Py_ssize_t kv, P
  * over its own keys, computed by the caller); the weights p_t = table[min((top - s_t +
  * 2**(shift-1)) >> shift, len(table) - 1)]; z = sum_t p_t (int64) and num = sum_t p_t v_t. The
  * caller weighs its own keys with the same top and adds the sums. */
+/* One row's prefix weights (SPEC 5.4): top = max(top, max_t s_t), then
+ * w_t = table[min((top - s_t + 2**(shift-1)) >> shift, last)], sum = sum_t w_t. top - s_t lies in
+ * [0, 2**47): |s_t| < 2**46 and top is one of them or above (the caller's own maximum). */
+typedef struct {
+    const int64_t *s;
+    Py_ssize_t t;
+    const int64_t *table;
+    Py_ssize_t last;
+    int shift;
+    double *w;
+    int64_t top, sum;
+    int bad;  /* a table entry outside [0, 2**16] */
+} Row;
+
+static void softmax_plain(Row *x) {
+    int64_t m = x->top, sum = 0, half = (int64_t)1 << (x->shift - 1);
+    for (Py_ssize_t t = 0; t < x->t; t++) m = x->s[t] > m ? x->s[t] : m;
+    for (Py_ssize_t t = 0; t < x->t; t++) {
+        int64_t i = (m - x->s[t] + half) >> x->shift;
+        int64_t p = x->table[i < x->last ? i : x->last];
+        x->bad |= p < 0 || p > (1 << 16);
+        sum += p;
+        x->w[t] = (double)p;
+    }
+    x->top = m;
+    x->sum = sum;
+}
+
+#ifdef HAVE_AVX2
+AVX512 static void softmax_avx512(Row *x) {
+    const Py_ssize_t T = x->t, body = T / 8 * 8;
+    __m512i m = _mm512_set1_epi64(x->top);
+    for (Py_ssize_t t = 0; t < body; t += 8) m = _mm512_max_epi64(m, _mm512_loadu_si512((const void *)(x->s + t)));
+    int64_t top = _mm512_reduce_max_epi64(m);
+    for (Py_ssize_t t = body; t < T; t++) top = x->s[t] > top ? x->s[t] : top;
+    const __m512i base = _mm512_set1_epi64(top + ((int64_t)1 << (x->shift - 1))), last = _mm512_set1_epi64(x->last);
+    const __m512i lo = _mm512_setzero_si512(), hi = _mm512_set1_epi64(1 << 16);
+    __m512i sum = _mm512_setzero_si512();
+    __mmask8 bad = 0;
+    for (Py_ssize_t t = 0; t < body; t += 8) {
+        __m512i i = _mm512_srai_epi64(_mm512_sub_epi64(base, _mm512_loadu_si512((const void *)(x->s + t))), x->shift);
+        __m512i p = _mm512_i64gather_epi64(_mm512_min_epi64(i, last), (const void *)x->table, 8);
+        bad |= _mm512_cmplt_epi64_mask(p, lo) | _mm512_cmpgt_epi64_mask(p, hi);
+        sum = _mm512_add_epi64(sum, p);
+        _mm512_storeu_pd(x->w + t, _mm512_cvtepi32_pd(_mm512_cvtepi64_epi32(p)));  /* p fits int32 once checked */
+    }
+    int64_t total = _mm512_reduce_add_epi64(sum), half = (int64_t)1 << (x->shift - 1);
+    for (Py_ssize_t t = body; t < T; t++) {
+        int64_t i = (top - x->s[t] + half) >> x->shift;
+        int64_t p = x->table[i < x->last ? i : x->last];
+        x->bad |= p < 0 || p > (1 << 16);
+        total += p;
+        x->w[t] = (double)p;
+    }
+    x->bad |= bad != 0;
+    x->top = top;
+    x->sum = total;
+}
+#endif
+
 static PyObject *attend(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *k_obj, *kf_obj, *v_obj, *vf_obj, *q_obj, *own_obj, *table_obj, *num_obj, *z_obj, *top_obj;
@@ -787,25 +859,19 @@ static PyObject *attend(PyObject *self, PyObject *args) {
     int ran, bad = 0;
     Py_BEGIN_ALLOW_THREADS
     ran = run_scores(&k, rows, n, npad, scores_, want);
-    const int64_t half = (int64_t)1 << (shift - 1);
+    int wide = want >= 2 && use_avx512(8);
     for (Py_ssize_t h = 0; h < k.kv; h++)
         for (Py_ssize_t r = 0; r < n; r++) {
-            const int64_t *s = scores_ + (h * n + r) * T;
             int64_t m;
             memcpy(&m, (const char *)ob->buf + h * ob->strides[0] + r * ob->strides[1], sizeof m);
-            for (Py_ssize_t t = 0; t < T; t++) m = s[t] > m ? s[t] : m;
-            /* m - s_t lies in [0, 2**47): |s_t| < 2**46 and m is one of them or above */
-            double *w = weights + (h * npad + r) * T;
-            int64_t sum = 0;
-            for (Py_ssize_t t = 0; t < T; t++) {
-                int64_t i = (m - s[t] + half) >> shift;
-                int64_t p = table[i < last ? i : last];
-                bad |= p < 0 || p > (1 << 16);
-                sum += p;
-                w[t] = (double)p;
-            }
-            z[h * n + r] = sum;
-            top[h * n + r] = m;
+            Row row = {scores_ + (h * n + r) * T, T, table, last, shift, weights + (h * npad + r) * T, m, 0, 0};
+#ifdef HAVE_AVX2
+            if (wide) softmax_avx512(&row); else
+#endif
+            softmax_plain(&row);
+            bad |= row.bad;
+            z[h * n + r] = row.sum;
+            top[h * n + r] = row.top;
         }
     ran = ran && (bad || run_weigh(&v, weights, n, npad, num, want));
     Py_END_ALLOW_THREADS
