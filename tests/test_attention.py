@@ -22,7 +22,6 @@ from semcodec.models import context_state, load_model
 from semcodec.models.attention import (
     LIMB_MAX_ROWS,
     LIMB_MIN_POSITIONS,
-    NATIVE_MAX_ROWS,
     P_MAX,
     Float64Prefix,
     Int8Prefix,
@@ -249,12 +248,12 @@ def test_native_int16_with_a_few_clipped(seed: int) -> None:
 
 
 @needs_native
-def test_native_for_steps_when_built() -> None:
+def test_native_for_every_step_when_built() -> None:
     rng = np.random.default_rng(5)
-    keys = rng.integers(-2**15, 2**15, (1, 40, 1, 4), dtype=np.int32)
+    keys = rng.integers(-2**15, 2**15, (1, LIMB_MIN_POSITIONS, 1, 4), dtype=np.int32)
     kernels = PrefixKernels(keys, keys, "int8")
-    assert kernels._kernel(NATIVE_MAX_ROWS) is kernels._native is not None and kernels._limbs is None
-    assert kernels._kernel(NATIVE_MAX_ROWS + 1) is kernels._float
+    assert all(kernels._kernel(rows) is kernels._native is not None for rows in (1, 3, 300))
+    assert kernels._limbs is None and kernels._float._images is None  # never made
     assert PrefixKernels(keys, keys, "numpy")._native is None  # SEMCODEC_BACKEND=numpy: float64 only
 
 
@@ -286,9 +285,9 @@ def test_limbs_only_for_few_rows_over_a_long_prefix() -> None:
 @pytest.mark.parametrize(("backend", "native"), [("int8", True), ("int8", False), ("numpy", True)])
 def test_primed_profile_decoding_equals_packing(backend: str, native: bool, request: pytest.FixtureRequest,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """Profile 3 (921 context positions): one state at a time and two in lockstep (the native
-    kernel; without it the int8 limbs, then float64; float64 only for numpy) and packing's
-    prefill (float64) give the same tables."""
+    """Profile 3 (921 context positions): one state at a time, two in lockstep and packing's
+    prefill give the same tables (all through the native kernel; without it the int8 limbs
+    for single steps and float64 otherwise; numpy: float64 only), and the same as float64's."""
     prefix = context_state(3).prefix
     if not native:
         request.getfixturevalue("without_native")
@@ -302,6 +301,13 @@ def test_primed_profile_decoding_equals_packing(backend: str, native: bool, requ
     texts = ["A cat on a red sofa.", "Two dogs run across a beach."]
     tokens = [model.tokenizer.encode(t) for t in texts]
     packed = [model.tables(t) for t in tokens]
+    if backend != "numpy":  # the same tables with float64 BLAS over the prefix
+        key = model.lm._prefix_backend
+        kept, prefix._products[key] = prefix._products[key], PrefixKernels(prefix.keys, prefix.values, "numpy")
+        try:
+            assert all(np.array_equal(model.tables(t), want) for t, want in zip(tokens, packed, strict=True))
+        finally:
+            prefix._products[key] = kept
     for i, toks in enumerate(tokens):
         [state] = model.decoders(1)
         for j, token in enumerate([*toks, model.eos_id]):

@@ -56,7 +56,7 @@ from semcodec.models.kernels import matmul_integer_session
 if TYPE_CHECKING:
     from types import ModuleType as _NativeModule
 
-__all__ = ["LIMB_MAX_ROWS", "LIMB_MIN_POSITIONS", "NATIVE_MAX_ROWS", "Float64Prefix", "Int8Prefix", "NativePrefix",
+__all__ = ["FIX_SHARE", "LIMB_MAX_ROWS", "LIMB_MIN_POSITIONS", "Float64Prefix", "Int8Prefix", "NativePrefix",
            "PrefixKernels", "PrefixProducts", "attend", "attention_weights", "native_module"]
 
 P_MAX = 2**16
@@ -174,22 +174,27 @@ class NativePrefix:
         fixes = np.zeros((0, 4), np.int32)
         if self._storage == "int32" or not x.size:
             return x, fixes
-        narrow = np.clip(x, -(2**15 - 1), 2**15 - 1)
-        where = np.nonzero(narrow != x)
-        if len(where[0]) * FIX_SHARE > x.size:  # too many: int32 (|x| < 2**31: no wrap)
-            return x, fixes
-        fixes = np.ascontiguousarray(np.stack([*where, (x - narrow)[where]], axis=1), dtype=np.int32)
-        narrow = narrow.astype(np.int16)
-        t, kv, d = x.shape
+        if int(x.min()) < -(2**15 - 1) or int(x.max()) > 2**15 - 1:
+            narrow = np.clip(x, -(2**15 - 1), 2**15 - 1)
+            where = np.nonzero(narrow != x)
+            if len(where[0]) * FIX_SHARE > x.size:  # too many: int32 (|x| < 2**31: no wrap)
+                return x, fixes
+            fixes = np.ascontiguousarray(np.stack([*where, (x - narrow)[where]], axis=1), dtype=np.int32)
+            x = narrow
+        t, kv, d = x.shape  # every entry now fits int16: the assignments below cast exactly
         if self._storage == "int16" or d % 2:
-            return narrow, fixes
+            return x.astype(np.int16), fixes
         if values:  # (KV, ceil(T/2), D, 2): pairs of positions
-            padded = np.zeros((-(-t // 2) * 2, kv, d), np.int16)
-            padded[:t] = narrow
-            return np.ascontiguousarray(padded.reshape(-1, 2, kv, d).transpose(2, 0, 3, 1)), fixes
-        padded = np.zeros((-(-t // 16) * 16, kv, d), np.int16)  # (KV, T/16, D/2, 16, 2): 16 positions' dim pairs
-        padded[:t] = narrow
-        return np.ascontiguousarray(padded.reshape(-1, 16, kv, d // 2, 2).transpose(2, 0, 3, 1, 4)), fixes
+            out = np.zeros((kv, -(-t // 2), d, 2), np.int16)
+            out[..., 0] = x[0::2].transpose(1, 0, 2)
+            out[:, : t // 2, :, 1] = x[1::2].transpose(1, 0, 2)
+            return out, fixes
+        span = -(-t // 16) * 16  # (KV, T/16, D/2, 16, 2): 16 positions' pairs of dims
+        padded = np.zeros((span, kv, d), np.int16)
+        padded[:t] = x
+        blocks = np.empty((kv, span // 16, d // 2, 16), np.int32)  # one int32 per pair of dims: moved whole
+        blocks[...] = padded.view(np.int32).reshape(span // 16, 16, kv, d // 2).transpose(2, 0, 3, 1)
+        return blocks.view(np.int16).reshape(kv, span // 16, d // 2, 16, 2), fixes
 
     def scores(self, layer: int, q: np.ndarray) -> np.ndarray:
         out = np.empty((q.shape[0], q.shape[1], self.length), np.int64)
@@ -365,12 +370,6 @@ LIMB_MAX_ROWS = 4
 of steps or a prefill is compute-bound, where float64 BLAS beats four to nine limb products."""
 
 
-NATIVE_MAX_ROWS = 12
-"""Row counts (per kv head) up to this use the native kernel: one file's decode step (3 rows)
-and small batches; more rows (a prefill, big batches) reuse each float64 image row enough for
-BLAS to win."""
-
-
 @cache
 def native_module() -> _NativeModule | None:
     """The compiled :mod:`semcodec.models._prefix`, or None where it was not built (an install
@@ -385,9 +384,10 @@ def native_module() -> _NativeModule | None:
 class PrefixKernels:
     """A prefix's products as :class:`semcodec.models.exact.SharedPrefix` needs them, each kernel
     made on first use. The one place that picks a kernel: ``backend == "numpy"`` uses float64
-    BLAS only; else a step of at most :data:`NATIVE_MAX_ROWS` rows uses the native kernel
-    where it is built, else (over a prefix of at least :data:`LIMB_MIN_POSITIONS`, at most
-    :data:`LIMB_MAX_ROWS` rows, with onnxruntime) the int8 limbs; everything else float64."""
+    BLAS only; else the native kernel where it is built, for every row count (it beats float64
+    BLAS from one file's step to a prefill: ``benchmarks/prefix_attention.py``); without it,
+    the int8 limbs for at most :data:`LIMB_MAX_ROWS` rows over a prefix of at least
+    :data:`LIMB_MIN_POSITIONS` (with onnxruntime), and float64 for the rest."""
 
     def __init__(self, keys: np.ndarray, values: np.ndarray, backend: str) -> None:
         self.length = int(keys.shape[1])
@@ -399,11 +399,11 @@ class PrefixKernels:
         elif backend != "numpy" and self.length >= LIMB_MIN_POSITIONS:
             with suppress(ImportError):  # no onnxruntime: float64 only
                 self._limbs = Int8Prefix(keys, values)
-        few = self._native or self._limbs
-        self.name = f"{few.name}+float64" if few is not None else "float64"
+        self.name = (self._native.name if self._native is not None
+                     else f"{self._limbs.name}+float64" if self._limbs is not None else "float64")
 
     def _kernel(self, rows: int) -> PrefixProducts:
-        if self._native is not None and rows <= NATIVE_MAX_ROWS:
+        if self._native is not None:
             return self._native
         return self._limbs if self._limbs is not None and rows <= LIMB_MAX_ROWS else self._float
 
