@@ -209,6 +209,12 @@ def test_native_storage_and_bounds() -> None:
         NATIVE.weigh(pairs[0], none, 16, np.zeros((1, 3, 16), np.int64), np.zeros((1, 3, 4)))  # keys' layout
     with pytest.raises(ValueError, match="fixes"):
         NATIVE.scores(keys[0], np.array([[8, 0, 0, 1]], np.int32), 8, q, out)  # t = 8 is past the layer
+    k, k_fixes, v, v_fixes = NativePrefix(keys, keys, "pairs")._layer(0)
+    num, pair = np.zeros((1, 3, 4)), np.zeros((1, 3), np.int64)
+    for path in PATHS:
+        with pytest.raises(ValueError, match="table"):  # a weight beyond P_MAX would break the digits' bounds
+            NATIVE.attend(k, k_fixes, v, v_fixes, 8, q, pair, np.array([P_MAX + 1, 0]), 15, num, pair.copy(),
+                          pair.copy(), path)
     long = np.zeros((8192, 1, 4), np.int16)  # T * 2**40 would reach 2**53
     with pytest.raises(ValueError, match="exact bounds"):
         NATIVE.scores(long, none, 8192, q, np.zeros((1, 3, 8192), np.int64))

@@ -1,34 +1,43 @@
-"""Exact attention products with a fixed prefix (a profile's evaluated context).
+"""Exact attention over a fixed prefix (a profile's evaluated context).
 
 What: for one layer of a :class:`~semcodec.models.exact.SharedPrefix`, the scores
 ``q @ k.T`` of integer query rows against the prefix keys and the numerators ``p @ v``
-of integer weights against its values, as exact integers (SPEC §5.4).
+of integer weights against its values, as exact integers (SPEC §5.4), and
+:func:`attend`: the prefix's whole part of a layer's softmax attention (scores, the
+row maxima, weights, their sums and the weighted values), which the caller completes
+with the rows' own keys.
 
 Why: every decoded token attends to the whole prefix, so a primed profile's context
 (921 positions × 30 layers × 3 kv heads × 64) is read once per token: 85 MB as float64
 images, and 85 MB of resident memory, made in every cold process (about 250 ms of page
 faults). The integers are small (|k| < 2**20, |v| < 2**24 by the format; in practice
-|k| < 2**15 and |v| < 2**17), so two or three bytes each hold them:
+|k| < 2**15 and |v| < 2**16), so two bytes hold them:
 
+* :class:`NativePrefix` (``semcodec.models._prefix``, a small optional C extension built at
+  install; absent without a C compiler): :func:`attend` for all rows and kv heads of a
+  layer in one call. Where the CPU has AVX512-VNNI the layer is stored once as int16 pair
+  layouts (21 MB for the default profile, made in about 35 ms) and multiplied with
+  ``vpdpwssd`` into int32 sums that provably never wrap (queries and weights split into
+  two digits); elsewhere int16 (or int32) rows with float64 FMA (AVX-512, AVX2+FMA or
+  plain C, chosen at run time), every partial sum an integer below ``2**53``. A layer
+  with a few entries beyond int16 clips them and adds their residuals apart
+  (:data:`FIX_SHARE`). Measured (``benchmarks/prefix_attention.py``): 2.9 ms per step for
+  the default profile against 10.8 ms as float64 (caches flushed), and the decode step
+  1.10–1.16× model 0's instead of 1.45–1.50× (``benchmarks/runtime_speed.py``).
 * :class:`Int8Prefix` (onnxruntime ``MatMulInteger``, uint8 × int8 → int32, every sum exact
-  in any order): the prefix is split once into signed byte *limbs*, ``k = Σ_b 256**b k_b``
-  with ``k_b`` in [-128, 127] (as many per layer as its largest value needs); each step's
-  rows are split into ``s``-bit digits stored with a zero point ``z`` (``q = Σ_a 2**(s a)
-  (q_a - z)``), and the limb products are added back with their powers of two in int64.
-  No pair of products can saturate a 16-bit intermediate either: ``s = 8`` only where a
-  probe shows the kernel exact at the worst case, else ``s = 7`` (``|q_a - z| <= 64``).
-  26.5 MB for the default profile, made in about 45 ms.
+  in any order), without the extension: the prefix is split once into signed byte *limbs*,
+  ``k = Σ_b 256**b k_b`` with ``k_b`` in [-128, 127] (as many per layer as its largest
+  value needs); each step's rows are split into ``s``-bit digits stored with a zero point
+  ``z`` (``q = Σ_a 2**(s a) (q_a - z)``), and the limb products are added back with their
+  powers of two in int64. No pair of products can saturate a 16-bit intermediate either:
+  ``s = 8`` only where a probe shows the kernel exact at the worst case, else ``s = 7``
+  (``|q_a - z| <= 64``). 26.5 MB for the default profile, made in about 45 ms; a step
+  costs about what float64's does (memory, cold start: yes; step time: no).
 * :class:`Float64Prefix` (numpy only, the fallback): float64 images made on first use and
   BLAS; integer sums below ``2**53`` are exact in float64.
 
-:class:`PrefixKernels` uses the limbs for one file's decode step over a long prefix and
-float64 for the rest. Measured on the shared 2-core machine (``benchmarks/runtime_speed.py``),
-the limbs' step costs about what float64's does: a single thread streams float64 at about
-10 GB/s, and the limbs' packing, products and recombination take as long as the bytes
-they save. A batch of steps or a prefill (many rows) is compute-bound, where the four to
-nine limb products per float64 product lose. So the win is memory and cold start, not
-step time. Every kernel gives the same integers for every input within the format's
-bounds, so the choice changes no table.
+:class:`PrefixKernels` picks one (the one place that does). Every kernel gives the same
+integers for every input within the format's bounds, so the choice changes no table.
 
     >>> import numpy as np
     >>> rng = np.random.default_rng(1)
@@ -40,6 +49,12 @@ bounds, so the choice changes no table.
     >>> bool((fast.scores(1, q) == plain.scores(1, q)).all())
     True
     >>> bool((fast.weigh(1, p) == plain.weigh(1, p)).all())
+    True
+    >>> kernels = PrefixKernels(keys, values, "int8")                      # native where it is built
+    >>> table = np.append(np.arange(2**16, 0, -16), 0)                   # weights by distance, then 0
+    >>> own_top = np.zeros((3, 2), np.int64)                              # the rows' maxima over their own keys
+    >>> got, want = kernels.attend(1, q, own_top, table, 15), attend(plain, 1, q, own_top, table, 15)
+    >>> all(bool((a == b).all()) for a, b in zip(got, want))
     True
 """
 

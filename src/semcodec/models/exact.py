@@ -8,9 +8,11 @@ Why it is exact (the argument is normative: SPEC §5):
   of any summation order is an integer below ``2**24``: exact in int32 and in float32, so
   the kernel (:mod:`semcodec.models.kernels`: int8 MatMulInteger, float32 BLAS, torch),
   its blocking, threads and FMA use cannot change a single bit.
-* Attention products use integer-valued float64 matrices bounded below ``2**53``, or, over
-  a long shared prefix, byte limbs multiplied exactly in int32 and added back in int64
-  (:mod:`semcodec.models.attention`); the KV cache holds the integers themselves (int32).
+* Attention products use integer-valued float64 matrices bounded below ``2**53``; over a
+  shared prefix, a native kernel's int16 products summed in int32 that cannot wrap or in
+  float64 below ``2**53`` (or, without it, byte limbs multiplied exactly in int32 and added
+  back in int64: :mod:`semcodec.models.attention`); the KV cache holds the integers
+  themselves (int32).
 * Everything else is elementwise: IEEE ``+ - * /`` and ``sqrt`` (correctly rounded
   everywhere), ``rint``, ``max``, table lookups, and sums of integers in int64 or below
   ``2**53`` in binary64 (exact in any order). No libm function runs: exp, sigmoid and the
@@ -147,8 +149,8 @@ class SharedPrefix:
     """Positions many caches start from (a profile's context), evaluated once and never written.
 
     Holds the integer keys/values (L, T, KV, D) int32; attention multiplies them through a
-    :mod:`semcodec.models.attention` kernel, made on first use per backend (int8 limbs:
-    5 bytes per key/value pair instead of 16 as float64 images).
+    :mod:`semcodec.models.attention` kernel, made on first use per backend (the native
+    kernel's int16 layouts: 4 bytes per key/value pair instead of 16 as float64 images).
     """
 
     def __init__(self, keys: np.ndarray, values: np.ndarray) -> None:
@@ -157,7 +159,7 @@ class SharedPrefix:
         self._products: dict[str, PrefixKernels] = {}
 
     def products(self, backend: str) -> PrefixKernels:
-        """The exact attention kernel over these positions (``numpy``: float64 BLAS; else int8)."""
+        """The exact attention kernel over these positions (``numpy``: float64 BLAS; else native or int8)."""
         kernel = self._products.get(backend)
         if kernel is None:
             kernel = self._products[backend] = PrefixKernels(self.keys, self.values, backend)
