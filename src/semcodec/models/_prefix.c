@@ -24,8 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define HAVE_AVX2 1
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(SEMCODEC_PLAIN_C)
+#define HAVE_AVX2 1  /* x86 builds carry the vector paths (chosen at run time); -DSEMCODEC_PLAIN_C: C only */
 #include <immintrin.h>
 #endif
 
@@ -623,17 +623,18 @@ static void fix_weigh(const Prefix *x, const double *rows, Py_ssize_t n, Py_ssiz
 /* The widest code path this CPU has for the layout, at most the one asked for (tests run
  * each); rows (KV, npad, D). Returns 0 when out of memory. */
 static int run_scores_bare(const Prefix *x, const double *rows, Py_ssize_t n, Py_ssize_t npad, int64_t *out, int want) {
+    (void)want;  /* C-only builds have one path */
     if (x->paired) {
+#ifdef HAVE_AVX2
         if (want >= 3 && use_vnni(x->d)) {
             int32_t *digits = malloc((size_t)(x->kv * npad * x->d + 1) * sizeof(int32_t));
             if (digits == NULL) return 0;
             int fits = query_digits(rows, x->kv, npad, x->d, digits);
-#ifdef HAVE_AVX2
             if (fits) scores_vnni(x, digits, n, npad, out);
-#endif
             free(digits);
-            if (fits) return 1;
+            if (fits) return 1;  /* else a query beyond the format's bound: the plain loop below */
         }
+#endif
         for (Py_ssize_t h = 0; h < x->kv; h++) scores_pairs_plain(x, h, rows + h * npad * x->d, n, out + h * n * x->t);
         return 1;
     }
@@ -647,17 +648,18 @@ static int run_scores_bare(const Prefix *x, const double *rows, Py_ssize_t n, Py
 
 /* rows (KV, npad, T) weights in [0, 2**16]. */
 static int run_weigh_bare(const Prefix *x, const double *rows, Py_ssize_t n, Py_ssize_t npad, double *out, int want) {
+    (void)want;
     if (x->paired) {
+#ifdef HAVE_AVX2
         if (want >= 3 && use_vnni(x->d)) {
             int32_t *digits = malloc((size_t)(x->kv * npad * 2 * value_span(x->t) + 1) * sizeof(int32_t));
             if (digits == NULL) return 0;
             weight_digits(rows, x->kv, npad, x->t, digits);
-#ifdef HAVE_AVX2
             weigh_vnni(x, digits, n, npad, out);
-#endif
             free(digits);
             return 1;
         }
+#endif
         for (Py_ssize_t h = 0; h < x->kv; h++) weigh_pairs_plain(x, h, rows + h * npad * x->t, n, out + h * n * x->d);
         return 1;
     }
@@ -860,6 +862,7 @@ static PyObject *attend(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     ran = run_scores(&k, rows, n, npad, scores_, want);
     int wide = want >= 2 && use_avx512(8);
+    (void)wide;
     for (Py_ssize_t h = 0; h < k.kv; h++)
         for (Py_ssize_t r = 0; r < n; r++) {
             int64_t m;
