@@ -215,6 +215,15 @@ def test_native_storage_and_bounds() -> None:
         with pytest.raises(ValueError, match="table"):  # a weight beyond P_MAX would break the digits' bounds
             NATIVE.attend(k, k_fixes, v, v_fixes, 8, q, pair, np.array([P_MAX + 1, 0]), 15, num, pair.copy(),
                           pair.copy(), path)
+    wide_rows = np.random.default_rng(0).integers(-(2**15 - 1), 2**15, (1, 50, 3, 64), dtype=np.int32)
+    k, k_fixes, v, v_fixes = NativePrefix(wide_rows, wide_rows, "pairs")._layer(0)
+    big_q = np.full((3, 3, 64), 2.0**24)  # beyond the digits' range: the pair kernels' plain loop, still exact
+    big_p = np.full((3, 3, 50), 2**20)  # likewise beyond P_MAX
+    scores, sums = _exact(wide_rows, wide_rows, big_q, big_p, 0)
+    got, weighed = np.empty_like(scores), np.empty(sums.shape)
+    NATIVE.scores(k, k_fixes, 50, big_q, got)
+    NATIVE.weigh(v, v_fixes, 50, big_p, weighed)
+    assert np.array_equal(got, scores) and np.array_equal(weighed, sums.astype(np.float64))
     long = np.zeros((8192, 1, 4), np.int16)  # T * 2**40 would reach 2**53
     with pytest.raises(ValueError, match="exact bounds"):
         NATIVE.scores(long, none, 8192, q, np.zeros((1, 3, 8192), np.int64))

@@ -334,15 +334,19 @@ static int query_digits(const double *q, Py_ssize_t kv, Py_ssize_t npad, Py_ssiz
     return 1;
 }
 
-/* p rows (KV, npad, T) doubles in [0, 2**16] -> (KV, npad, 2, TV) packed digit pairs along t. */
-static void weight_digits(const double *p, Py_ssize_t kv, Py_ssize_t npad, Py_ssize_t t, int32_t *out) {
+/* p rows (KV, npad, T) doubles -> (KV, npad, 2, TV) packed digit pairs along t; 0 where a
+ * weight lies outside [0, 2**16]. */
+static int weight_digits(const double *p, Py_ssize_t kv, Py_ssize_t npad, Py_ssize_t t, int32_t *out) {
     Py_ssize_t tv = value_span(t);
+    for (Py_ssize_t i = 0; i < kv * npad * t; i++)
+        if (!(p[i] >= 0.0 && p[i] <= 65536.0)) return 0;
     for (Py_ssize_t row = 0; row < kv * npad; row++)
         for (Py_ssize_t j = 0; j < tv; j++) {
             int64_t a = (int64_t)p[row * t + 2 * j], b = 2 * j + 1 < t ? (int64_t)p[row * t + 2 * j + 1] : 0;
             out[(row * 2 + 0) * tv + j] = pack2(a & 255, b & 255);
             out[(row * 2 + 1) * tv + j] = pack2(a >> 8, b >> 8);
         }
+    return 1;
 }
 
 /* scores of ROWS rows for NB blocks of 16 positions starting at t0: 2 * ROWS * NB accumulators. */
@@ -654,10 +658,10 @@ static int run_weigh_bare(const Prefix *x, const double *rows, Py_ssize_t n, Py_
         if (want >= 3 && use_vnni(x->d)) {
             int32_t *digits = malloc((size_t)(x->kv * npad * 2 * value_span(x->t) + 1) * sizeof(int32_t));
             if (digits == NULL) return 0;
-            weight_digits(rows, x->kv, npad, x->t, digits);
-            weigh_vnni(x, digits, n, npad, out);
+            int fits = weight_digits(rows, x->kv, npad, x->t, digits);
+            if (fits) weigh_vnni(x, digits, n, npad, out);
             free(digits);
-            return 1;
+            if (fits) return 1;  /* else a weight beyond P_MAX: the plain loop below */
         }
 #endif
         for (Py_ssize_t h = 0; h < x->kv; h++) weigh_pairs_plain(x, h, rows + h * npad * x->t, n, out + h * n * x->d);
