@@ -1,18 +1,22 @@
-/* Exact products of integer rows with a prefix's keys and values (semcodec.models.attention).
+/* Exact attention over a prefix's keys and values, native (semcodec.models.attention).
  *
- * scores(keys, q, out): out[h, n, t] = sum_d q[h, n, d] * keys[t, h, d]
- * weigh(values, p, out): out[h, n, d] = sum_t p[h, n, t] * values[t, h, d]
+ * scores(keys, fixes, T, q, out): out[h, n, t] = sum_d q[h, n, d] * k[t, h, d]
+ * weigh(values, fixes, T, p, out): out[h, n, d] = sum_t p[h, n, t] * v[t, h, d]
+ * attend(keys, key_fixes, values, value_fixes, T, q, own_max, table, shift, num, z, top):
+ *     the prefix's whole part of one layer's softmax attention (SPEC 5.4) in one call.
  *
- * keys/values: one layer of a prefix, C-contiguous (T, KV, D) int16 or int32 (the context
- * file's own layout, so a memory-mapped layer is used in place); q: (KV, N, D) float64
- * holding integers; p: (KV, N, T) int64; any strides for q and p. out: C-contiguous,
- * int64 for scores, float64 for weigh.
+ * keys/values: one layer of a prefix of T positions, C-contiguous: (T, KV, D) int16 or int32
+ * rows (int32: the context file's own layout, so a memory-mapped layer is used in place),
+ * or the int16 pair layouts (PAIRS below); fixes: (E, 4) int32 (FIXES). q: (KV, N, D)
+ * float64 holding integers; p: (KV, N, T) int64; any strides for q and p. Outputs
+ * C-contiguous, int64 for scores, float64 for weigh.
  *
- * Exactness (SPEC 5.4): every product and every partial sum is an integer of magnitude
- * below 2**53, so float64 holds it exactly and the result does not depend on the order of
- * the additions: FMA, vector lanes and blocking cannot change a bit. Bounds: |q|, |k| < 2**20
- * and D <= 64 give |q.k| < 64 * 2**40 = 2**46; 0 <= p <= 2**16 and |v| < 2**24 give
- * |p.v| <= T * 2**40, below 2**53 for T < 2**13 (checked: T > MAX_POSITIONS is refused).
+ * Exactness (SPEC 5.4), float64 paths (plain C, AVX2+FMA, AVX-512): every product and every
+ * partial sum is an integer of magnitude below 2**53, so float64 holds it exactly and the
+ * result does not depend on the order of the additions: FMA, vector lanes and blocking
+ * cannot change a bit. Bounds: |q|, |k| < 2**20 and D <= 64 give |q.k| < 64 * 2**40 = 2**46;
+ * 0 <= p <= 2**16 and |v| < 2**24 give |p.v| <= T * 2**40, below 2**53 for T < 2**13
+ * (checked: T > MAX_POSITIONS is refused). The VNNI path's int32 bounds are given with it.
  * Never build this with -ffast-math (it would allow non-IEEE conversions).
  *
  * GQA: the N rows of a kv head (its 3 query heads, times the files of a batch) share each
