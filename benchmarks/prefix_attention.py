@@ -6,7 +6,8 @@
    native kernel's one call per layer) over all 30 layers of profile 3's context, cut to
    several lengths, caches flushed between passes (135 MB read: what the weights stream
    does to them). The native kernel in its default storage (int16 pairs for AVX512-VNNI
-   where the CPU has it, else int16 rows) and on the int32 context in place (no copy).
+   where the CPU has it, else int16 rows), as int16 rows on the AVX2+FMA path (what a CPU
+   without AVX-512 runs) and on the int32 context in place (no copy).
 2. The same at 921 positions for more query rows per kv head (3 per file: batches of
    files; a prefill): the native kernel is used for every row count, float64 BLAS only
    without it.
@@ -45,8 +46,10 @@ def _arms(keys: np.ndarray, values: np.ndarray, table: np.ndarray) -> dict[str, 
     own = np.full((keys.shape[2], 1), np.iinfo(np.int64).min // 2)  # no own keys: the prefix holds the maximum
     arms: dict[str, Callable[[int, np.ndarray], object]] = {}
     if att.native_module() is not None:
-        for storage in ("auto", "int32"):
-            kernel = att.NativePrefix(keys, values, storage)
+        paths = att.native_module().vector_paths()  # type: ignore[union-attr]
+        # the default storage; int16 rows on AVX2 (what a CPU without AVX-512 runs); the int32 context in place
+        for storage, path in (("auto", None), ("int16", "avx2" if "avx2" in paths else None), ("int32", None)):
+            kernel = att.NativePrefix(keys, values, storage, path)
             arms[kernel.name] = lambda li, q, k=kernel: k.attend(li, q, np.broadcast_to(own, q.shape[:2]), table, SHIFT)
     for kernel in (att.Int8Prefix(keys, values), att.Float64Prefix(keys, values)):
         arms[kernel.name] = lambda li, q, k=kernel: att.attend(k, li, q, np.broadcast_to(own, q.shape[:2]), table,

@@ -22,6 +22,7 @@ from semcodec.models import context_state, load_model
 from semcodec.models.attention import (
     LIMB_MAX_ROWS,
     LIMB_MIN_POSITIONS,
+    NATIVE_MAX_ROWS,
     P_MAX,
     Float64Prefix,
     Int8Prefix,
@@ -263,13 +264,22 @@ def test_native_int16_with_a_few_clipped(seed: int) -> None:
 
 
 @needs_native
-def test_native_for_every_step_when_built() -> None:
+def test_native_for_every_step_when_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every row count with AVX512-VNNI; without it, up to NATIVE_MAX_ROWS (then float64 BLAS)."""
+    assert NATIVE is not None
     rng = np.random.default_rng(5)
     keys = rng.integers(-2**15, 2**15, (1, LIMB_MIN_POSITIONS, 1, 4), dtype=np.int32)
-    kernels = PrefixKernels(keys, keys, "int8")
-    assert all(kernels._kernel(rows) is kernels._native is not None for rows in (1, 3, 300))
-    assert kernels._limbs is None and kernels._float._images is None  # never made
     assert PrefixKernels(keys, keys, "numpy")._native is None  # SEMCODEC_BACKEND=numpy: float64 only
+    for paths in (("vnni", "avx512", "avx2", "plain"), ("avx2", "plain")):
+        monkeypatch.setattr(NATIVE, "vector_paths", lambda paths=paths: paths)
+        kernels = PrefixKernels(keys, keys, "int8")
+        assert kernels._limbs is None and kernels._kernel(3) is kernels._native is not None
+        if "vnni" in paths:
+            assert all(kernels._kernel(rows) is kernels._native for rows in (NATIVE_MAX_ROWS + 1, 300))
+            assert kernels._float._images is None  # never made
+        else:
+            assert kernels._kernel(NATIVE_MAX_ROWS) is kernels._native
+            assert kernels._kernel(NATIVE_MAX_ROWS + 1) is kernels._float
 
 
 @pytest.fixture

@@ -60,6 +60,7 @@ integers for every input within the format's bounds, so the choice changes no ta
 
 from __future__ import annotations
 
+import sys
 from contextlib import suppress
 from functools import cache
 from typing import TYPE_CHECKING, Protocol
@@ -71,8 +72,8 @@ from semcodec.models.kernels import matmul_integer_session
 if TYPE_CHECKING:
     from types import ModuleType as _NativeModule
 
-__all__ = ["FIX_SHARE", "LIMB_MAX_ROWS", "LIMB_MIN_POSITIONS", "Float64Prefix", "Int8Prefix", "NativePrefix",
-           "PrefixKernels", "PrefixProducts", "attend", "attention_weights", "native_module"]
+__all__ = ["FIX_SHARE", "LIMB_MAX_ROWS", "LIMB_MIN_POSITIONS", "NATIVE_MAX_ROWS", "Float64Prefix", "Int8Prefix",
+           "NativePrefix", "PrefixKernels", "PrefixProducts", "attend", "attention_weights", "native_module"]
 
 P_MAX = 2**16
 """Largest attention weight (the E16 table's first entry): ``p`` lies in ``[0, P_MAX]``."""
@@ -157,10 +158,11 @@ class NativePrefix:
     AVX512-VNNI, else ``"int16"``; ``"pairs"``: int16 pair layouts where a layer's keys (values)
     fit (``|x| < 2**15``); ``"int16"``: int16 rows where they fit; ``"int32"``: the int32 layers
     themselves (for a memory-mapped context: in place, no copy). A layer that does not fit
-    keeps int32.
+    keeps int32. ``path`` caps the code path (``vnni``, ``avx512``, ``avx2``, ``plain``; default:
+    the widest this CPU runs): benchmarks and tests only, every path gives the same integers.
     """
 
-    def __init__(self, keys: np.ndarray, values: np.ndarray, storage: str = "auto") -> None:
+    def __init__(self, keys: np.ndarray, values: np.ndarray, storage: str = "auto", path: str | None = None) -> None:
         native = native_module()
         if native is None:
             raise ImportError("semcodec.models._prefix is not built")
@@ -168,10 +170,10 @@ class NativePrefix:
             storage = "pairs" if "vnni" in native.vector_paths() else "int16"
         if storage not in ("pairs", "int16", "int32"):
             raise ValueError(f"unknown storage {storage!r}")
-        self._native, self._storage = native, storage
+        self._native, self._storage, self._path = native, storage, path
         self._keys, self._values = keys, values
         self.length = int(keys.shape[1])
-        self.name = f"native-{storage}"
+        self.name = f"native-{storage}" + (f"-{path}" if path else "")
         self._layers: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def _layer(self, layer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -214,13 +216,13 @@ class NativePrefix:
     def scores(self, layer: int, q: np.ndarray) -> np.ndarray:
         out = np.empty((q.shape[0], q.shape[1], self.length), np.int64)
         keys, key_fixes, _, _ = self._layer(layer)
-        self._native.scores(keys, key_fixes, self.length, np.asarray(q, dtype=np.float64), out)
+        self._native.scores(keys, key_fixes, self.length, np.asarray(q, dtype=np.float64), out, self._path)
         return out
 
     def weigh(self, layer: int, p: np.ndarray) -> np.ndarray:
         out = np.empty((p.shape[0], p.shape[1], self._values.shape[-1]), np.float64)
         _, _, values, value_fixes = self._layer(layer)
-        self._native.weigh(values, value_fixes, self.length, np.asarray(p, dtype=np.int64), out)
+        self._native.weigh(values, value_fixes, self.length, np.asarray(p, dtype=np.int64), out, self._path)
         return out
 
     def attend(self, layer: int, q: np.ndarray, own_top: np.ndarray, table: np.ndarray,
@@ -229,7 +231,7 @@ class NativePrefix:
         kv, n, d = q.shape
         num, z, top = np.empty((kv, n, d)), np.empty((kv, n), np.int64), np.empty((kv, n), np.int64)
         self._native.attend(*self._layer(layer), self.length, np.asarray(q, dtype=np.float64),
-                            np.asarray(own_top, dtype=np.int64), table, shift, num, z, top)
+                            np.asarray(own_top, dtype=np.int64), table, shift, num, z, top, self._path)
         return num, z, top
 
 
@@ -385,6 +387,13 @@ LIMB_MAX_ROWS = 4
 of steps or a prefill is compute-bound, where float64 BLAS beats four to nine limb products."""
 
 
+NATIVE_MAX_ROWS = 12
+"""Without AVX512-VNNI (int16 rows, float64 FMA) the native kernel is used for up to this many
+rows per kv head (4 files' steps in lockstep): at 12 rows it costs 0.96× float64 BLAS on
+AVX2, at 48 rows 1.31× (``benchmarks/prefix_attention.py``), so more rows go to float64.
+With VNNI it wins at every row count measured (3 to 300) and takes them all."""
+
+
 @cache
 def native_module() -> _NativeModule | None:
     """The compiled :mod:`semcodec.models._prefix`, or None where it was not built (an install
@@ -399,26 +408,30 @@ def native_module() -> _NativeModule | None:
 class PrefixKernels:
     """A prefix's products as :class:`semcodec.models.exact.SharedPrefix` needs them, each kernel
     made on first use. The one place that picks a kernel: ``backend == "numpy"`` uses float64
-    BLAS only; else the native kernel where it is built, for every row count (it beats float64
-    BLAS from one file's step to a prefill: ``benchmarks/prefix_attention.py``); without it,
-    the int8 limbs for at most :data:`LIMB_MAX_ROWS` rows over a prefix of at least
-    :data:`LIMB_MIN_POSITIONS` (with onnxruntime), and float64 for the rest."""
+    BLAS only; else the native kernel where it is built, for every row count where the CPU
+    has AVX512-VNNI and up to :data:`NATIVE_MAX_ROWS` elsewhere; without it, the int8 limbs
+    for at most :data:`LIMB_MAX_ROWS` rows over a prefix of at least
+    :data:`LIMB_MIN_POSITIONS` (with onnxruntime); float64 for the rest."""
 
     def __init__(self, keys: np.ndarray, values: np.ndarray, backend: str) -> None:
         self.length = int(keys.shape[1])
         self._float = Float64Prefix(keys, values)
         self._native: NativePrefix | None = None
+        self._native_rows = 0  # most rows per kv head for the native kernel
         self._limbs: Int8Prefix | None = None
-        if backend != "numpy" and native_module() is not None:
+        native = native_module() if backend != "numpy" else None
+        if native is not None:
             self._native = NativePrefix(keys, values)
+            self._native_rows = sys.maxsize if "vnni" in native.vector_paths() else NATIVE_MAX_ROWS
         elif backend != "numpy" and self.length >= LIMB_MIN_POSITIONS:
             with suppress(ImportError):  # no onnxruntime: float64 only
                 self._limbs = Int8Prefix(keys, values)
-        self.name = (self._native.name if self._native is not None
-                     else f"{self._limbs.name}+float64" if self._limbs is not None else "float64")
+        few = self._native or self._limbs
+        alone = self._native_rows == sys.maxsize  # float64 never runs
+        self.name = "float64" if few is None else few.name if alone else f"{few.name}+float64"
 
     def _kernel(self, rows: int) -> PrefixProducts:
-        if self._native is not None:
+        if self._native is not None and rows <= self._native_rows:
             return self._native
         return self._limbs if self._limbs is not None and rows <= LIMB_MAX_ROWS else self._float
 
