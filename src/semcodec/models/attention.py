@@ -1,34 +1,43 @@
-"""Exact attention products with a fixed prefix (a profile's evaluated context).
+"""Exact attention over a fixed prefix (a profile's evaluated context).
 
 What: for one layer of a :class:`~semcodec.models.exact.SharedPrefix`, the scores
 ``q @ k.T`` of integer query rows against the prefix keys and the numerators ``p @ v``
-of integer weights against its values, as exact integers (SPEC §5.4).
+of integer weights against its values, as exact integers (SPEC §5.4), and
+:func:`attend`: the prefix's whole part of a layer's softmax attention (scores, the
+row maxima, weights, their sums and the weighted values), which the caller completes
+with the rows' own keys.
 
 Why: every decoded token attends to the whole prefix, so a primed profile's context
 (921 positions × 30 layers × 3 kv heads × 64) is read once per token: 85 MB as float64
 images, and 85 MB of resident memory, made in every cold process (about 250 ms of page
 faults). The integers are small (|k| < 2**20, |v| < 2**24 by the format; in practice
-|k| < 2**15 and |v| < 2**17), so two or three bytes each hold them:
+|k| < 2**15 and |v| < 2**16), so two bytes hold them:
 
+* :class:`NativePrefix` (``semcodec.models._prefix``, a small optional C extension built at
+  install; absent without a C compiler): :func:`attend` for all rows and kv heads of a
+  layer in one call. Where the CPU has AVX512-VNNI the layer is stored once as int16 pair
+  layouts (21 MB for the default profile, made in about 35 ms) and multiplied with
+  ``vpdpwssd`` into int32 sums that provably never wrap (queries and weights split into
+  two digits); elsewhere int16 (or int32) rows with float64 FMA (AVX-512, AVX2+FMA or
+  plain C, chosen at run time), every partial sum an integer below ``2**53``. A layer
+  with a few entries beyond int16 clips them and adds their residuals apart
+  (:data:`FIX_SHARE`). Measured (``benchmarks/prefix_attention.py``): 2.9 ms per step for
+  the default profile against 10.8 ms as float64 (caches flushed), and the decode step
+  1.10–1.16× model 0's instead of 1.45–1.50× (``benchmarks/runtime_speed.py``).
 * :class:`Int8Prefix` (onnxruntime ``MatMulInteger``, uint8 × int8 → int32, every sum exact
-  in any order): the prefix is split once into signed byte *limbs*, ``k = Σ_b 256**b k_b``
-  with ``k_b`` in [-128, 127] (as many per layer as its largest value needs); each step's
-  rows are split into ``s``-bit digits stored with a zero point ``z`` (``q = Σ_a 2**(s a)
-  (q_a - z)``), and the limb products are added back with their powers of two in int64.
-  No pair of products can saturate a 16-bit intermediate either: ``s = 8`` only where a
-  probe shows the kernel exact at the worst case, else ``s = 7`` (``|q_a - z| <= 64``).
-  26.5 MB for the default profile, made in about 45 ms.
+  in any order), without the extension: the prefix is split once into signed byte *limbs*,
+  ``k = Σ_b 256**b k_b`` with ``k_b`` in [-128, 127] (as many per layer as its largest
+  value needs); each step's rows are split into ``s``-bit digits stored with a zero point
+  ``z`` (``q = Σ_a 2**(s a) (q_a - z)``), and the limb products are added back with their
+  powers of two in int64. No pair of products can saturate a 16-bit intermediate either:
+  ``s = 8`` only where a probe shows the kernel exact at the worst case, else ``s = 7``
+  (``|q_a - z| <= 64``). 26.5 MB for the default profile, made in about 45 ms; a step
+  costs about what float64's does (memory, cold start: yes; step time: no).
 * :class:`Float64Prefix` (numpy only, the fallback): float64 images made on first use and
   BLAS; integer sums below ``2**53`` are exact in float64.
 
-:class:`PrefixKernels` uses the limbs for one file's decode step over a long prefix and
-float64 for the rest. Measured on the shared 2-core machine (``benchmarks/runtime_speed.py``),
-the limbs' step costs about what float64's does: a single thread streams float64 at about
-10 GB/s, and the limbs' packing, products and recombination take as long as the bytes
-they save. A batch of steps or a prefill (many rows) is compute-bound, where the four to
-nine limb products per float64 product lose. So the win is memory and cold start, not
-step time. Every kernel gives the same integers for every input within the format's
-bounds, so the choice changes no table.
+:class:`PrefixKernels` picks one (the one place that does). Every kernel gives the same
+integers for every input within the format's bounds, so the choice changes no table.
 
     >>> import numpy as np
     >>> rng = np.random.default_rng(1)
@@ -41,22 +50,57 @@ bounds, so the choice changes no table.
     True
     >>> bool((fast.weigh(1, p) == plain.weigh(1, p)).all())
     True
+    >>> kernels = PrefixKernels(keys, values, "int8")                      # native where it is built
+    >>> table = np.append(np.arange(2**16, 0, -16), 0)                   # weights by distance, then 0
+    >>> own_top = np.zeros((3, 2), np.int64)                              # the rows' maxima over their own keys
+    >>> got, want = kernels.attend(1, q, own_top, table, 15), attend(plain, 1, q, own_top, table, 15)
+    >>> all(bool((a == b).all()) for a, b in zip(got, want))
+    True
 """
 
 from __future__ import annotations
 
+import sys
+from contextlib import suppress
 from functools import cache
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from semcodec.models.kernels import matmul_integer_session
 
-__all__ = ["LIMB_MAX_ROWS", "LIMB_MIN_POSITIONS", "Float64Prefix", "Int8Prefix", "PrefixKernels",
-           "PrefixProducts"]
+if TYPE_CHECKING:
+    from types import ModuleType as _NativeModule
+
+__all__ = ["FIX_SHARE", "LIMB_MAX_ROWS", "LIMB_MIN_POSITIONS", "NATIVE_MAX_ROWS", "Float64Prefix", "Int8Prefix",
+           "NativePrefix", "PrefixKernels", "PrefixProducts", "attend", "attention_weights", "native_module"]
 
 P_MAX = 2**16
 """Largest attention weight (the E16 table's first entry): ``p`` lies in ``[0, P_MAX]``."""
+
+
+def attention_weights(top: np.ndarray, scores: np.ndarray, table: np.ndarray, shift: int) -> np.ndarray:
+    """SPEC §5.4: integer scores -> weights ``table[min((top - s + 2**(shift-1)) >> shift, len - 1)]``,
+    ``top`` the row maximum (broadcast against ``scores``); ``table`` ends in 0 (the weight of
+    keys beyond the table's range). ``_prefix.c``'s ``attend`` computes the same rule."""
+    idx = (top - scores + (1 << (shift - 1))) >> shift
+    out: np.ndarray = table[np.minimum(idx, len(table) - 1)]
+    return out
+
+
+def attend(kernel: PrefixProducts, layer: int, q: np.ndarray, own_top: np.ndarray, table: np.ndarray,
+           shift: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The prefix's part of a layer's softmax attention (SPEC §5.4) through ``kernel``'s products.
+
+    ``q`` (KV, N, D) rows; ``own_top`` (KV, N) int64: each row's maximum score over the keys
+    the caller holds. Returns the weighted values ``sum_t p_t v_t`` (KV, N, D) float64, the
+    weights' sums ``z`` (KV, N) int64 and the row maxima over both (KV, N) int64, which the
+    caller's own weights must use.
+    """
+    scores = kernel.scores(layer, q)
+    top = np.maximum(own_top, scores.max(axis=-1, initial=np.iinfo(np.int64).min))
+    p = attention_weights(top[..., None], scores, table, shift)
+    return kernel.weigh(layer, p), p.sum(axis=-1), top
 
 
 class PrefixProducts(Protocol):
@@ -99,6 +143,101 @@ class Float64Prefix:
     def weigh(self, layer: int, p: np.ndarray) -> np.ndarray:
         out: np.ndarray = p.astype(np.float64) @ self._layer(layer)[1]  # exact: sums < 2**52
         return out
+
+
+class NativePrefix:
+    """The prefix multiplied by the native kernel (:mod:`semcodec.models._prefix`, C).
+
+    One call per layer does the prefix's whole part of a step's attention (:meth:`attend`):
+    scores, weights and weighted values for all rows and kv heads, each key/value row read
+    once for the query heads that share it. Every path is exact (see ``_prefix.c``):
+    ``vnni`` multiplies int16 pairs into int32 sums small enough never to wrap; the others
+    add integer products in float64, every partial sum below ``2**53``.
+
+    ``storage`` per layer, made on first use: ``"auto"`` is ``"pairs"`` where the CPU has
+    AVX512-VNNI, else ``"int16"``; ``"pairs"``: int16 pair layouts where a layer's keys (values)
+    fit (``|x| < 2**15``); ``"int16"``: int16 rows where they fit; ``"int32"``: the int32 layers
+    themselves (for a memory-mapped context: in place, no copy). A layer that does not fit
+    keeps int32. ``path`` caps the code path (``vnni``, ``avx512``, ``avx2``, ``plain``; default:
+    the widest this CPU runs): benchmarks and tests only, every path gives the same integers.
+    """
+
+    def __init__(self, keys: np.ndarray, values: np.ndarray, storage: str = "auto", path: str | None = None) -> None:
+        native = native_module()
+        if native is None:
+            raise ImportError("semcodec.models._prefix is not built")
+        if storage == "auto":
+            storage = "pairs" if "vnni" in native.vector_paths() else "int16"
+        if storage not in ("pairs", "int16", "int32"):
+            raise ValueError(f"unknown storage {storage!r}")
+        self._native, self._storage, self._path = native, storage, path
+        self._keys, self._values = keys, values
+        self.length = int(keys.shape[1])
+        self.name = f"native-{storage}" + (f"-{path}" if path else "")
+        self._layers: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def _layer(self, layer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """keys, their fixes, values, their fixes (see ``_prefix.c``: PAIRS, FIXES)."""
+        got = self._layers.get(layer)
+        if got is None:
+            got = self._layers[layer] = (*self._stored(self._keys[layer], False),
+                                         *self._stored(self._values[layer], True))
+        return got
+
+    def _stored(self, x: np.ndarray, values: bool) -> tuple[np.ndarray, np.ndarray]:
+        """One layer (T, KV, D) as ``storage`` says, and the (E, 4) int32 rows ``(t, h, d, residual)``
+        of entries clipped into int16: at most one in :data:`FIX_SHARE` of them, else int32."""
+        x = np.ascontiguousarray(x, dtype=np.int32)
+        fixes = np.zeros((0, 4), np.int32)
+        if self._storage == "int32" or not x.size:
+            return x, fixes
+        if int(x.min()) < -(2**15 - 1) or int(x.max()) > 2**15 - 1:
+            narrow = np.clip(x, -(2**15 - 1), 2**15 - 1)
+            where = np.nonzero(narrow != x)
+            if len(where[0]) * FIX_SHARE > x.size:  # too many: int32 (|x| < 2**31: no wrap)
+                return x, fixes
+            fixes = np.ascontiguousarray(np.stack([*where, (x - narrow)[where]], axis=1), dtype=np.int32)
+            x = narrow
+        t, kv, d = x.shape  # every entry now fits int16: the assignments below cast exactly
+        if self._storage == "int16" or d % 2:
+            return x.astype(np.int16), fixes
+        if values:  # (KV, ceil(T/2), D, 2): pairs of positions
+            out = np.zeros((kv, -(-t // 2), d, 2), np.int16)
+            out[..., 0] = x[0::2].transpose(1, 0, 2)
+            out[:, : t // 2, :, 1] = x[1::2].transpose(1, 0, 2)
+            return out, fixes
+        span = -(-t // 16) * 16  # (KV, T/16, D/2, 16, 2): 16 positions' pairs of dims
+        padded = np.zeros((span, kv, d), np.int16)
+        padded[:t] = x
+        blocks = np.empty((kv, span // 16, d // 2, 16), np.int32)  # one int32 per pair of dims: moved whole
+        blocks[...] = padded.view(np.int32).reshape(span // 16, 16, kv, d // 2).transpose(2, 0, 3, 1)
+        return blocks.view(np.int16).reshape(kv, span // 16, d // 2, 16, 2), fixes
+
+    def scores(self, layer: int, q: np.ndarray) -> np.ndarray:
+        out = np.empty((q.shape[0], q.shape[1], self.length), np.int64)
+        keys, key_fixes, _, _ = self._layer(layer)
+        self._native.scores(keys, key_fixes, self.length, np.asarray(q, dtype=np.float64), out, self._path)
+        return out
+
+    def weigh(self, layer: int, p: np.ndarray) -> np.ndarray:
+        out = np.empty((p.shape[0], p.shape[1], self._values.shape[-1]), np.float64)
+        _, _, values, value_fixes = self._layer(layer)
+        self._native.weigh(values, value_fixes, self.length, np.asarray(p, dtype=np.int64), out, self._path)
+        return out
+
+    def attend(self, layer: int, q: np.ndarray, own_top: np.ndarray, table: np.ndarray,
+               shift: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:func:`attend` in one native call: no scores or weights pass through numpy."""
+        kv, n, d = q.shape
+        num, z, top = np.empty((kv, n, d)), np.empty((kv, n), np.int64), np.empty((kv, n), np.int64)
+        self._native.attend(*self._layer(layer), self.length, np.asarray(q, dtype=np.float64),
+                            np.asarray(own_top, dtype=np.int64), table, shift, num, z, top, self._path)
+        return num, z, top
+
+
+FIX_SHARE = 64
+"""An int16 layer may clip at most one entry in this many (their residuals are added apart);
+profile 3's widest value layer clips about one in 10,000."""
 
 
 class Int8Prefix:
@@ -248,28 +387,64 @@ LIMB_MAX_ROWS = 4
 of steps or a prefill is compute-bound, where float64 BLAS beats four to nine limb products."""
 
 
+NATIVE_MAX_ROWS = 12
+"""Without AVX512-VNNI (int16 rows, float64 FMA) the native kernel is used for up to this many
+rows per kv head (4 files' steps in lockstep): at 12 rows it costs 0.96× float64 BLAS on
+AVX2, at 48 rows 1.31× (``benchmarks/prefix_attention.py``), so more rows go to float64.
+With VNNI it wins at every row count measured (3 to 300) and takes them all."""
+
+
+@cache
+def native_module() -> _NativeModule | None:
+    """The compiled :mod:`semcodec.models._prefix`, or None where it was not built (an install
+    without a C compiler): the numpy/onnxruntime kernels are used then."""
+    try:
+        from semcodec.models import _prefix
+    except ImportError:
+        return None
+    return _prefix
+
+
 class PrefixKernels:
-    """A prefix's products as :class:`semcodec.models.exact.SharedPrefix` needs them: float64
-    only for ``backend == "numpy"`` (or without onnxruntime), else int8 limbs for one decode
-    step over a long prefix and float64 BLAS otherwise; each made on first use."""
+    """A prefix's products as :class:`semcodec.models.exact.SharedPrefix` needs them, each kernel
+    made on first use. The one place that picks a kernel: ``backend == "numpy"`` uses float64
+    BLAS only; else the native kernel where it is built, for every row count where the CPU
+    has AVX512-VNNI and up to :data:`NATIVE_MAX_ROWS` elsewhere; without it, the int8 limbs
+    for at most :data:`LIMB_MAX_ROWS` rows over a prefix of at least
+    :data:`LIMB_MIN_POSITIONS` (with onnxruntime); float64 for the rest."""
 
     def __init__(self, keys: np.ndarray, values: np.ndarray, backend: str) -> None:
         self.length = int(keys.shape[1])
-        self.name = "float64"
         self._float = Float64Prefix(keys, values)
+        self._native: NativePrefix | None = None
+        self._native_rows = 0  # most rows per kv head for the native kernel
         self._limbs: Int8Prefix | None = None
-        if backend != "numpy" and self.length >= LIMB_MIN_POSITIONS:
-            try:
+        native = native_module() if backend != "numpy" else None
+        if native is not None:
+            self._native = NativePrefix(keys, values)
+            self._native_rows = sys.maxsize if "vnni" in native.vector_paths() else NATIVE_MAX_ROWS
+        elif backend != "numpy" and self.length >= LIMB_MIN_POSITIONS:
+            with suppress(ImportError):  # no onnxruntime: float64 only
                 self._limbs = Int8Prefix(keys, values)
-                self.name = f"{self._limbs.name}+float64"
-            except ImportError:  # no onnxruntime: float64 only
-                pass
+        few = self._native or self._limbs
+        alone = self._native_rows == sys.maxsize  # float64 never runs
+        self.name = "float64" if few is None else few.name if alone else f"{few.name}+float64"
 
     def _kernel(self, rows: int) -> PrefixProducts:
+        if self._native is not None and rows <= self._native_rows:
+            return self._native
         return self._limbs if self._limbs is not None and rows <= LIMB_MAX_ROWS else self._float
 
     def scores(self, layer: int, q: np.ndarray) -> np.ndarray:
         return self._kernel(q.shape[1]).scores(layer, q)
+
+    def attend(self, layer: int, q: np.ndarray, own_top: np.ndarray, table: np.ndarray,
+               shift: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:func:`attend` through the kernel for ``q``'s row count (the native one in one call)."""
+        kernel = self._kernel(q.shape[1])
+        if isinstance(kernel, NativePrefix):
+            return kernel.attend(layer, q, own_top, np.ascontiguousarray(table, dtype=np.int64), shift)
+        return attend(kernel, layer, q, own_top, table, shift)
 
     def weigh(self, layer: int, p: np.ndarray) -> np.ndarray:
         return self._kernel(p.shape[1]).weigh(layer, p)

@@ -8,9 +8,11 @@ Why it is exact (the argument is normative: SPEC §5):
   of any summation order is an integer below ``2**24``: exact in int32 and in float32, so
   the kernel (:mod:`semcodec.models.kernels`: int8 MatMulInteger, float32 BLAS, torch),
   its blocking, threads and FMA use cannot change a single bit.
-* Attention products use integer-valued float64 matrices bounded below ``2**53``, or, over
-  a long shared prefix, byte limbs multiplied exactly in int32 and added back in int64
-  (:mod:`semcodec.models.attention`); the KV cache holds the integers themselves (int32).
+* Attention products use integer-valued float64 matrices bounded below ``2**53``; over a
+  shared prefix, a native kernel's int16 products summed in int32 that cannot wrap or in
+  float64 below ``2**53`` (or, without it, byte limbs multiplied exactly in int32 and added
+  back in int64: :mod:`semcodec.models.attention`); the KV cache holds the integers
+  themselves (int32).
 * Everything else is elementwise: IEEE ``+ - * /`` and ``sqrt`` (correctly rounded
   everywhere), ``rint``, ``max``, table lookups, and sums of integers in int64 or below
   ``2**53`` in binary64 (exact in any order). No libm function runs: exp, sigmoid and the
@@ -39,7 +41,7 @@ from functools import cached_property
 import numpy as np
 
 from semcodec.models import tables
-from semcodec.models.attention import PrefixKernels
+from semcodec.models.attention import PrefixKernels, attention_weights
 from semcodec.models.kernels import NumpyProducts, Products, QMatrix
 from semcodec.models.weights import MAX_POSITIONS, LayerWeights, ModelConfig, ModelWeights
 
@@ -147,8 +149,8 @@ class SharedPrefix:
     """Positions many caches start from (a profile's context), evaluated once and never written.
 
     Holds the integer keys/values (L, T, KV, D) int32; attention multiplies them through a
-    :mod:`semcodec.models.attention` kernel, made on first use per backend (int8 limbs:
-    5 bytes per key/value pair instead of 16 as float64 images).
+    :mod:`semcodec.models.attention` kernel, made on first use per backend (the native
+    kernel's int16 layouts: 4 bytes per key/value pair instead of 16 as float64 images).
     """
 
     def __init__(self, keys: np.ndarray, values: np.ndarray) -> None:
@@ -157,7 +159,7 @@ class SharedPrefix:
         self._products: dict[str, PrefixKernels] = {}
 
     def products(self, backend: str) -> PrefixKernels:
-        """The exact attention kernel over these positions (``numpy``: float64 BLAS; else int8)."""
+        """The exact attention kernel over these positions (``numpy``: float64 BLAS; else native or int8)."""
         kernel = self._products.get(backend)
         if kernel is None:
             kernel = self._products[backend] = PrefixKernels(self.keys, self.values, backend)
@@ -300,29 +302,24 @@ class ExactLM:
         """
         b, kvh, r, hd = qi.shape
         scores = (qi @ k_t).astype(np.int64)  # exact: < 2**46
-        pre = prefix.products(self._prefix_backend) if prefix is not None and prefix.length else None
-        if pre is not None:
-            rows = qi.transpose(1, 0, 2, 3).reshape(kvh, b * r, hd)  # (KV, B * R, D)
-            head = pre.scores(layer, rows).reshape(kvh, b, r, -1).transpose(1, 0, 2, 3)
-            scores = np.concatenate([head, scores], axis=-1)
-            if valid is not None:
-                valid = np.concatenate([np.ones((*valid.shape[:3], pre.length), bool), valid], axis=-1)
+        if valid is not None:  # hidden keys: far below any score, so their weight is the table's final 0
+            scores = np.where(valid, scores, -(2**62))
+        top = scores.max(axis=-1, keepdims=True)
         # Distance (in 2**-8 nat steps) from the row maximum; score = q.k / (2**20 * 8).
         shift = 2 * QK_FRACTION_BITS + 3 - tables.SOFTMAX_STEP_BITS
         table = self._attention_exp  # E16 and one 0 past its end
-        if valid is None:  # every key visible (e.g. one new token)
-            dist = scores.max(axis=-1, keepdims=True) - scores
-            idx = (dist + (1 << (shift - 1))) >> shift
-        else:
-            scores = np.where(valid, scores, -(2**62))
-            dist = scores.max(axis=-1, keepdims=True) - scores
-            idx = np.where(valid, (dist + (1 << (shift - 1))) >> shift, len(table) - 1)
-        p = table[np.minimum(idx, len(table) - 1)]
+        pre = prefix.products(self._prefix_backend) if prefix is not None and prefix.length else None
+        if pre is not None:  # the prefix's part in one go (always visible); the row maximum spans both
+            rows = qi.transpose(1, 0, 2, 3).reshape(kvh, b * r, hd)  # (KV, B * R, D)
+            own_top = top[..., 0].transpose(1, 0, 2).reshape(kvh, b * r)
+            pre_num, pre_z, pre_top = pre.attend(layer, rows, own_top, table, shift)
+            top = pre_top.reshape(kvh, b, r).transpose(1, 0, 2)[..., None]
+        p = attention_weights(top, scores, table, shift)
         z = p.sum(axis=-1, keepdims=True)
-        num = p[..., -k_t.shape[-1] :].astype(np.float64) @ v  # exact: integer sums < 2**53
+        num = p.astype(np.float64) @ v  # exact: integer sums < 2**53
         if pre is not None:
-            weights = p[..., : pre.length].transpose(1, 0, 2, 3).reshape(kvh, b * r, -1)
-            num += pre.weigh(layer, weights).reshape(kvh, b, r, hd).transpose(1, 0, 2, 3)
+            z += pre_z.reshape(kvh, b, r).transpose(1, 0, 2)[..., None]
+            num += pre_num.reshape(kvh, b, r, hd).transpose(1, 0, 2, 3)
         out: np.ndarray = num / z.astype(np.float64) / float(1 << V_FRACTION_BITS)
         return out
 
