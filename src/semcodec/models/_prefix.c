@@ -67,16 +67,18 @@ static inline double prefix_at(const Prefix *x, Py_ssize_t i) {
     return x->wide ? (double)((const int32_t *)x->data)[i] : (double)((const int16_t *)x->data)[i];
 }
 
-/* q: (npad, D) doubles of one kv head; out (N, T) int64 rows of that head. */
-static void scores_plain(const Prefix *k, Py_ssize_t h, const double *q, Py_ssize_t n, int64_t *out) {
-    for (Py_ssize_t t = 0; t < k->t; t++) {
-        Py_ssize_t base = (t * k->kv + h) * k->d;
-        for (Py_ssize_t r = 0; r < n; r++) {
-            double acc = 0.0;
-            for (Py_ssize_t d = 0; d < k->d; d++) acc += q[r * k->d + d] * prefix_at(k, base + d);
-            out[r * k->t + t] = (int64_t)acc;
+/* Positions t0 .. T-1 of every kv head: the whole layer here, the few positions a vector
+ * block leaves over in the AVX paths. q: (KV, npad, D) doubles; out (KV, N, T) int64. */
+static void scores_from(const Prefix *k, const double *q, Py_ssize_t n, Py_ssize_t npad, int64_t *out, Py_ssize_t t0) {
+    for (Py_ssize_t h = 0; h < k->kv; h++)
+        for (Py_ssize_t t = t0; t < k->t; t++) {
+            Py_ssize_t base = (t * k->kv + h) * k->d;
+            for (Py_ssize_t r = 0; r < n; r++) {
+                double acc = 0.0;
+                for (Py_ssize_t d = 0; d < k->d; d++) acc += q[(h * npad + r) * k->d + d] * prefix_at(k, base + d);
+                out[(h * n + r) * k->t + t] = (int64_t)acc;
+            }
         }
-    }
 }
 
 /* p: (npad, T) doubles of one kv head; out (N, D) doubles of that head. */
@@ -152,21 +154,7 @@ AVX2 static void scores_avx2(const Prefix *k, const double *q, Py_ssize_t n, Py_
                 for (Py_ssize_t r = 0; r < ROWS && r0 + r < n; r++)
                     for (int j = 0; j < 3; j++) o[r * T + j] = (int64_t)hsum(acc[r][j]);
             }
-    for (; t < T; t++)
-        for (Py_ssize_t h = 0; h < KV; h++)
-            for (Py_ssize_t r0 = 0; r0 < n; r0 += ROWS) {
-                const double *q0 = q + (h * npad + r0) * D, *q1 = q0 + D, *q2 = q1 + D;
-                Py_ssize_t b0 = t * stride + h * D;
-                __m256d a0 = _mm256_setzero_pd(), a1 = a0, a2 = a0;
-                for (Py_ssize_t d = 0; d < D; d += 4) {
-                    __m256d k0 = load4(k, b0 + d);
-                    a0 = _mm256_fmadd_pd(_mm256_loadu_pd(q0 + d), k0, a0);
-                    a1 = _mm256_fmadd_pd(_mm256_loadu_pd(q1 + d), k0, a1);
-                    a2 = _mm256_fmadd_pd(_mm256_loadu_pd(q2 + d), k0, a2);
-                }
-                __m256d acc[3] = {a0, a1, a2};
-                for (Py_ssize_t r = 0; r < ROWS && r0 + r < n; r++) out[(h * n + r0 + r) * T + t] = (int64_t)hsum(acc[r]);
-            }
+    scores_from(k, q, n, npad, out, t);  /* at most two positions left */
 }
 
 #define BLOCK 32  /* positions per block: 32 rows of 3 x 64 int32 (24 KB) stay in L1 across the passes */
@@ -241,22 +229,7 @@ AVX512 static void scores_avx512(const Prefix *k, const double *q, Py_ssize_t n,
                 for (Py_ssize_t r = 0; r < ROWS && r0 + r < n; r++)
                     for (int j = 0; j < 4; j++) o[r * T + j] = (int64_t)_mm512_reduce_add_pd(acc[r][j]);
             }
-    for (; t < T; t++)
-        for (Py_ssize_t h = 0; h < KV; h++)
-            for (Py_ssize_t r0 = 0; r0 < n; r0 += ROWS) {
-                const double *q0 = q + (h * npad + r0) * D, *q1 = q0 + D, *q2 = q1 + D;
-                Py_ssize_t b0 = t * stride + h * D;
-                __m512d a0 = _mm512_setzero_pd(), a1 = a0, a2 = a0;
-                for (Py_ssize_t d = 0; d < D; d += 8) {
-                    __m512d k0 = load8(k, b0 + d);
-                    a0 = _mm512_fmadd_pd(_mm512_loadu_pd(q0 + d), k0, a0);
-                    a1 = _mm512_fmadd_pd(_mm512_loadu_pd(q1 + d), k0, a1);
-                    a2 = _mm512_fmadd_pd(_mm512_loadu_pd(q2 + d), k0, a2);
-                }
-                __m512d acc[3] = {a0, a1, a2};
-                for (Py_ssize_t r = 0; r < ROWS && r0 + r < n; r++)
-                    out[(h * n + r0 + r) * T + t] = (int64_t)_mm512_reduce_add_pd(acc[r]);
-            }
+    scores_from(k, q, n, npad, out, t);  /* at most three positions left */
 }
 
 /* 32 columns (four vectors) by ROWS rows per pass over a block of positions. */
@@ -650,7 +623,7 @@ static int run_scores_bare(const Prefix *x, const double *rows, Py_ssize_t n, Py
     if (want >= 2 && use_avx512(x->d)) { scores_avx512(x, rows, n, npad, out); return 1; }
     if (want >= 1 && use_avx2(x->d)) { scores_avx2(x, rows, n, npad, out); return 1; }
 #endif
-    for (Py_ssize_t h = 0; h < x->kv; h++) scores_plain(x, h, rows + h * npad * x->d, n, out + h * n * x->t);
+    scores_from(x, rows, n, npad, out, 0);
     return 1;
 }
 
