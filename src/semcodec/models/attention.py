@@ -209,9 +209,11 @@ class NativePrefix:
         span = -(-t // 16) * 16  # (KV, T/16, D/2, 16, 2): 16 positions' pairs of dims
         padded = np.zeros((span, kv, d), np.int16)
         padded[:t] = x
-        blocks = np.empty((kv, span // 16, d // 2, 16), np.int32)  # one int32 per pair of dims: moved whole
-        blocks[...] = padded.view(np.int32).reshape(span // 16, 16, kv, d // 2).transpose(2, 0, 3, 1)
-        return blocks.view(np.int16).reshape(kv, span // 16, d // 2, 16, 2), fixes
+        blocks = np.empty((kv, span // 16, d // 2, 16, 2), np.int16)
+        # Each pair of dims moved whole as one 4-byte unit ("|V4": raw bytes, no byte order to get wrong).
+        pairs = padded.view("|V4").reshape(span // 16, 16, kv, d // 2)
+        blocks.view("|V4").reshape(kv, span // 16, d // 2, 16)[...] = pairs.transpose(2, 0, 3, 1)
+        return blocks, fixes
 
     def scores(self, layer: int, q: np.ndarray) -> np.ndarray:
         out = np.empty((q.shape[0], q.shape[1], self.length), np.int64)
