@@ -155,11 +155,8 @@ class Header:
         one-byte form's payload lies in its interval up to a sliver of about 2**-41 just below it
         (the coder's first scale is 2**40 - 1, not 2**40), where the writer falls back to an
         explicit header (:func:`explicit`)."""
-        if self.compact:
-            return bool(payload) and payload[0] >= 0x80
-        if self.short:
-            return bool(payload) and payload[0] >> 5 == 0b001
-        return True
+        form = self.form_symbols
+        return not form or (bool(payload) and one_byte_form(payload[0]) == form[0][0])
 
     def with_fields(self, **changes: int | bool) -> Header:
         """This header with ``changes``, in the smallest form of its version family (a v1 header
@@ -225,6 +222,17 @@ def text_check(text: str) -> bytes:
     return (zlib.crc32(text.encode("utf-8")) & 0xFFFF).to_bytes(2, "big")
 
 
+def one_byte_form(byte1: int) -> int | None:
+    """The form a file's byte 1 names when it is a one-byte header's payload (SPEC §2):
+    :data:`FORM_COMPACT` (``1xxxxxxx``), :data:`FORM_SHORT` (``001xxxxx``), else None (the
+    flags byte of an explicit header)."""
+    if byte1 >> 7:
+        return FORM_COMPACT
+    if byte1 >> 5 == 0b001:
+        return FORM_SHORT
+    return None
+
+
 def _short_form_applies(header: Header) -> bool:
     return header.model_id in SHORT_MODEL_IDS and _flags(header, 2) == FLAG_MODEL
 
@@ -276,12 +284,12 @@ def decode_header(data: bytes) -> tuple[Header, bytes, int]:
         raise SemFormatError(f"file too short for a .sem header ({len(data)} bytes)")
     if data[0] != MAGIC:
         raise SemFormatError(f"not a .sem file (first byte 0x{data[0]:02x}, expected 0x{MAGIC:02x})")
-    bits = data[1] >> 6
-    if bits >= 0b10:  # v2 compact: byte 1 is the payload's first byte
+    form = one_byte_form(data[1])  # byte 1 is then the payload's first byte
+    if form == FORM_COMPACT:
         return Header(version=2), b"", 1
-    if data[1] >> 5 == 0b001:  # v3 short: byte 1 is the payload's first byte
+    if form == FORM_SHORT:
         return Header(short_form_model(bytes(data[1:])), version=3), b"", 1
-    version = 1 if bits == V1_BITS else 2
+    version = 1 if data[1] >> 6 == V1_BITS else 2
     flags = data[1] & 0x3F
     unknown = flags & ~_KNOWN_FLAGS
     if unknown:
