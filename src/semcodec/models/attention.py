@@ -437,9 +437,6 @@ class PrefixKernels:
             return self._native
         return self._limbs if self._limbs is not None and rows <= LIMB_MAX_ROWS else self._float
 
-    def scores(self, layer: int, q: np.ndarray) -> np.ndarray:
-        return self._kernel(q.shape[1]).scores(layer, q)
-
     def attend(self, layer: int, q: np.ndarray, own_top: np.ndarray, table: np.ndarray,
                shift: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:func:`attend` through the kernel for ``q``'s row count (the native one in one call)."""
@@ -447,7 +444,4 @@ class PrefixKernels:
         if isinstance(kernel, NativePrefix):
             return kernel.attend(layer, q, own_top, np.ascontiguousarray(table, dtype=np.int64), shift)
         return attend(kernel, layer, q, own_top, table, shift)
-
-    def weigh(self, layer: int, p: np.ndarray) -> np.ndarray:
-        return self._kernel(p.shape[1]).weigh(layer, p)
 
