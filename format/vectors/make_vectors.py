@@ -22,11 +22,11 @@ from semcodec import coding
 from semcodec.codec import LINE_ENDING_TABLE, frequency_tables
 from semcodec.container import (
     DEFAULT_MODEL_IDS,
-    FORM_COMPACT,
     FORM_SHORT,
     FORM_TABLE,
     SHORT_MODEL_IDS,
     SHORT_MODEL_TABLE,
+    Header,
 )
 from semcodec.models import load_model
 from semcodec.models.exact import ExactLM
@@ -73,11 +73,12 @@ VALID_V2: list[tuple[str, str, dict[str, object]]] = [
 ]
 
 
-def _compact_stream(body: str, ending: int) -> bytes:
-    """A v2 compact file coding ``body``'s tokens and line ending ``ending`` as given (even non-canonically)."""
-    symbols, tables = frequency_tables(body, 3)
-    stream = [FORM_COMPACT, *symbols, ending]  # v2's marker: the same interval as the form symbol 3
-    return b"\xa7" + coding.encode(stream, [FORM_TABLE, *tables, LINE_ENDING_TABLE])
+def _one_byte_file(form: list[tuple[int, np.ndarray]], body: str, model_id: int, ending: int) -> bytes:
+    """A one-byte-header file: ``form``'s (symbol, table) pairs, then ``body``'s tokens under
+    ``model_id``'s tables and line ending ``ending``, coded as given (even where no encoder would)."""
+    symbols, tables = frequency_tables(body, model_id)
+    fixed = [*form, *zip(symbols, tables, strict=True), (ending, LINE_ENDING_TABLE)]
+    return b"\xa7" + coding.encode([s for s, _ in fixed], [t for _, t in fixed])
 
 
 def invalid_cases_v2(good: bytes) -> list[tuple[str, bytes, str, str]]:
@@ -90,9 +91,9 @@ def invalid_cases_v2(good: bytes) -> list[tuple[str, bytes, str, str]]:
         ("stored-default-model", b"\xa7\x01\x03" + payload, "SemFormatError", "model 3 is v2's default"),
         ("future-flag", b"\xa7\x20" + payload, "SemVersionError", "v2 flag bit 5 announces a later version"),
         ("unknown-model", b"\xa7\x01\x63" + payload, "SemUnknownModelError", "model id 99"),
-        ("lf-as-token", _compact_stream(VALID[0][1] + "\n", 0), "SemIntegrityError",
+        ("lf-as-token", _one_byte_file(Header().form_symbols, VALID[0][1] + "\n", 3, 0), "SemIntegrityError",
          "a final \\n coded as text tokens instead of the line-ending symbol"),
-        ("cr-lf-split", _compact_stream(VALID[0][1] + "\r", 1), "SemIntegrityError",
+        ("cr-lf-split", _one_byte_file(Header().form_symbols, VALID[0][1] + "\r", 3, 1), "SemIntegrityError",
          "a final \\r\\n coded as \\r + line ending \\n"),
         ("trailing-byte", good + b"\x5a", "SemIntegrityError", "payload not canonical: an extra byte"),
     ]
@@ -112,18 +113,12 @@ VALID_V3: list[tuple[str, str, dict[str, object]]] = [
 ]
 
 
-def _short_stream(model_symbol: int, text: str) -> bytes:
-    """A v3 short file whose model symbol is ``model_symbol``, coding ``text`` with profile 5's tables."""
-    symbols, tables = frequency_tables(text, 5)
-    stream = [FORM_SHORT, model_symbol, *symbols, 0]
-    return b"\xa7" + coding.encode(stream, [FORM_TABLE, SHORT_MODEL_TABLE, *tables, LINE_ENDING_TABLE])
-
-
 def invalid_cases_v3(good: bytes) -> list[tuple[str, bytes, str, str]]:
     return [
-        ("escape", _short_stream(SHORT_MODEL_IDS.index(None), PARAGRAPH), "SemVersionError",
+        ("escape", _one_byte_file([(FORM_SHORT, FORM_TABLE), (SHORT_MODEL_IDS.index(None), SHORT_MODEL_TABLE)],
+                                  PARAGRAPH, 5, 0), "SemVersionError",
          "the short form's escape symbol announces a later version (byte 1 = 0x20)"),
-        ("short-wrong-model", _short_stream(SHORT_MODEL_IDS.index(4), PARAGRAPH), "SemIntegrityError",
+        ("short-wrong-model", _one_byte_file(Header(model_id=4).form_symbols, PARAGRAPH, 5, 0), "SemIntegrityError",
          "model symbol says 4, the tokens were coded with 5's tables: not canonical"),
         ("short-form-sliver", b"\xa7\x3f" + b"\xff" * 7, "SemIntegrityError",
          "byte 1 = 001xxxxx but the form symbol decodes as 2 (no encoder writes this)"),
