@@ -5,15 +5,18 @@
    step's attention (scores, softmax weights, weighted values: :func:`attention.attend`, the
    native kernel's one call per layer) over all 30 layers of profile 3's context, cut to
    several lengths, caches flushed between passes (135 MB read: what the weights stream
-   does to them). The native kernel in its default storage (int16 pairs for AVX512-VNNI
-   where the CPU has it, else int16 rows), as int16 rows on the AVX2+FMA path (what a CPU
-   without AVX-512 runs) and on the int32 context in place (no copy).
+   does to them). The native kernel in its default storage (int16 pairs for AVX512-VNNI or
+   AVX-VNNI where the CPU has it, else int16 rows), as pairs on the AVX-VNNI path (what a
+   CPU with AVX-VNNI but no AVX-512 runs), as int16 rows on the AVX2+FMA path (a CPU with
+   neither) and on the int32 context in place (no copy).
 2. The same at 921 positions for more query rows per kv head (3 per file: batches of
    files; a prefill): the native kernel is used for every row count, float64 BLAS only
    without it.
 3. Whole decode steps of profiles 0 and 3 with the prefix kernel switched between the
    three (``PrefixKernels`` picks native when built; limbs run for one file's step over a
-   prefix of at least ``LIMB_MIN_POSITIONS``, shorter ones use float64), rounds alternated.
+   prefix of at least ``LIMB_MIN_POSITIONS``, shorter ones use float64), rounds alternated;
+   the native kernel also capped at the AVX-VNNI and AVX2 paths where this CPU has wider ones
+   (what CPUs without AVX-512, or without AVX-VNNI too, run; the products stay this CPU's).
 
 All print thread CPU milliseconds (robust to other processes taking the CPU away) and,
 for decode steps, wall milliseconds too; ratios come from the same run. Without the
@@ -47,8 +50,12 @@ def _arms(keys: np.ndarray, values: np.ndarray, table: np.ndarray) -> dict[str, 
     arms: dict[str, Callable[[int, np.ndarray], object]] = {}
     if att.native_module() is not None:
         paths = att.native_module().vector_paths()  # type: ignore[union-attr]
-        # the default storage; int16 rows on AVX2 (what a CPU without AVX-512 runs); the int32 context in place
-        for storage, path in (("auto", None), ("int16", "avx2" if "avx2" in paths else None), ("int32", None)):
+        # the default storage; the pair layouts on AVX-VNNI (what a CPU with AVX-VNNI but no AVX-512
+        # runs); int16 rows on AVX2 (a CPU with neither); the int32 context in place
+        chosen = [("auto", None), ("pairs", "avxvnni"), ("int16", "avx2"), ("int32", None)]
+        for storage, path in chosen:
+            if path is not None and path not in paths:
+                continue
             kernel = att.NativePrefix(keys, values, storage, path)
             arms[kernel.name] = lambda li, q, k=kernel: k.attend(li, q, np.broadcast_to(own, q.shape[:2]), table, SHIFT)
     for kernel in (att.Int8Prefix(keys, values), att.Float64Prefix(keys, values)):
@@ -109,6 +116,13 @@ def decode(rounds: int) -> list[list[str]]:
     for m, prefix in prefixes.items():
         if att.native_module() is not None:
             kinds.setdefault("native", {})[m] = att.PrefixKernels(prefix.keys, prefix.values, "int8")
+            paths = att.native_module().vector_paths()  # type: ignore[union-attr]
+            # what a CPU with AVX-VNNI but no AVX-512 runs, and one with AVX2 alone (as in _arms)
+            for storage, path in (("pairs", "avxvnni"), ("int16", "avx2")):
+                if path in paths and paths[0] != path:
+                    capped = att.PrefixKernels(prefix.keys, prefix.values, "int8")
+                    capped._native = att.NativePrefix(prefix.keys, prefix.values, storage, path)
+                    kinds.setdefault(f"native {path}", {})[m] = capped
         native, att.native_module = att.native_module, lambda: None  # type: ignore[assignment]
         try:  # without the extension: limbs (long prefixes) or float64
             kinds.setdefault("limbs", {})[m] = att.PrefixKernels(prefix.keys, prefix.values, "int8")

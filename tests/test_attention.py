@@ -213,9 +213,10 @@ def test_native_storage_and_bounds() -> None:
     k, k_fixes, v, v_fixes = NativePrefix(keys, keys, "pairs")._layer(0)
     num, pair = np.zeros((1, 3, 4)), np.zeros((1, 3), np.int64)
     for path in PATHS:
-        with pytest.raises(ValueError, match="table"):  # a weight beyond P_MAX would break the digits' bounds
-            NATIVE.attend(k, k_fixes, v, v_fixes, 8, q, pair, np.array([P_MAX + 1, 0]), 15, num, pair.copy(),
-                          pair.copy(), path)
+        for bad in (P_MAX + 1, -1):  # a weight beyond P_MAX would break the digits' bounds; none is negative
+            with pytest.raises(ValueError, match="table"):
+                NATIVE.attend(k, k_fixes, v, v_fixes, 8, q, pair, np.array([bad, 0]), 15, num, pair.copy(),
+                              pair.copy(), path)
     wide_rows = np.random.default_rng(0).integers(-(2**15 - 1), 2**15, (1, 50, 3, 64), dtype=np.int32)
     k, k_fixes, v, v_fixes = NativePrefix(wide_rows, wide_rows, "pairs")._layer(0)
     big_q = np.full((3, 3, 64), 2.0**24)  # beyond the digits' range: the pair kernels' plain loop, still exact
@@ -265,16 +266,18 @@ def test_native_int16_with_a_few_clipped(seed: int) -> None:
 
 @needs_native
 def test_native_for_every_step_when_built(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every row count with AVX512-VNNI; without it, up to NATIVE_MAX_ROWS (then float64 BLAS)."""
+    """Every row count with AVX512-VNNI or AVX-VNNI (and the pair layouts by default); without
+    them, up to NATIVE_MAX_ROWS (then float64 BLAS) on int16 rows."""
     assert NATIVE is not None
     rng = np.random.default_rng(5)
     keys = rng.integers(-2**15, 2**15, (1, LIMB_MIN_POSITIONS, 1, 4), dtype=np.int32)
     assert PrefixKernels(keys, keys, "numpy")._native is None  # SEMCODEC_BACKEND=numpy: float64 only
-    for paths in (("vnni", "avx512", "avx2", "plain"), ("avx2", "plain")):
+    for paths in (("vnni", "avx512", "avx2", "plain"), ("avxvnni", "avx2", "plain"), ("avx2", "plain")):
         monkeypatch.setattr(NATIVE, "vector_paths", lambda paths=paths: paths)
         kernels = PrefixKernels(keys, keys, "int8")
         assert kernels._limbs is None and kernels._kernel(3) is kernels._native is not None
-        if "vnni" in paths:
+        assert kernels._native._storage == ("int16" if paths[0] == "avx2" else "pairs")
+        if paths[0] != "avx2":
             assert all(kernels._kernel(rows) is kernels._native for rows in (NATIVE_MAX_ROWS + 1, 300))
             assert kernels._float._images is None  # never made
         else:

@@ -16,7 +16,7 @@
  * result does not depend on the order of the additions: FMA, vector lanes and blocking
  * cannot change a bit. Bounds: |q|, |k| < 2**20 and D <= 64 give |q.k| < 64 * 2**40 = 2**46;
  * 0 <= p <= 2**16 and |v| < 2**24 give |p.v| <= T * 2**40, below 2**53 for T < 2**13
- * (checked: T > MAX_POSITIONS is refused). The VNNI path's int32 bounds are given with it.
+ * (checked: T > MAX_POSITIONS is refused). The VNNI paths' int32 bounds are given with them.
  * Never build this with -ffast-math (it would allow non-IEEE conversions).
  *
  * GQA: the N rows of a kv head (its 3 query heads, times the files of a batch) share each
@@ -31,6 +31,9 @@
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(SEMCODEC_PLAIN_C)
 #define HAVE_AVX2 1  /* x86 builds carry the vector paths (chosen at run time); -DSEMCODEC_PLAIN_C: C only */
 #include <immintrin.h>
+#if (defined(__clang__) && __clang_major__ >= 12) || (!defined(__clang__) && __GNUC__ >= 11)
+#define HAVE_AVXVNNI 1  /* compilers that know AVX-VNNI (the 256-bit, VEX-coded vpdpwssd) */
+#endif
 #endif
 
 #define ROWS 3               /* rows per register block: one token's query heads per kv head */
@@ -47,7 +50,8 @@ typedef struct {
 } Prefix;
 
 /* PAIRS: int16 layouts for the integer dot-product instructions (AVX512-VNNI's vpdpwssd
- * multiplies 32 int16 pairs and adds each pair's two products into an int32 lane). Keys:
+ * multiplies 32 int16 pairs and adds each pair's two products into an int32 lane; AVX-VNNI's
+ * does 16, so a 16-position block or 16-dim chunk is two of its vectors). Keys:
  * (KV, TK/16, D/2, 16, 2), element [h, b, j, i, c] = k[16 b + i, h, 2 j + c], TK = T rounded
  * up to 16 (zeros past T): 16 positions' pairs of dims per vector, each block of 16
  * positions contiguous (read in address order). Values: (KV, TV, D, 2), element
@@ -416,6 +420,101 @@ VNNI static void weigh_vnni(const Prefix *v, const int32_t *pd, Py_ssize_t n, Py
     }
 }
 
+/* -- AVX-VNNI: the same pair layouts and digits in 256-bit vectors ----------------------
+ *
+ * For CPUs with AVX-VNNI but no AVX-512 (Intel's client cores since Alder Lake). Each lane
+ * adds exactly the products the AVX512-VNNI path's lane adds (a 16-position block or a
+ * 16-dim chunk is two vectors here), so the int32 bounds above hold unchanged. Fewer
+ * registers: one 16-position block (scores) or 16 dims (weigh) per pass. */
+#ifdef HAVE_AVXVNNI
+#define AVXVNNI __attribute__((target("avxvnni,avx2,fma")))
+
+/* out[h, r, t0 .. t0+15] for ROWS rows: q0.k + 2**11 q1.k from int32 lanes, as int64. */
+AVXVNNI static void scores_avxvnni(const Prefix *k, const int32_t *qd, Py_ssize_t n, Py_ssize_t npad, int64_t *out) {
+    const Py_ssize_t D = k->d, T = k->t, TK = key_span(T);
+    for (Py_ssize_t h = 0; h < k->kv; h++) {
+        const int16_t *base = (const int16_t *)k->data + h * D * TK;
+        for (Py_ssize_t r0 = 0; r0 < n; r0 += ROWS)
+            for (Py_ssize_t t0 = 0; t0 < TK; t0 += 16) {
+                __m256i acc[ROWS][2][2];
+                for (int r = 0; r < ROWS; r++)
+                    for (int l = 0; l < 2; l++) acc[r][l][0] = acc[r][l][1] = _mm256_setzero_si256();
+                for (Py_ssize_t j2 = 0; j2 < D / 2; j2++) {
+                    const int16_t *at = base + ((t0 / 16) * (D / 2) + j2) * 32;
+                    PF((const char *)at + PREFETCH);
+                    __m256i k0 = _mm256_loadu_si256((const __m256i *)at), k1 = _mm256_loadu_si256((const __m256i *)(at + 16));
+                    for (int r = 0; r < ROWS; r++)
+                        for (int l = 0; l < 2; l++) {
+                            __m256i w = _mm256_set1_epi32(qd[((h * npad + r0 + r) * 2 + l) * (D / 2) + j2]);
+                            acc[r][l][0] = _mm256_dpwssd_avx_epi32(acc[r][l][0], k0, w);
+                            acc[r][l][1] = _mm256_dpwssd_avx_epi32(acc[r][l][1], k1, w);
+                        }
+                }
+                Py_ssize_t m = T - t0 < 16 ? T - t0 : 16;
+                for (Py_ssize_t r = 0; r < ROWS && r0 + r < n; r++) {
+                    int32_t lo[16], hi[16];
+                    _mm256_storeu_si256((__m256i *)lo, acc[r][0][0]);
+                    _mm256_storeu_si256((__m256i *)(lo + 8), acc[r][0][1]);
+                    _mm256_storeu_si256((__m256i *)hi, acc[r][1][0]);
+                    _mm256_storeu_si256((__m256i *)(hi + 8), acc[r][1][1]);
+                    int64_t *o = out + (h * n + r0 + r) * T + t0;
+                    for (Py_ssize_t i = 0; i < m; i++) o[i] = (int64_t)lo[i] + (int64_t)hi[i] * ((int64_t)1 << DIGIT_BITS);
+                }
+            }
+    }
+}
+
+/* out[h, r, d0 .. d0+15] += the lo + 2**8 hi digit sums of VNNI_BLOCK position pairs at a time. */
+AVXVNNI static void weigh_avxvnni(const Prefix *v, const int32_t *pd, Py_ssize_t n, Py_ssize_t npad, double *out) {
+    const Py_ssize_t D = v->d, TV = value_span(v->t);
+    memset(out, 0, (size_t)(v->kv * n * D) * sizeof(double));
+    for (Py_ssize_t h = 0; h < v->kv; h++) {
+        const int16_t *base = (const int16_t *)v->data + h * TV * D * 2;
+        for (Py_ssize_t r0 = 0; r0 < n; r0 += ROWS) {
+            Py_ssize_t rows = n - r0 < ROWS ? n - r0 : ROWS;
+            for (Py_ssize_t d0 = 0; d0 < D; d0 += 16)
+                for (Py_ssize_t j0 = 0; j0 < TV; j0 += VNNI_BLOCK) {
+                    Py_ssize_t j1 = j0 + VNNI_BLOCK < TV ? j0 + VNNI_BLOCK : TV;
+                    __m256i acc[ROWS][2][2];
+                    for (int r = 0; r < ROWS; r++)
+                        for (int l = 0; l < 2; l++) acc[r][l][0] = acc[r][l][1] = _mm256_setzero_si256();
+                    for (Py_ssize_t j = j0; j < j1; j++) {
+                        const int16_t *at = base + (j * D + d0) * 2;
+                        PF((const char *)at + PREFETCH);
+                        __m256i v0 = _mm256_loadu_si256((const __m256i *)at), v1 = _mm256_loadu_si256((const __m256i *)(at + 16));
+                        for (int r = 0; r < ROWS; r++)
+                            for (int l = 0; l < 2; l++) {
+                                __m256i w = _mm256_set1_epi32(pd[((h * npad + r0 + r) * 2 + l) * TV + j]);
+                                acc[r][l][0] = _mm256_dpwssd_avx_epi32(acc[r][l][0], v0, w);
+                                acc[r][l][1] = _mm256_dpwssd_avx_epi32(acc[r][l][1], v1, w);
+                            }
+                    }
+                    for (Py_ssize_t r = 0; r < rows; r++)
+                        for (int c = 0; c < 2; c++)
+                            for (int half_ = 0; half_ < 2; half_++) {
+                                __m128i lo = half_ ? _mm256_extracti128_si256(acc[r][0][c], 1) : _mm256_castsi256_si128(acc[r][0][c]);
+                                __m128i hi = half_ ? _mm256_extracti128_si256(acc[r][1][c], 1) : _mm256_castsi256_si128(acc[r][1][c]);
+                                __m256d sum = _mm256_fmadd_pd(_mm256_cvtepi32_pd(hi), _mm256_set1_pd(256.0), _mm256_cvtepi32_pd(lo));
+                                double *o = out + (h * n + r0 + r) * D + d0 + 8 * c + 4 * half_;
+                                _mm256_storeu_pd(o, _mm256_add_pd(_mm256_loadu_pd(o), sum));
+                            }
+                }
+        }
+    }
+}
+
+static int use_avxvnni(Py_ssize_t d) {
+    static int cpu = -1;
+    if (cpu < 0) {
+        __builtin_cpu_init();
+        cpu = __builtin_cpu_supports("avxvnni") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    return cpu && d % 16 == 0;
+}
+#else
+static int use_avxvnni(Py_ssize_t d) { (void)d; return 0; }
+#endif
+
 static int use_vnni(Py_ssize_t d) {
     static int cpu = -1;
     if (cpu < 0) {
@@ -447,6 +546,7 @@ static int use_avx2(Py_ssize_t d) {
 static int use_avx2(Py_ssize_t d) { (void)d; return 0; }
 static int use_avx512(Py_ssize_t d) { (void)d; return 0; }
 static int use_vnni(Py_ssize_t d) { (void)d; return 0; }
+static int use_avxvnni(Py_ssize_t d) { (void)d; return 0; }
 #endif
 
 /* -- argument handling ---------------------------------------------------------------- */
@@ -574,13 +674,20 @@ static int get_out(PyObject *obj, Py_buffer *b, int want_double, Py_ssize_t kv, 
     return 0;
 }
 
-/* Code path levels: 3 vnni, 2 avx512, 1 avx2, 0 plain. */
+/* Code path levels: 4 vnni, 3 avxvnni, 2 avx512, 1 avx2, 0 plain. */
+enum { PATH_PLAIN, PATH_AVX2, PATH_AVX512, PATH_AVXVNNI, PATH_VNNI };
+
+/* Whether a cap lets a level run: each names a CPU, so "avxvnni" (AVX-VNNI and AVX2, no AVX-512,
+ * as on Intel's client cores) rules out the AVX-512 kernels below it. */
+static int allows(int want, int level) { return want >= level && !(want == PATH_AVXVNNI && level == PATH_AVX512); }
+
 static int parse_path(const char *path) {
-    if (path == NULL || !strcmp(path, "vnni")) return 3;
-    if (!strcmp(path, "avx512")) return 2;
-    if (!strcmp(path, "avx2")) return 1;
-    if (!strcmp(path, "plain")) return 0;
-    PyErr_Format(PyExc_ValueError, "unknown path %s (vnni, avx512, avx2 or plain)", path);
+    if (path == NULL || !strcmp(path, "vnni")) return PATH_VNNI;
+    if (!strcmp(path, "avxvnni")) return PATH_AVXVNNI;
+    if (!strcmp(path, "avx512")) return PATH_AVX512;
+    if (!strcmp(path, "avx2")) return PATH_AVX2;
+    if (!strcmp(path, "plain")) return PATH_PLAIN;
+    PyErr_Format(PyExc_ValueError, "unknown path %s (vnni, avxvnni, avx512, avx2 or plain)", path);
     return -1;
 }
 
@@ -607,11 +714,16 @@ static int run_scores_bare(const Prefix *x, const double *rows, Py_ssize_t n, Py
     (void)want;  /* C-only builds have one path */
     if (x->paired) {
 #ifdef HAVE_AVX2
-        if (want >= 3 && use_vnni(x->d)) {
+        void (*kernel)(const Prefix *, const int32_t *, Py_ssize_t, Py_ssize_t, int64_t *) = NULL;
+        if (want >= PATH_VNNI && use_vnni(x->d)) kernel = scores_vnni;
+#ifdef HAVE_AVXVNNI
+        else if (want >= PATH_AVXVNNI && use_avxvnni(x->d)) kernel = scores_avxvnni;
+#endif
+        if (kernel != NULL) {
             int32_t *digits = malloc((size_t)(x->kv * npad * x->d + 1) * sizeof(int32_t));
             if (digits == NULL) return 0;
             int fits = query_digits(rows, x->kv, npad, x->d, digits);
-            if (fits) scores_vnni(x, digits, n, npad, out);
+            if (fits) kernel(x, digits, n, npad, out);
             free(digits);
             if (fits) return 1;  /* else a query beyond the format's bound: the plain loop below */
         }
@@ -620,8 +732,8 @@ static int run_scores_bare(const Prefix *x, const double *rows, Py_ssize_t n, Py
         return 1;
     }
 #ifdef HAVE_AVX2
-    if (want >= 2 && use_avx512(x->d)) { scores_avx512(x, rows, n, npad, out); return 1; }
-    if (want >= 1 && use_avx2(x->d)) { scores_avx2(x, rows, n, npad, out); return 1; }
+    if (allows(want, PATH_AVX512) && use_avx512(x->d)) { scores_avx512(x, rows, n, npad, out); return 1; }
+    if (want >= PATH_AVX2 && use_avx2(x->d)) { scores_avx2(x, rows, n, npad, out); return 1; }
 #endif
     scores_from(x, rows, n, npad, out, 0);
     return 1;
@@ -632,11 +744,16 @@ static int run_weigh_bare(const Prefix *x, const double *rows, Py_ssize_t n, Py_
     (void)want;
     if (x->paired) {
 #ifdef HAVE_AVX2
-        if (want >= 3 && use_vnni(x->d)) {
+        void (*kernel)(const Prefix *, const int32_t *, Py_ssize_t, Py_ssize_t, double *) = NULL;
+        if (want >= PATH_VNNI && use_vnni(x->d)) kernel = weigh_vnni;
+#ifdef HAVE_AVXVNNI
+        else if (want >= PATH_AVXVNNI && use_avxvnni(x->d)) kernel = weigh_avxvnni;
+#endif
+        if (kernel != NULL) {
             int32_t *digits = malloc((size_t)(x->kv * npad * 2 * value_span(x->t) + 1) * sizeof(int32_t));
             if (digits == NULL) return 0;
             int fits = weight_digits(rows, x->kv, npad, x->t, digits);
-            if (fits) weigh_vnni(x, digits, n, npad, out);
+            if (fits) kernel(x, digits, n, npad, out);
             free(digits);
             if (fits) return 1;  /* else a weight beyond P_MAX: the plain loop below */
         }
@@ -645,8 +762,8 @@ static int run_weigh_bare(const Prefix *x, const double *rows, Py_ssize_t n, Py_
         return 1;
     }
 #ifdef HAVE_AVX2
-    if (want >= 2 && use_avx512(x->d)) { weigh_avx512(x, rows, n, npad, out); return 1; }
-    if (want >= 1 && use_avx2(x->d)) { weigh_avx2(x, rows, n, npad, out); return 1; }
+    if (allows(want, PATH_AVX512) && use_avx512(x->d)) { weigh_avx512(x, rows, n, npad, out); return 1; }
+    if (want >= PATH_AVX2 && use_avx2(x->d)) { weigh_avx2(x, rows, n, npad, out); return 1; }
 #endif
     for (Py_ssize_t h = 0; h < x->kv; h++) weigh_plain(x, h, rows + h * npad * x->t, n, out + h * n * x->d);
     return 1;
@@ -783,6 +900,50 @@ AVX512 static void softmax_avx512(Row *x) {
     x->top = top;
     x->sum = total;
 }
+
+/* The same with four lanes. AVX2 has no 64-bit arithmetic shift, min or int64 -> double, but
+ * top + 2**(shift-1) - s_t > 0 (top is the row maximum), so a logical shift is the same; the
+ * index is capped with a compare and blend; and a checked weight (in [0, 2**16]) is its low
+ * 32 bits, converted from int32. */
+AVX2 static void softmax_avx2(Row *x) {
+    const Py_ssize_t T = x->t, body = T / 4 * 4;
+    __m256i m = _mm256_set1_epi64x(x->top);
+    for (Py_ssize_t t = 0; t < body; t += 4) {
+        __m256i s = _mm256_loadu_si256((const __m256i *)(x->s + t));
+        m = _mm256_blendv_epi8(m, s, _mm256_cmpgt_epi64(s, m));
+    }
+    int64_t lanes[4], top;
+    _mm256_storeu_si256((__m256i *)lanes, m);
+    top = lanes[0];
+    for (int i = 1; i < 4; i++) top = lanes[i] > top ? lanes[i] : top;
+    for (Py_ssize_t t = body; t < T; t++) top = x->s[t] > top ? x->s[t] : top;
+    const __m256i base = _mm256_set1_epi64x(top + ((int64_t)1 << (x->shift - 1))), last = _mm256_set1_epi64x(x->last);
+    const __m256i zero = _mm256_setzero_si256(), above = _mm256_set1_epi64x(1 << 16);
+    const __m256i low_halves = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+    const __m128i shift = _mm_cvtsi32_si128(x->shift);
+    __m256i sum = _mm256_setzero_si256(), bad = _mm256_setzero_si256();
+    for (Py_ssize_t t = 0; t < body; t += 4) {
+        __m256i i = _mm256_srl_epi64(_mm256_sub_epi64(base, _mm256_loadu_si256((const __m256i *)(x->s + t))), shift);
+        i = _mm256_blendv_epi8(i, last, _mm256_cmpgt_epi64(i, last));
+        __m256i p = _mm256_i64gather_epi64((const long long *)x->table, i, 8);
+        bad = _mm256_or_si256(bad, _mm256_or_si256(_mm256_cmpgt_epi64(zero, p), _mm256_cmpgt_epi64(p, above)));
+        sum = _mm256_add_epi64(sum, p);
+        __m128i low = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(p, low_halves));
+        _mm256_storeu_pd(x->w + t, _mm256_cvtepi32_pd(low));
+    }
+    _mm256_storeu_si256((__m256i *)lanes, sum);
+    int64_t total = lanes[0] + lanes[1] + lanes[2] + lanes[3], half = (int64_t)1 << (x->shift - 1);
+    for (Py_ssize_t t = body; t < T; t++) {
+        int64_t i = (top - x->s[t] + half) >> x->shift;
+        int64_t p = x->table[i < x->last ? i : x->last];
+        x->bad |= p < 0 || p > (1 << 16);
+        total += p;
+        x->w[t] = (double)p;
+    }
+    x->bad |= !_mm256_testz_si256(bad, bad);
+    x->top = top;
+    x->sum = total;
+}
 #endif
 
 static PyObject *attend(PyObject *self, PyObject *args) {
@@ -842,15 +1003,16 @@ static PyObject *attend(PyObject *self, PyObject *args) {
     int ran, bad = 0;
     Py_BEGIN_ALLOW_THREADS
     ran = run_scores(&k, rows, n, npad, scores_, want);
-    int wide = want >= 2 && use_avx512(8);
+    int wide = allows(want, PATH_AVX512) && use_avx512(8), narrow = !wide && allows(want, PATH_AVX2) && use_avx2(4);
     (void)wide;
+    (void)narrow;
     for (Py_ssize_t h = 0; h < k.kv; h++)
         for (Py_ssize_t r = 0; r < n; r++) {
             int64_t m;
             memcpy(&m, (const char *)ob->buf + h * ob->strides[0] + r * ob->strides[1], sizeof m);
             Row row = {scores_ + (h * n + r) * T, T, table, last, shift, weights + (h * npad + r) * T, m, 0, 0};
 #ifdef HAVE_AVX2
-            if (wide) softmax_avx512(&row); else
+            if (wide) softmax_avx512(&row); else if (narrow) softmax_avx2(&row); else
 #endif
             softmax_plain(&row);
             bad |= row.bad;
@@ -882,10 +1044,23 @@ static PyObject *weigh(PyObject *self, PyObject *args) { (void)self; return prod
 
 static PyObject *vector_paths(PyObject *self, PyObject *args) {
     (void)self; (void)args;
-    if (use_vnni(16)) return Py_BuildValue("(ssss)", "vnni", "avx512", "avx2", "plain");
-    if (use_avx512(8)) return Py_BuildValue("(sss)", "avx512", "avx2", "plain");
-    if (use_avx2(4)) return Py_BuildValue("(ss)", "avx2", "plain");
-    return Py_BuildValue("(s)", "plain");
+    const char *names[5];
+    int count = 0;
+    if (use_vnni(16)) names[count++] = "vnni";
+    if (use_avxvnni(16)) names[count++] = "avxvnni";
+    if (use_avx512(8)) names[count++] = "avx512";
+    if (use_avx2(4)) names[count++] = "avx2";
+    names[count++] = "plain";
+    PyObject *out = PyTuple_New(count);
+    for (int i = 0; out != NULL && i < count; i++) {
+        PyObject *name = PyUnicode_FromString(names[i]);
+        if (name == NULL) {
+            Py_CLEAR(out);
+            break;
+        }
+        PyTuple_SET_ITEM(out, i, name);
+    }
+    return out;
 }
 
 static PyMethodDef methods[] = {
@@ -903,8 +1078,8 @@ static PyMethodDef methods[] = {
      "of a layer's integer softmax attention in one call; own_max (KV, N) int64, table 1-d int64; "
      "writes num (KV, N, D) float64, z and top (KV, N) int64."},
     {"vector_paths", vector_paths, METH_NOARGS,
-     "The code paths this CPU runs, widest first: 'vnni' (AVX512-VNNI, pair layouts), 'avx512' "
-     "(AVX-512F), 'avx2' (AVX2+FMA), 'plain' (C)."},
+     "The code paths this CPU runs, widest first: 'vnni' (AVX512-VNNI, pair layouts), 'avxvnni' "
+     "(AVX-VNNI, the pair layouts in 256-bit vectors), 'avx512' (AVX-512F), 'avx2' (AVX2+FMA), 'plain' (C)."},
     {NULL, NULL, 0, NULL},
 };
 

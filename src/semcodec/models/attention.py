@@ -15,11 +15,12 @@ faults). The integers are small (|k| < 2**20, |v| < 2**24 by the format; in prac
 
 * :class:`NativePrefix` (``semcodec.models._prefix``, a small optional C extension built at
   install; absent without a C compiler): :func:`attend` for all rows and kv heads of a
-  layer in one call. Where the CPU has AVX512-VNNI the layer is stored once as int16 pair
-  layouts (21 MB for the default profile, made in about 35 ms) and multiplied with
-  ``vpdpwssd`` into int32 sums that provably never wrap (queries and weights split into
-  two digits); elsewhere int16 (or int32) rows with float64 FMA (AVX-512, AVX2+FMA or
-  plain C, chosen at run time), every partial sum an integer below ``2**53``. A layer
+  layer in one call. Where the CPU has AVX512-VNNI or AVX-VNNI the layer is stored once as
+  int16 pair layouts (21 MB for the default profile, made in about 35 ms) and multiplied
+  with ``vpdpwssd`` (512- or 256-bit) into int32 sums that provably never wrap (queries and
+  weights split into two digits); elsewhere int16 (or int32) rows with float64 FMA
+  (AVX-512, AVX2+FMA or plain C, chosen at run time), every partial sum an integer below
+  ``2**53``. A layer
   with a few entries beyond int16 clips them and adds their residuals apart
   (:data:`FIX_SHARE`). Measured (``benchmarks/prefix_attention.py``): 2.9 ms per step for
   the default profile against 10.8 ms as float64 (caches flushed), and the decode step
@@ -151,15 +152,16 @@ class NativePrefix:
     One call per layer does the prefix's whole part of a step's attention (:meth:`attend`):
     scores, weights and weighted values for all rows and kv heads, each key/value row read
     once for the query heads that share it. Every path is exact (see ``_prefix.c``):
-    ``vnni`` multiplies int16 pairs into int32 sums small enough never to wrap; the others
-    add integer products in float64, every partial sum below ``2**53``.
+    ``vnni`` and ``avxvnni`` multiply int16 pairs into int32 sums small enough never to wrap;
+    the others add integer products in float64, every partial sum below ``2**53``.
 
     ``storage`` per layer, made on first use: ``"auto"`` is ``"pairs"`` where the CPU has
-    AVX512-VNNI, else ``"int16"``; ``"pairs"``: int16 pair layouts where a layer's keys (values)
-    fit (``|x| < 2**15``); ``"int16"``: int16 rows where they fit; ``"int32"``: the int32 layers
-    themselves (for a memory-mapped context: in place, no copy). A layer that does not fit
-    keeps int32. ``path`` caps the code path (``vnni``, ``avx512``, ``avx2``, ``plain``; default:
-    the widest this CPU runs): benchmarks and tests only, every path gives the same integers.
+    AVX512-VNNI or AVX-VNNI, else ``"int16"``; ``"pairs"``: int16 pair layouts where a layer's
+    keys (values) fit (``|x| < 2**15``); ``"int16"``: int16 rows where they fit; ``"int32"``: the
+    int32 layers themselves (for a memory-mapped context: in place, no copy). A layer that does
+    not fit keeps int32. ``path`` caps the code path at the one a CPU of that kind runs
+    (``vnni``, ``avxvnni``: no AVX-512, ``avx512``, ``avx2``, ``plain``; default: the widest
+    this CPU runs): benchmarks and tests only, every path gives the same integers.
     """
 
     def __init__(self, keys: np.ndarray, values: np.ndarray, storage: str = "auto", path: str | None = None) -> None:
@@ -167,7 +169,7 @@ class NativePrefix:
         if native is None:
             raise ImportError("semcodec.models._prefix is not built")
         if storage == "auto":
-            storage = "pairs" if "vnni" in native.vector_paths() else "int16"
+            storage = "pairs" if PAIR_PATHS.intersection(native.vector_paths()) else "int16"
         if storage not in ("pairs", "int16", "int32"):
             raise ValueError(f"unknown storage {storage!r}")
         self._native, self._storage, self._path = native, storage, path
@@ -389,10 +391,16 @@ LIMB_MAX_ROWS = 4
 of steps or a prefill is compute-bound, where float64 BLAS beats four to nine limb products."""
 
 
+PAIR_PATHS = frozenset({"vnni", "avxvnni"})
+"""The native code paths that multiply the int16 pair layouts: where the CPU runs one, the
+pair layouts are the default storage and the native kernel takes every row count (at 39 rows
+per kv head, 921 positions: AVX512-VNNI 0.60× float64 BLAS, AVX-VNNI 0.87×;
+``benchmarks/prefix_attention.py``)."""
+
 NATIVE_MAX_ROWS = 12
-"""Without AVX512-VNNI (int16 rows, float64 FMA) the native kernel is used for up to this many
-rows per kv head (4 files' steps in lockstep): at 12 rows it costs 0.96× float64 BLAS on
-AVX2, at 48 rows 1.31× (``benchmarks/prefix_attention.py``), so more rows go to float64.
+"""Without AVX512-VNNI or AVX-VNNI (int16 rows, float64 FMA) the native kernel is used for up to this many
+rows per kv head (4 files' steps in lockstep): at 12 rows it costs 0.84× float64 BLAS on
+AVX2, at 48 rows 1.13× (``benchmarks/prefix_attention.py``), so more rows go to float64.
 With VNNI it wins at every row count measured (3 to 300) and takes them all."""
 
 
@@ -411,7 +419,7 @@ class PrefixKernels:
     """A prefix's products as :class:`semcodec.models.exact.SharedPrefix` needs them, each kernel
     made on first use. The one place that picks a kernel: ``backend == "numpy"`` uses float64
     BLAS only; else the native kernel where it is built, for every row count where the CPU
-    has AVX512-VNNI and up to :data:`NATIVE_MAX_ROWS` elsewhere; without it, the int8 limbs
+    has AVX512-VNNI or AVX-VNNI and up to :data:`NATIVE_MAX_ROWS` elsewhere; without it, the int8 limbs
     for at most :data:`LIMB_MAX_ROWS` rows over a prefix of at least
     :data:`LIMB_MIN_POSITIONS` (with onnxruntime); float64 for the rest."""
 
@@ -424,7 +432,7 @@ class PrefixKernels:
         native = native_module() if backend != "numpy" else None
         if native is not None:
             self._native = NativePrefix(keys, values)
-            self._native_rows = sys.maxsize if "vnni" in native.vector_paths() else NATIVE_MAX_ROWS
+            self._native_rows = sys.maxsize if PAIR_PATHS.intersection(native.vector_paths()) else NATIVE_MAX_ROWS
         elif backend != "numpy" and self.length >= LIMB_MIN_POSITIONS:
             with suppress(ImportError):  # no onnxruntime: float64 only
                 self._limbs = Int8Prefix(keys, values)
