@@ -278,3 +278,121 @@ def test_several_sem_files_are_never_concatenated_on_stdout(
     code, out, err = run_main(["pack", "a.txt", "b.txt", "-o", "-"], capsys)
     assert (code, out) == (1, "")
     assert "with several inputs, -o must be an existing directory (- is not)" in one_error_line(err)
+
+
+# -- interruptions leave no temp file; outputs keep their input's permissions ---------------
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
+
+
+@pytest.mark.parametrize("where", ["create", "fsync", "place"])
+def test_an_interrupted_write_leaves_no_temp_file(where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C at the worst instants: just after the kernel made the temp file (before Python
+    holds its descriptor), during the fsync, while putting it in place."""
+    real_open = os.open
+
+    def opened_then_interrupted(path: str, flags: int, mode: int = 0o777) -> int:
+        os.close(real_open(path, flags, mode))
+        raise KeyboardInterrupt
+
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    if where == "create":
+        monkeypatch.setattr(fileio.os, "open", opened_then_interrupted)
+    elif where == "fsync":
+        monkeypatch.setattr(fileio.os, "fsync", interrupted)
+    else:
+        monkeypatch.setattr(fileio.os, "link", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_output(tmp_path / "out.sem", b"\xa7data")
+    assert _leftovers(tmp_path) == [] and not (tmp_path / "out.sem").exists()
+
+
+def test_sigterm_during_a_write_exits_143_and_leaves_nothing(
+    workdir: Path, packed: bytes, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SIGTERM (and SIGHUP) take Ctrl-C's way out: the cleanup runs, one line, 128 + signal."""
+    import signal
+
+    (workdir / "c.sem").write_bytes(packed)
+    real_fsync = os.fsync
+
+    def terminated_midway(fd: int) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)  # handled at the next bytecode: inside the write
+        real_fsync(fd)
+
+    monkeypatch.setattr(fileio.os, "fsync", terminated_midway)
+    before = signal.getsignal(signal.SIGTERM)
+    code, _, err = run_main(["unpack", "c.sem", "-o", "c.txt"], capsys)
+    assert code == 128 + signal.SIGTERM
+    assert one_error_line(err) == "semcodec: error: terminated (SIGTERM)"
+    assert sorted(p.name for p in workdir.iterdir()) == ["c.sem"]
+    assert signal.getsignal(signal.SIGTERM) == before  # the command's handler is gone again
+
+
+def test_ctrl_c_while_the_command_starts_is_one_line(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from semcodec import cli
+
+    def interrupted(text_only: bool = False) -> object:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    code, _, err = run_main(["unpack", "c.sem"], capsys)
+    assert (code, one_error_line(err)) == (130, "semcodec: error: interrupted")
+
+
+def test_the_command_starts_without_numpy() -> None:
+    """Importing the entry point stays light (numpy and the codec load inside main's handler)."""
+    probe = "import sys, semcodec.cli; print('numpy' in sys.modules, 'semcodec.codec' in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "False"]
+
+
+def test_outputs_take_their_inputs_permissions(workdir: Path, packed: bytes) -> None:
+    """A private input gives a private output, also over an existing file with -f (as gzip does)."""
+    (workdir / "c.sem").write_bytes(packed)
+    (workdir / "c.sem").chmod(0o600)
+    (workdir / "old.txt").write_text("old")
+    (workdir / "old.txt").chmod(0o644)
+    for argv in (["unpack", "c.sem", "-o", "new.txt"], ["unpack", "c.sem", "-o", "old.txt", "-f"]):
+        assert process(argv, workdir).returncode == 0
+    assert stat.S_IMODE((workdir / "new.txt").stat().st_mode) == 0o600
+    assert stat.S_IMODE((workdir / "old.txt").stat().st_mode) == 0o600
+    assert (workdir / "old.txt").read_text() == CAPTION
+
+
+def test_several_files_into_a_closed_pipe_is_not_an_error(workdir: Path, packed: bytes) -> None:
+    """``unpack a.sem b.sem | head -c3``: the reader had enough; exit 0 and no message, as for one file."""
+    for name in ("a.sem", "b.sem"):
+        (workdir / name).write_bytes(packed)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OPENBLAS_NUM_THREADS": "1"}
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody will read
+    try:
+        done = subprocess.run([sys.executable, "-m", "semcodec", "unpack", "a.sem", "b.sem"], cwd=workdir, env=env,
+                              stdout=write_end, stderr=subprocess.PIPE, timeout=300, check=False)
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (0, b"")
+
+
+def test_a_full_stdout_is_named(workdir: Path, packed: bytes) -> None:
+    """Our own node with /dev/full's numbers (1, 7) as stdout: the message says where it failed."""
+    (workdir / "c.sem").write_bytes(packed)
+    full = workdir / "full"
+    try:
+        os.mknod(full, stat.S_IFCHR | 0o666, os.makedev(1, 7))
+    except PermissionError:
+        pytest.skip("mknod needs CAP_MKNOD")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OPENBLAS_NUM_THREADS": "1"}
+    with full.open("wb") as sink:
+        done = subprocess.run([sys.executable, "-m", "semcodec", "unpack", "c.sem"], cwd=workdir, env=env,
+                              stdout=sink, stderr=subprocess.PIPE, timeout=300, check=False)
+    assert done.returncode == 1
+    assert one_error_line(done.stderr.decode()) == "semcodec: error: standard output: No space left on device"

@@ -259,3 +259,43 @@ def test_unpack_max_tokens(workdir: Path, model, capsys: pytest.CaptureFixture[s
     assert run_main(["unpack", "c.sem", "--max-tokens", str(n)], capsys)[:2] == (0, CAPTION)
     with pytest.raises(SystemExit):
         cli.main(["unpack", "c.sem", "--max-tokens", "2049"])
+
+
+@pytest.mark.parametrize("command", [["unpack"], ["info"], ["info", "--header-only"]])
+def test_single_file_errors_name_the_file(
+    command: list[str], workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One input: a message about its content names it, as a batch would (not twice)."""
+    (workdir / "text.txt").write_text("A plain text, not a .sem file.")
+    code, _, err = run_main([*command, "text.txt"], capsys)
+    assert code == EXIT_BAD_INPUT
+    assert one_error_line(err) == "semcodec: error: text.txt: not a .sem file (first byte 0x41, expected 0xa7)"
+    code, _, err = run_main([*command, "missing.sem"], capsys)
+    assert one_error_line(err) == "semcodec: error: missing.sem: No such file or directory"
+
+
+@pytest.mark.parametrize("command", [["unpack", "-"], ["info", "-"]])
+def test_binary_input_is_never_awaited_from_a_terminal(
+    command: list[str], workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
+    code, _, err = run_main(command, capsys)
+    assert code == EXIT_BAD_INPUT
+    assert "refusing to read binary .sem data from a terminal" in one_error_line(err)
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_info_on_a_stdout_that_cannot_encode_the_text(as_json: bool, workdir: Path, model) -> None:  # type: ignore[no-untyped-def]
+    """A latin-1 terminal: escapes instead of a crash halfway through (JSON stays JSON)."""
+    text = "A bus \U0001f68c \u2014 at night."
+    (workdir / "bus.sem").write_bytes(semcodec.pack(text))
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "PYTHONIOENCODING": "latin-1", "OPENBLAS_NUM_THREADS": "1"}
+    argv = [sys.executable, "-m", "semcodec", "info", "bus.sem", *(["--json"] if as_json else [])]
+    done = subprocess.run(argv, cwd=workdir, env=env, capture_output=True, timeout=300, check=False)
+    assert (done.returncode, done.stderr) == (0, b"")
+    shown = done.stdout.decode("latin-1")
+    if as_json:
+        assert json.loads(shown)["text"] == text
+    else:
+        assert "A bus \\U0001f68c \\u2014 at night." in shown

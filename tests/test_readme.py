@@ -81,3 +81,14 @@ def test_use_console_session_runs_as_shown(model, tmp_path: Path) -> None:  # ty
         )
         assert done.returncode == 0, (command, done.stdout, done.stderr)
         assert done.stdout == expected, command
+
+
+def test_limits_quoted_are_the_codes() -> None:
+    """The reader limits the README quotes are the ones the code enforces (they drifted once)."""
+    from semcodec.codec import MAX_FILE_BYTES, MAX_PAYLOAD_BYTES, MAX_TEXT_BYTES, MAX_TOKENS
+
+    quoted = " ".join(README.split())
+    assert f"payload ≤ {MAX_PAYLOAD_BYTES} bytes" in quoted
+    assert f"reads at most {MAX_FILE_BYTES} bytes of a `.sem`" in quoted
+    assert f"≤ {MAX_TOKENS} text tokens" in quoted
+    assert f"{MAX_TEXT_BYTES:,} UTF-8 bytes" in quoted

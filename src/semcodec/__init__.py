@@ -13,18 +13,45 @@ language model whose probabilities are computed in exact integer arithmetic, so 
     512
 """
 
-from semcodec.codec import MAX_TOKENS, SemFile, information_bits, pack, pack_header, read_header, unpack
-from semcodec.container import FORMAT_VERSION, Header
-from semcodec.errors import (
-    SemError,
-    SemFormatError,
-    SemInputError,
-    SemIntegrityError,
-    SemLimitError,
-    SemModelError,
-    SemUnknownModelError,
-    SemVersionError,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from semcodec.codec import MAX_TOKENS, SemFile, information_bits, pack, pack_header, read_header, unpack
+    from semcodec.container import FORMAT_VERSION, Header
+    from semcodec.errors import (
+        SemError,
+        SemFormatError,
+        SemInputError,
+        SemIntegrityError,
+        SemLimitError,
+        SemModelError,
+        SemUnknownModelError,
+        SemVersionError,
+    )
+
+_HOMES = {
+    **dict.fromkeys(("MAX_TOKENS", "SemFile", "information_bits", "pack", "pack_header", "read_header", "unpack"),
+                    "semcodec.codec"),
+    **dict.fromkeys(("FORMAT_VERSION", "Header"), "semcodec.container"),
+    **dict.fromkeys(("SemError", "SemFormatError", "SemInputError", "SemIntegrityError", "SemLimitError",
+                     "SemModelError", "SemUnknownModelError", "SemVersionError"), "semcodec.errors"),
+}
+"""Each public name's module, imported on first use: ``import semcodec.cli`` (the command's
+start) stays free of numpy and the codec, so a Ctrl-C in the first milliseconds meets the
+command line's handler, not a traceback."""
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'semcodec' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
 
 __version__ = "0.1.0"
 

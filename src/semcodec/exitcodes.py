@@ -17,5 +17,6 @@ exit codes:
   3  a model or backend is unavailable (weights missing, download or API failed)
   4  a batch finished, but some of its files failed (each is reported on stderr)
   70 internal error (a bug: please report it; SEMCODEC_DEBUG=1 shows the traceback)
-  130 interrupted (no partial output is left behind)
+  130 interrupted by Ctrl-C; 143 by SIGTERM, 129 by SIGHUP (128 + the signal's number);
+      no partial output or temp file is left behind
 """

@@ -33,9 +33,9 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import secrets
 import stat
 import sys
-import tempfile
 from pathlib import Path
 
 from semcodec.errors import SemInputError, SemLimitError
@@ -109,8 +109,12 @@ def _read_umask() -> int:
 _UMASK = _read_umask()  # read once, at import: os.umask is process-wide, not thread-safe to probe
 
 
-def write_output(path: str | os.PathLike[str], data: bytes, force: bool = False) -> None:
-    """Write ``data`` to ``path`` by the rules above (``-`` writes to standard output)."""
+def write_output(path: str | os.PathLike[str], data: bytes, force: bool = False, mode: int | None = None) -> None:
+    """Write ``data`` to ``path`` by the rules above (``-`` writes to standard output).
+
+    A regular file gets ``mode`` (the permission bits of the input it was made from, as gzip
+    and zstd do: a private input gives a private output), or the mode a plain ``open()``
+    would give."""
     if os.fspath(path) == STDIO:
         _write_stdout(data)
         return
@@ -128,15 +132,17 @@ def write_output(path: str | os.PathLike[str], data: bytes, force: bool = False)
     elif st is not None and not force:
         raise OutputExistsError(target)
     else:
-        tmp = _temp_copy(target, data)
+        made: list[str] = []  # temp names, listed before they exist (see _temp_copy)
         try:
+            tmp = _temp_copy(target, data, mode, made)
             if force:
                 os.replace(tmp, target)
             else:
                 _place_new(tmp, target)
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+            for name in made:  # after a link or a failure; gone already after a replace
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name)
 
 
 def _is_stdout(st: os.stat_result) -> bool:
@@ -147,8 +153,25 @@ def _is_stdout(st: os.stat_result) -> bool:
 
 
 def _write_stdout(data: bytes) -> None:
-    sys.stdout.buffer.write(data)
-    sys.stdout.buffer.flush()
+    try:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    except BrokenPipeError:
+        raise  # the reader left (`| head`): no name, the command line exits quietly
+    except OSError as err:  # a full disk behind `> file`: say where
+        raise OSError(err.errno, err.strerror, "standard output") from None
+
+
+def permission_bits(path: str | os.PathLike[str]) -> int | None:
+    """The permission bits of a regular file (``None`` for ``-``, devices, FIFOs, a missing file):
+    what an output made from it gets."""
+    if os.fspath(path) == STDIO:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return stat.S_IMODE(st.st_mode) & 0o777 if stat.S_ISREG(st.st_mode) else None
 
 
 def _write_into(target: str, data: bytes) -> None:
@@ -165,27 +188,34 @@ def _write_into(target: str, data: bytes) -> None:
         raise OSError(err.errno, err.strerror, target) from None
 
 
-def _temp_copy(target: str, data: bytes) -> str:
-    """A fsynced temp file holding ``data`` next to ``target`` (its name never reaches a message)."""
+def _temp_copy(target: str, data: bytes, mode: int | None, made: list[str]) -> str:
+    """A fsynced temp file holding ``data`` next to ``target`` (its name never reaches a message),
+    with ``mode`` or the mode a plain ``open()`` would give.
+
+    Its name goes into ``made`` *before* the file is created, so the caller, whose ``finally``
+    removes every name there, cleans up whatever interrupts us (Ctrl-C, or SIGTERM made an
+    exception by the command line) at any instant: no temp file is left behind.
+    """
     folder = os.path.dirname(target) or "."
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=folder)
-    except OSError as err:
-        raise OSError(err.errno, err.strerror, target) from None
-    try:
+        for _ in range(100):
+            made.append(os.path.join(folder, f".{os.path.basename(target)}.{secrets.token_hex(8)}.tmp"))
+            try:
+                fd = os.open(made[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+                break
+            except FileExistsError:
+                made.pop()  # not ours (a 2**-64 chance): never removed
+        else:
+            raise FileExistsError(errno.EEXIST, "no free temporary name")
         with os.fdopen(fd, "wb") as handle:
-            # mkstemp makes the file private (0600); give it the mode a plain open() would.
-            os.fchmod(handle.fileno(), 0o666 & ~_UMASK)
+            # private (0600) until written; then the mode asked for, or a plain open()'s
+            os.fchmod(handle.fileno(), (0o666 & ~_UMASK) if mode is None else mode)
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-    except BaseException as err:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(err, OSError):
-            raise OSError(err.errno, err.strerror, target) from None
-        raise
-    return tmp
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, target) from None
+    return made[-1]
 
 
 _NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS, errno.EXDEV}

@@ -22,10 +22,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from semcodec.cli import model, text
-from semcodec.cli.common import FORMATTER, STDIO_HELP
-from semcodec.cli.failures import run
-from semcodec.exitcodes import EXIT_CODES_HELP
+from semcodec.cli.failures import interrupted, run, signals_interrupt
 
 MAIN_DESCRIPTION = """\
 Semantic image codec at micro-bits per pixel. A description of an image is
@@ -52,6 +49,10 @@ def build_parser(text_only: bool = False) -> argparse.ArgumentParser:
     benches, whose imports cost a cold ``semcodec unpack`` about 50 ms; a text command's
     own parser (its options, usage and errors) is the same either way.
     """
+    from semcodec.cli import model, text
+    from semcodec.cli.common import FORMATTER, STDIO_HELP
+    from semcodec.exitcodes import EXIT_CODES_HELP
+
     parser = argparse.ArgumentParser(
         prog="semcodec", description=MAIN_DESCRIPTION, epilog=f"{STDIO_HELP}\n\n{EXIT_CODES_HELP}",
         formatter_class=FORMATTER,
@@ -69,10 +70,18 @@ def build_parser(text_only: bool = False) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` (usage errors exit 2 through argparse) and run the command."""
-    words = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(text_only=bool(words) and words[0] in TEXT_COMMANDS).parse_args(words)
-    return run(args.func, args)
+    """Parse ``argv`` (usage errors exit 2 through argparse) and run the command.
+
+    From its first line on, Ctrl-C, SIGTERM and SIGHUP end the command through its cleanup
+    (no temp file is left) with one line and exit code 128 + the signal's number.
+    """
+    with signals_interrupt():
+        try:
+            words = list(sys.argv[1:] if argv is None else argv)
+            args = build_parser(text_only=bool(words) and words[0] in TEXT_COMMANDS).parse_args(words)
+            return run(args.func, args)
+        except KeyboardInterrupt as err:  # while the command's modules load or its arguments parse
+            return interrupted(err)
 
 
 if __name__ == "__main__":

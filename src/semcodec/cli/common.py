@@ -115,8 +115,12 @@ def model_list(text: str) -> list[int]:
 
 
 def read_sem(path: str) -> bytes:
-    """A ``.sem`` input, read with the bound every ``.sem`` reader uses."""
+    """A ``.sem`` input, read with the bound every ``.sem`` reader uses; never a terminal
+    (binary data is not typed in: waiting for it would look like a hang)."""
     from semcodec.codec import MAX_FILE_BYTES
+
+    if path == STDIO and sys.stdin.isatty():
+        raise SemInputError("refusing to read binary .sem data from a terminal (give a file, or pipe one in)")
 
     return read_input(path, MAX_FILE_BYTES)
 

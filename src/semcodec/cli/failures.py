@@ -16,10 +16,12 @@ to get its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from semcodec.display import printable, redact_urls
 from semcodec.errors import SemError, SemModelError
@@ -38,7 +40,7 @@ def one_line(text: str) -> str:
 
 def _expected(err: BaseException) -> bool:
     """An error about the input or the environment, as opposed to a bug."""
-    return isinstance(err, (SemError, OutputExistsError, OSError, KeyboardInterrupt))
+    return isinstance(err, (SemError, OutputExistsError, OSError, KeyboardInterrupt, NamedError))
 
 
 def _is_backend_error(err: BaseException) -> bool:
@@ -49,8 +51,62 @@ def _is_backend_error(err: BaseException) -> bool:
     return errors is not None and isinstance(err, errors.BackendError)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised like Ctrl-C's KeyboardInterrupt so the same cleanup runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def signals_interrupt() -> Iterator[None]:
+    """While the block runs (in the main thread), SIGTERM and SIGHUP raise :class:`Terminated`;
+    the handlers it replaced are put back after it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated(signum)
+
+    wanted = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    before = {signum: signal.signal(signum, handler) for signum in wanted}
+    try:
+        yield
+    finally:
+        for signum, old in before.items():
+            signal.signal(signum, old)
+
+
+class NamedError(Exception):
+    """An error of one input, named: ``caption.txt: not a .sem file (...)`` (see :func:`named`)."""
+
+    def __init__(self, source: str, cause: Exception) -> None:
+        super().__init__(source, cause)
+        self.source, self.cause = source, cause
+
+
+def named(source: str, err: Exception) -> Exception:
+    """``err`` to raise for the single input ``source``: a message that names no file (``not a
+    .sem file``, ``corrupt payload``) will name that input (a batch names each failed input
+    through :func:`item_failed`); ``-`` is standard input. A broken pipe on our stdout stays
+    as it is (not an error: see :func:`run`)."""
+    if (isinstance(err, BrokenPipeError) and err.filename is None) or not _expected(err):
+        return err  # a bug keeps its own type and traceback (SEMCODEC_DEBUG=1)
+    return NamedError("standard input" if source == "-" else source, err)
+
+
 def classify(err: BaseException) -> tuple[int, str]:
     """The exit code and the one-line message for ``err``."""
+    if isinstance(err, NamedError):
+        code, message = classify(err.cause)
+        shown = one_line(err.source)
+        already = message.startswith(shown) or isinstance(err.cause, OutputExistsError) or (
+            isinstance(err.cause, OSError) and err.cause.filename is not None)  # names the file it is about
+        return code, message if already else f"{shown}: {message}"
+    if isinstance(err, Terminated):
+        return 128 + err.signum, f"terminated ({err})"
     if isinstance(err, KeyboardInterrupt):
         return EXIT_INTERRUPTED, "interrupted"
     if isinstance(err, SemModelError) or _is_backend_error(err):
@@ -94,6 +150,13 @@ def item_failed(source: str, err: BaseException) -> tuple[int, str]:
         message = f"{shown}: {message}"
     report(message)
     return code, message
+
+
+def interrupted(err: KeyboardInterrupt) -> int:
+    """Report an interruption (Ctrl-C, SIGTERM, SIGHUP); its exit code."""
+    code, message = classify(err)
+    report(message)
+    return code
 
 
 def run(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:

@@ -37,11 +37,11 @@ from semcodec.cli.common import (
     say,
     seed,
 )
-from semcodec.cli.failures import item_failed
+from semcodec.cli.failures import item_failed, named
 from semcodec.display import printable
 from semcodec.errors import SemError, SemInputError
 from semcodec.exitcodes import EXIT_OK
-from semcodec.fileio import write_output
+from semcodec.fileio import permission_bits, write_output
 from semcodec.registry import DEFAULT_MODEL_ID
 
 
@@ -156,7 +156,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
                 text, model_id=model_id, generator_id=generator_id, seed=args.seed,
                 width=args.width, height=args.height, check=args.check,
             )
-            write_output(target, data, args.force)
+            write_output(target, data, args.force, permission_bits(src))
             rate = f" ({8 * len(data) / len(text):.2f} bits/char)" if text else ""
             line = f"{src}: {len(text)} chars -> {len(data)} B{rate}"
             if args.compare:
@@ -164,7 +164,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
             say(line, args.quiet)
         except Exception as err:
             if not many:
-                raise
+                raise named(src, err) from err
             failures += 1
             item_failed(src, err)
     return batch_result(failures, len(plan), "packed")
@@ -187,7 +187,7 @@ def cmd_unpack(args: argparse.Namespace) -> int:
             readable.append((src, target))
         except Exception as err:
             if not many:
-                raise
+                raise named(src, err) from err
             failures += 1
             item_failed(src, err)
 
@@ -206,18 +206,25 @@ def cmd_unpack(args: argparse.Namespace) -> int:
             emit(first, ready.pop(first))
 
     def emit(index: int, outcome: SemFile | SemError) -> None:
-        nonlocal failures
         src, target = readable[index]
         try:
             if isinstance(outcome, SemError):
                 raise outcome
-            write_output(target, outcome.text.encode("utf-8"), args.force)
-        except Exception as err:
-            if not many:
+            write_output(target, outcome.text.encode("utf-8"), args.force, permission_bits(src))
+        except BrokenPipeError as err:
+            if err.filename is None:  # our stdout's reader left (`| head`): stop, as one file would
                 raise
-            failures += 1
-            progress.close()
-            item_failed(src, err)
+            fail(src, err)
+        except Exception as err:
+            fail(src, err)
+
+    def fail(src: str, err: Exception) -> None:
+        nonlocal failures
+        if not many:
+            raise named(src, err) from err
+        failures += 1
+        progress.close()
+        item_failed(src, err)
 
     # One shared model pass per step serves every file; each output is written as its file ends.
     progress = TokenProgress()
@@ -235,8 +242,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     from semcodec.container import decode_header
     from semcodec.registry import generator_name, model_spec
 
-    data = read_sem(args.input)
-    header, check_value, offset = decode_header(data)
+    try:
+        data = read_sem(args.input)
+        header, check_value, offset = decode_header(data)
+    except Exception as err:
+        raise named(args.input, err) from err
     info: dict[str, object] = {
         "format_version": header.version,
         "file_bytes": len(data),
@@ -255,7 +265,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         ubpp.KEY_AT_1024: ubpp.reported(8 * len(data), 1024, 1024),
     }
     if not args.header_only:
-        decoded = semcodec.unpack(data)
+        try:
+            decoded = semcodec.unpack(data)
+        except Exception as err:
+            raise named(args.input, err) from err
         bpc = decoded.bits_per_character
         info.update(
             characters=len(decoded.text),
@@ -263,11 +276,29 @@ def cmd_info(args: argparse.Namespace) -> int:
             bits_per_character=None if bpc is None else round(bpc, 4),
             text=decoded.text,
         )
+    # Whatever stdout's encoding: JSON falls back to \u escapes (still JSON), the listing to
+    # backslash escapes, rather than failing halfway through the output.
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
     if args.json:
-        print(json.dumps(info, ensure_ascii=False, indent=2))
+        out = json.dumps(info, ensure_ascii=False, indent=2)
+        if not _encodable(out, encoding):
+            out = json.dumps(info, ensure_ascii=True, indent=2)
     else:
         width = max(len(k) for k in info)
+        lines = []
         for key, value in info.items():
             shown = printable(value) if isinstance(value, str) else value  # a hostile text may hold escapes
-            print(f"{key:<{width}}  {shown}")
+            lines.append(f"{key:<{width}}  {shown}")
+        out = "\n".join(lines)
+        if not _encodable(out, encoding):
+            out = out.encode(encoding, "backslashreplace").decode(encoding)
+    print(out)
     return EXIT_OK
+
+
+def _encodable(text: str, encoding: str) -> bool:
+    try:
+        text.encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
