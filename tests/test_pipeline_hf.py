@@ -133,6 +133,56 @@ def test_missing_weights_are_a_clear_error(
     assert not (tmp_path / "x.sem").exists()
 
 
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_missing_generator_is_one_error_line_without_library_chatter(tmp_path: Path, quiet: bool) -> None:
+    """`decode` in a fresh process with no weights: semcodec's lines only on stderr.
+
+    Importing diffusers makes transformers log (e.g. "`CLIPImageProcessor` requires
+    torchvision" three times where torchvision is missing); the backend quiets both
+    libraries' loggers first, so -q leaves exactly the one error line.
+    """
+    import semcodec
+
+    sem = tmp_path / "photo.sem"
+    sem.write_bytes(semcodec.pack("A red apple on a table."))  # generator id 0: the decoder picks hf
+    env = cli.clean_env(HF_HOME=str(tmp_path / "empty-hf-home"), HF_HUB_OFFLINE="1")
+    for variable in ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY"):
+        env.pop(variable, None)
+    args = ["decode", str(sem), "-o", str(tmp_path / "photo.png")] + (["-q"] if quiet else [])
+    result = cli.semcodec(*args, env=env)
+    assert result.returncode == 3
+    lines = result.stderr.splitlines()
+    assert lines[-1].startswith("semcodec: error: hf model 'stabilityai/sd-turbo' is not in the local Hugging Face")
+    expected = [] if quiet else ["the file leaves the generator to the decoder: using hf", "loading generator hf"]
+    assert lines[:-1] == expected
+    assert not (tmp_path / "photo.png").exists()
+
+
+def test_a_users_library_verbosity_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """quiet_libraries sets errors-only once, except for a library whose level the user set."""
+    import diffusers.utils.logging as diffusers_logging
+    import transformers.utils.logging as transformers_logging
+
+    from semcodec.pipeline import libraries
+
+    before = transformers_logging.get_verbosity(), diffusers_logging.get_verbosity()
+    try:
+        transformers_logging.set_verbosity_info()
+        diffusers_logging.set_verbosity_info()
+        monkeypatch.setattr(libraries, "_quieted", False)
+        monkeypatch.setenv("DIFFUSERS_VERBOSITY", "info")
+        monkeypatch.delenv("TRANSFORMERS_VERBOSITY", raising=False)
+        libraries.quiet_libraries()
+        assert transformers_logging.get_verbosity() == transformers_logging.ERROR
+        assert diffusers_logging.get_verbosity() == diffusers_logging.INFO  # the user's choice stands
+        transformers_logging.set_verbosity_warning()
+        libraries.quiet_libraries()  # once per process: a level set afterwards stands
+        assert transformers_logging.get_verbosity() == transformers_logging.WARNING
+    finally:
+        transformers_logging.set_verbosity(before[0])
+        diffusers_logging.set_verbosity(before[1])
+
 def test_reflection_and_seeds_decode_to_the_chosen_painting(
     models: dict[str, Path],
     photo: Path,
