@@ -33,7 +33,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "semcodec"))
 
 @pytest.fixture(scope="session")
 def model():  # type: ignore[no-untyped-def]
-    """The default model (id 0), loaded once per test session."""
+    """Model 0 (the default of format v1 files, not of new ones), loaded once per test session."""
     from semcodec.errors import SemModelError
     from semcodec.models import load_model
 

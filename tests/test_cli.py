@@ -156,6 +156,78 @@ def test_usage_errors_exit_2(argv: list[str], workdir: Path, capsys: pytest.Capt
     assert list(workdir.iterdir()) == []
 
 
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="argparse leaves a subcommand's leftovers to the top-level parser, which reports them under its own "
+    "usage; the fix (a parser_class for the subparsers, in cli/__init__.py) is the lead's file",
+)
+@pytest.mark.parametrize(
+    "argv",
+    [["info", "a.sem", "b.sem"], ["pack", "x.txt", "--bogus"], ["encode", "x.png", "--bogus"],
+     ["bench", "text", "x.txt", "--bogus"]],
+)
+def test_leftover_arguments_are_reported_under_the_commands_usage(
+    argv: list[str], workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    command = " ".join(argv[: 2 if argv[0] == "bench" else 1])
+    assert err.startswith(f"usage: semcodec {command} [-h]"), err
+    assert f"semcodec {command}: error: unrecognized arguments: {argv[-1]}\n" in err
+
+# -- the model command ----------------------------------------------------------------------
+
+
+def test_every_place_names_the_same_default_model(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`model list`, `model --help` and the registry agree with what `pack` really uses when no
+    model is named: registry.DEFAULT_MODEL_ID."""
+    from semcodec.registry import DEFAULT_MODEL_ID, MODELS
+
+    assert not [spec.model_id for spec in MODELS.values() if "default" in spec.summary]  # said in one place
+    code, out, _ = run_main(["model", "list"], capsys)
+    assert code == 0
+    marked = [line for line in out.splitlines() if "[default]" in line]
+    assert [line.split()[:2] for line in marked] == [[str(DEFAULT_MODEL_ID), MODELS[DEFAULT_MODEL_ID].name]]
+    assert "[default of format v1 files]" in out.splitlines()[0]  # model 0: what a v1 file without the field means
+    with pytest.raises(SystemExit):
+        cli.main(["model", "--help"])
+    help_text = capsys.readouterr().out
+    assert f"# model {DEFAULT_MODEL_ID}, the default" in help_text and f"(default {DEFAULT_MODEL_ID})" in help_text
+    assert "model 0, the default" not in help_text
+
+    Path("caption.txt").write_text(CAPTION, encoding="utf-8")
+    assert run_main(["pack", "caption.txt"], capsys)[0] == 0
+    assert semcodec.read_header(Path("caption.txt.sem").read_bytes()).model_id == DEFAULT_MODEL_ID
+
+
+def test_the_model_command_takes_ids_or_names_as_pack_does(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`model verify|fetch MODEL` resolves MODEL with pack's rule (registry.model_id_by_name)."""
+    from semcodec import models
+    from semcodec.registry import DEFAULT_MODEL_ID, MODELS
+
+    checked: list[int] = []
+
+    def check_cache(model_id: int) -> dict[str, str]:  # what verify would check, recorded (nothing read)
+        checked.append(model_id)
+        return {}
+
+    monkeypatch.setattr(models, "check_cache", check_cache)
+    for argv in (["model", "verify", MODELS[5].name], ["model", "verify", "2"], ["model", "verify"]):
+        code, _, err = run_main(argv, capsys)
+        assert code == 0, err
+    assert checked == [5, 2, DEFAULT_MODEL_ID]
+    for argv in (["model", "verify", "captions"], ["pack", "--model", "captions", "x.txt"]):
+        code, _, err = run_main(argv, capsys)
+        assert code == 1  # the same one-line error from both commands, not an argparse usage error
+        assert one_error_line(err).startswith("semcodec: error: unknown probability model 'captions' (known: ")
+    assert checked == [5, 2, DEFAULT_MODEL_ID]
+
 # -- pack / unpack / info on files ----------------------------------------------------------
 
 

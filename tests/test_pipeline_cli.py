@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -114,6 +115,33 @@ def test_stdin_and_stdout(
     image = PIL.open(io.BytesIO(capsysbinary.readouterr().out))
     assert image.format == "PNG" and image.size == (256, 128)
 
+
+@pytest.mark.usefixtures("fast_codec")
+def test_binary_output_to_a_terminal_is_refused_before_any_backend(
+    stub: srv.OpenAIStub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`-o -` with stdout a terminal (a pty made here): exit 1, as `pack` does, and no request sent."""
+    photo = write_photo(tmp_path / "p.png")
+    sem = tmp_path / "p.sem"
+    assert main(["encode", str(photo), "-o", str(sem), "-q"]) == 0
+    stub.requests.clear()
+    master, slave = os.openpty()
+    try:
+        with os.fdopen(slave, "w", closefd=False) as terminal:
+            monkeypatch.setattr(sys, "stdout", terminal)
+            assert main(["encode", str(photo), "-o", "-"]) == 1
+            assert main(["decode", str(sem), "-o", "-"]) == 1
+        os.set_blocking(master, False)
+        with pytest.raises(BlockingIOError):  # nothing reached the terminal
+            os.read(master, 1024)
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert lines(capsys.readouterr().err) == [
+        "semcodec: error: refusing to write binary .sem data to a terminal (use -o FILE)",
+        "semcodec: error: refusing to write binary PNG data to a terminal (use -o FILE)",
+    ]
+    assert stub.requests == []  # refused before any captioner or generator was asked
 
 @pytest.mark.usefixtures("fast_codec")
 def test_reflection_json_and_kept_candidates(

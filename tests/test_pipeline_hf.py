@@ -133,6 +133,84 @@ def test_missing_weights_are_a_clear_error(
     assert not (tmp_path / "x.sem").exists()
 
 
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_missing_generator_is_one_error_line_without_library_chatter(tmp_path: Path, quiet: bool) -> None:
+    """`decode` in a fresh process with no weights: semcodec's lines only on stderr.
+
+    Importing diffusers makes transformers log (e.g. "`CLIPImageProcessor` requires
+    torchvision" three times where torchvision is missing); the backend quiets both
+    libraries' loggers first, so -q leaves exactly the one error line.
+    """
+    import semcodec
+
+    sem = tmp_path / "photo.sem"
+    sem.write_bytes(semcodec.pack("A red apple on a table."))  # generator id 0: the decoder picks hf
+    env = cli.clean_env(HF_HOME=str(tmp_path / "empty-hf-home"), HF_HUB_OFFLINE="1")
+    for variable in ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY"):
+        env.pop(variable, None)
+    args = ["decode", str(sem), "-o", str(tmp_path / "photo.png")] + (["-q"] if quiet else [])
+    result = cli.semcodec(*args, env=env)
+    assert result.returncode == 3
+    lines = result.stderr.splitlines()
+    assert lines[-1].startswith("semcodec: error: hf model 'stabilityai/sd-turbo' is not in the local Hugging Face")
+    expected = [] if quiet else ["the file leaves the generator to the decoder: using hf", "loading generator hf"]
+    assert lines[:-1] == expected
+    assert not (tmp_path / "photo.png").exists()
+
+
+def test_a_painting_with_q_prints_nothing(models: dict[str, Path], tmp_path: Path) -> None:
+    """`decode -q` from the HF cache in a fresh process: no library log lines, no loading bars."""
+    import semcodec
+
+    hf_home = tmp_path / "hf-home"
+    tiny_models.add_to_hf_cache(hf_home, "stabilityai/sd-turbo", models["sd"])
+    sem = tmp_path / "photo.sem"
+    sem.write_bytes(semcodec.pack("A red apple on a table.", width=64, height=64))
+    env = cli.clean_env(HF_HOME=str(hf_home), HF_HUB_OFFLINE="1")
+    for variable in ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY"):
+        env.pop(variable, None)
+    result = cli.semcodec("decode", str(sem), "-o", str(tmp_path / "photo.png"), "-q", env=env)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert PIL.open(tmp_path / "photo.png").size == (64, 64)
+
+
+def test_a_users_library_verbosity_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """quiet_libraries sets errors-only and no bars once, except for a library whose level the
+    user set; huggingface_hub's download bars stay on."""
+    import diffusers.utils.logging as diffusers_logging
+    import transformers.utils.logging as transformers_logging
+    from huggingface_hub.utils.tqdm import are_progress_bars_disabled
+
+    from semcodec.pipeline import libraries
+
+    both = (transformers_logging, diffusers_logging)
+    before = [(m.get_verbosity(), m.is_progress_bar_enabled()) for m in both]
+    hub_before = are_progress_bars_disabled()
+    try:
+        for logging_module in both:
+            logging_module.set_verbosity_info()
+            logging_module.enable_progress_bar()
+        monkeypatch.setattr(libraries, "_quieted", False)
+        monkeypatch.setenv("DIFFUSERS_VERBOSITY", "info")
+        monkeypatch.delenv("TRANSFORMERS_VERBOSITY", raising=False)
+        libraries.quiet_libraries()
+        assert transformers_logging.get_verbosity() == transformers_logging.ERROR
+        assert not transformers_logging.is_progress_bar_enabled()
+        assert not are_progress_bars_disabled()  # downloads keep their progress
+        assert diffusers_logging.get_verbosity() == diffusers_logging.INFO  # the user's choice stands
+        assert diffusers_logging.is_progress_bar_enabled()
+        transformers_logging.set_verbosity_warning()
+        libraries.quiet_libraries()  # once per process: a level set afterwards stands
+        assert transformers_logging.get_verbosity() == transformers_logging.WARNING
+    finally:
+        for logging_module, (verbosity, bars) in zip(both, before, strict=True):
+            logging_module.set_verbosity(verbosity)
+            (logging_module.enable_progress_bar if bars else logging_module.disable_progress_bar)()
+        from huggingface_hub.utils.tqdm import disable_progress_bars, enable_progress_bars
+
+        (disable_progress_bars if hub_before else enable_progress_bars)()
+
 def test_reflection_and_seeds_decode_to_the_chosen_painting(
     models: dict[str, Path],
     photo: Path,

@@ -42,7 +42,7 @@ class ModelSpec:
     weights: WeightsSource
     context: str  # text before the description; special tokens written literally
     eos_token: str  # the token that ends the description in the stream
-    summary: str
+    summary: str  # display text only; which model is a default is said from DEFAULT_MODEL_IDS, not here
 
 
 SMOLLM2_135M_INSTRUCT = WeightsSource(
@@ -79,7 +79,7 @@ MODELS: dict[int, ModelSpec] = {
         _chat("Describe this image in one sentence."),
         "<|im_end|>",
         "SmolLM2-135M-Instruct, exact integer runtime, chat instruction 'Describe this image in one "
-        "sentence.' (default; best of five instructions measured on COCO captions and paragraphs)",
+        "sentence.' (best of five instructions measured on COCO captions and paragraphs)",
     ),
     1: ModelSpec(
         1,
@@ -104,7 +104,7 @@ MODELS: dict[int, ModelSpec] = {
         _chat("Describe this image in one sentence.", priming.CAPTION_EXAMPLES),
         "<|im_end|>",
         f"SmolLM2-135M-Instruct, exact integer runtime, one-sentence instruction primed with "
-        f"{len(priming.CAPTION_EXAMPLES)} example captions as earlier chat turns (the v2 default)",
+        f"{len(priming.CAPTION_EXAMPLES)} example captions as earlier chat turns",
     ),
     4: ModelSpec(
         4,

@@ -6,6 +6,7 @@ Modules, one job each:
 
 * :mod:`.interfaces` — the ``Captioner`` / ``Generator`` / ``Critic`` protocols;
 * :mod:`.backends` — backends by name (``openai``, ``hf``), imported lazily;
+* :mod:`.libraries` — transformers and diffusers imported with their own log chatter quieted;
 * :mod:`.similarity` — CLIP image similarity, or a labelled pixel fallback;
 * :mod:`.ratecontrol` — fitting a description into a bit budget with the real coder;
 * :mod:`.reflect` — the reflection loop and its rate–distortion choice;

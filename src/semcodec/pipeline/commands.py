@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -64,6 +65,12 @@ def _options(args: argparse.Namespace, concurrency: int) -> BackendOptions:
 def _refuse_directory(output: str) -> None:
     if output != STDIO and Path(output).is_dir():
         raise SemInputError(f"{output} is a directory: -o names the output file")
+
+
+def _refuse_terminal(output: str, what: str) -> None:
+    """Binary ``what`` data is garbage on a terminal: refused before any model loads, as ``pack`` does."""
+    if output == STDIO and sys.stdout.isatty():
+        raise SemInputError(f"refusing to write binary {what} data to a terminal (use -o FILE)")
 
 
 def _read_image(source: str) -> bytes:
@@ -206,6 +213,7 @@ def _plan_jobs(args: argparse.Namespace) -> tuple[list[tuple[str, str]], bool]:
     if source != STDIO and not Path(source).exists():
         raise SemInputError(f"{source}: no such file")
     output = args.output or str(Path(source).with_suffix(".sem"))
+    _refuse_terminal(output, ".sem")
     _refuse_directory(output)
     refuse_same_file(source, output)
     refuse_existing(output, args.force)
@@ -279,6 +287,7 @@ def decode(args: argparse.Namespace) -> int:
     if source == STDIO and not args.output:
         raise SemInputError("a .sem file on stdin needs -o OUT.png (or -o - for stdout)")
     output = args.output or str(Path(source).with_suffix(".png"))
+    _refuse_terminal(output, "PNG")
     _refuse_directory(output)
     refuse_same_file(source, output)
     refuse_existing(output, args.force)

@@ -85,8 +85,10 @@ class ClipSimilarity:
 
     def __init__(self, model_id: str, device: str | None = None) -> None:
         import torch
-        import transformers
 
+        from semcodec.pipeline.libraries import import_quietly
+
+        transformers = import_quietly("transformers")
         # transformers' classes are only partly typed; Any keeps mypy --strict honest here.
         auto_processor: Any = transformers.AutoProcessor
         clip_model: Any = transformers.CLIPModel

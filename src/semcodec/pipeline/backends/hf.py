@@ -12,7 +12,6 @@ diffusers supports on every device, so a seed paints the same latents on any mac
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import os
 import threading
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from semcodec.pipeline import imaging, prompts
 from semcodec.pipeline.backends import BackendOptions, ModelRole
 from semcodec.pipeline.errors import BackendError, BackendUnavailableError
+from semcodec.pipeline.libraries import import_quietly
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -61,9 +61,9 @@ def _looks_like_path(model_id: str) -> bool:
 
 
 def _require(module: str) -> Any:
-    """Import one of the hf extra's libraries, or say how to install them."""
+    """Import one of the hf extra's libraries (their own log chatter quieted), or say how to install them."""
     try:
-        return importlib.import_module(module)
+        return import_quietly(module)
     except ImportError:
         raise BackendUnavailableError(
             f"the hf backend needs {module} (with torch, transformers and diffusers): pip install 'semcodec[hf]'"
