@@ -158,11 +158,6 @@ def test_usage_errors_exit_2(argv: list[str], workdir: Path, capsys: pytest.Capt
 
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="argparse leaves a subcommand's leftovers to the top-level parser, which reports them under its own "
-    "usage; the fix (a parser_class for the subparsers, in cli/__init__.py) is the lead's file",
-)
 @pytest.mark.parametrize(
     "argv",
     [["info", "a.sem", "b.sem"], ["pack", "x.txt", "--bogus"], ["encode", "x.png", "--bogus"],
@@ -178,6 +173,7 @@ def test_leftover_arguments_are_reported_under_the_commands_usage(
     command = " ".join(argv[: 2 if argv[0] == "bench" else 1])
     assert err.startswith(f"usage: semcodec {command} [-h]"), err
     assert f"semcodec {command}: error: unrecognized arguments: {argv[-1]}\n" in err
+
 
 # -- the model command ----------------------------------------------------------------------
 

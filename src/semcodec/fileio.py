@@ -87,6 +87,13 @@ def refuse_same_file(source: str, target: str) -> None:
         raise SemInputError(f"{target} is the input {shown}: refusing to overwrite it")
 
 
+def refuse_terminal_output(path: str | os.PathLike[str], what: str) -> None:
+    """Raise :class:`SemInputError` when binary ``what`` data (``.sem``, PNG) would go to
+    standard output and that is a terminal: garbage there, and raised before any work."""
+    if os.fspath(path) == STDIO and sys.stdout.isatty():
+        raise SemInputError(f"refusing to write binary {what} data to a terminal (use -o FILE)")
+
+
 def refuse_existing(path: str | os.PathLike[str], force: bool) -> None:
     """Raise :class:`OutputExistsError` early, before costly work, when a regular file is in the
     way of an output and ``force`` is off. (:func:`write_output` decides again, atomically.)"""

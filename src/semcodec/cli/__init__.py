@@ -50,7 +50,7 @@ def build_parser(text_only: bool = False) -> argparse.ArgumentParser:
     own parser (its options, usage and errors) is the same either way.
     """
     from semcodec.cli import model, text
-    from semcodec.cli.common import FORMATTER, STDIO_HELP
+    from semcodec.cli.common import FORMATTER, STDIO_HELP, CommandParser
     from semcodec.exitcodes import EXIT_CODES_HELP
 
     parser = argparse.ArgumentParser(
@@ -58,7 +58,7 @@ def build_parser(text_only: bool = False) -> argparse.ArgumentParser:
         formatter_class=FORMATTER,
     )
     parser.add_argument("--version", action="version", version="semcodec 0.1.0 (.sem format 3; reads 1, 2 and 3)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=CommandParser)
     text.register(sub)
     if not text_only:
         from semcodec.cli import bench, images

@@ -25,6 +25,19 @@ STDIO_HELP = "'-' as an input reads standard input; '-o -' writes standard outpu
 FORMATTER = argparse.RawDescriptionHelpFormatter
 
 
+class CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser: it reports its own leftover arguments under its own usage
+    (argparse leaves them to the top-level parser, whose usage line says nothing of the command)."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+
 def epilog(examples: str = "", notes: str = "") -> str:
     """A subcommand's help footer: its examples, notes, the ``-`` convention, the exit codes."""
     head = f"examples:\n{examples.rstrip()}\n\n" if examples else ""

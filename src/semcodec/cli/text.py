@@ -39,9 +39,9 @@ from semcodec.cli.common import (
 )
 from semcodec.cli.failures import item_failed, named
 from semcodec.display import printable
-from semcodec.errors import SemError, SemInputError
+from semcodec.errors import SemError
 from semcodec.exitcodes import EXIT_OK
-from semcodec.fileio import permission_bits, write_output
+from semcodec.fileio import permission_bits, refuse_terminal_output, write_output
 from semcodec.registry import DEFAULT_MODEL_ID
 
 
@@ -148,8 +148,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
     failures = 0
     for src, target in plan:
         try:
-            if target == STDIO and sys.stdout.isatty():
-                raise SemInputError("refusing to write binary .sem data to a terminal (use -o FILE)")
+            refuse_terminal_output(target, ".sem")
             refuse_existing(target, args.force)
             text = read_text(src)
             data = semcodec.pack(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,7 +26,7 @@ from semcodec.codec import MAX_FILE_BYTES
 from semcodec.container import Header
 from semcodec.errors import SemInputError
 from semcodec.exitcodes import EXIT_OK, EXIT_PARTIAL
-from semcodec.fileio import STDIO, read_input, refuse_existing, refuse_same_file, write_output
+from semcodec.fileio import STDIO, read_input, refuse_existing, refuse_same_file, refuse_terminal_output, write_output
 from semcodec.pipeline import imaging
 from semcodec.pipeline.backends import (
     BackendOptions,
@@ -65,12 +64,6 @@ def _options(args: argparse.Namespace, concurrency: int) -> BackendOptions:
 def _refuse_directory(output: str) -> None:
     if output != STDIO and Path(output).is_dir():
         raise SemInputError(f"{output} is a directory: -o names the output file")
-
-
-def _refuse_terminal(output: str, what: str) -> None:
-    """Binary ``what`` data is garbage on a terminal: refused before any model loads, as ``pack`` does."""
-    if output == STDIO and sys.stdout.isatty():
-        raise SemInputError(f"refusing to write binary {what} data to a terminal (use -o FILE)")
 
 
 def _read_image(source: str) -> bytes:
@@ -213,7 +206,7 @@ def _plan_jobs(args: argparse.Namespace) -> tuple[list[tuple[str, str]], bool]:
     if source != STDIO and not Path(source).exists():
         raise SemInputError(f"{source}: no such file")
     output = args.output or str(Path(source).with_suffix(".sem"))
-    _refuse_terminal(output, ".sem")
+    refuse_terminal_output(output, ".sem")
     _refuse_directory(output)
     refuse_same_file(source, output)
     refuse_existing(output, args.force)
@@ -287,7 +280,7 @@ def decode(args: argparse.Namespace) -> int:
     if source == STDIO and not args.output:
         raise SemInputError("a .sem file on stdin needs -o OUT.png (or -o - for stdout)")
     output = args.output or str(Path(source).with_suffix(".png"))
-    _refuse_terminal(output, "PNG")
+    refuse_terminal_output(output, "PNG")
     _refuse_directory(output)
     refuse_same_file(source, output)
     refuse_existing(output, args.force)
