@@ -239,7 +239,7 @@ def test_cli_images_table_output(
 
 def test_cli_images_missing_folder(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["bench", "images", "/nonexistent/photos", "-q"]) == 1
-    assert "no such file or folder" in capsys.readouterr().err
+    assert "No such file or directory" in capsys.readouterr().err
 
 
 # -- the report in a real browser ------------------------------------------------------

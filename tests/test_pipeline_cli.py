@@ -249,7 +249,7 @@ def test_bad_inputs_exit_1(stub: srv.OpenAIStub, tmp_path: Path, capsys: pytest.
     assert main(["decode", str(junk), "-o", str(tmp_path / "x.png")]) == 1
     assert lines(capsys.readouterr().err) == ["semcodec: error: not a .sem file (first byte 0x68, expected 0xa7)"]
     assert main(["encode", str(tmp_path / "missing.jpg")]) == 1
-    assert "missing.jpg: no such file" in capsys.readouterr().err
+    assert "missing.jpg: No such file or directory" in capsys.readouterr().err
     photo = write_photo(tmp_path / "p.png")
     assert main(["encode", str(photo), "-o", "-", "--json"]) == 1
     assert main(["encode", str(photo), "--captioner", "dalle"]) == 1

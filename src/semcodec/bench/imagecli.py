@@ -7,6 +7,8 @@ The parser is :mod:`semcodec.cli.bench`; failed images are worded and numbered b
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,7 +38,7 @@ def image_paths(inputs: list[str], limit: int | None) -> list[Path]:
         elif path.is_file():
             paths.append(path)
         else:
-            raise SemInputError(f"{item}: no such file or folder")
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), item)
     if not paths:
         raise SemInputError(f"no images in {', '.join(inputs)}")
     return paths[:limit] if limit else paths

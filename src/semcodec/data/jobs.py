@@ -39,6 +39,7 @@ inputs and outputs on storage every node sees.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import os
@@ -138,7 +139,7 @@ def parquet_inputs(path: Path) -> list[Path]:
             raise SemInputError(f"{path}: no .parquet files")
         return files
     if not path.exists():
-        raise SemInputError(f"{path}: no such file or folder")
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
     return [path]
 
 

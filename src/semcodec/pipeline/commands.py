@@ -15,7 +15,9 @@ model library is imported until a backend is actually used.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -204,7 +206,7 @@ def _plan_jobs(args: argparse.Namespace) -> tuple[list[tuple[str, str]], bool]:
     if source == STDIO and not args.output:
         raise SemInputError("an image on stdin needs -o OUT.sem (or -o - for stdout)")
     if source != STDIO and not Path(source).exists():
-        raise SemInputError(f"{source}: no such file")
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), source)
     output = args.output or str(Path(source).with_suffix(".sem"))
     refuse_terminal_output(output, ".sem")
     _refuse_directory(output)
