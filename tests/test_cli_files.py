@@ -352,6 +352,11 @@ def test_the_command_starts_without_numpy() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["False", "False"]
+    # ... and the package still hands out its names and submodules on first use, in a fresh process
+    probe = ("import semcodec; print(semcodec.container.FORMAT_VERSION == semcodec.FORMAT_VERSION, "
+             "semcodec.SemError.__module__, callable(semcodec.pack))")
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["True", "semcodec.errors", "True"]
 
 
 def test_outputs_take_their_inputs_permissions(workdir: Path, packed: bytes) -> None:

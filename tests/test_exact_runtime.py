@@ -424,7 +424,7 @@ def test_pack_with_one_backend_unpack_with_another(packer: str, unpackers: tuple
 
 
 def _spec_quantize(x: np.ndarray, amax_int: int) -> tuple[np.ndarray, np.ndarray]:
-    """SPEC §5.2 written out row by row: ``σ = a / A`` (1 for a zero row), ``clip(rint(x / σ), −A, A)``."""
+    """SPEC §5, step 2 written out row by row: ``σ = a / A`` (1 for a zero row), ``clip(rint(x / σ), −A, A)``."""
     amax = np.abs(x).max(axis=-1, keepdims=True)
     scale = np.where(amax > 0, amax / amax_int, 1.0)
     return np.clip(np.rint(x / scale), -amax_int, amax_int).astype(np.int8), scale
@@ -446,7 +446,7 @@ def _awkward_rows(rng: np.random.Generator, k: int) -> np.ndarray:
 @pytest.mark.parametrize("amax_int", [127, 86])
 def test_quantize_rows_alone_and_batched_equal_the_spec_formula(amax_int: int) -> None:
     """A single row takes the Python-float path (and may skip the clip); several rows take
-    the array path: both must give SPEC §5.2's integers and scales bit for bit."""
+    the array path: both must give SPEC §5, step 2's integers and scales bit for bit."""
     x = _awkward_rows(np.random.default_rng(7), 576)
     with np.errstate(divide="ignore", invalid="ignore"):  # the subnormal rows' scale underflows to 0
         want_q, want_scale = _spec_quantize(x, amax_int)
@@ -471,7 +471,7 @@ def test_rms_quantize_alone_equals_batched() -> None:
 
 
 def test_rope_equals_the_pairwise_rotation(model) -> None:  # type: ignore[no-untyped-def]
-    """Rotation as ``x * cos + swap(x) * sin`` over the fused q/k/v heads equals SPEC §5.4's
+    """Rotation as ``x * cos + swap(x) * sin`` over the fused q/k/v heads equals SPEC §5, step 4's
     pairwise formula on the q and k heads and leaves the v heads' values unchanged."""
     lm = model.lm
     rng = np.random.default_rng(9)

@@ -16,6 +16,7 @@ language model whose probabilities are computed in exact integer arithmetic, so 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -45,10 +46,14 @@ command line's handler, not a traceback."""
 
 
 def __getattr__(name: str) -> Any:
+    """A public name, or a submodule (``semcodec.container`` after ``import semcodec``), on first use."""
     home = _HOMES.get(name)
-    if home is None:
+    if home is not None:
+        value = getattr(importlib.import_module(home), name)
+    elif not name.startswith("_") and importlib.util.find_spec(f"semcodec.{name}") is not None:
+        value = importlib.import_module(f"semcodec.{name}")
+    else:
         raise AttributeError(f"module 'semcodec' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
     globals()[name] = value
     return value
 

@@ -3,7 +3,7 @@
  * scores(keys, fixes, T, q, out): out[h, n, t] = sum_d q[h, n, d] * k[t, h, d]
  * weigh(values, fixes, T, p, out): out[h, n, d] = sum_t p[h, n, t] * v[t, h, d]
  * attend(keys, key_fixes, values, value_fixes, T, q, own_max, table, shift, num, z, top):
- *     the prefix's whole part of one layer's softmax attention (SPEC 5.4) in one call.
+ *     the prefix's whole part of one layer's softmax attention (SPEC §5, step 4) in one call.
  *
  * keys/values: one layer of a prefix of T positions, C-contiguous: (T, KV, D) int16 or int32
  * rows (int32: the context file's own layout, so a memory-mapped layer is used in place),
@@ -11,7 +11,7 @@
  * float64 holding integers; p: (KV, N, T) int64; any strides for q and p. Outputs
  * C-contiguous, int64 for scores, float64 for weigh.
  *
- * Exactness (SPEC 5.4), float64 paths (plain C, AVX2+FMA, AVX-512): every product and every
+ * Exactness (SPEC §5, step 4), float64 paths (plain C, AVX2+FMA, AVX-512): every product and every
  * partial sum is an integer of magnitude below 2**53, so float64 holds it exactly and the
  * result does not depend on the order of the additions: FMA, vector lanes and blocking
  * cannot change a bit. Bounds: |q|, |k| < 2**20 and D <= 64 give |q.k| < 64 * 2**40 = 2**46;
@@ -837,12 +837,12 @@ static int get_pairs(PyObject *obj, Py_buffer *b, int writable, Py_ssize_t kv, P
 }
 
 /* attend(keys, values, q, own_max, table, shift, num, z, top[, path]): the prefix's whole part
- * of a layer's integer softmax attention (SPEC 5.4) in one call. For each row: the scores
+ * of a layer's integer softmax attention (SPEC §5, step 4) in one call. For each row: the scores
  * s_t = q . k_t; the row maximum top = max(own_max, max_t s_t) (own_max: the row's maximum
  * over its own keys, computed by the caller); the weights p_t = table[min((top - s_t +
  * 2**(shift-1)) >> shift, len(table) - 1)]; z = sum_t p_t (int64) and num = sum_t p_t v_t. The
  * caller weighs its own keys with the same top and adds the sums. */
-/* One row's prefix weights (SPEC 5.4): top = max(top, max_t s_t), then
+/* One row's prefix weights (SPEC §5, step 4): top = max(top, max_t s_t), then
  * w_t = table[min((top - s_t + 2**(shift-1)) >> shift, last)], sum = sum_t w_t. top - s_t lies in
  * [0, 2**47): |s_t| < 2**46 and top is one of them or above (the caller's own maximum). */
 typedef struct {

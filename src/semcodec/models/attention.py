@@ -2,7 +2,7 @@
 
 What: for one layer of a :class:`~semcodec.models.exact.SharedPrefix`, the scores
 ``q @ k.T`` of integer query rows against the prefix keys and the numerators ``p @ v``
-of integer weights against its values, as exact integers (SPEC §5.4), and
+of integer weights against its values, as exact integers (SPEC §5, step 4), and
 :func:`attend`: the prefix's whole part of a layer's softmax attention (scores, the
 row maxima, weights, their sums and the weighted values), which the caller completes
 with the rows' own keys.
@@ -81,7 +81,7 @@ P_MAX = 2**16
 
 
 def attention_weights(top: np.ndarray, scores: np.ndarray, table: np.ndarray, shift: int) -> np.ndarray:
-    """SPEC §5.4: integer scores -> weights ``table[min((top - s + 2**(shift-1)) >> shift, len - 1)]``,
+    """SPEC §5, step 4: integer scores -> weights ``table[min((top - s + 2**(shift-1)) >> shift, len - 1)]``,
     ``top`` the row maximum (broadcast against ``scores``); ``table`` ends in 0 (the weight of
     keys beyond the table's range). ``_prefix.c``'s ``attend`` computes the same rule."""
     idx = (top - scores + (1 << (shift - 1))) >> shift
@@ -91,7 +91,7 @@ def attention_weights(top: np.ndarray, scores: np.ndarray, table: np.ndarray, sh
 
 def attend(kernel: PrefixProducts, layer: int, q: np.ndarray, own_top: np.ndarray, table: np.ndarray,
            shift: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The prefix's part of a layer's softmax attention (SPEC §5.4) through ``kernel``'s products.
+    """The prefix's part of a layer's softmax attention (SPEC §5, step 4) through ``kernel``'s products.
 
     ``q`` (KV, N, D) rows; ``own_top`` (KV, N) int64: each row's maximum score over the keys
     the caller holds. Returns the weighted values ``sum_t p_t v_t`` (KV, N, D) float64, the

@@ -68,7 +68,7 @@ Rotation = tuple[np.ndarray, np.ndarray]
 
 
 def activation_max(inner_dim: int) -> int:
-    """Largest activation magnitude that keeps every partial sum below ``2**24`` (SPEC §5.2)."""
+    """Largest activation magnitude that keeps every partial sum below ``2**24`` (SPEC §5, step 2)."""
     return min(127, (2**24 - 1) // (WEIGHT_MAX * inner_dim))
 
 
@@ -112,7 +112,7 @@ def _row_scale(amax: RowScalar, steps: float) -> RowScalar:
 
 
 def quantize_rows(x: np.ndarray, amax_int: int) -> Quantized:
-    """Per-row symmetric quantisation: ``x ~ q * scale`` with integer ``|q| <= amax_int`` (SPEC §5.2).
+    """Per-row symmetric quantisation: ``x ~ q * scale`` with integer ``|q| <= amax_int`` (SPEC §5, step 2).
 
     The clip can only matter through rounding: when ``scale = amax / amax_int`` is one
     normal float (relative error <= 2**-53), ``|x / scale| <= amax_int * (1 + 3 * 2**-53)``,
@@ -129,7 +129,7 @@ def quantize_rows(x: np.ndarray, amax_int: int) -> Quantized:
 
 
 def rms_quantize(x: np.ndarray, gain: np.ndarray, eps: float, amax_int: int) -> Quantized:
-    """RMSNorm followed by activation quantisation, with an order-independent sum of squares (SPEC §5.3).
+    """RMSNorm followed by activation quantisation, with an order-independent sum of squares (SPEC §5, step 3).
 
     ``rms`` cancels inside the quantiser, so only the scale needs it. The sum of squares is
     taken over a 16-bit integer image ``t`` of ``x``, in binary64: every ``t*t <= 2**30``, and
@@ -168,7 +168,7 @@ class SharedPrefix:
 
 @dataclass
 class KVCache:
-    """Integer keys and values of every position evaluated so far (SPEC §5.4).
+    """Integer keys and values of every position evaluated so far (SPEC §5, step 4).
 
     Positions ``[0, prefix.length)`` live in the shared ``prefix`` (if any); this cache's
     own ``keys``/``values`` (layers, capacity, kv_heads, head_dim) int32 hold the next
@@ -229,7 +229,7 @@ class ExactLM:
         """An empty cache, or one continuing after the shared ``prefix``."""
         return KVCache.empty(self.cfg, capacity, prefix)
 
-    # -- building blocks (SPEC §5.2-5.5) ---------------------------------------------------
+    # -- building blocks (SPEC §5, steps 2–5) ---------------------------------------------------
     def _matmul(self, x: Quantized, w: QMatrix) -> np.ndarray:
         """``(x_q @ w_q) * x_scale * w_scale``: (N, K) -> (N, out) float64; the product is exact."""
         x_q, x_scale = x
@@ -293,7 +293,7 @@ class ExactLM:
 
     def _softmax_attend(self, qi: np.ndarray, layer: int, prefix: SharedPrefix | None,
                         k_t: np.ndarray, v: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
-        """Integer attention (SPEC §5.4) of query rows over the prefix's keys, then their own.
+        """Integer attention (SPEC §5, step 4) of query rows over the prefix's keys, then their own.
 
         qi: (B, KV, R, D) integer-valued float64; the own keys k_t (B, KV, D, t) and values
         v (B, KV, t, D) integer-valued float64, ``valid`` (B, 1, R, t) bool or None (all
@@ -370,7 +370,7 @@ class ExactLM:
         n, heads, k_end = len(x[0]), self.n_heads, self.n_heads + self.n_kv_heads
         qkv = self._rope(self._matmul(x, layer.qkv).reshape(n, -1, self.head_dim), rotation)  # (N, H + 2 KV, D)
         scale, limit = self._qkv_fixed_point
-        qkv *= scale  # q_i = rint(q * 2**10), k_i likewise, v_i = rint(v * 2**12), each clipped (SPEC §5.4)
+        qkv *= scale  # q_i = rint(q * 2**10), k_i likewise, v_i = rint(v * 2**12), each clipped (SPEC §5, step 4)
         qkv_i = _rint_clip(qkv, limit)
         qi, ki, vi = qkv_i[:, :heads], qkv_i[:, heads:k_end], qkv_i[:, k_end:]
         for lo, hi, cache in segments:  # the new positions join each cache (length moves after the last layer)
@@ -422,7 +422,7 @@ class ExactLM:
         return self._matmul(self._norm(hidden, self.w.final_norm), self.w.embed)
 
     def frequencies(self, logits: np.ndarray) -> np.ndarray:
-        """Integer frequency tables (N, vocab) int64: every entry >= 1, each row sums to 2**24 (SPEC §5.6).
+        """Integer frequency tables (N, vocab) int64: every entry >= 1, each row sums to 2**24 (SPEC §5, step 6).
 
         ``e = T[round((max - logit) * 256)]`` (0 past the table), then
         ``f = 1 + floor(e * (2**24 - V) / sum(e))`` and the rounding remainder goes to the

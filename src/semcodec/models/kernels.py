@@ -1,7 +1,7 @@
 """Integer matrix products for the exact runtime: one small protocol, several kernels.
 
 Every weight matrix is int8 (``|w| <= 127``) and every activation an integer with
-``|x| <= 127`` (SPEC §5.2), so ``x @ w`` is a sum of at most 1536 products of magnitude
+``|x| <= 127`` (SPEC §5, step 2), so ``x @ w`` is a sum of at most 1536 products of magnitude
 ``<= 127 * 127``: below ``2**24`` (exact in float32) and far below ``2**31`` (int32). Any
 kernel that adds those integers without saturating or rounding gives the same result
 in any order, so the kernel is a free choice: the tables never depend on it.
