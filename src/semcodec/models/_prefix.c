@@ -315,18 +315,50 @@ static int query_digits(const double *q, Py_ssize_t kv, Py_ssize_t npad, Py_ssiz
     return 1;
 }
 
+static int use_avx2(Py_ssize_t d);
+
+/* One row's positions [j0, tv) of weight_digits, in C. */
+static void weight_digits_tail(const double *p, Py_ssize_t t, Py_ssize_t j0, Py_ssize_t tv, int32_t *lo, int32_t *hi) {
+    for (Py_ssize_t j = j0; j < tv; j++) {
+        int64_t a = (int64_t)p[2 * j], b = 2 * j + 1 < t ? (int64_t)p[2 * j + 1] : 0;
+        lo[j] = pack2(a & 255, b & 255);
+        hi[j] = pack2(a >> 8, b >> 8);
+    }
+}
+
+/* Eight weights (four position pairs) at a time: truncated to int32 (they are integers in
+ * [0, 2**16], checked before), split into bytes, each pair's two digits packed as pack2
+ * does (the even position's digit in the low half). Same integers as the C loop. */
+AVX2 static void weight_digits_avx2(const double *p, Py_ssize_t t, Py_ssize_t tv, int32_t *lo, int32_t *hi) {
+    const Py_ssize_t body = (t / 8) * 4;  /* pairs whose 8 weights all lie before t */
+    const __m256i low_halves = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6), byte = _mm256_set1_epi64x(255);
+    for (Py_ssize_t j = 0; j < body; j += 4) {
+        __m128i first = _mm256_cvttpd_epi32(_mm256_loadu_pd(p + 2 * j));
+        __m128i second = _mm256_cvttpd_epi32(_mm256_loadu_pd(p + 2 * j + 4));
+        __m256i w = _mm256_set_m128i(second, first);  /* int32: a0 b0 a1 b1 a2 b2 a3 b3 */
+        __m256i digit[2] = {_mm256_and_si256(w, _mm256_set1_epi32(255)), _mm256_srli_epi32(w, 8)};
+        for (int l = 0; l < 2; l++) {  /* 64-bit lanes a + b * 2**32 -> a | b << 16, then their low halves */
+            __m256i lane = digit[l];
+            __m256i packed = _mm256_or_si256(_mm256_and_si256(lane, l ? _mm256_set1_epi64x(511) : byte),
+                                             _mm256_srli_epi64(lane, 16));
+            __m128i four = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(packed, low_halves));
+            _mm_storeu_si128((__m128i *)((l ? hi : lo) + j), four);
+        }
+    }
+    weight_digits_tail(p, t, body, tv, lo, hi);
+}
+
 /* p rows (KV, npad, T) doubles -> (KV, npad, 2, TV) packed digit pairs along t; 0 where a
  * weight lies outside [0, 2**16]. */
 static int weight_digits(const double *p, Py_ssize_t kv, Py_ssize_t npad, Py_ssize_t t, int32_t *out) {
     Py_ssize_t tv = value_span(t);
     for (Py_ssize_t i = 0; i < kv * npad * t; i++)
         if (!(p[i] >= 0.0 && p[i] <= 65536.0)) return 0;
-    for (Py_ssize_t row = 0; row < kv * npad; row++)
-        for (Py_ssize_t j = 0; j < tv; j++) {
-            int64_t a = (int64_t)p[row * t + 2 * j], b = 2 * j + 1 < t ? (int64_t)p[row * t + 2 * j + 1] : 0;
-            out[(row * 2 + 0) * tv + j] = pack2(a & 255, b & 255);
-            out[(row * 2 + 1) * tv + j] = pack2(a >> 8, b >> 8);
-        }
+    for (Py_ssize_t row = 0; row < kv * npad; row++) {
+        int32_t *lo = out + (row * 2 + 0) * tv, *hi = out + (row * 2 + 1) * tv;
+        if (use_avx2(4)) weight_digits_avx2(p + row * t, t, tv, lo, hi);
+        else weight_digits_tail(p + row * t, t, 0, tv, lo, hi);
+    }
     return 1;
 }
 
