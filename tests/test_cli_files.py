@@ -6,6 +6,7 @@ round trip is byte-exact. Device nodes and FIFOs are made in a temporary folder.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -401,3 +402,39 @@ def test_a_full_stdout_is_named(workdir: Path, packed: bytes) -> None:
                               stdout=sink, stderr=subprocess.PIPE, timeout=300, check=False)
     assert done.returncode == 1
     assert one_error_line(done.stderr.decode()) == "semcodec: error: standard output: No space left on device"
+
+
+@pytest.mark.parametrize("folder", [False, True])
+@pytest.mark.parametrize("ending", ["error", "interrupt", "replaced"])
+def test_temp_beside_leaves_nothing_behind(folder: bool, ending: str, tmp_path: Path) -> None:
+    """Every temp file or folder semcodec makes (outputs and the model cache) is gone after its
+    block: after an error, an interruption, or when the block moved it into place."""
+    target = tmp_path / "entry"
+    with contextlib.suppress(OSError, KeyboardInterrupt), fileio.temp_beside(target, folder=folder) as tmp:
+        assert Path(tmp).parent == tmp_path and Path(tmp).is_dir() == folder and Path(tmp).exists()
+        (Path(tmp) / "part").write_bytes(b"x") if folder else Path(tmp).write_bytes(b"x")
+        if ending == "error":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        if ending == "interrupt":
+            raise KeyboardInterrupt
+        os.replace(tmp, target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["entry"] if ending == "replaced" else [])
+
+
+def test_a_context_that_cannot_be_saved_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk while the evaluated context is written: the cache is best effort, and now tidy."""
+    import types
+
+    import numpy as np
+
+    from semcodec import models
+
+    def full_disk(handle: object, **arrays: object) -> None:
+        handle.write(b"PK partial")  # type: ignore[attr-defined]
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(models.np, "savez", full_disk)
+    rows = np.zeros((1, 2, 1, 4), np.int32)
+    state = types.SimpleNamespace(prefix=types.SimpleNamespace(keys=rows, values=rows), hidden=np.zeros((2, 4)))
+    models._save_context(tmp_path / "context.npz", state)  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []

@@ -34,8 +34,10 @@ import ctypes.util
 import errno
 import os
 import secrets
+import shutil
 import stat
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from semcodec.errors import SemInputError, SemLimitError
@@ -139,17 +141,17 @@ def write_output(path: str | os.PathLike[str], data: bytes, force: bool = False,
     elif st is not None and not force:
         raise OutputExistsError(target)
     else:
-        made: list[str] = []  # temp names, listed before they exist (see _temp_copy)
         try:
-            tmp = _temp_copy(target, data, mode, made)
-            if force:
-                os.replace(tmp, target)
-            else:
-                _place_new(tmp, target)
-        finally:
-            for name in made:  # after a link or a failure; gone already after a replace
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(name)
+            with temp_beside(target) as tmp:  # removed after a link or a failure; gone after a replace
+                _fill(tmp, data, mode, target)
+                if force:
+                    os.replace(tmp, target)
+                else:
+                    _place_new(tmp, target)
+        except OSError as err:
+            if err.filename is None or os.fspath(err.filename) == os.fspath(target):
+                raise
+            raise OSError(err.errno, err.strerror, target) from None  # never the temp file's name
 
 
 def _is_stdout(st: os.stat_result) -> bool:
@@ -195,34 +197,63 @@ def _write_into(target: str, data: bytes) -> None:
         raise OSError(err.errno, err.strerror, target) from None
 
 
-def _temp_copy(target: str, data: bytes, mode: int | None, made: list[str]) -> str:
-    """A fsynced temp file holding ``data`` next to ``target`` (its name never reaches a message),
-    with ``mode`` or the mode a plain ``open()`` would give.
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
-    Its name goes into ``made`` *before* the file is created, so the caller, whose ``finally``
-    removes every name there, cleans up whatever interrupts us (Ctrl-C, or SIGTERM made an
-    exception by the command line) at any instant: no temp file is left behind.
+
+@contextlib.contextmanager
+def temp_beside(target: str | os.PathLike[str], *, folder: bool = False) -> Iterator[str]:
+    """A new, empty, private temp file (or folder, with ``folder``) next to ``target``, named
+    ``.<target's name>.<random>.tmp``; gone after the block unless the block moved it away
+    (``os.replace``, or linked it and let it go).
+
+    Its name is listed before it exists and removed in a ``finally``, so whatever ends the
+    block — an error, Ctrl-C, or SIGTERM made an exception by the command line — at any
+    instant leaves nothing behind. Every temp file semcodec makes goes through here: outputs
+    (:func:`write_output`) and the model cache alike.
+
+        >>> import tempfile
+        >>> home = tempfile.mkdtemp()
+        >>> with temp_beside(os.path.join(home, "a.sem")) as tmp:
+        ...     os.path.basename(tmp).startswith(".a.sem."), os.path.exists(tmp)
+        (True, True)
+        >>> os.listdir(home)
+        []
     """
-    folder = os.path.dirname(target) or "."
+    parent = os.path.dirname(os.fspath(target)) or "."
+    made: list[str] = []
     try:
         for _ in range(100):
-            made.append(os.path.join(folder, f".{os.path.basename(target)}.{secrets.token_hex(8)}.tmp"))
+            made.append(os.path.join(parent, f".{os.path.basename(os.fspath(target))}.{secrets.token_hex(8)}.tmp"))
             try:
-                fd = os.open(made[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+                if folder:
+                    os.mkdir(made[-1], 0o700)
+                else:
+                    os.close(os.open(made[-1], _NEW_FILE, 0o600))
                 break
             except FileExistsError:
                 made.pop()  # not ours (a 2**-64 chance): never removed
         else:
-            raise FileExistsError(errno.EEXIST, "no free temporary name")
-        with os.fdopen(fd, "wb") as handle:
-            # private (0600) until written; then the mode asked for, or a plain open()'s
+            raise FileExistsError(errno.EEXIST, "no free temporary name", parent)
+        yield made[-1]
+    finally:
+        for name in made:
+            if folder:
+                shutil.rmtree(name, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name)
+
+
+def _fill(tmp: str, data: bytes, mode: int | None, target: str) -> None:
+    """Write and fsync ``data`` into the temp file ``tmp``, with ``mode`` or a plain ``open()``'s."""
+    try:
+        with open(tmp, "wb") as handle:
             os.fchmod(handle.fileno(), (0o666 & ~_UMASK) if mode is None else mode)
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-    except OSError as err:
+    except OSError as err:  # named by the output, never by the temp file
         raise OSError(err.errno, err.strerror, target) from None
-    return made[-1]
 
 
 _NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS, errno.EXDEV}

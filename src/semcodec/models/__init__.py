@@ -24,7 +24,6 @@ import json
 import mmap
 import os
 import struct
-import tempfile
 import zipfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +36,7 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from semcodec.errors import SemModelError
+from semcodec.fileio import temp_beside
 from semcodec.models import pins, verified
 from semcodec.models.exact import ExactLM, KVCache, SharedPrefix
 from semcodec.models.kernels import products_from_name
@@ -313,12 +313,11 @@ def _map_context(path: os.PathLike[str]) -> tuple[dict[str, np.ndarray], verifie
 def _save_context(path: os.PathLike[str], state: ContextState) -> None:
     """Best effort: a read-only cache only costs the recomputation next time."""
     arrays = {name: pins.little_endian(arr) for name, arr in _context_arrays(state).items()}
-    folder = os.path.dirname(os.fspath(path))
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".context-", suffix=".npz")
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)  # type: ignore[arg-type]
-        os.replace(tmp, path)
+        with temp_beside(path) as tmp:  # a full disk or an interruption leaves no partial file behind
+            with open(tmp, "wb") as handle:
+                np.savez(handle, **arrays)  # type: ignore[arg-type]
+            os.replace(tmp, path)
     except OSError:
         return
 

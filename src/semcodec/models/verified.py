@@ -48,10 +48,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from semcodec.fileio import temp_beside
 
 RECORD_FILE = "verified.json"
 """The record's name in a cache entry (not a pinned file: it holds no model data)."""
@@ -94,14 +95,10 @@ def record(directory: Path, name: str, pinned: str, stat: FileStat, started: flo
     entries = _read(directory)
     entries[name] = {"pin": pinned, "files": {name: stat}}
     try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".verified-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        with temp_beside(directory / RECORD_FILE) as tmp:
+            with open(tmp, "w", encoding="utf-8") as handle:
                 json.dump({"version": _VERSION, "entries": entries}, handle, sort_keys=True)
             os.replace(tmp, directory / RECORD_FILE)
-        except BaseException:
-            os.unlink(tmp)
-            raise
     except OSError:
         return  # a read-only cache: the next load hashes again
 

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from semcodec.errors import SemModelError
+from semcodec.fileio import temp_beside
 from semcodec.models import pins, tables, verified
 from semcodec.models.kernels import QMatrix
 from semcodec.registry import WeightsSource
@@ -114,10 +115,8 @@ def ensure_gguf(source: WeightsSource) -> Path:
         _progress(f"cached model file {target.name} does not match its sha256; fetching it again")
         target.unlink()
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, suffix=".part")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with temp_beside(target) as tmp_name:  # gone after the block unless it became the target
+        tmp = Path(tmp_name)
         given = os.environ.get("SEMCODEC_MODEL_FILE")
         installed = _installed_package_file(source)
         local = Path(given) if given else installed
@@ -145,8 +144,6 @@ def ensure_gguf(source: WeightsSource) -> Path:
                                 f"{source.gguf_sha256[:16]}…")
         os.replace(tmp, target)
         return target
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # -- the converted weights -------------------------------------------------------------
@@ -324,8 +321,8 @@ def build_cache(source: WeightsSource, gguf_path: Path, directory: Path, check_p
         arrays[name] = runtime[key]
 
     directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
-    try:
+    with temp_beside(directory, folder=True) as staging_name:  # removed unless it became the entry
+        staging = Path(staging_name)
         index: dict[str, dict[str, object]] = {}
         offset = 0
         digest = hashlib.sha256()
@@ -364,9 +361,6 @@ def build_cache(source: WeightsSource, gguf_path: Path, directory: Path, check_p
         if directory.exists():
             shutil.rmtree(directory)
         os.replace(staging, directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 _FILE_DTYPES = frozenset({"|i1", "|u1", "<i4", "<i8", "<f4", "<f8"})
