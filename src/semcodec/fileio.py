@@ -143,15 +143,15 @@ def write_output(path: str | os.PathLike[str], data: bytes, force: bool = False,
     else:
         try:
             with temp_beside(target) as tmp:  # removed after a link or a failure; gone after a replace
-                _fill(tmp, data, mode, target)
+                _fill(tmp, data, mode)
                 if force:
                     os.replace(tmp, target)
                 else:
                     _place_new(tmp, target)
-        except OSError as err:
-            if err.filename is None or os.fspath(err.filename) == os.fspath(target):
+        except OSError as err:  # every failure names the output, never the temp file, never nothing
+            if err.filename is not None and os.fspath(err.filename) == target:
                 raise
-            raise OSError(err.errno, err.strerror, target) from None  # never the temp file's name
+            raise OSError(err.errno, err.strerror, target) from None
 
 
 def _is_stdout(st: os.stat_result) -> bool:
@@ -244,16 +244,13 @@ def temp_beside(target: str | os.PathLike[str], *, folder: bool = False) -> Iter
                     os.unlink(name)
 
 
-def _fill(tmp: str, data: bytes, mode: int | None, target: str) -> None:
+def _fill(tmp: str, data: bytes, mode: int | None) -> None:
     """Write and fsync ``data`` into the temp file ``tmp``, with ``mode`` or a plain ``open()``'s."""
-    try:
-        with open(tmp, "wb") as handle:
-            os.fchmod(handle.fileno(), (0o666 & ~_UMASK) if mode is None else mode)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except OSError as err:  # named by the output, never by the temp file
-        raise OSError(err.errno, err.strerror, target) from None
+    with open(tmp, "wb") as handle:
+        os.fchmod(handle.fileno(), (0o666 & ~_UMASK) if mode is None else mode)
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 _NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS, errno.EXDEV}
@@ -268,7 +265,7 @@ def _place_new(tmp: str, target: str) -> None:
         raise OutputExistsError(target) from None
     except OSError as err:
         if err.errno not in _NO_LINKS:  # a file system without hard links falls through
-            raise OSError(err.errno, err.strerror, target) from None
+            raise  # write_output names the output
     if _rename_noreplace(tmp, target):
         return
     # Last resort (no links, no renameat2): claim the name exclusively, then replace the

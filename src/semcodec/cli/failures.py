@@ -79,6 +79,13 @@ def signals_interrupt() -> Iterator[None]:
             signal.signal(signum, old)
 
 
+def reader_left(err: BaseException) -> bool:
+    """Our standard output's reader is gone (``semcodec unpack x.sem | head -c1``): not an error,
+    the command stops quietly. A named output (a FIFO) whose reader left is an error: its
+    ``BrokenPipeError`` carries the name."""
+    return isinstance(err, BrokenPipeError) and err.filename is None
+
+
 class NamedError(Exception):
     """An error of one input, named: ``caption.txt: not a .sem file (...)`` (see :func:`named`)."""
 
@@ -92,7 +99,7 @@ def named(source: str, err: Exception) -> Exception:
     .sem file``, ``corrupt payload``) will name that input (a batch names each failed input
     through :func:`item_failed`); ``-`` is standard input. A broken pipe on our stdout stays
     as it is (not an error: see :func:`run`)."""
-    if (isinstance(err, BrokenPipeError) and err.filename is None) or not _expected(err):
+    if reader_left(err) or not _expected(err):
         return err  # a bug keeps its own type and traceback (SEMCODEC_DEBUG=1)
     return NamedError("standard input" if source == "-" else source, err)
 
@@ -163,14 +170,10 @@ def run(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) 
     """Run one command; any error becomes one line on stderr and its exit code."""
     try:
         return command(args)
-    except BrokenPipeError as err:
-        if err.filename is not None:  # a named FIFO's reader left: that output is incomplete
-            report(classify(err)[1])
-            return EXIT_BAD_INPUT
-        # `semcodec unpack x.sem | head -c1`: the reader of our stdout left; not an error
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
     except (KeyboardInterrupt, Exception) as err:
+        if reader_left(err):  # no more output is wanted; keep the exit's flush from failing too
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_OK
         if _debugging(err):
             raise
         code, message = classify(err)

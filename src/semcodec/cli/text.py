@@ -37,7 +37,7 @@ from semcodec.cli.common import (
     say,
     seed,
 )
-from semcodec.cli.failures import item_failed, named
+from semcodec.cli.failures import item_failed, named, reader_left
 from semcodec.display import printable
 from semcodec.errors import SemError
 from semcodec.exitcodes import EXIT_OK
@@ -210,11 +210,9 @@ def cmd_unpack(args: argparse.Namespace) -> int:
             if isinstance(outcome, SemError):
                 raise outcome
             write_output(target, outcome.text.encode("utf-8"), args.force, permission_bits(src))
-        except BrokenPipeError as err:
-            if err.filename is None:  # our stdout's reader left (`| head`): stop, as one file would
-                raise
-            fail(src, err)
         except Exception as err:
+            if reader_left(err):  # `| head`: stop, as one file would, not one failure per file
+                raise
             fail(src, err)
 
     def fail(src: str, err: Exception) -> None:
@@ -235,17 +233,15 @@ def cmd_unpack(args: argparse.Namespace) -> int:
     return batch_result(failures, len(plan), "unpacked")
 
 
-def cmd_info(args: argparse.Namespace) -> int:
+def _info(path: str, decode: bool) -> dict[str, object]:
+    """Every header field, the sizes and rates of the ``.sem`` file at ``path``; with ``decode``, its text too."""
     import semcodec
     from semcodec import ubpp
     from semcodec.container import decode_header
     from semcodec.registry import generator_name, model_spec
 
-    try:
-        data = read_sem(args.input)
-        header, check_value, offset = decode_header(data)
-    except Exception as err:
-        raise named(args.input, err) from err
+    data = read_sem(path)
+    header, check_value, offset = decode_header(data)
     info: dict[str, object] = {
         "format_version": header.version,
         "file_bytes": len(data),
@@ -263,11 +259,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         ubpp.KEY: ubpp.reported(8 * len(data), header.width, header.height),
         ubpp.KEY_AT_1024: ubpp.reported(8 * len(data), 1024, 1024),
     }
-    if not args.header_only:
-        try:
-            decoded = semcodec.unpack(data)
-        except Exception as err:
-            raise named(args.input, err) from err
+    if decode:
+        decoded = semcodec.unpack(data)
         bpc = decoded.bits_per_character
         info.update(
             characters=len(decoded.text),
@@ -275,6 +268,14 @@ def cmd_info(args: argparse.Namespace) -> int:
             bits_per_character=None if bpc is None else round(bpc, 4),
             text=decoded.text,
         )
+    return info
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    try:
+        info = _info(args.input, decode=not args.header_only)
+    except Exception as err:
+        raise named(args.input, err) from err
     # Whatever stdout's encoding: JSON falls back to \u escapes (still JSON), the listing to
     # backslash escapes, rather than failing halfway through the output.
     encoding = getattr(sys.stdout, "encoding", None) or "utf-8"

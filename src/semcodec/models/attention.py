@@ -169,7 +169,7 @@ class NativePrefix:
         if native is None:
             raise ImportError("semcodec.models._prefix is not built")
         if storage == "auto":
-            storage = "pairs" if PAIR_PATHS.intersection(native.vector_paths()) else "int16"
+            storage = "pairs" if pairs_run(native) else "int16"
         if storage not in ("pairs", "int16", "int32"):
             raise ValueError(f"unknown storage {storage!r}")
         self._native, self._storage, self._path = native, storage, path
@@ -397,6 +397,12 @@ pair layouts are the default storage and the native kernel takes every row count
 per kv head, 921 positions: AVX512-VNNI 0.60× float64 BLAS, AVX-VNNI 0.87×;
 ``benchmarks/prefix_attention.py``)."""
 
+
+def pairs_run(native: _NativeModule) -> bool:
+    """Whether this CPU runs one of :data:`PAIR_PATHS` (``native``: the built extension)."""
+    return bool(PAIR_PATHS.intersection(native.vector_paths()))
+
+
 NATIVE_MAX_ROWS = 12
 """Without AVX512-VNNI or AVX-VNNI (int16 rows, float64 FMA) the native kernel is used for up to this many
 rows per kv head (4 files' steps in lockstep): at 12 rows it costs 0.84× float64 BLAS on
@@ -432,7 +438,7 @@ class PrefixKernels:
         native = native_module() if backend != "numpy" else None
         if native is not None:
             self._native = NativePrefix(keys, values)
-            self._native_rows = sys.maxsize if PAIR_PATHS.intersection(native.vector_paths()) else NATIVE_MAX_ROWS
+            self._native_rows = sys.maxsize if pairs_run(native) else NATIVE_MAX_ROWS
         elif backend != "numpy" and self.length >= LIMB_MIN_POSITIONS:
             with suppress(ImportError):  # no onnxruntime: float64 only
                 self._limbs = Int8Prefix(keys, values)
