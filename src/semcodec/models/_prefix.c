@@ -163,40 +163,53 @@ AVX2 static void scores_avx2(const Prefix *k, const double *q, Py_ssize_t n, Py_
 
 #define BLOCK 32  /* positions per block: 32 rows of 3 x 64 int32 (24 KB) stay in L1 across the passes */
 
-/* Eight columns (two vectors) by ROWS rows per pass over a block of positions; the blocks
- * in address order, the partial sums kept in out between blocks. */
-AVX2 static void weigh_avx2(const Prefix *v, const double *p, Py_ssize_t n, Py_ssize_t npad, double *out) {
-    const Py_ssize_t D = v->d, T = v->t, KV = v->kv, stride = KV * D;
+/* One block of the float64 weigh paths: positions [t0, t1) of kv head h against ROWS rows of
+ * weights (p0, and the rows after it), their products added into o (rows x D; `rows` real). */
+typedef void (*WeighBlock)(const Prefix *v, const double *p0, Py_ssize_t t0, Py_ssize_t t1, Py_ssize_t h,
+                           Py_ssize_t rows, double *o);
+
+/* The loop nest they share: blocks of positions in address order (the partial sums kept in
+ * out between blocks), each kv head, ROWS rows at a time. */
+static void weigh_blocks(const Prefix *v, const double *p, Py_ssize_t n, Py_ssize_t npad, double *out, WeighBlock block) {
+    const Py_ssize_t D = v->d, T = v->t, KV = v->kv;
     memset(out, 0, (size_t)(KV * n * D) * sizeof(double));
     for (Py_ssize_t t0 = 0; t0 < T; t0 += BLOCK) {
         Py_ssize_t t1 = t0 + BLOCK < T ? t0 + BLOCK : T;
         for (Py_ssize_t h = 0; h < KV; h++)
-            for (Py_ssize_t r0 = 0; r0 < n; r0 += ROWS) {
-                const double *p0 = p + (h * npad + r0) * T, *p1 = p0 + T, *p2 = p1 + T;
-                double *o = out + (h * n + r0) * D;
-                Py_ssize_t rows = n - r0 < ROWS ? n - r0 : ROWS;
-                for (Py_ssize_t d = 0; d < D; d += 8) {
-                    int two = d + 8 <= D;
-                    __m256d a00 = _mm256_setzero_pd(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00;
-                    Py_ssize_t at = t0 * stride + h * D + d;
-                    for (Py_ssize_t t = t0; t < t1; t++, at += stride) {
-                        __m256d v0 = load4(v, at), v1 = two ? load4(v, at + 4) : _mm256_setzero_pd();
-                        __m256d w = _mm256_broadcast_sd(p0 + t);
-                        a00 = _mm256_fmadd_pd(w, v0, a00); a01 = _mm256_fmadd_pd(w, v1, a01);
-                        w = _mm256_broadcast_sd(p1 + t);
-                        a10 = _mm256_fmadd_pd(w, v0, a10); a11 = _mm256_fmadd_pd(w, v1, a11);
-                        w = _mm256_broadcast_sd(p2 + t);
-                        a20 = _mm256_fmadd_pd(w, v0, a20); a21 = _mm256_fmadd_pd(w, v1, a21);
-                    }
-                    __m256d acc[3][2] = {{a00, a01}, {a10, a11}, {a20, a21}};
-                    for (Py_ssize_t r = 0; r < rows; r++) {
-                        double *x = o + r * D + d;
-                        _mm256_storeu_pd(x, _mm256_add_pd(_mm256_loadu_pd(x), acc[r][0]));
-                        if (two) _mm256_storeu_pd(x + 4, _mm256_add_pd(_mm256_loadu_pd(x + 4), acc[r][1]));
-                    }
-                }
-            }
+            for (Py_ssize_t r0 = 0; r0 < n; r0 += ROWS)
+                block(v, p + (h * npad + r0) * T, t0, t1, h, n - r0 < ROWS ? n - r0 : ROWS, out + (h * n + r0) * D);
     }
+}
+
+/* Eight columns (two vectors) by ROWS rows per pass over the block. */
+AVX2 static void weigh_block_avx2(const Prefix *v, const double *p0, Py_ssize_t t0, Py_ssize_t t1, Py_ssize_t h,
+                                  Py_ssize_t rows, double *o) {
+    const Py_ssize_t D = v->d, T = v->t, stride = v->kv * D;
+    const double *p1 = p0 + T, *p2 = p1 + T;
+    for (Py_ssize_t d = 0; d < D; d += 8) {
+        int two = d + 8 <= D;
+        __m256d a00 = _mm256_setzero_pd(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00;
+        Py_ssize_t at = t0 * stride + h * D + d;
+        for (Py_ssize_t t = t0; t < t1; t++, at += stride) {
+            __m256d v0 = load4(v, at), v1 = two ? load4(v, at + 4) : _mm256_setzero_pd();
+            __m256d w = _mm256_broadcast_sd(p0 + t);
+            a00 = _mm256_fmadd_pd(w, v0, a00); a01 = _mm256_fmadd_pd(w, v1, a01);
+            w = _mm256_broadcast_sd(p1 + t);
+            a10 = _mm256_fmadd_pd(w, v0, a10); a11 = _mm256_fmadd_pd(w, v1, a11);
+            w = _mm256_broadcast_sd(p2 + t);
+            a20 = _mm256_fmadd_pd(w, v0, a20); a21 = _mm256_fmadd_pd(w, v1, a21);
+        }
+        __m256d acc[3][2] = {{a00, a01}, {a10, a11}, {a20, a21}};
+        for (Py_ssize_t r = 0; r < rows; r++) {
+            double *x = o + r * D + d;
+            _mm256_storeu_pd(x, _mm256_add_pd(_mm256_loadu_pd(x), acc[r][0]));
+            if (two) _mm256_storeu_pd(x + 4, _mm256_add_pd(_mm256_loadu_pd(x + 4), acc[r][1]));
+        }
+    }
+}
+
+static void weigh_avx2(const Prefix *v, const double *p, Py_ssize_t n, Py_ssize_t npad, double *out) {
+    weigh_blocks(v, p, n, npad, out, weigh_block_avx2);
 }
 
 /* -- AVX-512 (where the CPU has it): eight lanes, twice the registers -------------------- */
@@ -236,41 +249,37 @@ AVX512 static void scores_avx512(const Prefix *k, const double *q, Py_ssize_t n,
     scores_from(k, q, n, npad, out, t);  /* at most three positions left */
 }
 
-/* 32 columns (four vectors) by ROWS rows per pass over a block of positions. */
-AVX512 static void weigh_avx512(const Prefix *v, const double *p, Py_ssize_t n, Py_ssize_t npad, double *out) {
-    const Py_ssize_t D = v->d, T = v->t, KV = v->kv, stride = KV * D;
-    memset(out, 0, (size_t)(KV * n * D) * sizeof(double));
-    for (Py_ssize_t t0 = 0; t0 < T; t0 += BLOCK) {
-        Py_ssize_t t1 = t0 + BLOCK < T ? t0 + BLOCK : T;
-        for (Py_ssize_t h = 0; h < KV; h++)
-            for (Py_ssize_t r0 = 0; r0 < n; r0 += ROWS) {
-                const double *p0 = p + (h * npad + r0) * T, *p1 = p0 + T, *p2 = p1 + T;
-                double *o = out + (h * n + r0) * D;
-                Py_ssize_t rows = n - r0 < ROWS ? n - r0 : ROWS;
-                for (Py_ssize_t d = 0; d < D; d += 32) {
-                    int m = (int)((D - d < 32 ? D - d : 32) / 8);  /* vectors in this block: 1 to 4 */
-                    __m512d acc[3][4];
-                    for (int r = 0; r < 3; r++)
-                        for (int j = 0; j < 4; j++) acc[r][j] = _mm512_setzero_pd();
-                    Py_ssize_t at = t0 * stride + h * D + d;
-                    for (Py_ssize_t t = t0; t < t1; t++, at += stride) {
-                        __m512d w0 = _mm512_set1_pd(p0[t]), w1 = _mm512_set1_pd(p1[t]), w2 = _mm512_set1_pd(p2[t]);
-                        for (int j = 0; j < 4; j++) {
-                            if (j >= m) break;
-                            __m512d x = load8(v, at + 8 * j);
-                            acc[0][j] = _mm512_fmadd_pd(w0, x, acc[0][j]);
-                            acc[1][j] = _mm512_fmadd_pd(w1, x, acc[1][j]);
-                            acc[2][j] = _mm512_fmadd_pd(w2, x, acc[2][j]);
-                        }
-                    }
-                    for (Py_ssize_t r = 0; r < rows; r++)
-                        for (int j = 0; j < m; j++) {
-                            double *x = o + r * D + d + 8 * j;
-                            _mm512_storeu_pd(x, _mm512_add_pd(_mm512_loadu_pd(x), acc[r][j]));
-                        }
-                }
+/* 32 columns (four vectors) by ROWS rows per pass over the block. */
+AVX512 static void weigh_block_avx512(const Prefix *v, const double *p0, Py_ssize_t t0, Py_ssize_t t1, Py_ssize_t h,
+                                      Py_ssize_t rows, double *o) {
+    const Py_ssize_t D = v->d, T = v->t, stride = v->kv * D;
+    const double *p1 = p0 + T, *p2 = p1 + T;
+    for (Py_ssize_t d = 0; d < D; d += 32) {
+        int m = (int)((D - d < 32 ? D - d : 32) / 8);  /* vectors in this block: 1 to 4 */
+        __m512d acc[3][4];
+        for (int r = 0; r < 3; r++)
+            for (int j = 0; j < 4; j++) acc[r][j] = _mm512_setzero_pd();
+        Py_ssize_t at = t0 * stride + h * D + d;
+        for (Py_ssize_t t = t0; t < t1; t++, at += stride) {
+            __m512d w0 = _mm512_set1_pd(p0[t]), w1 = _mm512_set1_pd(p1[t]), w2 = _mm512_set1_pd(p2[t]);
+            for (int j = 0; j < 4; j++) {
+                if (j >= m) break;
+                __m512d x = load8(v, at + 8 * j);
+                acc[0][j] = _mm512_fmadd_pd(w0, x, acc[0][j]);
+                acc[1][j] = _mm512_fmadd_pd(w1, x, acc[1][j]);
+                acc[2][j] = _mm512_fmadd_pd(w2, x, acc[2][j]);
+            }
+        }
+        for (Py_ssize_t r = 0; r < rows; r++)
+            for (int j = 0; j < m; j++) {
+                double *x = o + r * D + d + 8 * j;
+                _mm512_storeu_pd(x, _mm512_add_pd(_mm512_loadu_pd(x), acc[r][j]));
             }
     }
+}
+
+static void weigh_avx512(const Prefix *v, const double *p, Py_ssize_t n, Py_ssize_t npad, double *out) {
+    weigh_blocks(v, p, n, npad, out, weigh_block_avx512);
 }
 
 /* -- AVX512-VNNI on the pair layouts: exact int32 dot products ----------------------------
@@ -409,47 +418,62 @@ VNNI static void scores_vnni(const Prefix *k, const int32_t *qd, Py_ssize_t n, P
     }
 }
 
-/* D in chunks of 16 dims (up to 4 per pass), ROWS rows, both digits: 24 accumulators. */
-VNNI static void weigh_vnni(const Prefix *v, const int32_t *pd, Py_ssize_t n, Py_ssize_t npad, double *out) {
+/* One block of the pair-layout weigh paths: dims [d0, d0 + its width) of position pairs
+ * [j0, j1) against ROWS rows of weight digits (pd: the first row's two digit rows), whose
+ * lo + 2**8 hi sums are added into o (rows x D; `rows` real). */
+typedef void (*PairBlock)(const Prefix *v, const int16_t *base, const int32_t *pd, Py_ssize_t d0, Py_ssize_t j0,
+                          Py_ssize_t j1, Py_ssize_t rows, double *o);
+
+/* The loop nest they share: each kv head, ROWS rows at a time, `dims` columns per pass,
+ * VNNI_BLOCK position pairs per int32 accumulation (the bound above). */
+static void weigh_pair_blocks(const Prefix *v, const int32_t *pd, Py_ssize_t n, Py_ssize_t npad, double *out,
+                              Py_ssize_t dims, PairBlock block) {
     const Py_ssize_t D = v->d, TV = value_span(v->t);
     memset(out, 0, (size_t)(v->kv * n * D) * sizeof(double));
     for (Py_ssize_t h = 0; h < v->kv; h++) {
         const int16_t *base = (const int16_t *)v->data + h * TV * D * 2;
-        for (Py_ssize_t r0 = 0; r0 < n; r0 += ROWS) {
-            Py_ssize_t rows = n - r0 < ROWS ? n - r0 : ROWS;
-            for (Py_ssize_t d0 = 0; d0 < D; d0 += 64) {
-                int m = (int)((D - d0 < 64 ? D - d0 : 64) / 16);
-                for (Py_ssize_t j0 = 0; j0 < TV; j0 += VNNI_BLOCK) {
-                    Py_ssize_t j1 = j0 + VNNI_BLOCK < TV ? j0 + VNNI_BLOCK : TV;
-                    __m512i acc[ROWS][2][4];
-                    for (int r = 0; r < ROWS; r++)
-                        for (int l = 0; l < 2; l++)
-                            for (int c = 0; c < 4; c++) acc[r][l][c] = _mm512_setzero_si512();
-                    for (Py_ssize_t j = j0; j < j1; j++) {
-                        const int16_t *at = base + (j * D + d0) * 2;
-                        for (int c = 0; c < m; c++) PF((const char *)(at + 32 * c) + PREFETCH);
-                        __m512i vv[4];
-                        for (int c = 0; c < 4; c++)
-                            vv[c] = c < m ? _mm512_loadu_si512((const void *)(at + 32 * c)) : _mm512_setzero_si512();
-                        for (int r = 0; r < ROWS; r++)
-                            for (int l = 0; l < 2; l++) {
-                                __m512i w = _mm512_set1_epi32(pd[((h * npad + r0 + r) * 2 + l) * TV + j]);
-                                for (int c = 0; c < 4; c++) acc[r][l][c] = _mm512_dpwssd_epi32(acc[r][l][c], vv[c], w);
-                            }
-                    }
-                    for (Py_ssize_t r = 0; r < rows; r++)
-                        for (int c = 0; c < m; c++)
-                            for (int half_ = 0; half_ < 2; half_++) {
-                                __m256i lo = half_ ? _mm512_extracti64x4_epi64(acc[r][0][c], 1) : _mm512_castsi512_si256(acc[r][0][c]);
-                                __m256i hi = half_ ? _mm512_extracti64x4_epi64(acc[r][1][c], 1) : _mm512_castsi512_si256(acc[r][1][c]);
-                                __m512d sum = _mm512_fmadd_pd(_mm512_cvtepi32_pd(hi), _mm512_set1_pd(256.0), _mm512_cvtepi32_pd(lo));
-                                double *o = out + (h * n + r0 + r) * D + d0 + 16 * c + 8 * half_;
-                                _mm512_storeu_pd(o, _mm512_add_pd(_mm512_loadu_pd(o), sum));
-                            }
-                }
-            }
-        }
+        for (Py_ssize_t r0 = 0; r0 < n; r0 += ROWS)
+            for (Py_ssize_t d0 = 0; d0 < D; d0 += dims)
+                for (Py_ssize_t j0 = 0; j0 < TV; j0 += VNNI_BLOCK)
+                    block(v, base, pd + (h * npad + r0) * 2 * TV, d0, j0, j0 + VNNI_BLOCK < TV ? j0 + VNNI_BLOCK : TV,
+                          n - r0 < ROWS ? n - r0 : ROWS, out + (h * n + r0) * D);
     }
+}
+
+/* D in chunks of 16 dims (up to 4 per pass), ROWS rows, both digits: 24 accumulators. */
+VNNI static void weigh_block_vnni(const Prefix *v, const int16_t *base, const int32_t *pd, Py_ssize_t d0, Py_ssize_t j0,
+                                  Py_ssize_t j1, Py_ssize_t rows, double *o) {
+    const Py_ssize_t D = v->d, TV = value_span(v->t);
+    int m = (int)((D - d0 < 64 ? D - d0 : 64) / 16);
+    __m512i acc[ROWS][2][4];
+    for (int r = 0; r < ROWS; r++)
+        for (int l = 0; l < 2; l++)
+            for (int c = 0; c < 4; c++) acc[r][l][c] = _mm512_setzero_si512();
+    for (Py_ssize_t j = j0; j < j1; j++) {
+        const int16_t *at = base + (j * D + d0) * 2;
+        for (int c = 0; c < m; c++) PF((const char *)(at + 32 * c) + PREFETCH);
+        __m512i vv[4];
+        for (int c = 0; c < 4; c++)
+            vv[c] = c < m ? _mm512_loadu_si512((const void *)(at + 32 * c)) : _mm512_setzero_si512();
+        for (int r = 0; r < ROWS; r++)
+            for (int l = 0; l < 2; l++) {
+                __m512i w = _mm512_set1_epi32(pd[(r * 2 + l) * TV + j]);
+                for (int c = 0; c < 4; c++) acc[r][l][c] = _mm512_dpwssd_epi32(acc[r][l][c], vv[c], w);
+            }
+    }
+    for (Py_ssize_t r = 0; r < rows; r++)
+        for (int c = 0; c < m; c++)
+            for (int half_ = 0; half_ < 2; half_++) {
+                __m256i lo = half_ ? _mm512_extracti64x4_epi64(acc[r][0][c], 1) : _mm512_castsi512_si256(acc[r][0][c]);
+                __m256i hi = half_ ? _mm512_extracti64x4_epi64(acc[r][1][c], 1) : _mm512_castsi512_si256(acc[r][1][c]);
+                __m512d sum = _mm512_fmadd_pd(_mm512_cvtepi32_pd(hi), _mm512_set1_pd(256.0), _mm512_cvtepi32_pd(lo));
+                double *x = o + r * D + d0 + 16 * c + 8 * half_;
+                _mm512_storeu_pd(x, _mm512_add_pd(_mm512_loadu_pd(x), sum));
+            }
+}
+
+static void weigh_vnni(const Prefix *v, const int32_t *pd, Py_ssize_t n, Py_ssize_t npad, double *out) {
+    weigh_pair_blocks(v, pd, n, npad, out, 64, weigh_block_vnni);
 }
 
 /* -- AVX-VNNI: the same pair layouts and digits in 256-bit vectors ----------------------
@@ -496,43 +520,37 @@ AVXVNNI static void scores_avxvnni(const Prefix *k, const int32_t *qd, Py_ssize_
     }
 }
 
-/* out[h, r, d0 .. d0+15] += the lo + 2**8 hi digit sums of VNNI_BLOCK position pairs at a time. */
-AVXVNNI static void weigh_avxvnni(const Prefix *v, const int32_t *pd, Py_ssize_t n, Py_ssize_t npad, double *out) {
+/* o[r, d0 .. d0+15] += the lo + 2**8 hi digit sums of the block's position pairs. */
+AVXVNNI static void weigh_block_avxvnni(const Prefix *v, const int16_t *base, const int32_t *pd, Py_ssize_t d0,
+                                        Py_ssize_t j0, Py_ssize_t j1, Py_ssize_t rows, double *o) {
     const Py_ssize_t D = v->d, TV = value_span(v->t);
-    memset(out, 0, (size_t)(v->kv * n * D) * sizeof(double));
-    for (Py_ssize_t h = 0; h < v->kv; h++) {
-        const int16_t *base = (const int16_t *)v->data + h * TV * D * 2;
-        for (Py_ssize_t r0 = 0; r0 < n; r0 += ROWS) {
-            Py_ssize_t rows = n - r0 < ROWS ? n - r0 : ROWS;
-            for (Py_ssize_t d0 = 0; d0 < D; d0 += 16)
-                for (Py_ssize_t j0 = 0; j0 < TV; j0 += VNNI_BLOCK) {
-                    Py_ssize_t j1 = j0 + VNNI_BLOCK < TV ? j0 + VNNI_BLOCK : TV;
-                    __m256i acc[ROWS][2][2];
-                    for (int r = 0; r < ROWS; r++)
-                        for (int l = 0; l < 2; l++) acc[r][l][0] = acc[r][l][1] = _mm256_setzero_si256();
-                    for (Py_ssize_t j = j0; j < j1; j++) {
-                        const int16_t *at = base + (j * D + d0) * 2;
-                        PF((const char *)at + PREFETCH);
-                        __m256i v0 = _mm256_loadu_si256((const __m256i *)at), v1 = _mm256_loadu_si256((const __m256i *)(at + 16));
-                        for (int r = 0; r < ROWS; r++)
-                            for (int l = 0; l < 2; l++) {
-                                __m256i w = _mm256_set1_epi32(pd[((h * npad + r0 + r) * 2 + l) * TV + j]);
-                                acc[r][l][0] = _mm256_dpwssd_avx_epi32(acc[r][l][0], v0, w);
-                                acc[r][l][1] = _mm256_dpwssd_avx_epi32(acc[r][l][1], v1, w);
-                            }
-                    }
-                    for (Py_ssize_t r = 0; r < rows; r++)
-                        for (int c = 0; c < 2; c++)
-                            for (int half_ = 0; half_ < 2; half_++) {
-                                __m128i lo = half_ ? _mm256_extracti128_si256(acc[r][0][c], 1) : _mm256_castsi256_si128(acc[r][0][c]);
-                                __m128i hi = half_ ? _mm256_extracti128_si256(acc[r][1][c], 1) : _mm256_castsi256_si128(acc[r][1][c]);
-                                __m256d sum = _mm256_fmadd_pd(_mm256_cvtepi32_pd(hi), _mm256_set1_pd(256.0), _mm256_cvtepi32_pd(lo));
-                                double *o = out + (h * n + r0 + r) * D + d0 + 8 * c + 4 * half_;
-                                _mm256_storeu_pd(o, _mm256_add_pd(_mm256_loadu_pd(o), sum));
-                            }
-                }
-        }
+    __m256i acc[ROWS][2][2];
+    for (int r = 0; r < ROWS; r++)
+        for (int l = 0; l < 2; l++) acc[r][l][0] = acc[r][l][1] = _mm256_setzero_si256();
+    for (Py_ssize_t j = j0; j < j1; j++) {
+        const int16_t *at = base + (j * D + d0) * 2;
+        PF((const char *)at + PREFETCH);
+        __m256i v0 = _mm256_loadu_si256((const __m256i *)at), v1 = _mm256_loadu_si256((const __m256i *)(at + 16));
+        for (int r = 0; r < ROWS; r++)
+            for (int l = 0; l < 2; l++) {
+                __m256i w = _mm256_set1_epi32(pd[(r * 2 + l) * TV + j]);
+                acc[r][l][0] = _mm256_dpwssd_avx_epi32(acc[r][l][0], v0, w);
+                acc[r][l][1] = _mm256_dpwssd_avx_epi32(acc[r][l][1], v1, w);
+            }
     }
+    for (Py_ssize_t r = 0; r < rows; r++)
+        for (int c = 0; c < 2; c++)
+            for (int half_ = 0; half_ < 2; half_++) {
+                __m128i lo = half_ ? _mm256_extracti128_si256(acc[r][0][c], 1) : _mm256_castsi256_si128(acc[r][0][c]);
+                __m128i hi = half_ ? _mm256_extracti128_si256(acc[r][1][c], 1) : _mm256_castsi256_si128(acc[r][1][c]);
+                __m256d sum = _mm256_fmadd_pd(_mm256_cvtepi32_pd(hi), _mm256_set1_pd(256.0), _mm256_cvtepi32_pd(lo));
+                double *x = o + r * D + d0 + 8 * c + 4 * half_;
+                _mm256_storeu_pd(x, _mm256_add_pd(_mm256_loadu_pd(x), sum));
+            }
+}
+
+static void weigh_avxvnni(const Prefix *v, const int32_t *pd, Py_ssize_t n, Py_ssize_t npad, double *out) {
+    weigh_pair_blocks(v, pd, n, npad, out, 16, weigh_block_avxvnni);
 }
 
 static int use_avxvnni(Py_ssize_t d) {
