@@ -32,7 +32,9 @@ class BackendOptions:
     """Knobs shared by the backends; each reads the ones it understands.
 
     Attributes:
-        timeout: seconds per API request (openai).
+        timeout: seconds per API request, the whole request: connecting, sending, waiting and
+            reading the reply (openai).
+        max_response_bytes: most bytes one reply may have, headers included (openai).
         retries: extra attempts on 429 / 5xx / timeouts / malformed replies (openai).
         backoff: first retry wait in seconds, doubled each time (openai).
         concurrency: most API requests in flight at once, across threads (openai).
@@ -44,6 +46,7 @@ class BackendOptions:
     """
 
     timeout: float = 120.0
+    max_response_bytes: int = 64 << 20
     retries: int = 4
     backoff: float = 1.0
     concurrency: int = 4

@@ -3,7 +3,10 @@
 Works with OpenAI and any OpenAI-compatible server: the official client reads
 ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL``. The client's own retries are switched off so
 one policy (:mod:`semcodec.pipeline.retry`) governs every call, with backoff, a cap, the
-server's ``Retry-After`` and a bound on requests in flight across batch threads.
+server's ``Retry-After`` and a bound on requests in flight across batch threads. Each
+request has a deadline (``timeout``, for the whole request, not per read) and a cap on
+the reply's size (:mod:`semcodec.pipeline.backends.bounded_http`); every message is
+redacted (:func:`semcodec.pipeline.errors.redact`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from semcodec.pipeline import imaging, prompts
 from semcodec.pipeline.backends import BackendOptions, ModelRole
+from semcodec.pipeline.backends.bounded_http import ResponseTooLargeError, bound_client, bounded, find_cause
 from semcodec.pipeline.errors import BackendError, BackendUnavailableError, redact
 from semcodec.pipeline.retry import RetryPolicy, call_with_retries
 
@@ -137,7 +141,11 @@ class OpenAIBackend:
                     raise BackendUnavailableError(
                         "the openai backend needs OPENAI_API_KEY (and OPENAI_BASE_URL for a compatible server)"
                     )
-                self._client = openai.OpenAI(timeout=self.options.timeout, max_retries=0)
+                try:
+                    http = bound_client(openai.DefaultHttpxClient(timeout=self.options.timeout))
+                except RuntimeError as err:
+                    raise BackendUnavailableError(f"the openai backend: {err} (an unknown httpx version)") from None
+                self._client = openai.OpenAI(timeout=self.options.timeout, max_retries=0, http_client=http)
             return self._client
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
@@ -150,11 +158,16 @@ class OpenAIBackend:
         def attempt() -> T:
             nonlocal attempts
             attempts += 1
-            with self._slots:
+            with self._slots, bounded(self.options.timeout, self.options.max_response_bytes):
                 try:
                     return fn()
                 except ValueError as err:  # the client's JSON decoding of a 2xx body
                     raise MalformedReplyError(f"invalid JSON ({err})") from err
+                except Exception as err:  # the client wraps it in a connection error
+                    too_large = find_cause(err, ResponseTooLargeError)
+                    if too_large is not None:
+                        raise too_large from None
+                    raise
 
         def note(n: int, err: BaseException, wait: float) -> None:
             if self.on_event:
@@ -162,6 +175,8 @@ class OpenAIBackend:
 
         try:
             return call_with_retries(attempt, self.policy, retryable=_retryable, hint=_retry_after, on_retry=note)
+        except ResponseTooLargeError as err:
+            raise BackendError(self._final(what, attempts, str(err))) from None
         except openai.APIConnectionError as err:
             cls = BackendError if isinstance(err, openai.APITimeoutError) else BackendUnavailableError
             raise cls(self._final(what, attempts, self._short(err))) from None
