@@ -3,13 +3,16 @@
 Each cell runs ``semcodec.cli.main`` in-process and asserts the exit code, the one-line
 message (no traceback), that no file is left behind but the expected output, and that the
 inputs are untouched (bytes and mtime). Device nodes (the null device's numbers, 1/3) and
-FIFOs are made in the test's temporary folder; no real ``/dev`` path is written. Most
+FIFOs are made in the test's temporary folder; no real ``/dev`` path is written. Inputs come
+from a named file, ``-``, or no name at all (standard input when it is not a terminal, as
+gzip does); outputs go to a file, stdout, a device, or a folder (``-o DIR/``, made if missing). Most
 cells fail before any model loads; the success cells use a caption (pack, unpack, info)
 or the local OpenAI stub with a stand-in coder (encode, decode).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import os
@@ -71,8 +74,9 @@ COMMANDS = {
 }  # fmt: skip
 
 CONDITIONS = [
-    "missing", "directory", "empty", "null-in", "fifo-in", "unreadable", "too-big", "wrong-type",
-    "stdin", "stdout", "null-out", "exists", "exists-force", "output-is-input",
+    "missing", "directory", "empty", "null-in", "fifo-in", "unreadable", "too-big", "wrong-type", "big-image",
+    "stdin", "stdin-default", "stdin-terminal", "stdout", "null-out", "exists", "exists-force", "output-is-input",
+    "out-dir", "out-new-dir",
 ]  # fmt: skip
 
 DIRECTORY = {"encode": "adir: no images", "bench-images": "no images in adir"}
@@ -81,6 +85,14 @@ EMPTY = {
     "bench-text": "no texts",
 }  # fmt: skip
 NEEDS_OUTPUT = {"pack", "unpack", "encode", "decode"}
+SEM_READERS = {"unpack", "info", "decode"}
+STDIN_DEFAULT = {"pack", "unpack", "info"}
+"""Commands that read standard input when no file is named (and it is not a terminal)."""
+NO_STDIN_DEFAULT = "names its input: its default output is named after it"
+FOLDER_OUTPUT = {"pack": "in.x.sem", "unpack": "in.x.txt"}
+"""The name ``-o DIR/`` gives the output of ``in.x`` (``.sem`` added; ``.txt`` added when unpacking)."""
+BIG_IMAGE = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00"
+"""A JPEG's first bytes: the cell's file is this, then zeros past the .sem input limit."""
 
 
 def output_name(command: str) -> str:
@@ -110,10 +122,22 @@ def expectation(command: str, condition: str) -> tuple[int, str | None] | str:
         return 1, "input limit"
     if condition == "wrong-type":
         return 1, cmd.wrong_message
-    if condition == "stdin":
+    if condition == "big-image":  # the first bytes are read before the size is judged
+        if command in SEM_READERS:
+            return 1, "not a .sem file: it is a JPEG image ('semcodec encode' describes an image"
+        if command == "encode":
+            return "an image is encode's input (a decodable one is the encode-stdout cell)"
+        return 1, "input limit"  # a text reader's limit is the size
+    if condition in ("stdin", "stdin-default"):
         if command == "bench-text":
             return "a corpus is a file (it is read twice: texts and a dictionary split)"
+        if condition == "stdin-default" and command not in STDIN_DEFAULT:
+            return f"{command} {NO_STDIN_DEFAULT}"
         return (0, None) if command in ("pack", "unpack", "info") else (1, cmd.wrong_message)
+    if condition == "stdin-terminal":  # no file named, and standard input is a terminal: a usage error
+        if command not in STDIN_DEFAULT:
+            return f"{command} {NO_STDIN_DEFAULT}"
+        return 2, "no FILE given and standard input is a terminal"
     # output conditions
     if command not in NEEDS_OUTPUT:
         return f"{command} writes no output file"
@@ -121,7 +145,9 @@ def expectation(command: str, condition: str) -> tuple[int, str | None] | str:
         return 1, f"{output_name(command)} already exists (use -f to overwrite)"
     if condition == "output-is-input":
         return 1, "is the input in.x: refusing to overwrite it"
-    return 0, None  # stdout, null-out, exists-force
+    if condition in ("out-dir", "out-new-dir") and command not in FOLDER_OUTPUT:
+        return f"{command}: -o DIR is for a folder of inputs (a dataset job, tested with the jobs)"
+    return 0, None  # stdout, null-out, exists-force, out-dir, out-new-dir
 
 
 def cells() -> Iterator[object]:
@@ -172,6 +198,17 @@ def snapshot(directory: Path) -> dict[str, tuple[bytes, int]]:
         for p in sorted(directory.rglob("*"))
         if p.is_file() and not p.is_symlink()
     }
+
+
+class Stdin(io.TextIOWrapper):
+    """Standard input holding ``data``; ``terminal``: it says it is a terminal, as a shell's would."""
+
+    def __init__(self, data: bytes, terminal: bool = False) -> None:
+        super().__init__(io.BytesIO(data))
+        self.terminal = terminal
+
+    def isatty(self) -> bool:
+        return self.terminal
 
 
 def make_null(path: Path) -> None:
@@ -235,19 +272,25 @@ def test_cell(
     elif condition == "unreadable":
         (workdir / source).write_bytes(cmd.wrong)
         (workdir / source).chmod(0)
-    elif condition == "too-big":
+    elif condition in ("too-big", "big-image"):
         limit = cmd.limit if cmd.limit != -1 else _image_limit()
         assert limit is not None
         with (workdir / source).open("wb") as handle:
+            if condition == "big-image":
+                handle.write(BIG_IMAGE)
+            elif command in SEM_READERS:
+                handle.write(b"\xa7")  # a .sem file's first byte: too big is all that is wrong
             handle.truncate(limit + 1)  # sparse: costs no disk
     elif condition == "wrong-type":
         (workdir / source).write_bytes(cmd.wrong)
-    elif condition == "stdin":
+    elif condition in ("stdin", "stdin-default", "stdin-terminal"):
         source = "-"
         stdin = good if succeeds else cmd.wrong
-        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
+        monkeypatch.setattr(sys, "stdin", Stdin(stdin, terminal=condition == "stdin-terminal"))
         if command in ("encode", "decode"):
             target = output_name(command)
+        if condition == "stdin-default":
+            target = None  # nothing named at all: the output goes where `-`'s goes (stdout)
     else:  # output conditions: a valid input
         (workdir / source).write_bytes(good or valid_input(command, request, monkeypatch))
         if condition == "stdout":
@@ -259,15 +302,25 @@ def test_cell(
             (workdir / output_name(command)).write_bytes(b"precious")
         elif condition == "output-is-input":
             target = source
+        elif condition == "out-dir":
+            (workdir / "odir").mkdir()
+            target = "odir"
+        elif condition == "out-new-dir":
+            target = "new/odir/"
 
     argv = cmd.argv(source, target)
+    if condition in ("stdin-default", "stdin-terminal"):
+        argv.remove(source)  # no file named at all
     if condition in ("exists-force", "output-is-input"):
         argv.append("-f")
-    if command == "pack" and condition not in ("stdout",) and target is None:
+    if command == "pack" and condition not in ("stdout", "stdin-default") and target is None:
         argv += ["-o", "out.x"]
     before = snapshot(workdir)
     with feed_fifo:
-        result = cli.main(argv)
+        try:
+            result = cli.main(argv)
+        except SystemExit as usage:  # argparse: usage errors exit 2 with the usage and one error line
+            result = usage.code
     out, err = capsysbinary.readouterr()
     text = err.decode("utf-8", "replace")
     assert "Traceback" not in text
@@ -276,8 +329,11 @@ def test_cell(
 
     if not succeeds:
         lines = text.splitlines()
-        assert len(lines) == 1 and lines[0].startswith("semcodec: error: "), text
-        assert message is not None and message in lines[0], (message, lines[0])
+        if code == 2:
+            assert lines[0].startswith("usage: semcodec ") and lines[-1].startswith(f"semcodec {command}: error: ")
+        else:
+            assert len(lines) == 1 and lines[0].startswith("semcodec: error: "), text
+        assert message is not None and message in lines[-1], (message, lines[-1])
         assert after == before  # nothing left behind, inputs and any old output untouched
         assert out == b""
         return
@@ -285,20 +341,59 @@ def test_cell(
     # success: exactly the expected output appeared, inputs untouched
     expected_files = dict(before)
     written = target if target not in (None, "-", "devnull") else None
+    if condition in ("out-dir", "out-new-dir"):
+        assert target is not None
+        written = os.path.join(target.rstrip("/"), FOLDER_OUTPUT[command])
     if written is not None:
         assert (workdir / written).is_file()
         expected_files[written] = after[written]
         assert after[written][0] != b"precious"
     assert after == expected_files
-    if target == "-":
-        assert out  # the output went to stdout
+    if target == "-" or (condition == "stdin-default" and command in ("pack", "unpack")):
+        assert out  # the output went to stdout (pack of standard input writes there, as gzip does)
         if command == "unpack":
             assert out == CAPTION.encode()
     if target == "devnull":
         assert stat.S_ISCHR((workdir / "devnull").lstat().st_mode)  # written into, not replaced
 
 
-def test_model_wrong_id_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["model", "verify", "99"]) == 1
-    err = capsys.readouterr().err
-    assert err == "semcodec: error: unknown probability-model id 99 (known: 0, 1, 2, 3, 4, 5)\n"
+BAD_VALUES = [
+    ["pack", "c.txt", "--model", "9"],
+    ["pack", "c.txt", "--width", "0"],
+    ["pack", "c.txt", "--generator", "nosuch:painter"],
+    ["unpack", "c.sem", "--max-tokens", "2049"],
+    ["info", "c.sem", "--max-tokens", "-1"],
+    ["model", "verify", "99"],
+    ["model", "fetch", "no-such-model"],
+    ["encode", "c.png", "--model", "9"],
+    ["encode", "c.png", "--score", "metric"],
+    ["decode", "c.sem", "--max-tokens", "x"],
+    ["bench", "images", "d", "--model", "9"],
+    ["bench", "images", "d", "--score", "metric"],
+    ["bench", "text", "c.txt", "--models", "9"],
+]
+
+
+@pytest.mark.parametrize("argv", BAD_VALUES, ids=[" ".join(a) for a in BAD_VALUES])
+def test_a_bad_option_value_is_a_usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """One rule, gzip's: a bad option value is a usage error (exit 2, the command's usage and one
+    error line naming the argument), whether argparse or the registry knows it is bad, before
+    any file is read or model loaded."""
+    with pytest.raises(SystemExit) as done:
+        cli.main(argv)
+    assert done.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("usage: semcodec ")
+    assert lines[-1].startswith("semcodec ") and ": error: argument " in lines[-1], lines
+
+
+def test_score_takes_one_vocabulary() -> None:
+    """`encode --score` and `bench images --score` take the same words."""
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    bench = next(a for a in sub.choices["bench"]._actions if isinstance(a, argparse._SubParsersAction))
+
+    def choices(p: argparse.ArgumentParser) -> object:
+        return next(a.choices for a in p._actions if "--score" in a.option_strings)
+
+    assert choices(sub.choices["encode"]) == choices(bench.choices["images"]) == ("auto", "critic", "clip", "pixel")

@@ -112,6 +112,7 @@ def test_library_code_never_imports_the_cli() -> None:
 
 def test_decode_reads_a_bounded_prefix(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with (workdir / "huge.sem").open("wb") as handle:
+        handle.write(b"\xa7")  # a .sem file's first byte: only its size is wrong
         handle.truncate(1 << 30)  # sparse: 1 GiB that costs nothing
     code, _, err = run_main(["decode", "huge.sem", "-o", "z.png"], capsys)
     assert code == 1
@@ -255,7 +256,7 @@ def test_unpack_max_tokens(workdir: Path, model, capsys: pytest.CaptureFixture[s
     n = semcodec.unpack((workdir / "c.sem").read_bytes()).n_tokens
     code, out, err = run_main(["unpack", "c.sem", "--max-tokens", str(n - 1)], capsys)
     assert (code, out) == (1, "")
-    assert f"no end-of-text within {n} tokens" in one_error_line(err)
+    assert f"no end-of-text within {n - 1} tokens (the token budget; --max-tokens N" in one_error_line(err)
     assert run_main(["unpack", "c.sem", "--max-tokens", str(n)], capsys)[:2] == (0, CAPTION)
     with pytest.raises(SystemExit):
         cli.main(["unpack", "c.sem", "--max-tokens", "2049"])

@@ -235,10 +235,29 @@ def test_max_tokens_bounds_a_decode(model) -> None:  # type: ignore[no-untyped-d
     data = semcodec.pack("A cat sleeping on a red sofa.")
     n = semcodec.unpack(data).n_tokens
     assert semcodec.unpack(data, max_tokens=n).text == "A cat sleeping on a red sofa."
-    with pytest.raises(semcodec.SemLimitError, match=f"no end-of-text within {n} tokens"):
+    budget = f"no end-of-text within {n - 1} tokens \\(the token budget; --max-tokens N, or max_tokens=N"
+    with pytest.raises(semcodec.SemLimitError, match=budget):
         semcodec.unpack(data, max_tokens=n - 1)
+    with pytest.raises(semcodec.SemLimitError, match="within 1 token \\("):  # one token, not "1 tokens"
+        semcodec.unpack(data, max_tokens=1)
     with pytest.raises(ValueError, match="max_tokens"):
         semcodec.unpack(data, max_tokens=semcodec.MAX_TOKENS + 1)
+
+
+def test_default_token_budget_is_below_the_formats_limit(model, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """Untrusted input gets a budget well below the format's 2048 tokens by default, in the API
+    (unpack, unpack_many) as on the command line; one constant decides it, read at call time."""
+    from semcodec import codec
+
+    assert codec.DEFAULT_MAX_TOKENS <= 1024 < semcodec.MAX_TOKENS
+    data = semcodec.pack("A cat sleeping on a red sofa.")
+    n = semcodec.unpack(data).n_tokens
+    monkeypatch.setattr(codec, "DEFAULT_MAX_TOKENS", n - 1)
+    with pytest.raises(semcodec.SemLimitError, match=f"within {n - 1} tokens \\(the token budget"):
+        semcodec.unpack(data)
+    (outcome,) = codec.unpack_many([data])
+    assert isinstance(outcome, semcodec.SemLimitError)
+    assert semcodec.unpack(data, max_tokens=semcodec.MAX_TOKENS).text == "A cat sleeping on a red sofa."
 
 
 def test_unpack_many_reports_each_file_as_it_finishes(model) -> None:  # type: ignore[no-untyped-def]

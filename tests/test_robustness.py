@@ -274,7 +274,7 @@ def test_hostile_payload_stops_at_the_token_limit(model, monkeypatch: pytest.Mon
         return real_step(self, f)
 
     monkeypatch.setattr(coding.StreamDecoder, "step", counted)
-    with pytest.raises(SemLimitError, match=f"no end-of-text within {limit + 1} tokens"):
+    with pytest.raises(SemLimitError, match=f"no end-of-text within {limit} tokens \\(the format's limit\\)"):
         semcodec.unpack(bytes([MAGIC, V1]) + b"\x55" * 200)
     assert list(steps.values()) == [limit + 1]
 

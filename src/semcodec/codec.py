@@ -27,6 +27,13 @@ if TYPE_CHECKING:
 MAX_TOKENS = 2048
 """Most text tokens a file may hold (the end-of-text token not counted)."""
 
+DEFAULT_MAX_TOKENS = 1024
+"""The token budget every reader applies unless told otherwise (:func:`unpack`, :func:`unpack_many`,
+``semcodec unpack|info|decode`` and the dataset jobs; ``--max-tokens N`` / ``max_tokens=N`` up to
+:data:`MAX_TOKENS` raises it). Decoding costs time and memory per token whatever the file's size, so
+a crafted 21-byte file could otherwise cost the format's 2049 model steps; a description is a few
+dozen tokens (a five-caption paragraph about 60), so real files stay far below it."""
+
 MAX_PAYLOAD_BYTES = (MAX_TOKENS + 4) * coding.PRECISION // 8 + 8
 """No table entry is below 2**-24, so a legal payload is never longer than this
 (text tokens, end-of-text, the line-ending symbol, and a one-byte header's form and model symbols)."""
@@ -235,10 +242,11 @@ def pack_header(text: str, header: Header) -> bytes:
 def unpack(data: bytes, *, max_tokens: int | None = None) -> SemFile:
     """Decode a ``.sem`` file; every failure is a :class:`semcodec.SemError`.
 
-    ``data`` must be bytes-like (else :class:`TypeError`). ``max_tokens`` lowers the token
-    limit (at most :data:`MAX_TOKENS`): a file that has not ended within ``max_tokens + 1``
-    symbols is refused with :class:`SemLimitError`, bounding what an untrusted file costs
-    (SPEC §6: time and memory grow linearly with the tokens decoded).
+    ``data`` must be bytes-like (else :class:`TypeError`). ``max_tokens`` is the token
+    budget (default :data:`DEFAULT_MAX_TOKENS`, at most :data:`MAX_TOKENS`): a file whose
+    text has more tokens is refused with :class:`SemLimitError` once its budget is spent,
+    bounding what an untrusted file costs (SPEC §6: time and memory grow linearly with the
+    tokens decoded). Pass ``max_tokens=MAX_TOKENS`` to read any valid file.
     """
     _require_bytes(data, "unpack")
     result = unpack_many([data], max_tokens=max_tokens)[0]
@@ -279,14 +287,14 @@ def unpack_many(
     ``on_step(tokens_decoded, files_still_decoding)`` is called after every step (progress).
     ``on_file(index, outcome)`` is called as soon as file ``index`` is decoded or refused,
     so a caller can write each output without waiting for the slowest file.
-    ``max_tokens`` lowers the token limit for every file (see :func:`unpack`).
+    ``max_tokens`` is every file's token budget (see :func:`unpack`; default :data:`DEFAULT_MAX_TOKENS`).
 
     Each file's tables are bit-identical to decoding it alone (rows never mix). A bad
     file yields its :class:`SemError` in its slot; the others decode.
     """
     from semcodec.models import load_model
 
-    limit = MAX_TOKENS if max_tokens is None else max_tokens
+    limit = min(DEFAULT_MAX_TOKENS, MAX_TOKENS) if max_tokens is None else max_tokens  # (tests lower MAX_TOKENS)
     if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= MAX_TOKENS:
         raise ValueError(f"max_tokens must be an int in [0, {MAX_TOKENS}], not {max_tokens!r}")
     results: list[SemFile | SemError | None] = [None] * len(blobs)
@@ -349,7 +357,7 @@ def _decode_lockstep(
                         job.stream.step(LINE_ENDING_TABLE)
                     outcome: SemFile | SemError = _finish(model, job)
                 elif len(job.stream.symbols) - job.prefix > limit:
-                    raise SemLimitError(f"payload decodes to no end-of-text within {limit + 1} tokens")
+                    raise SemLimitError(over_budget(limit))
                 else:
                     still.append(job)
                     continue
@@ -362,6 +370,21 @@ def _decode_lockstep(
         if still:
             model.step_many([job.state for job in still], [job.stream.symbols[-1] for job in still])
         active = still
+
+
+def over_budget(limit: int) -> str:
+    """The refusal of a file whose text has more than ``limit`` tokens, and how to raise the limit.
+
+    >>> over_budget(1)[:59]
+    'payload decodes to no end-of-text within 1 token (the token'
+    """
+    noun = "token" if limit == 1 else "tokens"
+    if limit >= MAX_TOKENS:
+        return f"payload decodes to no end-of-text within {limit} {noun} (the format's limit)"
+    return (
+        f"payload decodes to no end-of-text within {limit} {noun} (the token budget; "
+        f"--max-tokens N, or max_tokens=N in Python, raises it up to {MAX_TOKENS})"
+    )
 
 
 def _finish(model: LoadedModel, job: _Job) -> SemFile:

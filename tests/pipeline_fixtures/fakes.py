@@ -108,7 +108,7 @@ def fake_pack(text: str, header: Header) -> bytes:
     return encode_header(header, text_check(text) if header.check else b"") + marker + text.encode("utf-8")
 
 
-def fake_unpack(data: bytes) -> Any:
+def fake_unpack(data: bytes, max_tokens: int | None = None) -> Any:
     header, _check, offset = decode_header(data)
     offset += 1 if header.compact else 0
     return SimpleNamespace(text=data[offset:].decode("utf-8"), header=header)

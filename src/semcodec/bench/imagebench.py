@@ -33,6 +33,7 @@ from semcodec import ubpp
 from semcodec.bench.anchors import Anchor, anchors_for
 from semcodec.bench.metrics import ImageMetric, MetricInfo, judge_metric, primary
 from semcodec.container import Header, encode_header
+from semcodec.errors import SemInputError
 from semcodec.pipeline.progress import QUIET, Progress
 from semcodec.pipeline.reflect import DEFAULT_LAMBDA, DEFAULT_WORDS, Judge, ReflectSettings
 from semcodec.registry import DEFAULT_MODEL_ID
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
     from semcodec.pipeline.interfaces import Captioner, Critic, Generator
+    from semcodec.pipeline.similarity import Metric
 
 
 class TextCoder(Protocol):
@@ -295,11 +297,22 @@ def _judge_mode(settings: BenchSettings, metrics: list[ImageMetric], critic: Cri
         if critic is None:
             raise ValueError("--score critic needs a critic")
         return "critic"
-    if settings.score == "metric":
+    if settings.score in ("clip", "pixel"):  # `--score`, one vocabulary with `semcodec encode`
         return "metric"
     has_clip = any(m.info.key == "clip" for m in metrics)
     # As in `semcodec encode`: a real image metric when there is one; the critic beats pixels.
     return "critic" if not has_clip and critic is not None else "metric"
+
+
+def _scoring_metric(settings: BenchSettings, metrics: list[ImageMetric]) -> Metric:
+    """What ``--score clip|pixel`` names, else the loaded CLIP if any, else the pixel fallback."""
+    if settings.score == "pixel":
+        from semcodec.pipeline.similarity import PixelSimilarity
+
+        return PixelSimilarity()
+    if settings.score == "clip" and not any(m.info.key == "clip" for m in metrics):
+        raise SemInputError("--score clip needs the CLIP metric (its weights on disk, and clip among --metrics)")
+    return judge_metric(metrics)
 
 
 def bench_image(
@@ -330,7 +343,7 @@ def bench_image(
     judge = None
     if search.paints:
         mode = _judge_mode(settings, metrics, roles.critic)
-        judge = Judge(original, mode, judge_metric(metrics), roles.critic)
+        judge = Judge(original, mode, _scoring_metric(settings, metrics), roles.critic)
     encoded = encode_image(
         original,
         captioner=roles.captioner,

@@ -116,7 +116,7 @@ def _unpack_sample(texts: list[str], run: ProfileRun, limit: int, say: Say, labe
                 f"text {i + 1}: semcodec.pack wrote {len(data)} bytes, the bench measured {run.file_bytes[i]}"
             )
         t0 = time.perf_counter()
-        decoded = semcodec.unpack(data)
+        decoded = semcodec.unpack(data, max_tokens=semcodec.MAX_TOKENS)  # our own file: any length the format holds
         run.unpack_seconds += time.perf_counter() - t0
         if decoded.text != text:
             raise RuntimeError(f"text {i + 1} did not survive pack/unpack")

@@ -6,7 +6,16 @@ import argparse
 from typing import Any
 
 from semcodec.bench.imagecli import METRIC_KEYS
-from semcodec.cli.common import dimension, epilog, int_at_least, model_list, non_negative_float, paint_size
+from semcodec.cli.common import (
+    SCORES,
+    dimension,
+    epilog,
+    int_at_least,
+    model_list,
+    model_name,
+    non_negative_float,
+    paint_size,
+)
 from semcodec.cli.failures import classify
 from semcodec.exitcodes import EXIT_CODES_HELP
 from semcodec.registry import DEFAULT_MODEL_ID
@@ -24,7 +33,8 @@ def register(subparsers: Any) -> None:
         description="Rate–quality benches: 'text' for the text codec, 'images' for the image pipeline.",
         formatter_class=formatter,
         epilog=epilog(
-            "  semcodec bench text corpus.txt --limit 300\n  semcodec bench images photos/ --html report.html"
+            "  semcodec bench text corpus.txt --limit 300\n  semcodec bench images photos/ --html report.html",
+            stdio="",
         ),
     )
     sub = bench.add_subparsers(dest="bench_command", metavar="BENCH", required=True)
@@ -113,12 +123,12 @@ def _add_images_parser(sub: Any) -> None:
     p.add_argument("--lambda", dest="lam", type=non_negative_float, default=DEFAULT_LAMBDA, metavar="L", help="λ in J")
     p.add_argument(
         "--score",
-        choices=("auto", "critic", "metric"),
+        choices=SCORES,
         default="auto",
-        help="what reflection scores with: auto = CLIP if on disk, else the critic",
+        help="what scores candidates, as for encode: auto = CLIP if on disk, else the critic (default auto)",
     )
     p.add_argument(
-        "--model", default=str(DEFAULT_MODEL_ID), metavar="ID",
+        "--model", default=str(DEFAULT_MODEL_ID), metavar="ID", type=model_name,
         help=f"probability model id or name (default {DEFAULT_MODEL_ID})",
     )
     p.add_argument("--width", type=dimension, metavar="W", help="header (decoded) width (default: the image's own)")

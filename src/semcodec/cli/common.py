@@ -15,19 +15,36 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from semcodec.cli.failures import note, one_line
-from semcodec.errors import SemError, SemInputError
+from semcodec.errors import SemError, SemFormatError, SemInputError, SemLimitError
 from semcodec.exitcodes import EXIT_CODES_HELP, EXIT_OK, EXIT_PARTIAL
 from semcodec.fileio import STDIO, read_input, refuse_existing, refuse_same_file
 
 STDIO_HELP = "'-' as an input reads standard input; '-o -' writes standard output."
+STDIN_DEFAULT_HELP = (
+    "With no FILE, standard input is read when it is a pipe or a file, as gzip and zstd do\n"
+    "(a terminal is refused); '-' reads it too. '-o -' writes standard output."
+)
+INPUT_ONLY_HELP = (
+    "With no FILE, standard input is read when it is a pipe or a file (a terminal is refused);\n'-' reads it too."
+)
 FORMATTER = argparse.RawDescriptionHelpFormatter
 
 
 class CommandParser(argparse.ArgumentParser):
     """A subcommand's parser: it reports its own leftover arguments under its own usage
-    (argparse leaves them to the top-level parser, whose usage line says nothing of the command)."""
+    (argparse leaves them to the top-level parser, whose usage line says nothing of the command).
+
+    ``stdin_default="inputs"`` (the destination of an optional positional): when no file is
+    named, standard input is the input, as with gzip and zstd, unless it is a terminal (a usage
+    error, exit 2: nobody types a ``.sem`` file, and a forgotten file name should not look like a hang).
+    """
+
+    def __init__(self, *args: Any, stdin_default: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stdin_default = stdin_default
 
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
@@ -35,14 +52,28 @@ class CommandParser(argparse.ArgumentParser):
         parsed, extras = super().parse_known_args(args, namespace)
         if extras:
             self.error(f"unrecognized arguments: {' '.join(extras)}")
+        if self.stdin_default and getattr(parsed, self.stdin_default, None) in (None, []):
+            if _stdin_is_terminal():
+                self.error("no FILE given and standard input is a terminal (name a file, pipe one in, or give -)")
+            many = isinstance(getattr(parsed, self.stdin_default), list)
+            setattr(parsed, self.stdin_default, [STDIO] if many else STDIO)
         return parsed, extras
 
 
-def epilog(examples: str = "", notes: str = "") -> str:
-    """A subcommand's help footer: its examples, notes, the ``-`` convention, the exit codes."""
+def _stdin_is_terminal() -> bool:
+    try:
+        return sys.stdin is None or sys.stdin.isatty()
+    except (ValueError, AttributeError):  # closed, or replaced by something without isatty
+        return False
+
+
+def epilog(examples: str = "", notes: str = "", stdio: str = STDIO_HELP) -> str:
+    """A subcommand's help footer: its examples, notes, its ``-`` convention (``stdio``; empty for a
+    command that reads no input file), the exit codes."""
     head = f"examples:\n{examples.rstrip()}\n\n" if examples else ""
     more = f"{notes.rstrip()}\n\n" if notes else ""
-    return f"{head}{more}{STDIO_HELP}\n\n{EXIT_CODES_HELP}"
+    io = f"{stdio}\n\n" if stdio else ""
+    return f"{head}{more}{io}{EXIT_CODES_HELP}"
 
 
 # -- argument types ---------------------------------------------------------------------
@@ -114,6 +145,38 @@ def seed(text: str) -> int:
     return int_at_least(0, 2**64 - 1)(text)
 
 
+def model_name(text: str) -> str:
+    """argparse type: a probability model id or name (``--model``), checked while parsing, so an
+    unknown one is a usage error (exit 2) like any other bad option value; the text is kept."""
+    from semcodec.registry import model_id_by_name
+
+    try:
+        model_id_by_name(text)
+    except SemError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+def model_name_or_auto(text: str) -> str:
+    """argparse type: :func:`model_name`, or ``auto`` (try every model)."""
+    return text if text == "auto" else model_name(text)
+
+
+def generator_name(text: str) -> str:
+    """argparse type: a generator name of the registry (``pack --generator``), checked while parsing."""
+    from semcodec.registry import generator_id_by_name
+
+    try:
+        generator_id_by_name(text)
+    except SemError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+SCORES = ("auto", "critic", "clip", "pixel")
+"""``--score`` of ``encode`` and ``bench images``: what scores a repainted candidate."""
+
+
 def model_list(text: str) -> list[int]:
     """argparse type: comma-separated model ids or names."""
     from semcodec.registry import model_id_by_name
@@ -127,15 +190,71 @@ def model_list(text: str) -> list[int]:
 # -- inputs -----------------------------------------------------------------------------
 
 
+IMAGE_MAGIC = (
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"GIF87a", "a GIF image"),
+    (b"GIF89a", "a GIF image"),
+    (b"RIFF", "a WebP image"),  # with b"WEBP" at offset 8 (checked below)
+)
+"""Leading bytes of the image formats a user may hand to a ``.sem`` reader by mistake."""
+
+
 def read_sem(path: str) -> bytes:
     """A ``.sem`` input, read with the bound every ``.sem`` reader uses; never a terminal
-    (binary data is not typed in: waiting for it would look like a hang)."""
+    (binary data is not typed in: waiting for it would look like a hang).
+
+    The first byte is checked before the size: a photo given to ``unpack`` is "not a .sem file"
+    (and, for an image, which command it wants), not "larger than the input limit"."""
     from semcodec.codec import MAX_FILE_BYTES
 
     if path == STDIO and sys.stdin.isatty():
         raise SemInputError("refusing to read binary .sem data from a terminal (give a file, or pipe one in)")
+    if path == STDIO:
+        data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
+    else:
+        with Path(path).open("rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+    refuse_wrong_kind(data[:16])
+    if len(data) > MAX_FILE_BYTES:  # as fileio.read_input words it
+        name = "standard input" if path == STDIO else path
+        raise SemLimitError(f"{name} is larger than the {MAX_FILE_BYTES}-byte input limit")
+    return data
 
-    return read_input(path, MAX_FILE_BYTES)
+
+def refuse_wrong_kind(head: bytes) -> None:
+    """Raise :class:`SemFormatError` when ``head`` (a file's first bytes) cannot start a ``.sem`` file;
+    an image is named, with the commands that take one.
+
+        >>> refuse_wrong_kind(b"PK\x03\x04")
+        Traceback (most recent call last):
+        ...
+        semcodec.errors.SemFormatError: not a .sem file (first byte 0x50, expected 0xa7)
+    """
+    from semcodec.container import MAGIC
+
+    if not head or head[0] == MAGIC:
+        return  # (an empty input is "too short", said by the header's reader)
+    for magic, kind in IMAGE_MAGIC:
+        if head.startswith(magic) and (magic != b"RIFF" or head[8:12] == b"WEBP"):
+            raise SemFormatError(
+                f"not a .sem file: it is {kind} ('semcodec encode' describes an image into a .sem file; "
+                "'semcodec decode' paints a .sem file as an image)"
+            )
+    raise SemFormatError(f"not a .sem file (first byte 0x{head[0]:02x}, expected 0x{MAGIC:02x})")
+
+
+def peek_sem(path: str) -> None:
+    """:func:`refuse_wrong_kind` on a regular file's first bytes, for a command that reads the file
+    later itself (``decode``); pipes and standard input are left unread."""
+    try:
+        if path == STDIO or not stat.S_ISREG(os.stat(path).st_mode):
+            return
+        with Path(path).open("rb") as handle:
+            head = handle.read(16)
+    except OSError:
+        return  # the command's own read names the problem
+    refuse_wrong_kind(head)
 
 
 def read_text(path: str) -> str:
@@ -153,30 +272,43 @@ def read_text(path: str) -> str:
 # -- outputs ----------------------------------------------------------------------------
 
 
+def names_folder(output: str) -> bool:
+    """``-o`` names a folder: it ends with ``/`` (made if missing) or is an existing folder.
+
+    >>> names_folder("out/"), names_folder("out.sem"), names_folder(".")
+    (True, False, True)
+    """
+    return output != STDIO and (output.endswith(("/", os.sep)) or Path(output).is_dir())
+
+
 def output_plan(
     inputs: Sequence[str], output: str | None, default: Callable[[str], str], suffix: str, *, concatenate: bool = False
 ) -> list[tuple[str, str]]:
     """``(input, output)`` for each input, checked before any work is done.
 
-    One input: ``-o`` names the file (``-`` for stdout), else ``default(input)``. Several:
-    ``-o`` must be an existing folder, each output named ``<input name><suffix>`` (``.sem``
-    stripped first when unpacking), or ``-o -`` when outputs may be concatenated on
-    stdout (texts; not ``.sem`` files, which carry no length). Refused: a folder as the output
-    of one input, two inputs that would write the same output, an output that is one of the inputs.
+    ``-o DIR`` (a name ending with ``/``, or an existing folder) puts each output in DIR, for
+    any number of inputs, named ``<input name><suffix>`` (``.sem`` stripped first when
+    unpacking; ``stdin`` for standard input); a missing DIR named with a trailing ``/`` is made
+    (with its parents). Otherwise, one input: ``-o`` names the file (``-`` for stdout), or
+    ``default(input)``; several: ``-o -`` only when outputs may be concatenated on stdout
+    (texts; not ``.sem`` files, which carry no length). Refused: several inputs with ``-o FILE``,
+    two inputs that would write the same output, an output that is one of the inputs.
     """
     many = len(inputs) > 1
-    if many and output is not None and not (output == STDIO and concatenate) and not Path(output).is_dir():
-        raise SemInputError(f"with several inputs, -o must be an existing directory ({output} is not)")
-    if not many and output is not None and output != STDIO and Path(output).is_dir():
-        raise SemInputError(f"{output} is a directory: with one input, -o names the output file")
+    folder = output is not None and names_folder(output)
+    if many and output is not None and not folder and not (output == STDIO and concatenate):
+        raise SemInputError(
+            f"with several inputs, -o must name a folder ({output} is not one; end it with / to have it made)"
+        )
     plan: list[tuple[str, str]] = []
     for src in inputs:
-        if not many or output is None or output == STDIO:
+        if not folder:
             target = output or default(src)
         else:
+            assert output is not None
             name = Path(src).name if src != STDIO else "stdin"
             name = name[: -len(".sem")] if suffix != ".sem" and name.endswith(".sem") else name + suffix
-            target = str(Path(output) / name)
+            target = os.path.join(output, name)
         plan.append((src, target))
     seen: dict[str, str] = {}
     for src, target in plan:
@@ -188,6 +320,11 @@ def output_plan(
                 f"{seen[key]} and {src} would both be written to {target}: give them distinct names or run them apart"
             )
         seen[key] = src
+    if folder and output is not None and not Path(output).is_dir():
+        try:
+            os.makedirs(output, exist_ok=True)
+        except OSError as err:  # a file in the way, no permission: name the folder
+            raise OSError(err.errno, err.strerror, output) from None
     if len(inputs) == 1:
         refuse_same_file(inputs[0], plan[0][1])
     else:  # one stat per file, not one per (input, output) pair

@@ -8,14 +8,17 @@ from typing import Any
 from semcodec.cli import datasets
 from semcodec.cli.common import (
     FORMATTER,
+    SCORES,
     dimension,
     epilog,
     int_at_least,
+    model_name,
     non_negative_float,
     paint_size,
+    peek_sem,
     positive_float,
 )
-from semcodec.cli.failures import item_failed
+from semcodec.cli.failures import item_failed, named
 from semcodec.pipeline.reflect import DEFAULT_LAMBDA, DEFAULT_WORDS
 from semcodec.registry import DEFAULT_MODEL_ID
 
@@ -137,12 +140,12 @@ def register(subparsers: Any) -> None:
     )
     enc.add_argument(
         "--score",
-        choices=("auto", "critic", "clip", "pixel"),
+        choices=SCORES,
         default="auto",
         help="what scores candidates: auto = CLIP if on disk, else the critic (default auto)",
     )
     enc.add_argument(
-        "--model", metavar="ID", default=str(DEFAULT_MODEL_ID),
+        "--model", metavar="ID", default=str(DEFAULT_MODEL_ID), type=model_name,
         help=f"probability model id or name (default {DEFAULT_MODEL_ID}: no header byte)",
     )
     enc.add_argument("--check", action="store_true", help="store a 2-byte integrity check")
@@ -176,6 +179,13 @@ def register(subparsers: Any) -> None:
         metavar="NAME",
         help="override the header's generator (openai[:MODEL], hf[:MODEL|PATH])",
     )
+    from semcodec.codec import DEFAULT_MAX_TOKENS, MAX_TOKENS
+
+    dec.add_argument(
+        "--max-tokens", type=int_at_least(0, MAX_TOKENS), default=DEFAULT_MAX_TOKENS, metavar="N",
+        help=f"token budget: refuse a file whose text has more than N tokens (default {DEFAULT_MAX_TOKENS}, "
+        f"for untrusted input; at most {MAX_TOKENS})",
+    )
     _add_backend_options(dec)
     datasets.add_options(dec, "decode")
     dec.set_defaults(func=cmd_decode)
@@ -198,4 +208,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
     if datasets.wants_dataset_job(args):
         return datasets.run(args, "decode")
+    try:
+        peek_sem(args.input)  # an image given to decode: say so, not "larger than the input limit"
+    except Exception as err:
+        raise named(args.input, err) from err
     return decode(args)

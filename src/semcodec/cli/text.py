@@ -24,12 +24,16 @@ from typing import Any
 from semcodec.cli import datasets
 from semcodec.cli.common import (
     FORMATTER,
+    INPUT_ONLY_HELP,
+    STDIN_DEFAULT_HELP,
     STDIO,
     TokenProgress,
     batch_result,
     dimension,
     epilog,
+    generator_name,
     int_at_least,
+    model_name_or_auto,
     output_plan,
     read_sem,
     read_text,
@@ -47,31 +51,40 @@ from semcodec.registry import DEFAULT_MODEL_ID
 
 def register(sub: Any) -> None:
     """Add ``pack``, ``unpack`` and ``info`` to the top-level subparsers."""
-    from semcodec.codec import MAX_TOKENS
+    from semcodec.codec import DEFAULT_MAX_TOKENS, MAX_TOKENS
 
     p = sub.add_parser(
-        "pack", help="code a text description into a .sem file", formatter_class=FORMATTER,
+        "pack", help="code a text description into a .sem file", formatter_class=FORMATTER, stdin_default="inputs",
         description="Code UTF-8 text into a .sem file, byte for byte (a final newline is coded too; "
         "unpack gives back exactly the same bytes).",
         epilog=epilog(
             "  semcodec pack caption.txt                 # writes caption.txt.sem\n"
-            "  printf 'A red boat on a river.' | semcodec pack - -o boat.sem --compare\n"
-            "  semcodec pack a.txt b.txt -o out/          # batch: one .sem per input\n"
+            "  printf 'A red boat on a river.' | semcodec pack -o boat.sem --compare\n"
+            "  semcodec pack < caption.txt > caption.sem  # no FILE: standard input to standard output\n"
+            "  semcodec pack a.txt b.txt -o out/          # one .sem per input in out/ (made if missing)\n"
             "  semcodec pack paragraph.txt --model 5      # a detailed, multi-sentence description\n"
             "  semcodec pack caption.txt -o /dev/null --compare   # sizes only\n"
-            "  semcodec pack captions.parquet -o packed.parquet --column caption --ray   # a table"
+            "  semcodec pack captions.parquet -o packed.parquet --column caption --ray   # a table",
+            stdio=STDIN_DEFAULT_HELP,
         ),
     )
-    p.add_argument("inputs", nargs="+", metavar="FILE", help="text file(s); - reads standard input")
-    p.add_argument("-o", "--output", help="output file (- for stdout) or, with several inputs, a directory")
+    p.add_argument("inputs", nargs="*", metavar="FILE", help="text file(s); - or none reads standard input")
     p.add_argument(
-        "--model", default=str(DEFAULT_MODEL_ID),
+        "-o", "--output", metavar="OUT",
+        help="output file (- for stdout), or a folder (ending with /, made if missing; or an existing one): "
+        "one FILE.sem per input in it",
+    )
+    p.add_argument(
+        "--model", default=str(DEFAULT_MODEL_ID), type=model_name_or_auto,
         help=f"probability model id or name (see 'semcodec model list'; default {DEFAULT_MODEL_ID}, for one-sentence "
         "captions, which costs 1 bit beyond the 1-byte header; 5 for multi-sentence paragraphs, 3.2 bits), "
         "or 'auto': try every model and keep the smallest file -- slower (one pack per model) "
         "but smaller, like zstd --ultra",
     )
-    p.add_argument("--generator", help="text-to-image generator recorded in the header, e.g. openai:dall-e-3")
+    p.add_argument(
+        "--generator", type=generator_name,
+        help="text-to-image generator recorded in the header, e.g. openai:dall-e-3",
+    )
     p.add_argument("--width", type=dimension, default=1024, help="image width to regenerate at (default 1024)")
     p.add_argument("--height", type=dimension, default=1024, help="image height (default 1024)")
     p.add_argument("--seed", type=seed, default=0, help="generator seed recorded in the header (default 0)")
@@ -83,35 +96,49 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_pack)
 
     p = sub.add_parser(
-        "unpack", help="decode a .sem file back to its text", formatter_class=FORMATTER,
+        "unpack", help="decode a .sem file back to its text", formatter_class=FORMATTER, stdin_default="inputs",
         description="Decode .sem file(s) to the exact bytes that were packed (like cat: nothing added).",
         epilog=epilog(
             "  semcodec unpack caption.sem              # text to stdout\n"
+            "  cat caption.sem | semcodec unpack        # no FILE: standard input\n"
             "  semcodec unpack caption.sem -o caption.txt\n"
             "  semcodec unpack *.sem -o texts/           # each output written as its file finishes\n"
-            "  semcodec unpack untrusted.sem --max-tokens 200"
+            f"  semcodec unpack long.sem --max-tokens {MAX_TOKENS}   # a text longer than the default budget",
+            stdio=STDIN_DEFAULT_HELP,
         ),
     )
-    p.add_argument("inputs", nargs="+", metavar="FILE", help=".sem file(s); - reads standard input")
-    p.add_argument("-o", "--output", help="output file (default stdout) or, with several inputs, a directory")
+    p.add_argument("inputs", nargs="*", metavar="FILE", help=".sem file(s); - or none reads standard input")
     p.add_argument(
-        "--max-tokens", type=int_at_least(0, MAX_TOKENS), metavar="N",
-        help=f"refuse a file that has not ended after N tokens (default {MAX_TOKENS}, the format's limit): "
-        "bounds the time and memory an untrusted file costs",
+        "-o", "--output", metavar="OUT",
+        help="output file (default stdout), or a folder (ending with /, made if missing; or an existing one): "
+        "one text per input in it",
     )
+    _add_max_tokens(p, DEFAULT_MAX_TOKENS, MAX_TOKENS)
     p.add_argument("-f", "--force", action="store_true", help="overwrite existing regular files")
     datasets.add_options(p, "unpack")
     p.set_defaults(func=cmd_unpack)
 
     p = sub.add_parser(
-        "info", help="show a .sem file's header, sizes and text", formatter_class=FORMATTER,
+        "info", help="show a .sem file's header, sizes and text", formatter_class=FORMATTER, stdin_default="input",
         description="Show every header field, payload bits, bits per character and micro-bits per pixel.",
-        epilog=epilog("  semcodec info caption.sem --json\n  semcodec info caption.sem --header-only"),
+        epilog=epilog(
+            "  semcodec info caption.sem --json\n  semcodec info caption.sem --header-only\n"
+            "  cat caption.sem | semcodec info", stdio=INPUT_ONLY_HELP,
+        ),
     )
-    p.add_argument("input", metavar="FILE", help=".sem file; - reads standard input")
+    p.add_argument("input", nargs="?", metavar="FILE", help=".sem file; - or none reads standard input")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--header-only", action="store_true", help="do not decode the payload (no model needed)")
+    _add_max_tokens(p, DEFAULT_MAX_TOKENS, MAX_TOKENS)
     p.set_defaults(func=cmd_info)
+
+
+def _add_max_tokens(parser: argparse.ArgumentParser, default: int, most: int) -> None:
+    parser.add_argument(
+        "--max-tokens", type=int_at_least(0, most), default=default, metavar="N",
+        help=f"token budget: refuse a file whose text has more than N tokens (default {default}, for untrusted "
+        f"input; at most {most}, the format's limit): bounds the time and memory a crafted file costs",
+    )
 
 
 def _comparison(text: str) -> str:
@@ -142,7 +169,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
     from semcodec.registry import generator_id_by_name, model_id_by_name
 
     model_id: int | str = AUTO if args.model == AUTO else model_id_by_name(args.model)
-    generator_id = generator_id_by_name(args.generator) if args.generator else 0
+    generator_id = generator_id_by_name(args.generator) if args.generator else 0  # (names checked while parsing)
     plan = output_plan(args.inputs, args.output, _default_pack_output, ".sem")
     many = len(plan) > 1
     failures = 0
@@ -233,7 +260,7 @@ def cmd_unpack(args: argparse.Namespace) -> int:
     return batch_result(failures, len(plan), "unpacked")
 
 
-def _info(path: str, decode: bool) -> dict[str, object]:
+def _info(path: str, decode: bool, max_tokens: int | None = None) -> dict[str, object]:
     """Every header field, the sizes and rates of the ``.sem`` file at ``path``; with ``decode``, its text too."""
     import semcodec
     from semcodec import ubpp
@@ -260,7 +287,7 @@ def _info(path: str, decode: bool) -> dict[str, object]:
         ubpp.KEY_AT_1024: ubpp.reported(8 * len(data), 1024, 1024),
     }
     if decode:
-        decoded = semcodec.unpack(data)
+        decoded = semcodec.unpack(data, max_tokens=max_tokens)
         bpc = decoded.bits_per_character
         info.update(
             characters=len(decoded.text),
@@ -273,7 +300,7 @@ def _info(path: str, decode: bool) -> dict[str, object]:
 
 def cmd_info(args: argparse.Namespace) -> int:
     try:
-        info = _info(args.input, decode=not args.header_only)
+        info = _info(args.input, decode=not args.header_only, max_tokens=args.max_tokens)
     except Exception as err:
         raise named(args.input, err) from err
     # Whatever stdout's encoding: JSON falls back to \u escapes (still JSON), the listing to

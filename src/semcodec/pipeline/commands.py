@@ -298,7 +298,7 @@ def decode(args: argparse.Namespace) -> int:
         progress.note(f"loading generator {spec}")
         return pool.generator(spec)
 
-    image, text, header = decode_image(data, generator_for, progress)
+    image, text, header = decode_image(data, generator_for, progress, getattr(args, "max_tokens", None))
     write_output(output, imaging.image_bytes(image, output), force=args.force)
     progress.note(f'→ {output}: {header.width}×{header.height}, seed {header.seed}: "{text}"')
     return EXIT_OK

@@ -51,11 +51,11 @@ def pack_text(text: str, header: Header) -> bytes:
     return pack_header(text, header)
 
 
-def unpack_file(data: bytes) -> SemFile:
-    """:func:`semcodec.unpack` (a seam of its own so tests can swap the coder)."""
+def unpack_file(data: bytes, max_tokens: int | None = None) -> SemFile:
+    """:func:`semcodec.unpack` with its token budget (a seam of its own so tests can swap the coder)."""
     import semcodec
 
-    return semcodec.unpack(data)
+    return semcodec.unpack(data, max_tokens=max_tokens)
 
 
 Packer = Callable[[str, Header], bytes]
@@ -147,13 +147,15 @@ def decode_image(
     data: bytes,
     generator_for: Callable[[Header], Generator],
     progress: Progress = QUIET,
+    max_tokens: int | None = None,
 ) -> tuple[Image, str, Header]:
     """Unpack ``data`` and repaint it at the header's size (the source's) and seed.
 
     ``generator_for`` picks the generator for the header (its generator id, or the
-    user's override). Returns the image, the description and the header.
+    user's override); ``max_tokens`` is the token budget (:func:`semcodec.unpack`'s default if None).
+    Returns the image, the description and the header.
     """
-    sem = unpack_file(data)
+    sem = unpack_file(data, max_tokens)
     header = sem.header
     generator = generator_for(header)
     if header.seed and not generator.honours_seed:
