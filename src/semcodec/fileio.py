@@ -24,6 +24,13 @@ The rules, and why:
   is **opened and written into**, as ``cat > x`` would, with or without ``force``:
   replacing ``/dev/null`` with a regular file would break the system.
 * Messages name the whole path the user gave, never a temp file's name.
+* Temp files are made only by :func:`temp_beside`: ``O_EXCL`` under an unpredictable name,
+  so a symlink planted where a temp file will be is never written through.
+* An **input is never removed or replaced**: commands compare outputs (and folders that
+  will hold outputs) with their inputs by device and inode (:func:`refuse_inputs`).
+
+:func:`write_output` writes bytes held in memory; :func:`output_stream` gives a writer
+(a Parquet join) a file to stream into, placed by the same rules.
 """
 
 from __future__ import annotations
@@ -37,8 +44,9 @@ import secrets
 import shutil
 import stat
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from semcodec.errors import SemInputError, SemLimitError
 
@@ -87,6 +95,37 @@ def refuse_same_file(source: str, target: str) -> None:
     if same_file(source, target):
         shown = "standard input" if source == STDIO else source
         raise SemInputError(f"{target} is the input {shown}: refusing to overwrite it")
+
+
+def _stat(path: str | os.PathLike[str]) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except (OSError, ValueError):
+        return None
+
+
+def refuse_inputs(
+    inputs: Sequence[str | os.PathLike[str]], target: str | os.PathLike[str], *, folder: bool = False
+) -> None:
+    """Raise :class:`SemInputError` when writing ``target`` could remove or replace an input:
+    ``target`` is one of ``inputs`` (the same file by device and inode, through any link), or,
+    with ``folder`` (``target`` will hold outputs and leftovers may be cleared there), it is an
+    input folder or the folder that holds one of ``inputs``."""
+    st = _stat(target)
+    if st is None:
+        return
+    for source in inputs:
+        if os.fspath(source) == STDIO:
+            continue
+        own = _stat(source)
+        if own is not None and os.path.samestat(st, own):
+            raise SemInputError(f"{os.fspath(target)} is the input {os.fspath(source)}: refusing to overwrite it")
+        if folder:
+            holder = _stat(os.path.dirname(os.path.realpath(source)))
+            if holder is not None and os.path.samestat(st, holder):
+                raise SemInputError(
+                    f"{os.fspath(target)} holds the input {os.fspath(source)}: refusing to write outputs there"
+                )
 
 
 def refuse_terminal_output(path: str | os.PathLike[str], what: str) -> None:
@@ -152,6 +191,51 @@ def write_output(path: str | os.PathLike[str], data: bytes, force: bool = False,
             if err.filename is not None and os.fspath(err.filename) == target:
                 raise
             raise OSError(err.errno, err.strerror, target) from None
+
+
+@contextlib.contextmanager
+def output_stream(path: str | os.PathLike[str], force: bool = False, mode: int | None = None) -> Iterator[BinaryIO]:
+    """A binary file to stream an output into, put in place at the end of the block by the rules
+    above (as :func:`write_output` puts bytes): a regular file is a new private temp file beside
+    ``path`` (``O_EXCL``, unpredictable name, never through a symlink), fsynced and then linked or
+    (``force``) renamed over ``path``; an error in the block leaves nothing and ``path`` as it
+    was. A device or FIFO is opened and written into. ``-`` is not a path here."""
+    target = os.fspath(path)
+    if target == STDIO:
+        raise ValueError("output_stream() takes a path, not '-' (standard output)")
+    st = _stat(target)
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), target)
+    if st is not None and (_is_stdout(st) or not stat.S_ISREG(st.st_mode)):
+        try:
+            handle = os.fdopen(os.open(target, os.O_WRONLY | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)), "wb")
+        except OSError as err:
+            raise OSError(err.errno, err.strerror, target) from None
+        with handle:
+            yield handle
+        return
+    if st is not None and not force:
+        raise OutputExistsError(target)
+    in_block = False
+    try:
+        with temp_beside(target) as tmp:
+            fd = os.open(tmp, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+            with os.fdopen(fd, "wb") as handle:
+                os.fchmod(fd, (0o666 & ~_UMASK) if mode is None else mode)
+                in_block = True
+                yield handle
+                in_block = False
+                handle.flush()
+                os.fsync(fd)
+            if force:
+                os.replace(tmp, target)
+            else:
+                _place_new(tmp, target)
+    except OSError as err:  # name the output, never the temp file; an error naming another file is left as it is
+        named = err.filename is not None and (in_block or os.fspath(err.filename) == target)
+        if named or err.errno is None:
+            raise
+        raise OSError(err.errno, err.strerror, target) from None
 
 
 def _is_stdout(st: os.stat_result) -> bool:

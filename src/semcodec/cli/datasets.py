@@ -96,7 +96,8 @@ def run(args: argparse.Namespace, action: str) -> int:
         report = jobs.pack_table(inputs[0], args.output, column=args.column, options=_pack_options(args),
                                  rows_per_part=args.rows_per_part, **run)
     elif action == "unpack":
-        report = jobs.unpack_table(inputs[0], args.output, column=args.column, rows_per_part=args.rows_per_part, **run)
+        report = jobs.unpack_table(inputs[0], args.output, column=args.column, rows_per_part=args.rows_per_part,
+                                   max_tokens=getattr(args, "max_tokens", None), **run)
     else:
         from semcodec.data.images import ImageOptions
 

@@ -49,6 +49,31 @@ def with_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
     return table.append_column(name, values)
 
 
+def cells(column: pa.ChunkedArray | pa.Array, action: str) -> tuple[list[Any], dict[int, str]]:
+    """A column's cells as Python values, with every cell over the per-row byte limit of
+    ``action`` (``pack``: text, ``unpack``: ``.sem`` data) left ``None`` and its message in
+    the returned ``{row: message}``; lengths are read from Arrow's offsets, so an oversized
+    value never becomes a Python object."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from semcodec.data.tables import row_limit, too_long
+
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    kind = column.type
+    sized = (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind)
+             or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind))
+    if not sized:  # other types fail row by row; views are read in small batches by the jobs
+        return column.to_pylist(), {}
+    lengths = pc.binary_length(column)
+    over = pc.fill_null(pc.greater(lengths, row_limit(action)), False)
+    if not pc.any(over).as_py():
+        return column.to_pylist(), {}
+    refused = {int(i): too_long(action, lengths[int(i)].as_py()) for i in pc.indices_nonzero(over).to_pylist()}
+    return pc.if_else(over, pa.scalar(None, kind), column).to_pylist(), refused
+
+
 def require_column(table: pa.Table, name: str) -> None:
     """Raise :class:`SemError` naming ``table``'s columns unless it has one called ``name``."""
     if name not in table.column_names:
@@ -86,7 +111,8 @@ class TextPacker:
         first = self.options.model_id
         load_model(DEFAULT_MODEL_ID if isinstance(first, str) else first)  # once per worker, not per row
 
-    def __call__(self, table: pa.Table) -> pa.Table:
+    def __call__(self, table: pa.Table, refused: dict[int, str] | None = None) -> pa.Table:
+        """``table`` plus the two columns; ``refused`` rows (``{row: message}``) are not packed."""
         import pyarrow as pa
 
         from semcodec.codec import pack
@@ -95,8 +121,12 @@ class TextPacker:
         o = self.options
         sems: list[bytes | None] = []
         errors: list[str | None] = []
-        for text in table[self.text_column].to_pylist():
+        texts, over = cells(table[self.text_column], "pack")
+        over.update(refused or {})
+        for i, text in enumerate(texts):
             try:
+                if i in over:
+                    raise SemError(over[i])
                 if text is None:
                     raise SemError("no text (null)")
                 if not isinstance(text, str):
@@ -124,35 +154,45 @@ class TextUnpacker:
         text_column: str = TEXT_COLUMN,
         error_column: str = ERROR_COLUMN,
         model_id: int = DEFAULT_MODEL_ID,
+        max_tokens: int | None = None,
     ) -> None:
+        from semcodec.codec import MAX_TOKENS
         from semcodec.models import load_model
 
+        limit = MAX_TOKENS if max_tokens is None else max_tokens
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= MAX_TOKENS:
+            raise ValueError(f"max_tokens must be an int in [0, {MAX_TOKENS}], not {max_tokens!r}")
         self.sem_column = sem_column
         self.text_column = text_column
         self.error_column = error_column
+        self.max_tokens = max_tokens
         load_model(model_id)
 
-    def __call__(self, table: pa.Table) -> pa.Table:
+    def __call__(self, table: pa.Table, refused: dict[int, str] | None = None) -> pa.Table:
+        """``table`` plus the two columns; ``refused`` rows (``{row: message}``) are not decoded."""
         import pyarrow as pa
 
         from semcodec.codec import unpack_many
 
         require_column(table, self.sem_column)
-        cells: list[Any] = table[self.sem_column].to_pylist()
-        texts: list[str | None] = [None] * len(cells)
-        errors: list[str | None] = [None] * len(cells)
+        values, over = cells(table[self.sem_column], "unpack")
+        over.update(refused or {})
+        texts: list[str | None] = [None] * len(values)
+        errors: list[str | None] = [None] * len(values)
         # A row that packing already failed keeps that reason (the error column is replaced).
         earlier = table[self.error_column].to_pylist() if self.error_column in table.column_names else errors
         todo: list[int] = []
-        for i, cell in enumerate(cells):
-            if cell is None:
+        for i, cell in enumerate(values):
+            if i in over:
+                errors[i] = over[i]
+            elif cell is None:
                 errors[i] = f"no .sem data (packing failed: {earlier[i]})" if earlier[i] else "no .sem data (null)"
             elif not isinstance(cell, bytes):
                 errors[i] = f".sem data must be binary, not {type(cell).__name__}"
             else:
                 todo.append(i)
         try:
-            outcomes: list[Any] = unpack_many([cells[i] for i in todo])
+            outcomes: list[Any] = unpack_many([values[i] for i in todo], max_tokens=self.max_tokens)
         except Exception as err:  # a failure of the whole batch still becomes row errors
             outcomes = [err] * len(todo)
         for i, outcome in zip(todo, outcomes, strict=True):

@@ -150,6 +150,7 @@ def unpack_dataset(
     *,
     text_column: str = TEXT_COLUMN,
     error_column: str = ERROR_COLUMN,
+    max_tokens: int | None = None,
     workers: int | None = None,
     num_cpus: float = 1,
     batch_size: int = DEFAULT_BATCH_ROWS,
@@ -158,13 +159,15 @@ def unpack_dataset(
     """``ds`` plus ``text`` decoded from ``sem_column`` and ``error``.
 
     The rows of a batch decode in lockstep (:func:`semcodec.codec.unpack_many`). A corrupt
-    or null cell gets a null ``text`` and its message in ``error``. An existing column named
-    ``text_column`` (or ``error_column``) is replaced.
+    or null cell, or one whose text has more tokens than ``max_tokens`` (None: the codec's
+    default budget), gets a null ``text`` and its message in ``error``. An existing column
+    named ``text_column`` (or ``error_column``) is replaced.
     """
     return _map_in_pool(
         ds,
         TextUnpacker,
-        {"sem_column": sem_column, "text_column": text_column, "error_column": error_column},
+        {"sem_column": sem_column, "text_column": text_column, "error_column": error_column,
+         "max_tokens": max_tokens},
         batch_size=batch_size, workers=workers, num_cpus=num_cpus, fixed_pool=fixed_pool,
     )
 

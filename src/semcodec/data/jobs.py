@@ -43,7 +43,6 @@ import errno
 import io
 import json
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -113,18 +112,22 @@ class Part:
 
 @dataclass(frozen=True)
 class TableJob:
-    """A pack or unpack of one column of a table (picklable: it travels to Ray workers)."""
+    """A pack or unpack of one column of a table (picklable: it travels to Ray workers).
+
+    ``max_tokens`` is an unpack's token budget per row (None: the codec's default).
+    """
 
     action: str  # "pack" | "unpack"
     column: str
     output_column: str
     error_column: str = ERROR_COLUMN
     pack: PackOptions = field(default_factory=PackOptions)
+    max_tokens: int | None = None
 
-    def coder(self) -> Callable[[pa.Table], pa.Table]:
+    def coder(self) -> Callable[..., pa.Table]:
         if self.action == "pack":
             return TextPacker(self.column, self.output_column, self.error_column, self.pack)
-        return TextUnpacker(self.column, self.output_column, self.error_column)
+        return TextUnpacker(self.column, self.output_column, self.error_column, max_tokens=self.max_tokens)
 
 
 def parquet_inputs(path: Path) -> list[Path]:
@@ -143,36 +146,28 @@ def parquet_inputs(path: Path) -> list[Path]:
     return [path]
 
 
-def plan_parts(files: list[Path], rows_per_part: int) -> list[Part]:
-    """Deterministic parts: each file cut into ranges of ``rows_per_part`` rows."""
-    import pyarrow.parquet as pq
+def plan_parts(files: list[Path], rows_per_part: int, job: TableJob | None = None) -> list[Part]:
+    """Deterministic parts: each file cut into ranges of ``rows_per_part`` rows.
 
+    With ``job``, every file is first checked to have the job's column (see
+    :func:`semcodec.data.tables.check_inputs`): a missing column is one message naming the
+    input, before any work.
+    """
+    from semcodec.data.tables import check_inputs
+
+    counts = check_inputs(files, job.column, job.action) if job else [_rows(f) for f in files]
     parts = []
-    for f_index, source in enumerate(files):
-        try:
-            n = pq.ParquetFile(source).metadata.num_rows
-        except Exception as err:
-            raise SemInputError(f"{source}: not a readable Parquet file ({err})") from None
+    for f_index, (source, n) in enumerate(zip(files, counts, strict=True)):
         for start in range(0, n, rows_per_part):
             stop = min(n, start + rows_per_part)
             parts.append(Part(f"part-{f_index:05d}-{start:012d}.parquet", str(source), start, stop))
     return parts
 
 
-def read_rows(source: str, start: int, stop: int) -> pa.Table:
-    """Rows ``start .. stop`` of a Parquet file, reading only the row groups that hold them."""
-    import pyarrow.parquet as pq
+def _rows(source: Path) -> int:
+    from semcodec.data.tables import open_parquet
 
-    pf = pq.ParquetFile(source)
-    groups, first, offset = [], None, 0
-    for g in range(pf.metadata.num_row_groups):
-        n = pf.metadata.row_group(g).num_rows
-        if offset < stop and offset + n > start:
-            groups.append(g)
-            first = offset if first is None else first
-        offset += n
-    table = pf.read_row_groups(groups)
-    return table.slice(start - (first or 0), stop - start)
+    return int(open_parquet(source).metadata.num_rows)
 
 
 def write_parquet_atomic(table: pa.Table, path: Path) -> None:
@@ -187,21 +182,27 @@ class PartWorker:
     """Codes whole parts: read the rows, code them, write the part. A Ray actor or a local object."""
 
     def __init__(self, job: TableJob, staging: str) -> None:
+        from semcodec.data.tables import TableReader
+
         self.coder = job.coder()
         self.job = job
         self.staging = Path(staging)
+        self.reader = TableReader(job.column, job.action)  # one footer parse per file, not per part
 
     def run(self, part: Part) -> dict[str, Any]:
-        """``{name, rows, bad, failure}``; a failure (unreadable rows, full disk) is its message."""
+        """``{name, rows, bad, failure}``; a failure (unreadable rows, full disk) is its message,
+        naming the input and its rows."""
         from semcodec.data.coders import error_message
 
         try:
-            table = self.coder(read_rows(part.source, part.start, part.stop))
+            rows, refused = self.reader.read(part.source, part.start, part.stop)
+            table = self.coder(rows, refused)
             write_parquet_atomic(table, self.staging / part.name)
             bad = table.num_rows - table[self.job.error_column].null_count
             return {"name": part.name, "rows": table.num_rows, "bad": bad, "failure": None}
         except Exception as err:
-            return {"name": part.name, "rows": 0, "bad": 0, "failure": f"{part.name}: {error_message(err)}"}
+            where = f"{part.source} (rows {part.start}..{part.stop - 1})"
+            return {"name": part.name, "rows": 0, "bad": 0, "failure": f"{where}: {error_message(err)}"}
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         import pyarrow as pa
@@ -223,12 +224,77 @@ def _manifest(job: TableJob, files: list[Path], rows_per_part: int) -> dict[str,
     return {"job": asdict(job), "rows_per_part": rows_per_part, "inputs": inputs}
 
 
-def _prepare(staging: Path, manifest: dict[str, Any], force: bool) -> None:
-    """Create the parts folder, or check that the one there belongs to this very job."""
+def _ours(name: str) -> bool:
+    """A name a table job writes in its parts folder: a part, the manifest, or a temp file of either."""
+    plain = name[1:].split(".", 1)[0] if name.startswith(".") else name
+    return plain.startswith("part-") or plain == MANIFEST.removesuffix(".json") or name == MANIFEST
+
+
+@contextlib.contextmanager
+def _claim(staging: Path, join: bool, out: Path, force: bool) -> Iterator[None]:
+    """The parts folder, created if needed and locked for this job (``flock``, released at exit).
+
+    A second job on the same output fails at once with one line instead of racing this one.
+    A parts folder that ends with no part in it is left as it was found (no manifest, and
+    removed if this job made it). For ``-o OUT.parquet`` the folder is this job's own:
+    never a symlink, made with ``mkdir``.
+    """
+    import fcntl
+    import stat
+
+    made = False
+    try:
+        if join:
+            os.mkdir(staging)
+        else:
+            staging.parent.mkdir(parents=True, exist_ok=True)
+            os.mkdir(staging)
+        made = True
+    except FileExistsError:
+        pass
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+    if join:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(staging, flags)
+    except OSError as err:
+        if join and err.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise SemInputError(f"{staging} is not a folder (a symlink or a file): refusing to use it") from None
+        raise
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SemInputError(f"{out} is being written by another semcodec job; wait for it to finish") from None
+        now = os.lstat(staging) if join else os.stat(staging)
+        if not (stat.S_ISDIR(now.st_mode) and os.path.samestat(now, os.fstat(fd))):
+            # the job that held the lock finished (and removed its parts folder) meanwhile
+            if join and out.exists() and not force:
+                raise OutputExistsError(out)
+            raise SemInputError(f"{out} was being written by another semcodec job; run again once it is done")
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                names = os.listdir(staging)
+                if not any(n.startswith("part-") and n.endswith(".parquet") for n in names):
+                    if MANIFEST in names:
+                        os.unlink(staging / MANIFEST)
+                    if made:
+                        os.rmdir(staging)
+    finally:
+        os.close(fd)
+
+
+def _prepare(staging: Path, manifest: dict[str, Any], force: bool, files: list[Path]) -> None:
+    """Check that the parts folder is empty or belongs to this very job (``force``: clear its parts)."""
+    from semcodec.fileio import refuse_inputs
+
     marker = staging / MANIFEST
-    if force and staging.is_dir():
+    if force:
         for p in staging.iterdir():
             if p.name == MANIFEST or (p.name.startswith("part-") and p.suffix == ".parquet"):
+                refuse_inputs(files, p)  # a hard link to an input is not cleared either
                 p.unlink()
     if marker.exists():
         if json.loads(marker.read_text()) != json.loads(json.dumps(manifest)):
@@ -236,37 +302,38 @@ def _prepare(staging: Path, manifest: dict[str, Any], force: bool) -> None:
                 f"{staging} holds parts of a different job (other inputs or options); remove it or use -f"
             )
         return
-    if staging.is_dir() and any(not p.name.startswith(".") for p in staging.iterdir()):
+    if any(not p.name.startswith(".") for p in staging.iterdir()):
         raise SemInputError(f"{staging} exists and is not empty (use an empty or new folder, or -f)")
-    staging.mkdir(parents=True, exist_ok=True)
     write_output(marker, (json.dumps(manifest, indent=1) + "\n").encode(), force=True)
 
 
-def _join(parts: list[Part], staging: Path, out: Path) -> None:
-    """Concatenate the parts, in order, into ``out`` (atomically), then drop the staging folder."""
+def _join(parts: list[Part], staging: Path, out: Path, force: bool) -> None:
+    """Concatenate the parts, in order, into ``out`` (a new file, put in place atomically by
+    :func:`semcodec.fileio.output_stream`), then remove the parts folder's own files."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    tmp = out.with_name(f".{out.name}.joining")
-    try:
+    from semcodec.fileio import output_stream
+
+    with output_stream(out, force) as handle:
         writer: pq.ParquetWriter | None = None
         schema: pa.Schema | None = None
         for part in parts:
             table = pq.read_table(staging / part.name)
             if writer is None:
                 schema = table.schema
-                writer = pq.ParquetWriter(tmp, schema)
+                writer = pq.ParquetWriter(handle, schema)
             writer.write_table(table.cast(schema))
         if writer is None:  # an empty input: an empty output with no columns to guess
-            pq.write_table(pa.table({}), tmp)
+            pq.write_table(pa.table({}), handle)
         else:
             writer.close()
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    shutil.rmtree(staging)
+    for name in os.listdir(staging):
+        if _ours(name):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(staging / name)
+    with contextlib.suppress(OSError):  # something else in it (not ours): it stays
+        os.rmdir(staging)
 
 
 def run_table_job(
@@ -281,7 +348,12 @@ def run_table_job(
     force: bool = False,
     progress: bool = True,
 ) -> JobReport:
-    """Run ``job`` over a Parquet file or folder into ``out_path`` (see the module docstring)."""
+    """Run ``job`` over a Parquet file or folder into ``out_path`` (see the module docstring).
+
+    Inputs are never removed or replaced: an output (or parts folder) that is an input, or
+    holds one, is refused before any work."""
+    from semcodec.fileio import refuse_existing, refuse_inputs
+
     require_pyarrow()
     if distributor not in DISTRIBUTORS:
         raise SemInputError(f"unknown distributor {distributor!r} (known: {', '.join(DISTRIBUTORS)})")
@@ -289,13 +361,24 @@ def run_table_job(
         raise SemInputError("rows per part must be at least 1")
     out = Path(out_path)
     staging, join = _layout(out)
-    if join and out.exists():
-        if not force:
-            raise OutputExistsError(out)
-        out.unlink()
     files = parquet_inputs(Path(in_path))
-    parts = plan_parts(files, rows_per_part)
-    _prepare(staging, _manifest(job, files, rows_per_part), force)
+    refuse_inputs([Path(in_path), *files], out, folder=not join)
+    refuse_inputs([Path(in_path), *files], staging, folder=True)
+    if join:
+        refuse_existing(out, force)  # the join replaces it at the very end, atomically
+    parts = plan_parts(files, rows_per_part, job)
+    with _claim(staging, join, out, force):
+        _prepare(staging, _manifest(job, files, rows_per_part), force, files)
+        report = _run_claimed(job, parts, staging, out, distributor, address, workers, progress)
+        if join and not report.failures:
+            _join(parts, staging, out, force)
+    return report
+
+
+def _run_claimed(
+    job: TableJob, parts: list[Part], staging: Path, out: Path, distributor: str, address: str | None,
+    workers: int | None, progress: bool,
+) -> JobReport:
     pending = [p for p in parts if not (staging / p.name).exists()]
     report = JobReport(out, parts=len(parts), skipped_parts=len(parts) - len(pending),
                        errors_at=f"the {job.error_column!r} column of {out}")
@@ -320,8 +403,6 @@ def run_table_job(
             column = pq.read_table(path, columns=[job.error_column])[job.error_column]
             report.rows += len(column)
             report.bad_rows += len(column) - column.null_count
-    if join and not report.failures:
-        _join(parts, staging, out)
     return report
 
 
@@ -350,6 +431,7 @@ def _run_parts(
             # The parts are in memory and their results go to this process: nothing else
             # wants a CPU, so every worker starts (and loads the model) at once.
             **actor_pool_args(workers, 1, 0, fixed=True, blocks=blocks),
+            **NO_RESTARTS,
         )
         yield from results.iter_rows()
 
@@ -377,10 +459,16 @@ def unpack_table(
     *,
     column: str = SEM_COLUMN,
     text_column: str = TEXT_COLUMN,
+    max_tokens: int | None = None,
     **run: Any,
 ) -> JobReport:
-    """Every input column plus ``text`` decoded from ``column`` (an existing ``text`` is replaced) and ``error``."""
-    return run_table_job(TableJob("unpack", column, text_column), in_path, out_path, **run)
+    """Every input column plus ``text`` decoded from ``column`` (an existing ``text`` is replaced) and ``error``.
+
+    ``max_tokens``: each row's token budget (None: the codec's default); a row over it gets
+    its message in ``error``.
+    """
+    job = TableJob("unpack", column, text_column, max_tokens=max_tokens)
+    return run_table_job(job, in_path, out_path, **run)
 
 
 # -- Ray session -------------------------------------------------------------------
@@ -388,7 +476,15 @@ def unpack_table(
 
 @contextlib.contextmanager
 def ray_session(address: str | None) -> Iterator[Any]:
-    """Ray, initialised: joins ``address`` or starts a local cluster, and stops what it started."""
+    """Ray, initialised: joins ``address`` or starts a local cluster, and stops what it started.
+
+    Quiet by design: Ray's own progress bars and INFO logs are off (our progress line counts
+    rows), workers' logs stay in the session folder (``log_to_driver=False``), and the
+    notice that a new local cluster uses token authentication (Ray's secure default, kept)
+    is not printed. The job's actor pools do not restart a dead worker (``max_restarts=0``,
+    see :data:`NO_RESTARTS`), which also ends the ``core_worker.cc`` error line Ray prints
+    for every restartable actor whose constructor arguments sit in the object store.
+    """
     import logging
 
     from semcodec.data.datasets import require_ray
@@ -396,8 +492,13 @@ def ray_session(address: str | None) -> Iterator[Any]:
     ray = require_ray()
     started = False
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, configure_logging=False, log_to_driver=False,
-                 logging_level=logging.WARNING)
+        notice = logging.getLogger(_TOKEN_AUTH_LOGGER)
+        notice.addFilter(_drop_token_auth_notice)
+        try:
+            ray.init(address=address, include_dashboard=False, configure_logging=False, log_to_driver=False,
+                     logging_level=logging.WARNING)
+        finally:
+            notice.removeFilter(_drop_token_auth_notice)
         started = True
     # Our own progress line counts rows; Ray's bars and logs would interleave with it (row
     # and part failures are reported by the job itself).
@@ -408,6 +509,18 @@ def ray_session(address: str | None) -> Iterator[Any]:
     finally:
         if started:
             ray.shutdown()
+
+
+NO_RESTARTS = {"max_restarts": 0}
+"""``map_batches`` arguments of the jobs' actor pools. Ray Data's default restarts a dead
+worker forever and retries its batch forever: a part that kills its worker (out of memory)
+would loop. Here the job stops with the error and a re-run resumes from the finished parts."""
+
+_TOKEN_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+def _drop_token_auth_notice(record: Any) -> bool:
+    return not str(record.msg).startswith("Token authentication is enabled for this Ray cluster")
 
 
 def _bar(label: str, total: int, enabled: bool) -> Callable[[int], None]:

@@ -1,0 +1,230 @@
+"""Parquet inputs of table jobs, read at a cost bounded by what each part needs.
+
+* **Checked up front**: every input file is opened once, before any work, and must have
+  the job's column with a fitting type (text for ``pack``, binary for ``unpack``); the
+  message names the input file and the column.
+* **Per-row byte limits before a value is read**: a row's cell can only be coded when it
+  is at most :data:`semcodec.codec.MAX_TEXT_BYTES` (text) or
+  :data:`~semcodec.codec.MAX_FILE_BYTES` (``.sem`` data). A row group whose column chunk
+  holds more bytes, uncompressed (the footer says so), than its rows times that limit has
+  at least one value over it: that column of that group is never decompressed, its rows
+  get their message in ``error`` (a 51 KB file cannot expand into gigabytes of strings).
+  Other values are checked by length in Arrow (offsets, no copy) before any becomes a
+  Python string (:func:`semcodec.data.coders.cells`).
+* **Linear in the file**: the footer is parsed once per worker and file, row-group
+  offsets are computed once, and a worker that reads consecutive parts (the ``local``
+  distributor) continues one stream of small batches instead of re-reading row groups;
+  100,000 one-row row groups cost what 100,000 rows cost.
+
+The footer's sizes are what a writer declared. Pages decompress to the sizes their own
+headers declare, so a file that lies in its footer still costs at most one page at a time
+(read in batches of :data:`BATCH_ROWS` rows), never a whole part of huge values.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from semcodec.errors import SemInputError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+BATCH_ROWS = 64
+"""Rows per Arrow batch read from a file: each batch is checked before it is converted."""
+
+CHUNK_SLACK = 4096
+"""Bytes of page headers and encoding a column chunk may hold beyond its values."""
+
+RUN_GROUPS = 4096
+"""Row groups one Arrow reader is opened over at most (a fresh read never sets up more)."""
+
+
+def row_limit(action: str) -> int:
+    """The most bytes one cell of a ``pack`` (text) or ``unpack`` (``.sem``) column can usefully hold."""
+    from semcodec.codec import MAX_FILE_BYTES, MAX_TEXT_BYTES
+
+    return MAX_TEXT_BYTES if action == "pack" else MAX_FILE_BYTES
+
+
+def too_long(action: str, size: int) -> str:
+    """A row's message for a cell of ``size`` bytes over :func:`row_limit` (as the single-file commands say it)."""
+    from semcodec.codec import MAX_TOKEN_BYTES, MAX_TOKENS
+
+    limit = row_limit(action)
+    if action == "pack":
+        return (f"text is longer than {limit} UTF-8 bytes ({size}), so it has more than {MAX_TOKENS} tokens "
+                f"(no token is longer than {MAX_TOKEN_BYTES} bytes)")
+    return f".sem data is larger than the {limit}-byte limit of a .sem file ({size} bytes)"
+
+
+def column_fits(action: str, kind: pa.DataType) -> bool:
+    """Whether ``action`` can code a column of type ``kind`` (an all-null one can: its rows fail one by one)."""
+    import pyarrow as pa
+
+    if pa.types.is_null(kind):
+        return True
+    if action == "pack":
+        return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
+    return (pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_binary_view(kind)
+            or pa.types.is_fixed_size_binary(kind))
+
+
+def open_parquet(source: str | Any) -> pq.ParquetFile:
+    """``source`` opened for reading in small batches (no pre-buffering of whole row groups)."""
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(source, pre_buffer=False, buffer_size=1 << 16)
+    except Exception as err:
+        raise SemInputError(f"{source}: not a readable Parquet file ({err})") from None
+
+
+def check_inputs(files: list[Any], column: str, action: str) -> list[int]:
+    """Each file's row count, after checking that it has ``column`` with a type ``action`` can code.
+
+    Raises :class:`SemInputError` naming the file and the column before any work starts.
+    """
+    counts = []
+    for source in files:
+        pf = open_parquet(source)
+        schema = pf.schema_arrow
+        if column not in schema.names:
+            raise SemInputError(f"{source}: no column {column!r} (columns: {', '.join(schema.names) or 'none'})")
+        kind = schema.field(column).type
+        if not column_fits(action, kind):
+            wanted = "text (string)" if action == "pack" else ".sem data (binary)"
+            raise SemInputError(f"{source}: column {column!r} holds {kind}, not {wanted}")
+        counts.append(pf.metadata.num_rows)
+    return counts
+
+
+@dataclass
+class _File:
+    """One input's footer, parsed once: row-group offsets, and the groups whose column is over the limit."""
+
+    pf: pq.ParquetFile
+    starts: list[int]  # first row of each group, then the file's row count
+    oversized: list[int]  # sorted indices of groups not to read the column of
+    column: int  # the column's index among the leaves (-1: not a plain leaf, never skipped)
+
+
+class TableReader:
+    """Reads rows ``start .. stop`` of Parquet files for one worker, with every cost bounded.
+
+    :meth:`read` returns the rows (all columns) and, for rows whose cell was not read
+    because its row group is over the limit, their messages. Consecutive reads of one
+    file continue one stream.
+    """
+
+    def __init__(self, column: str, action: str) -> None:
+        self.column = column
+        self.action = action
+        self.limit = row_limit(action)
+        self._file: tuple[str, _File] | None = None
+        self._stream: tuple[str, int, Iterator[tuple[int, pa.Table, str | None]]] | None = None
+        self._pending: tuple[int, pa.Table, str | None] | None = None
+
+    def _open(self, source: str) -> _File:
+        if self._file is not None and self._file[0] == source:
+            return self._file[1]
+        pf = open_parquet(source)
+        md = pf.metadata
+        starts = [0]
+        for g in range(md.num_row_groups):
+            starts.append(starts[-1] + md.row_group(g).num_rows)
+        names = [md.schema.column(i).path for i in range(md.num_columns)]
+        column = names.index(self.column) if self.column in names else -1
+        oversized = []
+        if column >= 0:
+            for g in range(md.num_row_groups):
+                rows = starts[g + 1] - starts[g]
+                if md.row_group(g).column(column).total_uncompressed_size > rows * self.limit + CHUNK_SLACK:
+                    oversized.append(g)
+        entry = _File(pf, starts, oversized, column)
+        self._file = (source, entry)
+        self._stream = None
+        self._pending = None
+        return entry
+
+    def _batches(self, f: _File, group: int) -> Iterator[tuple[int, pa.Table, str | None]]:
+        """``(first row, rows, message)`` from the start of ``group`` to the end of the file, in small batches.
+
+        Runs of groups within the limit are read as one stream; an oversized group is read
+        without its column (nulls instead, and the message for its rows).
+        """
+        import pyarrow as pa
+
+        schema = f.pf.schema_arrow
+        n = len(f.starts) - 1
+        while group < n:
+            k = bisect.bisect_left(f.oversized, group)
+            stop = min(f.oversized[k] if k < len(f.oversized) else n, group + RUN_GROUPS)
+            row = f.starts[group]
+            if stop > group:  # groups group .. stop-1 are within the limit
+                for batch in f.pf.iter_batches(BATCH_ROWS, row_groups=list(range(group, stop)),
+                                                use_threads=False):
+                    yield row, pa.Table.from_batches([batch]), None
+                    row += batch.num_rows
+                group = stop
+                continue
+            md = f.pf.metadata.row_group(group)
+            size = md.column(f.column).total_uncompressed_size
+            rows = md.num_rows
+            message = (f"not read: row group {group} holds {size} bytes of {self.column!r} for {rows} row(s), "
+                       f"more than the {self.limit}-byte limit of a row")
+            others = [name for name in schema.names if name != self.column]
+            index = schema.get_field_index(self.column)
+            for batch in f.pf.iter_batches(BATCH_ROWS, row_groups=[group], columns=others, use_threads=False):
+                part = pa.Table.from_batches([batch])
+                part = part.add_column(index, schema.field(index), pa.nulls(part.num_rows, schema.field(index).type))
+                yield row, part, message
+                row += part.num_rows
+            group += 1
+
+    def _continues(self, f: _File, source: str, start: int) -> bool:
+        """Whether the open stream reaches ``start`` within the row group it is in (else a fresh one starts there)."""
+        if self._stream is None or self._stream[0] != source:
+            return False
+        at = self._stream[1]
+        return at == start or (at < start and bisect.bisect_right(f.starts, at) == bisect.bisect_right(f.starts, start))
+
+    def read(self, source: str, start: int, stop: int) -> tuple[pa.Table, dict[int, str]]:
+        """Rows ``start .. stop`` of ``source``, and ``{row index in the result: message}`` for unread cells."""
+        import pyarrow as pa
+
+        f = self._open(source)
+        if self._stream is None or not self._continues(f, source, start):
+            group = max(0, bisect.bisect_right(f.starts, start) - 1)
+            self._stream = (source, f.starts[group], self._batches(f, group))
+            self._pending = None
+        stream = self._stream[2]
+        pieces: list[pa.Table] = []
+        refused: dict[int, str] = {}
+        got = 0
+        while start + got < stop:
+            item = self._pending if self._pending is not None else next(stream, None)
+            self._pending = None
+            if item is None:
+                break
+            row, table, message = item
+            end = row + table.num_rows
+            if end <= start + got:
+                continue  # before the rows wanted
+            lo = start + got - row
+            take = min(end, stop) - (row + lo)
+            piece = table.slice(lo, take)
+            if message is not None:
+                refused.update((got + i, message) for i in range(take))
+            pieces.append(piece)
+            got += take
+            if row + lo + take < end:  # the rest belongs to the next part
+                self._pending = (row + lo + take, table.slice(lo + take), message)
+        self._stream = (source, start + got, stream)
+        if not pieces:
+            return f.pf.schema_arrow.empty_table(), refused
+        return pa.concat_tables(pieces), refused
