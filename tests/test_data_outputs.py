@@ -322,3 +322,16 @@ def test_concurrent_identical_jobs_succeed_or_fail_cleanly(tmp_path: Path, model
             assert "another semcodec job" in str(outcome)
     assert pq.read_table(out)["id"].to_pylist() == list(range(40))
     assert listing(tmp_path) == ["in.parquet", "out.parquet"]
+
+
+def test_decode_jobs_honour_max_tokens(tmp_path: Path, model: Any) -> None:
+    import semcodec
+    from semcodec.data.images import ImageOptions
+
+    sems = tmp_path / "sems"
+    sems.mkdir()
+    (sems / "long.sem").write_bytes(semcodec.pack("A small red boat with a white sail floats on a calm blue lake."))
+    report = jobs.decode_folder(sems, tmp_path / "images", ImageOptions(max_tokens=5), progress=False)
+    assert (report.rows, report.bad_rows) == (1, 1)
+    assert "within 5 tokens" in (tmp_path / "images" / jobs.ERRORS_SIDECAR).read_text()
+    assert listing(tmp_path / "images") == [jobs.ERRORS_SIDECAR]

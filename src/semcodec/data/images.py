@@ -67,6 +67,7 @@ class ImageOptions:
     steps: int | None = None
     guidance: float | None = None
     image_format: str = "png"
+    max_tokens: int | None = None  # decode: each file's token budget (None: the codec's default)
 
     @classmethod
     def from_args(cls, args: Any) -> ImageOptions:
@@ -244,7 +245,7 @@ class ImageDecoder:
             else:
                 results[i] = (None, None, "no .sem data (null)" if cell is None else "not .sem bytes")
         try:
-            outcomes: list[Any] = unpack_many([bytes(cells[i]) for i in todo])
+            outcomes: list[Any] = unpack_many([bytes(cells[i]) for i in todo], max_tokens=self.options.max_tokens)
         except Exception as err:
             outcomes = [err] * len(todo)
 
