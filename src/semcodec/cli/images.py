@@ -18,7 +18,7 @@ from semcodec.cli.common import (
     peek_sem,
     positive_float,
 )
-from semcodec.cli.failures import item_failed, named
+from semcodec.cli.failures import item_failed
 from semcodec.pipeline.reflect import DEFAULT_LAMBDA, DEFAULT_WORDS
 from semcodec.registry import DEFAULT_MODEL_ID
 
@@ -208,8 +208,5 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
     if datasets.wants_dataset_job(args):
         return datasets.run(args, "decode")
-    try:
-        peek_sem(args.input)  # an image given to decode: say so, not "larger than the input limit"
-    except Exception as err:
-        raise named(args.input, err) from err
+    peek_sem(args.input)  # an image given to decode: say so, not "larger than the input limit"
     return decode(args)
