@@ -194,6 +194,30 @@ def test_oversized_cells_are_refused_before_they_are_read(tmp_path: Path, model:
     assert all(e.startswith("not read: row group ") and "more than the 165888-byte limit" in e for e in errors[:4])
 
 
+def test_a_value_many_rows_repeat_is_never_expanded(tmp_path: Path, model: Any) -> None:
+    """One 1 MB string, dictionary-encoded for 200 rows: the footer's sizes are small (the
+    dictionary holds it once), and the rows are refused without 200 copies being made."""
+    n, big = 200, 2**20
+    column = pa.DictionaryArray.from_arrays(pa.array([0] * (n - 1) + [1], pa.int32()), pa.array(["a" * big, "A cat."]))
+    source = tmp_path / "dict.parquet"
+    pq.write_table(pa.table({"text": column}), source, store_schema=False, dictionary_pagesize_limit=64 * 2**20)
+    assert pq.ParquetFile(source).schema_arrow.field("text").type == pa.string()  # read as plain text by default
+    home = pa.default_memory_pool()
+    pool = pa.proxy_memory_pool(home)
+    POOLS.append(pool)
+    pa.set_memory_pool(pool)
+    try:
+        report = jobs.pack_table(source, tmp_path / "out", rows_per_part=100, progress=False)
+    finally:
+        pa.set_memory_pool(home)
+    assert pool.max_memory() < 8 * 2**20, pool.max_memory()
+    assert (report.rows, report.bad_rows) == (n, n - 1)
+    out = pq.read_table(tmp_path / "out")
+    assert out["text"].type == pa.string() and out["text"].to_pylist() == [None] * (n - 1) + ["A cat."]
+    assert out["error"][0].as_py().startswith(f"text is longer than 165888 UTF-8 bytes ({big})")
+    assert out["sem"][n - 1].as_py() == __import__("semcodec").pack("A cat.")
+
+
 def test_cells_over_the_limit_never_become_python_strings(model: Any) -> None:
     """The coders check lengths in Arrow first (Ray Data hands them Arrow batches)."""
     from semcodec.data import TextPacker, TextUnpacker
@@ -201,6 +225,7 @@ def test_cells_over_the_limit_never_become_python_strings(model: Any) -> None:
     long_text = "b" * 200_000
     packed = TextPacker()(pa.table({"text": [long_text, "A cat."]}))
     assert packed["error"][0].as_py().startswith("text is longer than 165888 UTF-8 bytes (200000)")
+    assert packed["text"].to_pylist() == [None, "A cat."]  # not copied either
     back = TextUnpacker()(pa.table({"sem": pa.array([b"\x00" * 10_000, packed["sem"][1].as_py()])}))
     assert back["error"][0].as_py().startswith(".sem data is larger than the ")
     assert back["text"].to_pylist() == [None, "A cat."]
@@ -216,13 +241,14 @@ def test_one_row_row_groups_cost_linear_time(tmp_path: Path, model: Any, monkeyp
 
     class Counting(real):  # type: ignore[misc, valid-type]
         def __init__(self, source: Any, *args: Any, **kwargs: Any) -> None:
-            opened.append(str(source))
+            if kwargs.get("metadata") is None:  # a footer parse
+                opened.append(str(source))
             super().__init__(source, *args, **kwargs)
 
     monkeypatch.setattr(pq, "ParquetFile", Counting)
     report = jobs.pack_table(source, tmp_path / "out", rows_per_part=100, progress=False)
     assert (report.rows, report.bad_rows, report.parts) == (n, n, 30)
-    assert opened.count(str(source)) <= 2, len(opened)  # the up-front check, and the worker
+    assert opened.count(str(source)) <= 2, len(opened)  # the up-front check, and the worker's reader
     assert pq.read_table(tmp_path / "out")["id"].to_pylist() == list(range(n))
 
 

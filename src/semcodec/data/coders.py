@@ -49,29 +49,53 @@ def with_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
     return table.append_column(name, values)
 
 
-def cells(column: pa.ChunkedArray | pa.Array, action: str) -> tuple[list[Any], dict[int, str]]:
-    """A column's cells as Python values, with every cell over the per-row byte limit of
-    ``action`` (``pack``: text, ``unpack``: ``.sem`` data) left ``None`` and its message in
-    the returned ``{row: message}``; lengths are read from Arrow's offsets, so an oversized
-    value never becomes a Python object."""
+def _sized(kind: pa.DataType) -> bool:
+    import pyarrow as pa
+
+    return (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind)
+            or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind))
+
+
+def bounded(column: pa.ChunkedArray | pa.Array, action: str) -> tuple[pa.ChunkedArray, dict[int, str]]:
+    """``column`` with every cell over the per-row byte limit of ``action`` (``pack``: text,
+    ``unpack``: ``.sem`` data) made null, and ``{row: message}`` for those cells.
+
+    Lengths come from Arrow's offsets (no copy); a dictionary-encoded column is checked on its
+    dictionary, so a value repeated by many rows is never expanded. The type is kept.
+    """
     import pyarrow as pa
     import pyarrow.compute as pc
 
     from semcodec.data.tables import row_limit, too_long
 
-    if pa.types.is_dictionary(column.type):
-        column = column.cast(column.type.value_type)
-    kind = column.type
-    sized = (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind)
-             or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind))
-    if not sized:  # other types fail row by row; views are read in small batches by the jobs
-        return column.to_pylist(), {}
-    lengths = pc.binary_length(column)
-    over = pc.fill_null(pc.greater(lengths, row_limit(action)), False)
-    if not pc.any(over).as_py():
-        return column.to_pylist(), {}
-    refused = {int(i): too_long(action, lengths[int(i)].as_py()) for i in pc.indices_nonzero(over).to_pylist()}
-    return pc.if_else(over, pa.scalar(None, kind), column).to_pylist(), refused
+    chunked = column if isinstance(column, pa.ChunkedArray) else pa.chunked_array([column])
+    limit = row_limit(action)
+    chunks: list[pa.Array] = []
+    refused: dict[int, str] = {}
+    offset = 0
+    for chunk in chunked.chunks:
+        dictionary = pa.types.is_dictionary(chunk.type)
+        values = chunk.dictionary if dictionary else chunk
+        if _sized(values.type):
+            lengths = pc.binary_length(values)
+            over = pc.fill_null(pc.greater(lengths, limit), False)
+            if pc.any(over).as_py():
+                rows = pc.fill_null(pc.take(over, chunk.indices), False) if dictionary else over
+                row_lengths = pc.take(lengths, chunk.indices) if dictionary else lengths
+                for i in pc.indices_nonzero(rows).to_pylist():
+                    refused[offset + i] = too_long(action, row_lengths[i].as_py())
+                # take, not if_else: the result holds only the kept values' bytes (if_else
+                # would keep the whole old buffer, which later kernels size their output by)
+                keep = pc.if_else(over, pa.scalar(None, pa.int64()), pa.array(range(len(values)), pa.int64()))
+                kept = pc.take(values, keep)
+                if dictionary:
+                    indices = pc.if_else(rows, pa.scalar(None, chunk.indices.type), chunk.indices)
+                    chunk = pa.DictionaryArray.from_arrays(indices, kept)
+                else:
+                    chunk = kept
+        chunks.append(chunk)
+        offset += len(chunk)
+    return pa.chunked_array(chunks, chunked.type), refused
 
 
 def require_column(table: pa.Table, name: str) -> None:
@@ -121,7 +145,10 @@ class TextPacker:
         o = self.options
         sems: list[bytes | None] = []
         errors: list[str | None] = []
-        texts, over = cells(table[self.text_column], "pack")
+        column, over = bounded(table[self.text_column], "pack")
+        if over:  # a cell over the limit is not copied either (its row's error says why)
+            table = with_column(table, self.text_column, column)
+        texts = column.to_pylist()
         over.update(refused or {})
         for i, text in enumerate(texts):
             try:
@@ -175,7 +202,10 @@ class TextUnpacker:
         from semcodec.codec import unpack_many
 
         require_column(table, self.sem_column)
-        values, over = cells(table[self.sem_column], "unpack")
+        column, over = bounded(table[self.sem_column], "unpack")
+        if over:  # a cell over the limit is not copied either (its row's error says why)
+            table = with_column(table, self.sem_column, column)
+        values: list[Any] = column.to_pylist()
         over.update(refused or {})
         texts: list[str | None] = [None] * len(values)
         errors: list[str | None] = [None] * len(values)

@@ -74,12 +74,19 @@ def column_fits(action: str, kind: pa.DataType) -> bool:
             or pa.types.is_fixed_size_binary(kind))
 
 
-def open_parquet(source: str | Any) -> pq.ParquetFile:
-    """``source`` opened for reading in small batches (no pre-buffering of whole row groups)."""
+def open_parquet(source: str | Any, dictionary: str | None = None, metadata: Any = None) -> pq.ParquetFile:
+    """``source`` opened for reading in small batches (no pre-buffering of whole row groups);
+    the column named ``dictionary`` is read dictionary-encoded (a value many rows repeat is
+    held once, not once per row). ``metadata``: the footer, already parsed."""
     import pyarrow.parquet as pq
 
+    options: dict[str, Any] = {"pre_buffer": False, "buffer_size": 1 << 16}
+    if dictionary is not None:
+        options["read_dictionary"] = [dictionary]
+    if metadata is not None:
+        options["metadata"] = metadata
     try:
-        return pq.ParquetFile(source, pre_buffer=False, buffer_size=1 << 16)
+        return pq.ParquetFile(source, **options)
     except Exception as err:
         raise SemInputError(f"{source}: not a readable Parquet file ({err})") from None
 
@@ -108,6 +115,7 @@ class _File:
     """One input's footer, parsed once: row-group offsets, and the groups whose column is over the limit."""
 
     pf: pq.ParquetFile
+    schema: pa.Schema  # the file's own schema (the column as written, not dictionary-encoded)
     starts: list[int]  # first row of each group, then the file's row count
     oversized: list[int]  # sorted indices of groups not to read the column of
     column: int  # the column's index among the leaves (-1: not a plain leaf, never skipped)
@@ -126,13 +134,19 @@ class TableReader:
         self.action = action
         self.limit = row_limit(action)
         self._file: tuple[str, _File] | None = None
-        self._stream: tuple[str, int, Iterator[tuple[int, pa.Table, str | None]]] | None = None
-        self._pending: tuple[int, pa.Table, str | None] | None = None
+        self._stream: tuple[str, int, Iterator[tuple[int, pa.Table, dict[int, str]]]] | None = None
+        self._pending: tuple[int, pa.Table, dict[int, str]] | None = None
 
     def _open(self, source: str) -> _File:
+        import pyarrow as pa
+
         if self._file is not None and self._file[0] == source:
             return self._file[1]
         pf = open_parquet(source)
+        schema = pf.schema_arrow
+        field = pf.schema_arrow.field(self.column) if self.column in pf.schema_arrow.names else None
+        if field is not None and column_fits(self.action, field.type) and not pa.types.is_null(field.type):
+            pf = open_parquet(source, dictionary=self.column, metadata=pf.metadata)
         md = pf.metadata
         starts = [0]
         for g in range(md.num_row_groups):
@@ -145,21 +159,32 @@ class TableReader:
                 rows = starts[g + 1] - starts[g]
                 if md.row_group(g).column(column).total_uncompressed_size > rows * self.limit + CHUNK_SLACK:
                     oversized.append(g)
-        entry = _File(pf, starts, oversized, column)
+        entry = _File(pf, schema, starts, oversized, column)
         self._file = (source, entry)
         self._stream = None
         self._pending = None
         return entry
 
-    def _batches(self, f: _File, group: int) -> Iterator[tuple[int, pa.Table, str | None]]:
-        """``(first row, rows, message)`` from the start of ``group`` to the end of the file, in small batches.
+    def _bounded(self, f: _File, table: pa.Table) -> tuple[pa.Table, dict[int, str]]:
+        """A batch as the file's schema has it, its cells over the limit null (never expanded), and their messages."""
+        from semcodec.data.coders import bounded
+
+        index = table.schema.get_field_index(self.column)
+        if index < 0:
+            return table, {}
+        kept, refused = bounded(table[self.column], self.action)
+        field = f.schema.field(self.column)
+        return table.set_column(index, field, kept.cast(field.type)), refused
+
+    def _batches(self, f: _File, group: int) -> Iterator[tuple[int, pa.Table, dict[int, str]]]:
+        """``(first row, rows, {row: message})`` from the start of ``group`` to the end of the file, in small batches.
 
         Runs of groups within the limit are read as one stream; an oversized group is read
         without its column (nulls instead, and the message for its rows).
         """
         import pyarrow as pa
 
-        schema = f.pf.schema_arrow
+        schema = f.schema
         n = len(f.starts) - 1
         while group < n:
             k = bisect.bisect_left(f.oversized, group)
@@ -168,7 +193,7 @@ class TableReader:
             if stop > group:  # groups group .. stop-1 are within the limit
                 for batch in f.pf.iter_batches(BATCH_ROWS, row_groups=list(range(group, stop)),
                                                 use_threads=False):
-                    yield row, pa.Table.from_batches([batch]), None
+                    yield row, *self._bounded(f, pa.Table.from_batches([batch]))
                     row += batch.num_rows
                 group = stop
                 continue
@@ -182,7 +207,7 @@ class TableReader:
             for batch in f.pf.iter_batches(BATCH_ROWS, row_groups=[group], columns=others, use_threads=False):
                 part = pa.Table.from_batches([batch])
                 part = part.add_column(index, schema.field(index), pa.nulls(part.num_rows, schema.field(index).type))
-                yield row, part, message
+                yield row, part, dict.fromkeys(range(part.num_rows), message)
                 row += part.num_rows
             group += 1
 
@@ -211,20 +236,19 @@ class TableReader:
             self._pending = None
             if item is None:
                 break
-            row, table, message = item
+            row, table, messages = item
             end = row + table.num_rows
             if end <= start + got:
                 continue  # before the rows wanted
             lo = start + got - row
             take = min(end, stop) - (row + lo)
-            piece = table.slice(lo, take)
-            if message is not None:
-                refused.update((got + i, message) for i in range(take))
-            pieces.append(piece)
+            pieces.append(table.slice(lo, take))
+            refused.update((got + i - lo, m) for i, m in messages.items() if lo <= i < lo + take)
             got += take
             if row + lo + take < end:  # the rest belongs to the next part
-                self._pending = (row + lo + take, table.slice(lo + take), message)
+                rest = {i - lo - take: m for i, m in messages.items() if i >= lo + take}
+                self._pending = (row + lo + take, table.slice(lo + take), rest)
         self._stream = (source, start + got, stream)
         if not pieces:
-            return f.pf.schema_arrow.empty_table(), refused
+            return f.schema.empty_table(), refused
         return pa.concat_tables(pieces), refused
