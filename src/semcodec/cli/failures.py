@@ -108,6 +108,8 @@ def classify(err: BaseException) -> tuple[int, str]:
     """The exit code and the one-line message for ``err``."""
     if isinstance(err, NamedError):
         code, message = classify(err.cause)
+        if isinstance(err.cause, SemModelError):  # the model or its cache failed, not this input
+            return code, message
         shown = one_line(err.source)
         already = message.startswith(shown) or isinstance(err.cause, OutputExistsError) or (
             isinstance(err.cause, OSError) and err.cause.filename is not None)  # names the file it is about
@@ -148,8 +150,11 @@ def item_failed(source: str, err: BaseException) -> tuple[int, str]:
     """Report one failed item of a batch (the batch goes on); returns its code and message.
 
     The message names ``source`` once: errors that already start with it are not prefixed again.
+    A model error (:class:`~semcodec.errors.SemModelError`: the model cannot be fetched, is
+    wrong, or its cache cannot be written) is no failure of this item: it stops the batch
+    (every item needs the model) and :func:`run` reports it, exit 3, naming no input.
     """
-    if isinstance(err, KeyboardInterrupt) or _debugging(err):
+    if isinstance(err, KeyboardInterrupt) or _debugging(err) or isinstance(err, SemModelError):
         raise err
     code, message = classify(err)
     shown = one_line(source)

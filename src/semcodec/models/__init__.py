@@ -41,7 +41,7 @@ from semcodec.models import pins, verified
 from semcodec.models.exact import ExactLM, KVCache, SharedPrefix
 from semcodec.models.kernels import products_from_name
 from semcodec.models.tokenizer import TextTokenizer
-from semcodec.models.weights import ENTRY_FILES, RUNTIME_VERSION, cache_directory, load_weights
+from semcodec.models.weights import ENTRY_FILES, RUNTIME_VERSION, cache_directory, cache_lock, load_weights
 from semcodec.registry import ModelSpec, WeightsSource, model_spec
 
 
@@ -314,7 +314,8 @@ def _save_context(path: os.PathLike[str], state: ContextState) -> None:
     """Best effort: a read-only cache only costs the recomputation next time."""
     arrays = {name: pins.little_endian(arr) for name, arr in _context_arrays(state).items()}
     try:
-        with temp_beside(path) as tmp:  # a full disk or an interruption leaves no partial file behind
+        # One writer at a time; it first removes what a writer killed midway left (cache_lock).
+        with cache_lock(Path(path)), temp_beside(path) as tmp:  # a full disk or an interruption leaves no partial file
             with open(tmp, "wb") as handle:
                 np.savez(handle, **arrays)  # type: ignore[arg-type]
             os.replace(tmp, path)
@@ -324,25 +325,44 @@ def _save_context(path: os.PathLike[str], state: ContextState) -> None:
 
 CHECK_OK = "ok"
 CHECK_NOT_BUILT = "not built yet (built on first use)"
+CHECK_NOT_FETCHED = "not fetched yet ('semcodec model fetch' fetches and converts it)"
+VOUCHED = ("; yet verified.json vouches for this very file (a forged record, or a change below the file "
+           "system): loads since it was recorded may have used it")
+"""Added to a wrong file's status when the verification record claims it matched its pin."""
+
+
+def _vouched(directory: Path, name: str, pinned: str | None) -> bool:
+    """Whether the :mod:`verified` record vouches for file ``name`` as it is now."""
+    if pinned is None:
+        return False
+    try:
+        return verified.is_recorded(directory, name, pinned, verified.file_stat(directory / name))
+    except OSError:
+        return False
 
 
 def check_cache(model_id: int) -> dict[str, str]:
     """Every derived file of a model's weights checked against its pin, building nothing.
 
-    ``{file: CHECK_OK | CHECK_NOT_BUILT | what is wrong}``: the converted entry's files, then
-    the evaluated context of every profile on the same weights (``semcodec model verify``).
+    ``{file: CHECK_OK | CHECK_NOT_BUILT | CHECK_NOT_FETCHED | what is wrong}``: the converted
+    entry's files, then the evaluated context of every profile on the same weights
+    (``semcodec model verify``). Every file is hashed, whatever the :mod:`verified` record
+    says; a wrong file the record vouches for says so (:data:`VOUCHED`).
     """
-    from semcodec.models.weights import check_entry
+    from semcodec.models.weights import check_entry, pinned_digests
     from semcodec.registry import MODELS
 
     source = model_spec(model_id).weights
     directory = cache_directory(source)
+    if not any(os.path.lexists(directory / name) for name in ENTRY_FILES):
+        return {name: CHECK_NOT_FETCHED for name in ENTRY_FILES}  # nothing there: not wrong, just not there yet
+    pinned = pinned_digests(source)
     wrong = check_entry(source)
-    report = {name: wrong.get(name, CHECK_OK) for name in ENTRY_FILES}
+    report = {name: wrong[name] + (VOUCHED if _vouched(directory, name, pinned.get(name)) else "")
+              if name in wrong else CHECK_OK for name in ENTRY_FILES}
     if wrong:  # without a good entry there is no tokenizer to name the contexts by
         return report
     tokenizer = TextTokenizer(directory)
-    pinned = pins.DERIVED[source.gguf_sha256]
     n_layers = int(json.loads((directory / "index.json").read_text())["config"]["n_layers"])
     for spec in MODELS.values():
         if spec.weights != source:
@@ -353,7 +373,8 @@ def check_cache(model_id: int) -> dict[str, str]:
         elif not (directory / name).is_file():
             report[name] = CHECK_NOT_BUILT
         elif _load_context(directory / name, n_layers, pinned[name], use_record=False) is None:
-            report[name] = "its arrays do not have the pinned digest"
+            report[name] = "its arrays do not have the pinned digest" + (
+                VOUCHED if _vouched(directory, name, pinned[name]) else "")
         else:
             report[name] = CHECK_OK
     return report

@@ -25,7 +25,16 @@ What the pins catch, and whether the record keeps catching it (SPEC §5):
 Not caught without a full check: damage below the filesystem that leaves its metadata
 alone (bad sectors, bit rot in the page cache or on disk), a write through a shared
 memory map whose ctime update is still pending, or someone setting the clock back and
-writing the file in the same size. ``semcodec model verify`` always hashes every file.
+writing the file in the same size.
+
+The record guards against accidents, not attackers: it is not authenticated, so whoever
+can write the cache entry can also rewrite ``verified.json`` with a changed file's new
+numbers, and loads would then use that file unhashed. Such a writer is the user running
+semcodec (who could as well change semcodec's own code), and the record is trusted only
+where no one else could have written it: ``verified.json`` a regular file, it and the
+entry's folder owned by this process's user and writable by neither group nor others;
+anywhere else every load hashes. ``semcodec model verify`` and
+``semcodec model fetch`` never consult the record: they hash every file.
 
     >>> import os, tempfile, time
     >>> folder = Path(tempfile.mkdtemp())
@@ -46,10 +55,12 @@ writing the file in the same size. ``semcodec model verify`` always hashes every
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import stat as stat_module
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from semcodec.fileio import temp_beside
@@ -72,9 +83,36 @@ def file_stat(path: Path, fd: int | None = None) -> FileStat:
     return [st.st_size, st.st_ino, st.st_dev, st.st_mtime_ns, st.st_ctime_ns]
 
 
+_MAX_RECORD_BYTES = 1 << 20
+"""A record is a few hundred bytes; a larger file is not one."""
+
+
+def _private(st: os.stat_result) -> bool:
+    """Owned by this process's user and writable by no one else (no POSIX owners: True)."""
+    if not hasattr(os, "geteuid"):
+        return True
+    return st.st_uid == os.geteuid() and not st.st_mode & (stat_module.S_IWGRP | stat_module.S_IWOTH)
+
+
+_ignoring = False  # see ignored()
+
+
 def _read(directory: Path) -> dict[str, object]:
+    """The record's entries, or nothing: when it is missing or malformed, when someone other
+    than this user could have written it (``verified.json`` a regular file, it and the folder
+    owned by this user and writable by neither group nor others), and inside :func:`ignored`."""
+    if _ignoring:
+        return {}
     try:
-        data = json.loads((directory / RECORD_FILE).read_text(encoding="utf-8"))
+        fd = os.open(directory / RECORD_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return {}
+    try:
+        with os.fdopen(fd, "rb") as handle:
+            st = os.fstat(handle.fileno())
+            if not stat_module.S_ISREG(st.st_mode) or not _private(st) or not _private(os.stat(directory)):
+                return {}
+            data = json.loads(handle.read(_MAX_RECORD_BYTES + 1).decode("utf-8"))
     except (OSError, ValueError):
         return {}
     if not isinstance(data, dict) or data.get("version") != _VERSION or not isinstance(data.get("entries"), dict):
@@ -92,6 +130,11 @@ def record(directory: Path, name: str, pinned: str, stat: FileStat, started: flo
     """Record that file ``name`` matched ``pinned`` (hash begun at ``started``), unless it is racily new."""
     if max(stat[3], stat[4]) >= (started - RACY_S) * 1e9:
         return  # written too recently for its times to tell a later write apart
+    try:
+        if not _private(os.stat(directory)):
+            return  # a record others could rewrite would never be believed
+    except OSError:
+        return
     entries = _read(directory)
     entries[name] = {"pin": pinned, "files": {name: stat}}
     try:
@@ -101,6 +144,18 @@ def record(directory: Path, name: str, pinned: str, stat: FileStat, started: flo
             os.replace(tmp, directory / RECORD_FILE)
     except OSError:
         return  # a read-only cache: the next load hashes again
+
+
+@contextlib.contextmanager
+def ignored() -> Iterator[None]:
+    """While the block runs, the record vouches for nothing: every file is hashed (and a file
+    that matches is recorded anew). ``semcodec model fetch`` runs inside it."""
+    global _ignoring
+    before, _ignoring = _ignoring, True
+    try:
+        yield
+    finally:
+        _ignoring = before
 
 
 def matches_pin(

