@@ -35,7 +35,7 @@ BEGIN, END = "# BEGIN GENERATED", "# END GENERATED"
 
 def source_digests(source: WeightsSource, workdir: Path) -> tuple[dict[str, str], dict[str, str]]:
     """(table pins, derived-file pins) for one GGUF, converted from scratch in ``workdir``."""
-    entry = workdir / source.gguf_sha256[:16]
+    entry = workdir / source.key.replace("+", "-")[:40]
     build_cache(source, ensure_gguf(source), entry, check_pins=False)
     files = {name: pins.file_digest(entry / name) for name in ENTRY_FILES}
     weights = _load_dir(entry, None)
@@ -81,7 +81,7 @@ def main() -> int:
         for source in {spec.weights for spec in MODELS.values()}:
             t, files = source_digests(source, Path(workdir))
             table_pins.update(t)
-            derived[source.gguf_sha256] = files
+            derived[source.key] = files
     block = render(table_pins, derived)
     text = PINS_FILE.read_text(encoding="utf-8")
     head, rest = text.split(BEGIN, 1)

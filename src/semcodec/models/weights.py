@@ -39,6 +39,7 @@ import numpy as np
 from semcodec.errors import SemModelError
 from semcodec.fileio import temp_beside
 from semcodec.models import pins, tables, verified
+from semcodec.models.adapter import packaged as packaged_adapter
 from semcodec.models.kernels import QMatrix
 from semcodec.registry import WeightsSource
 
@@ -351,12 +352,13 @@ def _config_from_gguf(meta: dict[str, object]) -> ModelConfig:
 def cache_directory(source: WeightsSource) -> Path:
     """The converted entry of ``source`` (whether or not it exists yet): named by its sha256
     and the runtime version."""
-    return cache_root() / f"{source.gguf_sha256[:16]}-rt{RUNTIME_VERSION}"
+    adapted = f"-{source.adapter_sha256[:16]}" if source.adapter else ""
+    return cache_root() / f"{source.gguf_sha256[:16]}{adapted}-rt{RUNTIME_VERSION}"
 
 
 def pinned_digests(source: WeightsSource) -> dict[str, str]:
     """The pinned sha256 of every derived file of ``source`` (SemModelError when there are none)."""
-    pinned = pins.DERIVED.get(source.gguf_sha256)
+    pinned = pins.DERIVED.get(source.key)
     if pinned is None:
         raise SemModelError(f"no derived-file digests are pinned for the model file {source.gguf_sha256[:16]}… "
                             "(semcodec.models.pins; scripts/pin_digests.py makes them)")
@@ -412,9 +414,11 @@ def build_cache(source: WeightsSource, gguf_path: Path, directory: Path, check_p
     gguf = GGUFFile(gguf_path)
     cfg = _config_from_gguf(gguf.metadata)
     arrays: dict[str, np.ndarray] = {}
+    adapter = packaged_adapter(source.adapter, source.adapter_sha256) if source.adapter else None
 
     def add_matrix(name: str, *gguf_names: str) -> None:
-        parts = [quantize_matrix(gguf.dequantize(n)) for n in gguf_names]  # rows: outputs
+        parts = [adapter.merge(n, *quantize_matrix(gguf.dequantize(n))) if adapter else
+                 quantize_matrix(gguf.dequantize(n)) for n in gguf_names]  # rows: outputs; SPEC §5 steps 1, 1b
         q = np.concatenate([p[0] for p in parts])
         arrays[name] = np.ascontiguousarray(q.T)  # (K, N)
         arrays[f"{name}.scale"] = np.concatenate([p[1] for p in parts])
@@ -458,6 +462,7 @@ def build_cache(source: WeightsSource, gguf_path: Path, directory: Path, check_p
             "format": "semcodec-exact-weights",
             "runtime_version": RUNTIME_VERSION,
             "source_sha256": source.gguf_sha256,
+            **({"adapter_sha256": source.adapter_sha256} if source.adapter else {}),  # base entries stay as pinned
             "weights_sha256": digest.hexdigest(),
             "files_sha256": {name: _sha256_file(staging / name) for name in _TOKENIZER_FILES},
             "config": cfg.__dict__,
