@@ -15,7 +15,7 @@ element, in a fixed order, so the adapted rows are the same bits on every machin
     >>> q, s = np.array([[127, -64, 0]], np.int8), np.array([0.5])
     >>> factors = Factors(a=np.array([[1, 0, 2]], np.int8), b=np.array([[3]], np.int8), c=np.array([0.25], "<f4"))
     >>> merged_q, merged_s = merge_rows(q, s, factors)
-    >>> merged_q.tolist(), merged_s.tolist()  # rows 63.5 + 0.75, -32 + 0, 0 + 1.5: requantised
+    >>> merged_q.tolist()  # the row 63.5 + 0.75, -32 + 0, 0 + 1.5, requantised
     [[127, -63, 3]]
     >>> float(merged_s[0]) == 64.25 / 127
     True
