@@ -52,12 +52,15 @@ def require_ray() -> Any:
 
 
 def actor_pool_args(
-    workers: int | None, num_cpus: float, num_gpus: float, *, fixed: bool = False, blocks: int | None = None
+    workers: int | None, num_cpus: float, num_gpus: float, *, fixed: bool = False, blocks: int | None = None,
+    upstream: Dataset | None = None,
 ) -> dict[str, Any]:
-    """``map_batches`` keyword arguments for an actor pool of ``workers`` (None: one per cluster CPU).
+    """``map_batches`` keyword arguments for an actor pool of ``workers`` (None: as many as the
+    cluster can run, see :func:`pool_size`).
 
     ``blocks``: how many blocks the input has, when known; the pool never has more actors
-    (each would load the model for nothing).
+    (each would load the model for nothing). ``upstream``: the dataset the pool maps, whose
+    own actor pools and read tasks hold CPUs while this pool runs.
 
     By default the pool starts with one actor and grows to ``workers`` as blocks queue up
     (the others join seconds later, each loading the model then). ``fixed`` starts all
@@ -65,12 +68,18 @@ def actor_pool_args(
     pool runs (input already in memory, output taken by the driver): a fixed pool that
     takes every CPU of the cluster starves the tasks that read its input, and any
     downstream pool or write (``read_parquet`` then hangs on a 2-CPU cluster with 2
-    workers, even with reads asking for 0 CPUs; measured with Ray 2.60).
+    workers, even with reads asking for 0 CPUs; measured with Ray 2.60). A request the
+    cluster cannot meet raises :class:`BackendUnavailableError` at once, instead of a job
+    that waits forever.
     """
     ray = require_ray()
-    if workers is None:
-        cpus = int(ray.cluster_resources().get("CPU", 1)) if ray.is_initialized() else 1
-        workers = max(1, int(cpus // max(num_cpus, 1e-9)) if num_cpus else cpus)
+    if blocks is not None and workers is not None:
+        workers = max(1, min(workers, blocks))
+    if ray.is_initialized():
+        workers = pool_size(ray.cluster_resources(), workers, num_cpus, num_gpus, fixed=fixed,
+                            upstream=_upstream_needs(upstream) if upstream is not None else (0.0, 0, False))
+    elif workers is None:
+        workers = 1
     if blocks is not None:
         workers = max(1, min(workers, blocks))
     if fixed:
@@ -81,6 +90,93 @@ def actor_pool_args(
     if num_gpus:
         args["num_gpus"] = num_gpus
     return args
+
+
+def pool_size(
+    resources: dict[str, float], workers: int | None, num_cpus: float, num_gpus: float, *, fixed: bool = False,
+    upstream: tuple[float, int, bool] = (0.0, 0, False),
+) -> int:
+    """How many workers of ``num_cpus`` CPUs and ``num_gpus`` GPUs a pool gets on a cluster with
+    ``resources`` (``ray.cluster_resources()``): ``workers``, or when None as many as fit (a
+    growing pool asking for more gets as many as fit; a fixed one cannot start: an error).
+
+    ``upstream``: ``(CPUs held by earlier pools of the chain, how many pools, whether tasks
+    (reads) need a CPU too)``. Raises :class:`BackendUnavailableError`, one line naming what
+    is missing, when the request cannot be met: Ray would wait for it forever.
+
+    >>> pool_size({"CPU": 8.0}, None, 1, 0), pool_size({"CPU": 8.0}, 32, 1, 0, upstream=(0.0, 0, True))
+    (8, 7)
+    """
+    cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
+    held, pools, tasks = upstream
+    have = f"{cpus:g} CPU{'s' if cpus != 1 else ''}, {gpus:g} GPU{'s' if gpus != 1 else ''}"
+    if num_gpus > gpus:
+        what = "no GPU" if not gpus else f"{gpus:g} GPU{'s' if gpus != 1 else ''}"
+        raise BackendUnavailableError(
+            f"each Ray worker asks for {num_gpus:g} GPU{'s' if num_gpus != 1 else ''}, and the Ray cluster has "
+            f"{what} ({have}): drop the GPU request (--gpus) or join a cluster with GPUs"
+        )
+    if num_cpus > cpus:
+        raise BackendUnavailableError(
+            f"each Ray worker asks for {num_cpus:g} CPUs, and the Ray cluster has {cpus:g} ({have})"
+        )
+    free = cpus - held - (1 if tasks else 0)
+    first = (workers or 1) * num_cpus if fixed else num_cpus
+    if first > free:
+        need = held + first + (1 if tasks else 0)
+        parts = [f"{held:g} for the earlier pools' workers"] if pools else []
+        parts.append(f"{first:g} for {'this pool' if pools else 'the pool'}'s {'workers' if fixed else 'first worker'}")
+        if pools and not fixed and held == pools * num_cpus:
+            parts = [f"{num_cpus:g} for each pool's first worker"]
+        if tasks:
+            parts.append("1 for the tasks that read the input")
+        chain = f"this chain of {pools + 1} actor pools" if pools else "this actor pool"
+        raise BackendUnavailableError(
+            f"{chain} needs at least {need:g} CPUs ({' and '.join(parts)}), and the Ray cluster has {cpus:g}: "
+            "give Ray more CPUs" + (" or materialize() the dataset between the pools" if pools else
+                                    " or ask for fewer workers")
+        )
+    fit = int(free // num_cpus) if num_cpus else int(cpus) or 1
+    if num_gpus:
+        fit = min(fit, int(gpus // num_gpus))
+    if workers is None or (workers > fit and not fixed):  # a growing pool stops where the cluster does
+        return max(1, fit)
+    if workers > fit:
+        raise BackendUnavailableError(
+            f"{workers} Ray workers ask for {workers * num_cpus:g} CPUs"
+            + (f" and {workers * num_gpus:g} GPUs" if num_gpus else "")
+            + f", and the Ray cluster can run {fit} ({have}"
+            + (f", {held + (1 if tasks else 0):g} CPUs held by the rest of the job" if held or tasks else "")
+            + "): ask for fewer workers"
+        )
+    return workers
+
+
+def _upstream_needs(ds: Dataset) -> tuple[float, int, bool]:
+    """What ``ds``'s own plan holds while a pool mapping it runs: the CPUs of its actor pools'
+    first workers, how many pools, and whether it runs tasks (reads, task maps) needing a CPU.
+    (0, 0, False) when the plan cannot be read (another Ray version): no check then."""
+    import ray.data
+
+    try:
+        stack = [ds._logical_plan.dag]
+    except AttributeError:
+        return 0.0, 0, False
+    held, pools, tasks, seen = 0.0, 0, False, set()
+    while stack:
+        op = stack.pop()
+        if id(op) in seen:
+            continue
+        seen.add(id(op))
+        compute = getattr(op, "compute", None)
+        args = getattr(op, "ray_remote_args", None) or {}
+        if isinstance(compute, ray.data.ActorPoolStrategy):
+            pools += 1
+            held += compute.min_size * float(args.get("num_cpus", 1))
+        elif isinstance(compute, ray.data.TaskPoolStrategy) or type(op).__name__.startswith(("Read", "ListFiles")):
+            tasks = True
+        stack.extend(getattr(op, "input_dependencies", None) or [])
+    return held, pools, tasks
 
 
 def _ordered(ds: Dataset) -> Dataset:
@@ -102,10 +198,14 @@ def _map_in_pool(
 ) -> Dataset:
     """``ds`` (order kept) mapped by ``coder(**coder_kwargs)`` in an actor pool, batches as Arrow tables.
 
-    ``carry_env``: the workers get this process's backend settings (:func:`backend_env`).
+    ``carry_env``: the workers get this process's backend settings (:func:`backend_env`)
+    and, inside ``coder_kwargs["options"]``, its credentials (never in a ``runtime_env``:
+    Ray logs those).
     """
     require_ray()
     env: dict[str, Any] = {"runtime_env": backend_env()} if carry_env else {}
+    if carry_env:
+        coder_kwargs = {**coder_kwargs, "options": (coder_kwargs.get("options") or ImageOptions()).with_secrets()}
     return _ordered(ds).map_batches(
         coder,
         fn_constructor_kwargs=coder_kwargs,
@@ -113,7 +213,7 @@ def _map_in_pool(
         batch_size=batch_size,
         udf_modifying_row_count=False,
         **env,
-        **actor_pool_args(workers, num_cpus, num_gpus, fixed=fixed_pool),
+        **actor_pool_args(workers, num_cpus, num_gpus, fixed=fixed_pool, upstream=ds),
     )
 
 
@@ -239,10 +339,8 @@ def decode_dataset(
 
 
 def backend_env() -> dict[str, Any]:
-    """A Ray ``runtime_env`` carrying this process's backend and semcodec settings to the workers."""
-    import os
+    """A Ray ``runtime_env`` carrying this process's backend settings (not its secrets, not
+    node-local paths) to the workers: :func:`semcodec.data.images.worker_settings`."""
+    from semcodec.data.images import worker_settings
 
-    # Paths (model caches) are each node's own business; only settings and credentials travel.
-    local = ("SEMCODEC_CACHE_DIR", "SEMCODEC_MODEL_FILE", "HF_HOME")
-    prefixes = ("OPENAI_", "SEMCODEC_", "HF_", "HUGGINGFACE_")
-    return {"env_vars": {k: v for k, v in os.environ.items() if k.startswith(prefixes) and k not in local}}
+    return {"env_vars": worker_settings()}

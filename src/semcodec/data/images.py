@@ -14,8 +14,10 @@ or ``H×W×3`` uint8 arrays (``ray.data.read_images``).
 
 from __future__ import annotations
 
+import os
+import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from semcodec.container import Header
@@ -38,12 +40,69 @@ if TYPE_CHECKING:
 
 IMAGE_COLUMN = "image"
 
+_CARRIED = ("OPENAI_", "SEMCODEC_", "HF_", "HUGGINGFACE_", "HUGGING_FACE_")
+_NODE_LOCAL = ("SEMCODEC_CACHE_DIR", "SEMCODEC_MODEL_FILE", "HF_HOME")
+_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASS|CREDENTIAL|AUTH|COOKIE|SESSION", re.IGNORECASE)
+
+
+def _is_secret(name: str, value: str) -> bool:
+    """Every ``OPENAI_*`` setting (a base URL can hold ``user:password@`` or ``?api-key=``), any
+    name that sounds like a credential, and any value that is a URL."""
+    return name.startswith("OPENAI_") or bool(_SECRET_NAME.search(name)) or "://" in value
+
+
+def worker_settings() -> dict[str, str]:
+    """This process's backend settings that workers need and that may be logged: the
+    ``SEMCODEC_*``/``HF_*`` variables that are neither secrets nor node-local paths.
+
+    Ray's ``runtime_env`` carries these (its agent logs them, world-readable); secrets go
+    with :class:`Secrets` instead.
+    """
+    return {k: v for k, v in os.environ.items()
+            if k.startswith(_CARRIED) and k not in _NODE_LOCAL and not _is_secret(k, v)}
+
+
+class Secrets:
+    """Credentials from the driver's environment (``OPENAI_API_KEY``, ``OPENAI_BASE_URL``,
+    ``HF_TOKEN``, ...) on their way to workers inside the coder's options: an actor's
+    constructor arguments, which Ray keeps in memory and never logs, unlike a
+    ``runtime_env``. Its ``repr`` names the variables, never their values.
+
+    >>> Secrets({"OPENAI_API_KEY": "sk-123"})
+    Secrets(OPENAI_API_KEY)
+    """
+
+    def __init__(self, values: dict[str, str]) -> None:
+        self._values = dict(values)
+
+    @classmethod
+    def from_env(cls) -> Secrets:
+        return cls({k: v for k, v in os.environ.items()
+                    if k.startswith(_CARRIED) and k not in _NODE_LOCAL and _is_secret(k, v)})
+
+    def install(self) -> None:
+        """Put the credentials into this (worker) process's environment, where backends read them."""
+        os.environ.update(self._values)
+
+    def names(self) -> list[str]:
+        return sorted(self._values)
+
+    def __repr__(self) -> str:
+        return f"Secrets({', '.join(self.names())})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secrets) and other._values == self._values
+
+    __hash__ = None  # type: ignore[assignment]
+
 
 @dataclass(frozen=True)
 class ImageOptions:
     """``semcodec encode``/``decode`` options, picklable so Ray can ship them to workers.
 
     ``None`` means the command line's default (e.g. the captioner from ``OPENAI_API_KEY``).
+    ``secrets`` (see :meth:`with_secrets`) go into the environment of the process that
+    builds a coder from these options.
     """
 
     captioner: str | None = None
@@ -68,6 +127,15 @@ class ImageOptions:
     guidance: float | None = None
     image_format: str = "png"
     max_tokens: int | None = None  # decode: each file's token budget (None: the codec's default)
+    secrets: Secrets | None = field(default=None, repr=False, compare=False)
+
+    def with_secrets(self) -> ImageOptions:
+        """These options carrying this process's credentials (:class:`Secrets`) to a worker."""
+        return replace(self, secrets=Secrets.from_env())
+
+    def install_secrets(self) -> None:
+        if self.secrets is not None:
+            self.secrets.install()
 
     @classmethod
     def from_args(cls, args: Any) -> ImageOptions:
@@ -113,6 +181,7 @@ class ImageEncoder:
         from semcodec.registry import model_id_by_name
 
         o = self.options = options or ImageOptions()
+        o.install_secrets()
         self.model_id = model_id_by_name(str(o.model))
         self.settings = ReflectSettings(reflect=o.reflect, seeds=o.seeds, words=o.words, lam=o.lam)
         backends = load_encode_backends(
@@ -219,6 +288,7 @@ class ImageDecoder:
         from semcodec.pipeline.backends import BackendPool
 
         self.options = options or ImageOptions()
+        self.options.install_secrets()
         self.pool = BackendPool(self.options.backend_options())
         self._generators: dict[str, Generator] = {}
 

@@ -422,8 +422,8 @@ def _run_parts(
         blocks = min(len(pending), 1000)
         ds = ray.data.from_items([asdict(p) for p in pending], override_num_blocks=blocks)
         ds.context.execution_options.preserve_order = True
-        results = ds.map_batches(
-            PartWorker,
+        results = _map_batches(
+            ds, PartWorker,
             fn_constructor_kwargs={"job": job, "staging": str(staging.resolve())},
             batch_size=1,
             batch_format="pyarrow",
@@ -431,7 +431,6 @@ def _run_parts(
             # The parts are in memory and their results go to this process: nothing else
             # wants a CPU, so every worker starts (and loads the model) at once.
             **actor_pool_args(workers, 1, 0, fixed=True, blocks=blocks),
-            **NO_RESTARTS,
         )
         yield from results.iter_rows()
 
@@ -482,7 +481,7 @@ def ray_session(address: str | None) -> Iterator[Any]:
     rows), workers' logs stay in the session folder (``log_to_driver=False``), and the
     notice that a new local cluster uses token authentication (Ray's secure default, kept)
     is not printed. The job's actor pools do not restart a dead worker (``max_restarts=0``,
-    see :data:`NO_RESTARTS`), which also ends the ``core_worker.cc`` error line Ray prints
+    see :func:`_map_batches`), which also ends the ``core_worker.cc`` error line Ray prints
     for every restartable actor whose constructor arguments sit in the object store.
     """
     import logging
@@ -511,10 +510,22 @@ def ray_session(address: str | None) -> Iterator[Any]:
             ray.shutdown()
 
 
-NO_RESTARTS = {"max_restarts": 0}
-"""``map_batches`` arguments of the jobs' actor pools. Ray Data's default restarts a dead
-worker forever and retries its batch forever: a part that kills its worker (out of memory)
-would loop. Here the job stops with the error and a re-run resumes from the finished parts."""
+def _map_batches(ds: Any, fn: type, **kwargs: Any) -> Any:
+    """``ds.map_batches(fn, **kwargs)`` with ``max_restarts=0`` where this Ray takes it.
+
+    Ray Data's default restarts a dead worker forever and retries its batch forever: a part
+    that kills its worker (out of memory) would loop. Here the job stops with the error and
+    a re-run resumes from the finished parts. (Ray 2.60 takes the setting only as a
+    deprecated ``**ray_remote_args``; its deprecation warning is not for our users.)
+    """
+    import inspect
+    import warnings
+
+    if any(p.kind is p.VAR_KEYWORD for p in inspect.signature(ds.map_batches).parameters.values()):
+        kwargs["max_restarts"] = 0
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        return ds.map_batches(fn, **kwargs)
 
 _TOKEN_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
 
@@ -667,9 +678,9 @@ def _run_files(
         rows = [{"source": str(Path(s).resolve()), "output": str(Path(o).resolve())} for s, o in pending]
         ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), 1000))
         ds.context.execution_options.preserve_order = True
-        results = ds.map_batches(
-            FileWorker,
-            fn_constructor_kwargs={"action": action, "options": options},
+        results = _map_batches(
+            ds, FileWorker,
+            fn_constructor_kwargs={"action": action, "options": options.with_secrets()},  # not in runtime_env: logged
             batch_size=chunk,
             batch_format="pyarrow",
             udf_modifying_row_count=False,
