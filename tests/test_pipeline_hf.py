@@ -378,3 +378,30 @@ def test_paint_sizes_follow_the_models_native_area() -> None:
     assert size("stabilityai/sdxl-turbo", sdxl, 768, 512) == (624, 416)  # distilled at 512², whatever its UNet says
     assert size("black-forest-labs/FLUX.1-schnell", flux, 1920, 1080) == (1360, 768)  # ~1 MP, multiples of 16
     assert size("stabilityai/sd-turbo", sd, 1, 1, paint_size=(500, 300)) == (496, 304)  # --paint-size, snapped
+
+
+def test_a_local_copy_of_a_registered_generator_gets_its_settings_and_id(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    """``--generator hf:FOLDER`` where FOLDER is the Hugging Face cache's copy of SD-Turbo (as
+    ``hf download`` leaves it, or a symlink to it): 1 step, guidance 0 and generator id 3, as
+    for ``hf:stabilityai/sd-turbo``; another folder keeps its pipeline's defaults and no id."""
+    from semcodec.pipeline.backends import generator_id_for, parse_spec
+    from semcodec.pipeline.backends.hf import DEFAULT_PIPELINE, registered_name
+
+    tiny_models.add_to_hf_cache(tmp_path / "hf", "stabilityai/sd-turbo", models["sd"])
+    snapshot = next((tmp_path / "hf" / "hub" / "models--stabilityai--sd-turbo" / "snapshots").iterdir())
+    (tmp_path / "my-sd-turbo").symlink_to(snapshot, target_is_directory=True)
+    backend = HFBackend(BackendOptions(device="cpu"))  # no --steps: the model's own settings
+    for folder in (snapshot, tmp_path / "my-sd-turbo"):
+        assert registered_name(str(folder)) == "stabilityai/sd-turbo"
+        assert generator_id_for(parse_spec(f"hf:{folder}"), DEFAULT_PIPELINE) == 3
+        generator = backend.generator(str(folder))
+        assert generator._settings(backend.pipeline(str(folder))) == (1, 0.0)
+        steps: list[tuple[int, int]] = []
+        header = Header(width=40, height=30, seed=1)
+        paint(generator, "a red cat", header, on_step=lambda d, t, s=steps: s.append((d, t)))
+        assert steps == [(1, 1)]
+    plain = str(models["sd"])
+    assert registered_name(plain) is None and generator_id_for(parse_spec(f"hf:{plain}"), DEFAULT_PIPELINE) is None
+    assert backend.generator(plain)._settings(backend.pipeline(plain))[0] == 50  # the pipeline's own default

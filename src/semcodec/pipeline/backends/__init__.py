@@ -188,8 +188,14 @@ def generator_spec_for_id(generator_id: int) -> BackendSpec:
 
 
 def generator_id_for(spec: BackendSpec, default_model: str) -> int | None:
-    """The registry id of a generator, or None when it has none (e.g. a local path)."""
-    full = f"{spec.backend}:{spec.model or default_model}"
+    """The registry id of a generator, or None when it has none (e.g. a local folder other
+    than a Hugging Face cache's copy of a registered model: see ``hf.registered_name``)."""
+    model = spec.model or default_model
+    if spec.backend == "hf":
+        from semcodec.pipeline.backends.hf import registered_name
+
+        model = registered_name(model) or model
+    full = f"{spec.backend}:{model}"
     for gid, name in GENERATORS.items():
         if name == full:
             return gid

@@ -44,6 +44,39 @@ KNOWN_PIPELINES: dict[str, dict[str, float]] = {
 }
 
 
+def registered_name(model_id: str) -> str | None:
+    """The Hub id of a registered pipeline (:data:`KNOWN_PIPELINES`) that ``model_id`` is: the
+    id itself, or a local folder inside the Hugging Face cache's copy of it
+    (``.../models--ORG--NAME/snapshots/REV``, also reached through a symlink), as ``hf
+    download`` leaves it. Another folder is not guessed at (a fine-tune has the same
+    configs): it keeps its pipeline's own defaults and no registry id.
+
+    >>> registered_name("stabilityai/sd-turbo")
+    'stabilityai/sd-turbo'
+    >>> registered_name("/c/hub/models--stabilityai--sdxl-turbo/snapshots/abc123")
+    'stabilityai/sdxl-turbo'
+    >>> registered_name("/models/my-finetune") is None
+    True
+    """
+    if model_id in KNOWN_PIPELINES:
+        return model_id
+    if not _looks_like_path(model_id):
+        return None
+    path = Path(model_id).expanduser()
+    try:
+        candidates = [path, path.resolve()]
+    except (OSError, RuntimeError):
+        candidates = [path]
+    for candidate in candidates:
+        parts = candidate.parts
+        for i, part in enumerate(parts[:-1]):
+            if part.startswith("models--") and parts[i + 1] == "snapshots":
+                repo = part.removeprefix("models--").replace("--", "/", 1)
+                if repo in KNOWN_PIPELINES:
+                    return repo
+    return None
+
+
 def _openai_hint() -> str:
     """When the openai backend is not set up either, say so: the user has two ways forward."""
     if os.environ.get("OPENAI_API_KEY"):
@@ -254,8 +287,13 @@ class HFGenerator(ModelRole[HFBackend]):
 
     honours_seed = True
 
+    @property
+    def known(self) -> dict[str, float]:
+        """The registry's settings for this model (also for a cached copy in a local folder)."""
+        return KNOWN_PIPELINES.get(registered_name(self.model) or "", {})
+
     def _settings(self, pipe: Any) -> tuple[int, float | None]:
-        known = KNOWN_PIPELINES.get(self.model, {})
+        known = self.known
         opts = self.backend.options
         steps = opts.steps or known.get("steps")
         guidance = opts.guidance if opts.guidance is not None else known.get("guidance")
@@ -279,7 +317,7 @@ class HFGenerator(ModelRole[HFBackend]):
         if sample is None and getattr(pipe, "unet", None) is not None:
             sample = pipe.unet.config.sample_size
         native = int(
-            KNOWN_PIPELINES.get(self.model, {}).get("side") or (sample if isinstance(sample, int) else 64) * scale
+            self.known.get("side") or (sample if isinstance(sample, int) else 64) * scale
         )
         return imaging.paint_size(width, height, native * native, step)
 
