@@ -1,10 +1,23 @@
-"""Build hook for the optional native kernel; everything else is in pyproject.toml.
+"""Build hook for the optional native kernels; everything else is in pyproject.toml.
 
-``semcodec.models._prefix`` (exact prefix attention, see ``semcodec.models.attention``) is
-optional: where it cannot be compiled (no C compiler) the install goes on without it and
-the numpy/onnxruntime kernels are used.
+Both extensions are optional: where they cannot be compiled (no C compiler) the install goes
+on without them and the numpy/onnxruntime kernels are used. Their sources live in
+``src/semcodec/models/native/`` (one file per kernel family, ``bounds.h`` for the shared bounds):
+
+* ``semcodec.models._prefix`` (``prefix.c``): exact attention over a shared prefix
+  (``semcodec.models.attention``);
+* ``semcodec.models._products`` (``products.c``): exact int8 x int8 -> int32 weight products for
+  the decode step (``semcodec.models.kernels.NativeProducts``), on a small pthread pool.
+
+Never build them with ``-ffast-math`` (``bounds.h`` refuses to compile under it).
 """
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("semcodec.models._prefix", ["src/semcodec/models/_prefix.c"], optional=True)])
+NATIVE = "src/semcodec/models/native"
+
+setup(ext_modules=[
+    Extension("semcodec.models._prefix", [f"{NATIVE}/prefix.c"], depends=[f"{NATIVE}/bounds.h"], optional=True),
+    Extension("semcodec.models._products", [f"{NATIVE}/products.c"], depends=[f"{NATIVE}/bounds.h"],
+              extra_link_args=["-pthread"], optional=True),
+])

@@ -346,3 +346,43 @@ def test_primed_profile_decoding_equals_packing(backend: str, native: bool, requ
         rows = model.next_tables(states)
         assert np.array_equal(rows[0], packed[0][j]) and np.array_equal(rows[1], packed[1][j]), (backend, j)
         model.step_many(states, [tokens[0][j], tokens[1][j]])
+
+
+@needs_native
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("storage", ["pairs", "int16", "int32"])
+def test_native_entry_points_refuse_arguments_outside_the_bounds(path: str, storage: str) -> None:
+    """|q| >= 2**20, NaN, fractions, p outside [0, 2**16], an own maximum beyond a score's bound
+    or a shift outside [1, 40] raise ValueError on every path (they used to index the table out of
+    bounds: issue 20, item 9); arguments within the bounds still give float64's integers."""
+    rng = np.random.default_rng(9)
+    keys = rng.integers(-2**15 + 1, 2**15, (1, 40, 2, 64), dtype=np.int32)
+    values = rng.integers(-2**15 + 1, 2**15, (1, 40, 2, 64), dtype=np.int32)
+    native, plain = NativePrefix(keys, values, storage, path), Float64Prefix(keys, values)
+    table = np.append(np.arange(2**16, 0, -16), 0).astype(np.int64)
+    q = rng.integers(-QK_LIMIT, QK_LIMIT + 1, (2, 3, 64)).astype(np.float64)
+    own = np.zeros((2, 3), np.int64)
+    got, want = native.attend(0, q, own, table, 15), attend(plain, 0, q, own, table, 15)
+    assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
+    for bad in (2.0**20, -(2.0**20), 2.0**62, np.nan, np.inf, 0.5):
+        wrong = q.copy()
+        wrong[1, 2, 5] = bad
+        with pytest.raises(ValueError, match="queries"):
+            native.attend(0, wrong, own, table, 15)
+        with pytest.raises(ValueError, match="queries"):
+            native.scores(0, wrong)
+    for top in (2**46 + 1, 2**62, np.iinfo(np.int64).max):
+        high = own.copy()
+        high[0, 1] = top
+        with pytest.raises(ValueError, match="own_max"):
+            native.attend(0, q, high, table, 15)
+    for shift in (0, 41, 63, 64, -1):
+        with pytest.raises(ValueError, match="shift"):
+            native.attend(0, q, own, table, shift)
+    p = rng.integers(0, P_MAX + 1, (2, 3, 40))
+    assert np.array_equal(native.weigh(0, p), plain.weigh(0, p))
+    for bad_p in (-1, P_MAX + 1, 2**62):
+        wrong_p = p.copy()
+        wrong_p[0, 0, 7] = bad_p
+        with pytest.raises(ValueError, match="weights"):
+            native.weigh(0, wrong_p)

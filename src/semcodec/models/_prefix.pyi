@@ -1,4 +1,4 @@
-"""Types of the native prefix-attention kernel (``_prefix.c``): buffers in, results written to the outputs."""
+"""Types of the native prefix-attention kernel (``native/prefix.c``): buffers in, results written to the outputs."""
 
 from typing import Any
 

@@ -83,7 +83,7 @@ P_MAX = 2**16
 def attention_weights(top: np.ndarray, scores: np.ndarray, table: np.ndarray, shift: int) -> np.ndarray:
     """SPEC §5, step 4: integer scores -> weights ``table[min((top - s + 2**(shift-1)) >> shift, len - 1)]``,
     ``top`` the row maximum (broadcast against ``scores``); ``table`` ends in 0 (the weight of
-    keys beyond the table's range). ``_prefix.c``'s ``attend`` computes the same rule."""
+    keys beyond the table's range). ``native/prefix.c``'s ``attend`` computes the same rule."""
     idx = (top - scores + (1 << (shift - 1))) >> shift
     out: np.ndarray = table[np.minimum(idx, len(table) - 1)]
     return out
@@ -151,7 +151,7 @@ class NativePrefix:
 
     One call per layer does the prefix's whole part of a step's attention (:meth:`attend`):
     scores, weights and weighted values for all rows and kv heads, each key/value row read
-    once for the query heads that share it. Every path is exact (see ``_prefix.c``):
+    once for the query heads that share it. Every path is exact (see ``native/prefix.c``):
     ``vnni`` and ``avxvnni`` multiply int16 pairs into int32 sums small enough never to wrap;
     the others add integer products in float64, every partial sum below ``2**53``.
 
@@ -179,7 +179,7 @@ class NativePrefix:
         self._layers: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def _layer(self, layer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """keys, their fixes, values, their fixes (see ``_prefix.c``: PAIRS, FIXES)."""
+        """keys, their fixes, values, their fixes (see ``native/prefix.c``: PAIRS, FIXES)."""
         got = self._layers.get(layer)
         if got is None:
             got = self._layers[layer] = (*self._stored(self._keys[layer], False),

@@ -6,13 +6,19 @@ Every weight matrix is int8 (``|w| <= 127``) and every activation an integer wit
 kernel that adds those integers without saturating or rounding gives the same result
 in any order, so the kernel is a free choice: the tables never depend on it.
 
-* :class:`OnnxProducts` (``int8``, the default): onnxruntime's ``MatMulInteger`` on
+* :class:`NativeProducts` (``native``, the default where the optional extension
+  :mod:`semcodec.models._products` is built): the decode step's few-row products in C
+  (AVX512-VNNI, AVX-VNNI, AVX2 or plain C; ``native/products.c``), on the cache's int8
+  weights in place, the columns split across the machine's cores; more rows than
+  :attr:`NativeProducts.max_rows` go to onnxruntime (a prefill, a large batch), where it wins.
+* :class:`OnnxProducts` (``int8``): onnxruntime's ``MatMulInteger`` on
   uint8 × int8 (MLAS, VNNI where the CPU has it), one quarter of float32's bytes.
 * :class:`NumpyProducts` (``numpy``): integer-valued float32 through numpy's BLAS (the
   fallback; needs nothing beyond numpy, keeps a float32 copy of the weights).
 * :class:`TorchProducts` (``torch``, ``cuda``): integer-valued float32 through torch.
 
-``SEMCODEC_BACKEND`` picks one (:func:`products_from_name`).
+``SEMCODEC_BACKEND`` picks one (:func:`products_from_name`); every one gives the same
+integers, so the choice never changes a table.
 
     >>> import numpy as np
     >>> w = QMatrix("demo", np.array([[1, -2], [3, 4]], np.int8), np.ones(2))
@@ -78,6 +84,107 @@ class NumpyProducts:
         if wf is None:
             wf = self._weights[w] = w.q.astype(np.float32)
         out: np.ndarray = (x.astype(np.float32) @ wf).astype(np.int32)
+        return out
+
+
+def native_products_module() -> Any:
+    """The compiled :mod:`semcodec.models._products`, or None where it was not built."""
+    try:
+        from semcodec.models import _products
+    except ImportError:
+        return None
+    return _products
+
+
+def default_threads() -> int:
+    """Threads for the native products: ``$SEMCODEC_THREADS``, else ``$OMP_NUM_THREADS`` (what Ray
+    gives an actor: its ``num_cpus``), else every core this process may run on."""
+    for var in ("SEMCODEC_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(var, "").strip()
+        if value:
+            try:
+                return max(1, int(value))
+            except ValueError:
+                raise SemModelError(f"{var} must be a whole number, not {value!r}") from None
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+NATIVE_PATHS = ("vnni", "avxvnni", "avx2", "plain")
+"""The native product kernel's code paths, widest first (``native/products.c``)."""
+
+NATIVE_MAX_ROWS = {"vnni": 8, "avxvnni": 8, "avx2": 2, "plain": 1}
+"""Rows a path takes before onnxruntime's MLAS wins (``benchmarks/runtime_speed.py``, one
+576 × 49152 product, CPU time: AVX2 1 row 4.0 ms vs 7.6, 3 rows 10.8 vs 8.9; the VNNI paths
+do one instruction where AVX2 does three, an estimate until measured on such a CPU)."""
+
+
+class NativeProducts:
+    """The native kernel (:mod:`semcodec.models._products`) for up to :attr:`max_rows` rows; more
+    rows go to ``fallback`` (onnxruntime where installed, else numpy).
+
+    ``path`` caps the code path (``vnni``, ``avxvnni``, ``avx2``, ``plain``; default the widest
+    this CPU runs): tests and benchmarks only, every path gives the same integers. Each
+    vector path is first checked against numpy's int64 products at the format's extremes
+    (:meth:`_probe`): a path that disagrees is never used (the next one is). Each weight
+    matrix is checked once for ``-128`` (outside the kernels' proof; never made by the
+    conversion): such a matrix goes to ``fallback``.
+    """
+
+    def __init__(self, path: str | None = None, threads: int | None = None, fallback: Products | None = None,
+                 max_rows: int | None = None) -> None:
+        native = native_products_module()
+        if native is None:
+            raise SemModelError("the native backend needs the compiled extension semcodec.models._products")
+        if path is not None and path not in NATIVE_PATHS:
+            raise SemModelError(f"unknown native path {path!r}; choose one of {', '.join(NATIVE_PATHS)}")
+        self._native = native
+        runs = [p for p in native.vector_paths() if path is None or NATIVE_PATHS.index(p) >= NATIVE_PATHS.index(path)]
+        self.path = next(p for p in runs if self._probe(p))
+        self.threads = native.set_threads(threads or default_threads())
+        self.max_rows = max_rows if max_rows is not None else NATIVE_MAX_ROWS[self.path]
+        self.name = f"native-{self.path}"
+        self._fallback = fallback
+        self._checked: dict[QMatrix, bool] = {}
+
+    def _probe(self, path: str) -> bool:
+        """Whether ``path`` gives numpy's int64 products on worst-case and random operands."""
+        if path == "plain":
+            return True
+        rng = np.random.default_rng(0)
+        for m, k, n in ((1, 1536, 96), (2, 576, 67), (5, 37, 64)):
+            x = np.full((m, k), 127, np.int8)
+            w = np.full((k, n), 127, np.int8)
+            w[:, 1::2] = -127
+            x[-1] = rng.integers(-127, 128, k)
+            for ww in (w, rng.integers(-127, 128, (k, n)).astype(np.int8)):
+                out = np.empty((m, n), np.int32)
+                self._native.matmul(x, ww, out, path)
+                if not np.array_equal(out, x.astype(np.int64) @ ww.astype(np.int64)):
+                    return False
+        return True
+
+    @property
+    def fallback(self) -> Products:
+        if self._fallback is None:
+            try:
+                self._fallback = OnnxProducts()
+            except SemModelError:
+                self._fallback = NumpyProducts()
+        return self._fallback
+
+    def __call__(self, x: np.ndarray, w: QMatrix) -> np.ndarray:
+        ok = self._checked.get(w)
+        if ok is None:
+            ok = self._checked[w] = (w.q.dtype == np.int8 and w.q.flags.c_contiguous
+                                     and bool(self._native.weights_in_range(w.q)))
+        if len(x) > self.max_rows or not ok:
+            return self.fallback(x, w)
+        x = np.ascontiguousarray(x, dtype=np.int8)
+        out = np.empty((len(x), w.q.shape[1]), np.int32)
+        self._native.matmul(x, w.q, out, self.path)
         return out
 
 
@@ -168,16 +275,19 @@ class TorchProducts:
         return out
 
 
-BACKENDS = ("int8", "numpy", "torch", "cuda")
+BACKENDS = ("native", "int8", "numpy", "torch", "cuda")
 """Names ``SEMCODEC_BACKEND`` accepts (``onnxruntime`` is an alias of ``int8``)."""
 
 
 def products_from_name(name: str | None = None) -> Products:
-    """The kernel ``name`` (default ``$SEMCODEC_BACKEND``, else ``int8``, else ``numpy``).
+    """The kernel ``name`` (default ``$SEMCODEC_BACKEND``, else ``native`` with onnxruntime for
+    many rows, else ``int8``, else ``numpy``).
 
     Raises :class:`SemModelError` for an unknown name or a backend that cannot run here.
     """
     chosen = (name or os.environ.get("SEMCODEC_BACKEND") or "").strip().lower()
+    if chosen == "native":
+        return NativeProducts()
     if chosen in ("int8", "onnxruntime", "ort"):
         return OnnxProducts()
     if chosen == "numpy":
@@ -192,6 +302,8 @@ def products_from_name(name: str | None = None) -> Products:
         return TorchProducts(chosen if chosen == "cuda" else "cpu")
     if chosen:
         raise SemModelError(f"unknown backend {chosen!r}; choose one of {', '.join(BACKENDS)}")
+    if native_products_module() is not None:
+        return NativeProducts()
     try:
         return OnnxProducts()
     except SemModelError:

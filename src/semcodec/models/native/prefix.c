@@ -28,6 +28,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bounds.h"
+
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(SEMCODEC_PLAIN_C)
 #define HAVE_AVX2 1  /* x86 builds carry the vector paths (chosen at run time); -DSEMCODEC_PLAIN_C: C only */
 #include <immintrin.h>
@@ -37,8 +39,6 @@
 #endif
 
 #define ROWS 3               /* rows per register block: one token's query heads per kv head */
-#define MAX_POSITIONS 8191   /* T * 2**40 < 2**53 */
-#define MAX_DIM 64           /* D * 2**40 <= 2**46 */
 
 typedef struct {
     const void *data;   /* rows: (T, KV, D); pairs: see PAIRS */
@@ -701,6 +701,23 @@ static double *gather_rows(const Py_buffer *b, int is_double, Py_ssize_t npad) {
     return out;
 }
 
+/* Whether gathered rows lie within the bounds the exactness proof and the softmax index need
+ * (bounds.h): queries integers with |q| <= QK_LIMIT (NaN and infinities fail), weights integers in
+ * [0, P_MAX]. Outside them a score could pass 2**53 or the index (top - s + half) >> shift could
+ * wrap to a negative table index: refused before any product runs. */
+static int rows_in_bounds(const double *rows, Py_ssize_t count, int weights) {
+    const double lo = weights ? 0.0 : -(double)QK_LIMIT, hi = weights ? (double)P_MAX : (double)QK_LIMIT;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        double x = rows[i];
+        if (!(x >= lo && x <= hi) || x != (double)(int64_t)x) {
+            PyErr_SetString(PyExc_ValueError, weights ? "weights p must be integers in [0, 2**16]"
+                                                      : "queries q must be integers with |q| <= 2**20 - 1");
+            return 0;
+        }
+    }
+    return 1;
+}
+
 static int get_rows(PyObject *obj, Py_buffer *b, int want_double, Py_ssize_t kv, Py_ssize_t x, const char *what) {
     if (PyObject_GetBuffer(obj, b, PyBUF_STRIDED_RO | PyBUF_FORMAT) < 0) return -1;
     int ok = want_double ? double_format(b) : integer_format(b, 8);
@@ -858,6 +875,10 @@ static PyObject *products(PyObject *args, int weigh) {
     }
     double *rows = gather_rows(&rb, !weigh, npad);
     int ran = 0;
+    if (rows != NULL && !rows_in_bounds(rows, x.kv * npad * inner, weigh)) {
+        PyMem_Free(rows);
+        rows = NULL;
+    }
     if (rows != NULL) {
         Py_BEGIN_ALLOW_THREADS
         ran = weigh ? run_weigh(&x, rows, n, npad, (double *)ob.buf, want)
@@ -866,6 +887,7 @@ static PyObject *products(PyObject *args, int weigh) {
         PyMem_Free(rows);
         if (!ran) PyErr_NoMemory();
     }
+    /* rows == NULL: gather_rows or rows_in_bounds set the error */
     PyBuffer_Release(&pb[0]);
     PyBuffer_Release(&pb[1]);
     PyBuffer_Release(&rb);
@@ -1007,7 +1029,7 @@ static PyObject *attend(PyObject *self, PyObject *args) {
         return NULL;
     int want = parse_path(path);
     if (want < 0) return NULL;
-    if (shift < 1 || shift > 40) {
+    if (shift < 1 || shift > MAX_SHIFT) {
         PyErr_SetString(PyExc_ValueError, "shift must lie in [1, 40]");
         return NULL;
     }
@@ -1050,6 +1072,16 @@ static PyObject *attend(PyObject *self, PyObject *args) {
         if (!PyErr_Occurred()) PyErr_NoMemory();
         goto done;
     }
+    if (!rows_in_bounds(rows, k.kv * npad * k.d, 0)) goto done;
+    for (Py_ssize_t h = 0; h < k.kv; h++)  /* a row's own maximum is a score: |s| < 2**46 (or below, "none") */
+        for (Py_ssize_t r = 0; r < n; r++) {
+            int64_t m;
+            memcpy(&m, (const char *)ob->buf + h * ob->strides[0] + r * ob->strides[1], sizeof m);
+            if (m > SCORE_LIMIT) {
+                PyErr_SetString(PyExc_ValueError, "own_max must be at most 2**46 (a score's bound)");
+                goto done;
+            }
+        }
     int ran, bad = 0;
     Py_BEGIN_ALLOW_THREADS
     ran = run_scores(&k, rows, n, npad, scores_, want);
