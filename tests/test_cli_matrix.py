@@ -89,8 +89,9 @@ SEM_READERS = {"unpack", "info", "decode"}
 STDIN_DEFAULT = {"pack", "unpack", "info"}
 """Commands that read standard input when no file is named (and it is not a terminal)."""
 NO_STDIN_DEFAULT = "names its input: its default output is named after it"
-FOLDER_OUTPUT = {"pack": "in.x.sem", "unpack": "in.x.txt"}
-"""The name ``-o DIR/`` gives the output of ``in.x`` (``.sem`` added; ``.txt`` added when unpacking)."""
+FOLDER_OUTPUT = {"pack": "in.x.sem", "unpack": "in.x.txt", "encode": "in.sem", "decode": "in.png"}
+"""The name ``-o DIR/`` gives the output of ``in.x`` (pack and unpack add ``.sem`` or ``.txt``;
+encode and decode put theirs in place of the input's extension, as without ``-o``)."""
 BIG_IMAGE = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00"
 """A JPEG's first bytes: the cell's file is this, then zeros past the .sem input limit."""
 
@@ -145,8 +146,6 @@ def expectation(command: str, condition: str) -> tuple[int, str | None] | str:
         return 1, f"{output_name(command)} already exists (use -f to overwrite)"
     if condition == "output-is-input":
         return 1, "is the input in.x: refusing to overwrite it"
-    if condition in ("out-dir", "out-new-dir") and command not in FOLDER_OUTPUT:
-        return f"{command}: -o DIR is for a folder of inputs (a dataset job, tested with the jobs)"
     return 0, None  # stdout, null-out, exists-force, out-dir, out-new-dir
 
 

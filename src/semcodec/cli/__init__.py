@@ -32,6 +32,7 @@ a dozen bytes; a text-to-image model paints it back.
 
 text <-> .sem:   semcodec pack caption.txt -o caption.sem
                  semcodec unpack caption.sem            (text to stdout, byte for byte)
+                 cat caption.sem | semcodec unpack      (no FILE: a pipe is read, as gzip does)
                  semcodec info caption.sem --json
 image <-> .sem:  semcodec encode photo.jpg -o photo.sem --captioner openai
                  semcodec decode photo.sem -o photo.png
@@ -50,11 +51,11 @@ def build_parser(text_only: bool = False) -> argparse.ArgumentParser:
     own parser (its options, usage and errors) is the same either way.
     """
     from semcodec.cli import model, text
-    from semcodec.cli.common import FORMATTER, STDIO_HELP, CommandParser
+    from semcodec.cli.common import FORMATTER, TOP_STDIO_HELP, CommandParser
     from semcodec.exitcodes import EXIT_CODES_HELP
 
     parser = argparse.ArgumentParser(
-        prog="semcodec", description=MAIN_DESCRIPTION, epilog=f"{STDIO_HELP}\n\n{EXIT_CODES_HELP}",
+        prog="semcodec", description=MAIN_DESCRIPTION, epilog=f"{TOP_STDIO_HELP}\n\n{EXIT_CODES_HELP}",
         formatter_class=FORMATTER,
     )
     parser.add_argument("--version", action="version", version="semcodec 0.1.0 (.sem format 3; reads 1, 2 and 3)")

@@ -27,6 +27,11 @@ STDIN_DEFAULT_HELP = (
     "With no FILE, standard input is read when it is a pipe or a file, as gzip and zstd do\n"
     "(a terminal is refused); '-' reads it too. '-o -' writes standard output."
 )
+TOP_STDIO_HELP = (
+    "'-' as an input reads standard input; '-o -' writes standard output. pack, unpack and info\n"
+    "read standard input when no FILE is named and it is not a terminal. -o DIR/ (made if missing)\n"
+    "or an existing folder puts each output in DIR."
+)
 INPUT_ONLY_HELP = (
     "With no FILE, standard input is read when it is a pipe or a file (a terminal is refused);\n'-' reads it too."
 )

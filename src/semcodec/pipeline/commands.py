@@ -63,6 +63,18 @@ def _options(args: argparse.Namespace, concurrency: int) -> BackendOptions:
     )
 
 
+def _into_folder(output: str | None, source: str, suffix: str) -> str | None:
+    """``-o DIR/`` (a trailing ``/``: made if missing) or an existing folder, for one input: the
+    output named after the input inside it, as ``pack``/``unpack`` do; any other ``-o`` as given."""
+    if output is None or output == STDIO or not (output.endswith(("/", os.sep)) or Path(output).is_dir()):
+        return output
+    try:
+        os.makedirs(output, exist_ok=True)
+    except OSError as err:  # a file in the way: name the folder
+        raise OSError(err.errno, err.strerror, output) from None
+    return os.path.join(output, ("stdin" if source == STDIO else Path(source).stem) + suffix)
+
+
 def _refuse_directory(output: str) -> None:
     if output != STDIO and Path(output).is_dir():
         raise SemInputError(f"{output} is a directory: -o names the output file")
@@ -207,7 +219,7 @@ def _plan_jobs(args: argparse.Namespace) -> tuple[list[tuple[str, str]], bool]:
         raise SemInputError("an image on stdin needs -o OUT.sem (or -o - for stdout)")
     if source != STDIO and not Path(source).exists():
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), source)
-    output = args.output or str(Path(source).with_suffix(".sem"))
+    output = _into_folder(args.output, source, ".sem") or str(Path(source).with_suffix(".sem"))
     refuse_terminal_output(output, ".sem")
     _refuse_directory(output)
     refuse_same_file(source, output)
@@ -281,7 +293,7 @@ def decode(args: argparse.Namespace) -> int:
     source = args.input
     if source == STDIO and not args.output:
         raise SemInputError("a .sem file on stdin needs -o OUT.png (or -o - for stdout)")
-    output = args.output or str(Path(source).with_suffix(".png"))
+    output = _into_folder(args.output, source, ".png") or str(Path(source).with_suffix(".png"))
     refuse_terminal_output(output, "PNG")
     _refuse_directory(output)
     refuse_same_file(source, output)
