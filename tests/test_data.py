@@ -216,9 +216,17 @@ def test_actor_pools_grow_unless_fixed_and_never_outnumber_the_blocks(ray_cluste
 
     assert sizes(actor_pool_args(None, 1, 0)) == (1, 2, 1)  # one per cluster CPU, growing from one
     assert sizes(actor_pool_args(None, 1, 0, fixed=True)) == (2, 2, 1)
-    assert sizes(actor_pool_args(4, 1, 0, fixed=True, blocks=3)) == (3, 3, 1)
+    assert sizes(actor_pool_args(4, 1, 0, fixed=True, blocks=2)) == (2, 2, 1)
     assert sizes(actor_pool_args(2, 1, 0, blocks=0)) == (1, 1, 1)
-    assert "num_gpus" not in actor_pool_args(2, 1, 0) and actor_pool_args(2, 1, 0.5)["num_gpus"] == 0.5
+    assert sizes(actor_pool_args(8, 1, 0)) == (1, 2, 1)  # a growing pool stops where the cluster does
+    assert "num_gpus" not in actor_pool_args(2, 1, 0)
+    # What the 2-CPU, GPU-less cluster cannot run is refused (Ray would wait forever; see test_ray_runs).
+    from semcodec.pipeline.errors import BackendUnavailableError
+
+    with pytest.raises(BackendUnavailableError, match="needs at least 3 CPUs"):
+        actor_pool_args(4, 1, 0, fixed=True, blocks=3)
+    with pytest.raises(BackendUnavailableError, match="no GPU"):
+        actor_pool_args(2, 1, 0.5)
 
 
 def test_table_job_on_ray_resumes(ray_cluster: Any, model: Any, tmp_path: Path) -> None:
