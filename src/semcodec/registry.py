@@ -66,7 +66,7 @@ SMOLLM2_135M_DESCRIBER = WeightsSource(
     gguf_sha256=SMOLLM2_135M_INSTRUCT.gguf_sha256,
     gguf_size=SMOLLM2_135M_INSTRUCT.gguf_size,
     adapter="describer-1",
-    adapter_sha256="0" * 64,
+    adapter_sha256="2f427b8ec236e3f55d17c0edbd0801cd597333b999b48bfdfdad0e51cede12e8",
 )
 """The same GGUF with the describer adapter merged at conversion (SPEC §5, step 1b): trained on
 ``shared/data``'s captions, paragraphs, VLM descriptions and alt text (``training/``)."""
@@ -165,6 +165,23 @@ MODELS: dict[int, ModelSpec] = {
         f"{len(priming.PARAGRAPH_REPLIES)} example multi-sentence descriptions as assistant replies "
         f"(the paragraph profile; v3's short form names it in 0.25 bits)",
     ),
+    **{
+        model_id: ModelSpec(
+            model_id,
+            f"smollm2-135m-describer/{kind}",
+            SMOLLM2_135M_DESCRIBER,
+            ADAPTED_PROFILES[kind][1],
+            "<|im_end|>",
+            f"SmolLM2-135M-Instruct with the describer adapter (trained on shared/data), exact integer runtime, "
+            f"instruction {ADAPTED_PROFILES[kind][0]!r}: {what}",
+        )
+        for model_id, kind, what in (
+            (6, "captions", "one-sentence captions"),
+            (7, "paragraphs", "several short captions of one image in a row"),
+            (8, "descriptions", "detailed descriptions as vision-language models write them"),
+            (9, "alt-text", "web alt text"),
+        )
+    },
 }
 
 DEFAULT_MODEL_ID = DEFAULT_MODEL_IDS[FORMAT_VERSION]

@@ -84,5 +84,15 @@ DERIVED: dict[str, dict[str, str]] = {
         "tokenizer.json": "355849328fde8a3cc0ab84b5e18f1a395faad989c3147e7476a184aeabd4392e",
         "weights.bin": "36e350093a3be2f001e39470fda789130a8e886a6c7111c2f35dbf668d07a981",
     },
+    "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53+2f427b8ec236e3f55d17c0edbd0801cd597333b999b48bfdfdad0e51cede12e8": {
+        "context-706d4a322caf955351d2.npz": "0a88a61cf5f0ea4f75b3e438ef33607c5c4e85d8db4fbdf4bd112ef9d45712f4",
+        "context-883b755027a1a49b2fa0.npz": "ea89d50f7aa0fb8b9707545bc0d176b9cfe6906f249438112b0ac7d7fba34a87",
+        "context-93132271d382fc1df1b1.npz": "8e13351a1ecbeb4245b224b87326642b83e4c8a162562dc17664fccdaee8c7c1",
+        "context-94ab49e2261c02873419.npz": "dff8529dcb2efa8b16c5a32b2c39777c04932d94cbad9afed0f2bb44d92ff656",
+        "control_tokens.json": "187d4c2fe65e954bac6969efa823bc6ddc9bb28989b8c60e7fc788f44e581796",
+        "index.json": "e61951338f923e3c5c6c8beb5cb130ae3d929f45932ddb735ec68cb0e68198da",
+        "tokenizer.json": "355849328fde8a3cc0ab84b5e18f1a395faad989c3147e7476a184aeabd4392e",
+        "weights.bin": "05f96ba6d894d8119b3040e9abeef33f568a438b0a68a639a0c54584d1824135",
+    },
 }
 # END GENERATED
