@@ -9,8 +9,10 @@
   holds more bytes, uncompressed (the footer says so), than its rows times that limit has
   at least one value over it: that column of that group is never decompressed, its rows
   get their message in ``error`` (a 51 KB file cannot expand into gigabytes of strings).
-  Other values are checked by length in Arrow (offsets, no copy) before any becomes a
-  Python string (:func:`semcodec.data.coders.cells`).
+  Other cells are checked by length in Arrow (offsets, no copy) before any becomes a
+  Python string (:func:`semcodec.data.coders.bounded`), and a value over the limit that a
+  dictionary page repeats for many rows is checked on the dictionary, never expanded.
+  A refused cell is null in the output too.
 * **Linear in the file**: the footer is parsed once per worker and file, row-group
   offsets are computed once, and a worker that reads consecutive parts (the ``local``
   distributor) continues one stream of small batches instead of re-reading row groups;
@@ -112,104 +114,146 @@ def check_inputs(files: list[Any], column: str, action: str) -> list[int]:
 
 @dataclass
 class _File:
-    """One input's footer, parsed once: row-group offsets, and the groups whose column is over the limit."""
+    """One input's footer, parsed once: row-group offsets, and how each group's column is read."""
 
+    source: str
     pf: pq.ParquetFile
-    schema: pa.Schema  # the file's own schema (the column as written, not dictionary-encoded)
+    schema: pa.Schema  # the file's own schema
     starts: list[int]  # first row of each group, then the file's row count
-    oversized: list[int]  # sorted indices of groups not to read the column of
-    column: int  # the column's index among the leaves (-1: not a plain leaf, never skipped)
+    column: int  # the column's index among the leaves (-1: not a plain leaf)
+    oversized: set[int]  # groups whose column is never read
+    probe: set[int]  # groups with a dictionary page that could hold a value over the limit
+    repeated: dict[int, int]  # probed groups: their longest dictionary value
+    dictionary_pf: pq.ParquetFile | None = None  # the column read dictionary-encoded (opened when needed)
 
 
 class TableReader:
     """Reads rows ``start .. stop`` of Parquet files for one worker, with every cost bounded.
 
-    :meth:`read` returns the rows (all columns) and, for rows whose cell was not read
-    because its row group is over the limit, their messages. Consecutive reads of one
-    file continue one stream.
+    :meth:`read` returns the rows (all columns), each cell over the per-row limit null, and
+    ``{row: message}`` for those cells. Consecutive reads of one file continue one stream.
+
+    Each row group's column is read in one of three ways, decided from the footer:
+
+    * plain, in batches of :data:`BATCH_ROWS` rows (most groups; consecutive ones stream
+      as one), each cell checked by length before the rows are handed on;
+    * not at all, when the chunk declares more bytes than its rows times the limit;
+    * dictionary-encoded, when its dictionary page holds a value over the limit (found by
+      decoding that page once): such a value, repeated by every row, is never expanded.
     """
 
     def __init__(self, column: str, action: str) -> None:
         self.column = column
         self.action = action
         self.limit = row_limit(action)
-        self._file: tuple[str, _File] | None = None
+        self._file: _File | None = None
         self._stream: tuple[str, int, Iterator[tuple[int, pa.Table, dict[int, str]]]] | None = None
         self._pending: tuple[int, pa.Table, dict[int, str]] | None = None
 
     def _open(self, source: str) -> _File:
-        import pyarrow as pa
-
-        if self._file is not None and self._file[0] == source:
-            return self._file[1]
+        if self._file is not None and self._file.source == source:
+            return self._file
         pf = open_parquet(source)
-        schema = pf.schema_arrow
-        field = pf.schema_arrow.field(self.column) if self.column in pf.schema_arrow.names else None
-        if field is not None and column_fits(self.action, field.type) and not pa.types.is_null(field.type):
-            pf = open_parquet(source, dictionary=self.column, metadata=pf.metadata)
         md = pf.metadata
         starts = [0]
         for g in range(md.num_row_groups):
             starts.append(starts[-1] + md.row_group(g).num_rows)
         names = [md.schema.column(i).path for i in range(md.num_columns)]
         column = names.index(self.column) if self.column in names else -1
-        oversized = []
+        oversized, probe = set(), set()
         if column >= 0:
             for g in range(md.num_row_groups):
-                rows = starts[g + 1] - starts[g]
-                if md.row_group(g).column(column).total_uncompressed_size > rows * self.limit + CHUNK_SLACK:
-                    oversized.append(g)
-        entry = _File(pf, schema, starts, oversized, column)
-        self._file = (source, entry)
+                chunk = md.row_group(g).column(column)
+                size = chunk.total_uncompressed_size
+                if size > (starts[g + 1] - starts[g]) * self.limit + CHUNK_SLACK:
+                    oversized.add(g)
+                elif size > self.limit and chunk.has_dictionary_page:
+                    probe.add(g)
+        self._file = _File(source, pf, pf.schema_arrow, starts, column, oversized, probe, {})
         self._stream = None
         self._pending = None
-        return entry
+        return self._file
+
+    def _dictionary_pf(self, f: _File) -> pq.ParquetFile:
+        if f.dictionary_pf is None:
+            f.dictionary_pf = open_parquet(f.source, dictionary=self.column, metadata=f.pf.metadata)
+        return f.dictionary_pf
+
+    def _repeats_a_long_value(self, f: _File, group: int) -> bool:
+        """Whether ``group``'s dictionary holds a value over the limit (its page decoded once, nothing expanded)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if group not in f.probe:
+            return False
+        if group not in f.repeated:
+            longest = 0
+            batches = self._dictionary_pf(f).iter_batches(1, row_groups=[group], columns=[self.column],
+                                                          use_threads=False)
+            first = next(iter(batches), None)
+            if first is not None and pa.types.is_dictionary(first.column(0).type):
+                longest = pc.max(pc.binary_length(first.column(0).dictionary)).as_py() or 0
+            f.repeated[group] = longest
+        return f.repeated[group] > self.limit
 
     def _bounded(self, f: _File, table: pa.Table) -> tuple[pa.Table, dict[int, str]]:
-        """A batch as the file's schema has it, its cells over the limit null (never expanded), and their messages."""
+        """Rows as the file's schema has them, each cell over the limit null (never expanded), and their messages."""
         from semcodec.data.coders import bounded
 
         index = table.schema.get_field_index(self.column)
-        if index < 0:
+        if index < 0 or f.column < 0:
             return table, {}
         kept, refused = bounded(table[self.column], self.action)
         field = f.schema.field(self.column)
         return table.set_column(index, field, kept.cast(field.type)), refused
 
     def _batches(self, f: _File, group: int) -> Iterator[tuple[int, pa.Table, dict[int, str]]]:
-        """``(first row, rows, {row: message})`` from the start of ``group`` to the end of the file, in small batches.
+        """``(first row, rows, {row: message})`` from the start of ``group`` to the end of the file.
 
-        Runs of groups within the limit are read as one stream; an oversized group is read
-        without its column (nulls instead, and the message for its rows).
+        Plain batches are checked later, by the part (:meth:`read`); the others here.
         """
         import pyarrow as pa
 
-        schema = f.schema
         n = len(f.starts) - 1
         while group < n:
-            k = bisect.bisect_left(f.oversized, group)
-            stop = min(f.oversized[k] if k < len(f.oversized) else n, group + RUN_GROUPS)
             row = f.starts[group]
-            if stop > group:  # groups group .. stop-1 are within the limit
+            stop = group
+            while (stop < n and stop - group < RUN_GROUPS and stop not in f.oversized
+                   and not self._repeats_a_long_value(f, stop)):
+                stop += 1
+            if stop > group:  # groups group .. stop-1 are read plain, as one stream
                 for batch in f.pf.iter_batches(BATCH_ROWS, row_groups=list(range(group, stop)),
                                                 use_threads=False):
-                    yield row, *self._bounded(f, pa.Table.from_batches([batch]))
+                    yield row, pa.Table.from_batches([batch]), {}
                     row += batch.num_rows
                 group = stop
                 continue
-            md = f.pf.metadata.row_group(group)
-            size = md.column(f.column).total_uncompressed_size
-            rows = md.num_rows
-            message = (f"not read: row group {group} holds {size} bytes of {self.column!r} for {rows} row(s), "
-                       f"more than the {self.limit}-byte limit of a row")
-            others = [name for name in schema.names if name != self.column]
-            index = schema.get_field_index(self.column)
-            for batch in f.pf.iter_batches(BATCH_ROWS, row_groups=[group], columns=others, use_threads=False):
-                part = pa.Table.from_batches([batch])
-                part = part.add_column(index, schema.field(index), pa.nulls(part.num_rows, schema.field(index).type))
-                yield row, part, dict.fromkeys(range(part.num_rows), message)
-                row += part.num_rows
+            if group in f.oversized:
+                yield from self._unread(f, group)
+            else:
+                for batch in self._dictionary_pf(f).iter_batches(BATCH_ROWS, row_groups=[group], use_threads=False):
+                    table, refused = self._bounded(f, pa.Table.from_batches([batch]))
+                    yield row, table, refused
+                    row += batch.num_rows
             group += 1
+
+    def _unread(self, f: _File, group: int) -> Iterator[tuple[int, pa.Table, dict[int, str]]]:
+        """An oversized group's rows without its column (nulls instead), each with the message why."""
+        import pyarrow as pa
+
+        schema = f.schema
+        md = f.pf.metadata.row_group(group)
+        size = md.column(f.column).total_uncompressed_size
+        message = (f"not read: row group {group} holds {size} bytes of {self.column!r} for {md.num_rows} row(s), "
+                   f"more than the {self.limit}-byte limit of a row")
+        others = [name for name in schema.names if name != self.column]
+        index = schema.get_field_index(self.column)
+        row = f.starts[group]
+        for batch in f.pf.iter_batches(BATCH_ROWS, row_groups=[group], columns=others, use_threads=False):
+            part = pa.Table.from_batches([batch])
+            part = part.add_column(index, schema.field(index), pa.nulls(part.num_rows, schema.field(index).type))
+            yield row, part, dict.fromkeys(range(part.num_rows), message)
+            row += part.num_rows
 
     def _continues(self, f: _File, source: str, start: int) -> bool:
         """Whether the open stream reaches ``start`` within the row group it is in (else a fresh one starts there)."""
@@ -219,7 +263,7 @@ class TableReader:
         return at == start or (at < start and bisect.bisect_right(f.starts, at) == bisect.bisect_right(f.starts, start))
 
     def read(self, source: str, start: int, stop: int) -> tuple[pa.Table, dict[int, str]]:
-        """Rows ``start .. stop`` of ``source``, and ``{row index in the result: message}`` for unread cells."""
+        """Rows ``start .. stop`` of ``source``, cells over the limit null, and ``{row in the result: message}``."""
         import pyarrow as pa
 
         f = self._open(source)
@@ -251,4 +295,5 @@ class TableReader:
         self._stream = (source, start + got, stream)
         if not pieces:
             return f.schema.empty_table(), refused
-        return pa.concat_tables(pieces), refused
+        table, over = self._bounded(f, pa.concat_tables(pieces))  # plain cells: checked once per part
+        return table, {**over, **refused}
