@@ -193,6 +193,10 @@ def test_datasets_python_example_runs(model, tmp_path: Path, captions: list[str]
     lazy), so it needs no API key. The cluster gets 4 logical CPUs: the section says a chain of
     pools needs one CPU per pool plus one for the read tasks (this machine may have 2)."""
     _ray_or_skip()
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"caption": captions}), tmp_path / "captions" / "part-0.parquet")  # its column
     (block,) = _blocks("python", _section("Datasets: Parquet tables and image folders, here or on a Ray cluster"))
     script = (
         "import json, ray\n"
