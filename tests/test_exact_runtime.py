@@ -110,6 +110,47 @@ def test_chunked_prefill_equals_whole(model) -> None:  # type: ignore[no-untyped
     assert np.array_equal(cache.values[:, :n], whole_cache.values[:, :n])
 
 
+_PACK_MEMORY = """
+import resource, sys, tracemalloc
+import semcodec
+from semcodec.models import load_model
+load_model(0)  # the model's own files and tables are not what this measures
+tracemalloc.start()
+data = semcodec.pack("1" * 2048, model_id=0)
+peak = tracemalloc.get_traced_memory()[1]
+print(peak, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, len(data))
+"""
+
+
+def test_packing_memory_is_bounded_for_a_long_text() -> None:
+    """A 2,048-token text (issue 20, item 5: it peaked at 1.73 GB) packs within 400 MB: the
+    prefill runs in chunks, so attention's temporaries do not grow with rows x positions."""
+    from semcodec.models.exact import PREFILL_CHUNK
+
+    assert PREFILL_CHUNK <= 256
+    env = dict(os.environ, SEMCODEC_THREADS="1")
+    done = subprocess.run([sys.executable, "-c", _PACK_MEMORY], capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    peak, rss, size = map(int, done.stdout.split())
+    assert size > 0
+    assert peak <= 300 * 2**20, f"traced peak {peak / 2**20:.0f} MiB"
+    assert rss <= 400 * 2**20, f"peak RSS {rss / 2**20:.0f} MiB"
+
+
+def test_long_segment_in_chunks_equals_short_passes(model, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """forward_many chunks a long segment (alone or beside others) and gives one pass's bits."""
+    from semcodec.models import exact
+
+    ids = list(model.context_ids) + model.tokenizer.encode(CAPTIONS[0])
+    whole = model.lm.forward(ids, model.lm.new_cache())
+    monkeypatch.setattr(exact, "PREFILL_CHUNK", 7)
+    cache = model.lm.new_cache()
+    assert np.array_equal(model.lm.forward(ids, cache), whole) and cache.length == len(ids)
+    other = model.lm.new_cache()
+    first, second = model.lm.forward_many([(ids, model.lm.new_cache()), (ids[:3], other)])
+    assert np.array_equal(first, whole) and np.array_equal(second, whole[:3]) and other.length == 3
+
+
 def test_matmul_bounds_keep_float32_exact() -> None:
     for inner in (64, 576, 1536, 4096):
         assert WEIGHT_MAX * activation_max(inner) * inner < 2**24
@@ -486,3 +527,41 @@ def test_rope_equals_the_pairwise_rotation(model) -> None:  # type: ignore[no-un
     assert np.array_equal(got[:, :rotated, 0::2], (even * cos - odd * sin)[:, :rotated])
     assert np.array_equal(got[:, :rotated, 1::2], (even * sin + odd * cos)[:, :rotated])
     assert np.array_equal(got[:, rotated:], x[:, rotated:])
+
+
+@pytest.mark.parametrize("mode", [0x800, 0x400, 0xC00])  # FE_UPWARD, FE_DOWNWARD, FE_TOWARDZERO (x86 glibc)
+def test_a_changed_rounding_mode_is_refused(model, mode: int) -> None:  # type: ignore[no-untyped-def]
+    """Issue 22, item 7: a library that calls fesetround would change tables silently; the
+    runtime checks the mode on every forward pass and refuses."""
+    import ctypes
+    import platform
+
+    from semcodec.errors import SemModelError
+    from semcodec.models.exact import check_rounding
+
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("the FE_* values above are x86's")
+    libm = ctypes.CDLL("libm.so.6")
+    check_rounding()
+    assert libm.fesetround(mode) == 0
+    try:
+        with pytest.raises(SemModelError, match="rounding mode"):
+            model.lm.forward([504], model.lm.new_cache())
+    finally:
+        libm.fesetround(0)
+    check_rounding()
+
+
+def test_float_backends_are_probed_for_exact_sums(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 22, item 7: a float32 BLAS that does not add integers exactly is refused, not trusted."""
+    from semcodec.errors import SemModelError
+    from semcodec.models import kernels
+
+    assert kernels.float_products_are_exact(np.matmul)
+    assert not kernels.float_products_are_exact(lambda x, w: x.astype(np.float16) @ w.astype(np.float16))
+    matmul = np.matmul
+    truncating = lambda x, w: np.trunc(matmul(x, w) / 8) * 8  # noqa: E731 - partial sums rounded
+    assert not kernels.float_products_are_exact(truncating)
+    monkeypatch.setattr(kernels.np, "matmul", truncating)
+    with pytest.raises(SemModelError, match="exactly"):
+        kernels.NumpyProducts()

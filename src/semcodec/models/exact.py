@@ -67,6 +67,25 @@ Rotation = tuple[np.ndarray, np.ndarray]
 """RoPE factors of N positions, ``(cos, sin)`` each (N, heads, head_dim / 2, 2) (:meth:`ExactLM._rotation`)."""
 
 
+_ULP = 2.0**-52
+_ROUNDING_IN = np.tile([1.0, 1.0, -1.0, -1.0, 1.0, 1.0 + _ULP], 11)  # 66 lanes: numpy's vector loops and tail
+_ROUNDING_ADD = np.tile([0.75 * _ULP, 0.25 * _ULP, -0.75 * _ULP, -0.25 * _ULP, 0.5 * _ULP, 0.5 * _ULP], 11)
+_ROUNDING_WANT = np.tile([1.0 + _ULP, 1.0, -1.0 - _ULP, -1.0, 1.0, 1.0 + 2 * _ULP], 11)  # ties to even
+
+
+def check_rounding() -> None:
+    """Refuse to run unless binary64 arithmetic rounds to nearest, ties to even (SPEC §5.1), in
+    numpy's loops and in Python floats: a library that called ``fesetround`` (upward, downward,
+    toward zero) would change tables silently. A few microseconds; run once per forward pass."""
+    got = _ROUNDING_IN + _ROUNDING_ADD
+    one, third = 1.0, 1.0 / 3.0  # 1/3 rounds down to nearest; up, or toward zero, changes its last bit
+    if not np.array_equal(got, _ROUNDING_WANT) or one + 0.75 * _ULP != one + _ULP or third * 3.0 != one:
+        from semcodec.errors import SemModelError
+
+        raise SemModelError("the floating-point rounding mode is not round-to-nearest-even (something in this "
+                            "process changed it); the exact runtime refuses to compute tables")
+
+
 def activation_max(inner_dim: int) -> int:
     """Largest activation magnitude that keeps every partial sum below ``2**24`` (SPEC §5, step 2)."""
     return min(127, (2**24 - 1) // (WEIGHT_MAX * inner_dim))
@@ -396,7 +415,23 @@ class ExactLM:
         The rows of all segments share every weight product (one pass over the weights for
         all of them); attention runs per segment. Rows never mix, so each result is
         bit-identical to evaluating its segment alone.
+
+        A segment longer than :data:`PREFILL_CHUNK` tokens is evaluated alone, in chunks of
+        that many: attention's temporaries grow with rows × positions (a 2048-token text in
+        one pass peaked at 1.73 GB), and a chunk continuing the cache gives the same bits
+        (each row's result depends on that row and the cache only).
         """
+        check_rounding()
+        if len(segments) > 1 and any(len(tokens) > PREFILL_CHUNK for tokens, _ in segments):
+            return [self.forward_many([segment])[0] for segment in segments]
+        if len(segments) == 1 and len(segments[0][0]) > PREFILL_CHUNK:
+            tokens, cache = segments[0]
+            return [np.concatenate([self._forward_segments([(tokens[lo : lo + PREFILL_CHUNK], cache)])[0]
+                                    for lo in range(0, len(tokens), PREFILL_CHUNK)])]
+        return self._forward_segments(segments)
+
+    def _forward_segments(self, segments: Sequence[tuple[Sequence[int] | np.ndarray, KVCache]]) -> list[np.ndarray]:
+        """:meth:`forward_many` in one pass."""
         ids = np.concatenate([np.asarray(t, dtype=np.int64).reshape(-1) for t, _ in segments])
         spans: list[tuple[int, int, KVCache]] = []  # rows [lo, hi) continue cache
         for tokens, cache in segments:
@@ -451,3 +486,7 @@ class ExactLM:
 
 
 _TABLE_CHUNK = 64  # rows of (N, vocab) temporaries at a time: bounded memory for long texts
+
+PREFILL_CHUNK = 128
+"""Tokens of one segment evaluated per pass (:meth:`ExactLM.forward_many`): attention's
+temporaries for 128 rows over 2,048 positions stay near 50 MB."""

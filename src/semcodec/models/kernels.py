@@ -71,13 +71,40 @@ class Products(Protocol):
     def __call__(self, x: np.ndarray, w: QMatrix) -> np.ndarray: ...
 
 
+def float_products_are_exact(product: Any) -> bool:
+    """Whether ``product(x, w)`` (float32 operands holding integers -> a float array) adds them
+    exactly: the format's worst cases (|x| at the activation limits against |w| = 127, sums up to
+    16,776,192 just below 2**24, and cancelling signs) against int64. A BLAS that accumulates
+    below binary32 (binary16, bfloat16, TF32 sums) or rounds partial sums fails it (issue 22,
+    item 7), as do Strassen-like schemes whose operand sums exceed the bounds."""
+    rng = np.random.default_rng(22)
+    for k, amax in ((576, 127), (1536, 86)):
+        x = np.full((3, k), amax, np.int64)
+        x[1, 1::2] = -amax
+        x[2] = rng.integers(-amax, amax + 1, k)
+        w = np.full((k, 72), 127, np.int64)
+        w[:, 1::2] = -127
+        w[:, 36:] = rng.integers(-127, 128, (k, 36))
+        w[::7, 40:44] = 1  # odd partial sums near 2**24: lost by a sum rounded to fewer bits
+        got = np.asarray(product(x.astype(np.float32), w.astype(np.float32)), dtype=np.float64)
+        if not np.array_equal(got, (x @ w).astype(np.float64)):
+            return False
+    return True
+
+
 class NumpyProducts:
-    """Integer-valued float32 products through numpy's BLAS (float32 weights made on first use)."""
+    """Integer-valued float32 products through numpy's BLAS (float32 weights made on first use).
+
+    Refused (:class:`SemModelError`) where a probe shows the BLAS not adding integers exactly
+    (:func:`float_products_are_exact`)."""
 
     name = "numpy"
 
     def __init__(self) -> None:
         self._weights: dict[QMatrix, np.ndarray] = {}
+        if not float_products_are_exact(np.matmul):
+            raise SemModelError("numpy's BLAS does not add float32 integers exactly here; the exact runtime "
+                                "cannot use it (choose SEMCODEC_BACKEND=native or int8)")
 
     def __call__(self, x: np.ndarray, w: QMatrix) -> np.ndarray:
         wf = self._weights.get(w)
@@ -264,6 +291,14 @@ class TorchProducts:
         self.device = torch.device(device)
         self.name = f"torch-{self.device.type}"
         self._weights: dict[QMatrix, Any] = {}
+
+        def product(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+            out: np.ndarray = (torch.from_numpy(x).to(self.device) @ torch.from_numpy(w).to(self.device)).cpu().numpy()
+            return out
+
+        if not float_products_are_exact(product):
+            raise SemModelError(f"torch's float32 products on {self.device} do not add integers exactly here; the "
+                                "exact runtime cannot use them")
 
     def __call__(self, x: np.ndarray, w: QMatrix) -> np.ndarray:
         torch = self._torch

@@ -18,8 +18,9 @@
  *   (the non-"s" form), the same integers as the avx2 path.
  * - plain: the C loop, int32 sums.
  *
- * Threads: the columns are split across a small pool of pthreads (set_threads), each part a
- * whole number of 32-column blocks, so a part's sums are computed exactly as without threads.
+ * Threads: the columns are cut into blocks (whole numbers of 32 columns) that a small pool of
+ * pthreads (set_threads) and the caller claim one at a time, so a block's sums are computed
+ * exactly as without threads and a thread kept waiting by the scheduler holds nobody up.
  * A second caller arriving while the pool is busy runs alone in its own thread. The GIL is
  * released while the products run.
  */
@@ -215,21 +216,27 @@ static void gemv_columns(const Gemv *g, Py_ssize_t c0, Py_ssize_t c1) {
 
 /* -- the thread pool ----------------------------------------------------------------------- */
 
+/* Work is handed out in blocks claimed one at a time (a compare-and-swap on one word holding the
+ * job's number and the next block), so a thread the scheduler keeps waiting costs nothing: the
+ * others, the caller included, take its blocks (on a busy machine a fixed split waited a whole
+ * time slice for its slowest part). A block is always computed whole by one thread, so the
+ * integers are the same however the blocks are shared. */
 #define MAX_THREADS 64
-typedef void (*PartFn)(void *arg, int part, int parts);
+typedef void (*BlockFn)(void *arg, long block);
 
 static struct {
-    pthread_mutex_t mu, call;       /* mu guards the fields; call: one caller at a time */
+    pthread_mutex_t mu, call;       /* mu guards sleeping and waking; call: one caller at a time */
     pthread_cond_t wake, done;
     int started;                    /* worker threads running (ids 1 .. started) */
     int threads;                    /* threads a call uses, the caller's included */
-    unsigned long gen;              /* (job counter << 8) | parts: one word, so a worker reads both at once */
-    PartFn fn;
+    unsigned long gen;              /* the job's number, bumped for each job */
+    unsigned long long claim;       /* (job number mod 2**32) << 32 | next block */
+    long blocks, finished;          /* blocks of the job, and how many are done */
+    BlockFn fn;
     void *arg;
-    int pending;                    /* parts still running on workers */
     long spin_ns;                   /* how long an idle worker polls before sleeping */
 } pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
-          PTHREAD_COND_INITIALIZER, 0, 1, 0, NULL, NULL, 0, 50000};
+          PTHREAD_COND_INITIALIZER, 0, 1, 0, 0, 0, 0, NULL, NULL, 50000};
 
 static long now_ns(void) {
     struct timespec ts;
@@ -243,7 +250,25 @@ static inline void relax(void) {
 #endif
 }
 
-static unsigned long start_gen[MAX_THREADS];  /* each worker's first `seen`: the job word when it was made */
+/* Claim and compute blocks of job `job` until none is left (or the job is no longer current:
+ * then the claim fails, and nothing of a finished job is touched). */
+static void take_blocks(unsigned long job) {
+    const unsigned long long tag = (unsigned long long)(job & 0xffffffffUL) << 32;
+    for (;;) {
+        unsigned long long c = __atomic_load_n(&pool.claim, __ATOMIC_ACQUIRE);
+        if ((c & 0xffffffff00000000ULL) != tag || (long)(c & 0xffffffffULL) >= __atomic_load_n(&pool.blocks, __ATOMIC_ACQUIRE))
+            return;
+        if (!__atomic_compare_exchange_n(&pool.claim, &c, c + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) continue;
+        pool.fn(pool.arg, (long)(c & 0xffffffffULL));  /* the job stays put until its blocks are done */
+        if (__atomic_add_fetch(&pool.finished, 1, __ATOMIC_ACQ_REL) == pool.blocks) {
+            pthread_mutex_lock(&pool.mu);
+            pthread_cond_signal(&pool.done);
+            pthread_mutex_unlock(&pool.mu);
+        }
+    }
+}
+
+static unsigned long start_gen[MAX_THREADS];  /* each worker's first `seen`: the job number when it was made */
 
 static void *worker(void *arg) {
     const int id = (int)(intptr_t)arg;
@@ -265,14 +290,7 @@ static void *worker(void *arg) {
             }
         }
         seen = g;
-        const int parts = (int)(g & 255);
-        if (id >= parts) continue;  /* not needed for this job (main waits for the others only) */
-        pool.fn(pool.arg, id, parts);  /* fn and arg stay put until this part is done */
-        if (__atomic_sub_fetch(&pool.pending, 1, __ATOMIC_ACQ_REL) == 0) {
-            pthread_mutex_lock(&pool.mu);
-            pthread_cond_signal(&pool.done);
-            pthread_mutex_unlock(&pool.mu);
-        }
+        take_blocks(g);
     }
     return NULL;
 }
@@ -285,8 +303,7 @@ static void pool_after_fork(void) {
     pthread_cond_init(&pool.wake, NULL);
     pthread_cond_init(&pool.done, NULL);
     pool.started = 0;
-    pool.gen = 0;
-    pool.pending = 0;
+    pool.threads = 1;
 }
 
 static int pool_grow(int threads) {
@@ -307,46 +324,48 @@ static int pool_grow(int threads) {
     return pool.threads;
 }
 
-/* fn(arg, p, parts) for p in [0, parts): part 0 in the caller, the rest on workers. */
-static void run_parts(PartFn fn, void *arg, int parts) {
-    if (parts > 1 && pthread_mutex_trylock(&pool.call) == 0) {
-        if (parts > pool.threads) parts = pool.threads;
-        if (parts > 1) {
-            pthread_mutex_lock(&pool.mu);
-            pool.fn = fn;
-            pool.arg = arg;
-            __atomic_store_n(&pool.pending, parts - 1, __ATOMIC_RELEASE);
-            __atomic_store_n(&pool.gen, ((pool.gen >> 8) + 1) << 8 | (unsigned long)parts, __ATOMIC_RELEASE);
-            pthread_cond_broadcast(&pool.wake);
-            pthread_mutex_unlock(&pool.mu);
-            fn(arg, 0, parts);
-            long until = now_ns() + 200000;
-            for (int i = 0; __atomic_load_n(&pool.pending, __ATOMIC_ACQUIRE); i++) {
-                relax();
-                if ((i & 63) == 63 && now_ns() > until) {
-                    pthread_mutex_lock(&pool.mu);
-                    while (__atomic_load_n(&pool.pending, __ATOMIC_ACQUIRE)) pthread_cond_wait(&pool.done, &pool.mu);
-                    pthread_mutex_unlock(&pool.mu);
-                    break;
-                }
+/* fn(arg, b) for b in [0, blocks): the caller and the pool's workers take blocks in turn. */
+static void run_blocks(BlockFn fn, void *arg, long blocks, int threads) {
+    if (threads > 1 && blocks > 1 && pool.started && pthread_mutex_trylock(&pool.call) == 0) {
+        unsigned long job = pool.gen + 1;
+        pool.fn = fn;
+        pool.arg = arg;
+        __atomic_store_n(&pool.finished, 0, __ATOMIC_RELEASE);
+        __atomic_store_n(&pool.blocks, blocks, __ATOMIC_RELEASE);
+        __atomic_store_n(&pool.claim, (unsigned long long)(job & 0xffffffffUL) << 32, __ATOMIC_RELEASE);
+        pthread_mutex_lock(&pool.mu);
+        __atomic_store_n(&pool.gen, job, __ATOMIC_RELEASE);
+        pthread_cond_broadcast(&pool.wake);
+        pthread_mutex_unlock(&pool.mu);
+        take_blocks(job);
+        long until = now_ns() + 200000;
+        for (int i = 0; __atomic_load_n(&pool.finished, __ATOMIC_ACQUIRE) < blocks; i++) {
+            relax();
+            if ((i & 63) == 63 && now_ns() > until) {
+                pthread_mutex_lock(&pool.mu);
+                while (__atomic_load_n(&pool.finished, __ATOMIC_ACQUIRE) < blocks) pthread_cond_wait(&pool.done, &pool.mu);
+                pthread_mutex_unlock(&pool.mu);
+                break;
             }
-            pthread_mutex_unlock(&pool.call);
-            return;
         }
         pthread_mutex_unlock(&pool.call);
+        return;
     }
-    for (int p = 0; p < parts; p++) fn(arg, p, parts);  /* the pool is busy (another caller) or one part */
+    for (long b = 0; b < blocks; b++) fn(arg, b);  /* one thread, or the pool is busy (another caller) */
 }
 
-static void gemv_part(void *arg, int part, int parts) {
-    const Gemv *g = (const Gemv *)arg;
-    Py_ssize_t blocks = (g->n + BLOCK - 1) / BLOCK;
-    Py_ssize_t b0 = blocks * part / parts, b1 = blocks * (part + 1) / parts;
-    Py_ssize_t c0 = b0 * BLOCK, c1 = b1 * BLOCK < g->n ? b1 * BLOCK : g->n;
-    if (c0 < c1) gemv_columns(g, c0, c1);
+typedef struct {
+    const Gemv *g;
+    Py_ssize_t width;  /* columns per block: a multiple of BLOCK */
+} GemvJob;
+
+static void gemv_block(void *arg, long block) {
+    const GemvJob *job = (const GemvJob *)arg;
+    Py_ssize_t c0 = block * job->width, c1 = c0 + job->width < job->g->n ? c0 + job->width : job->g->n;
+    gemv_columns(job->g, c0, c1);
 }
 
-#define MIN_PART_WEIGHTS 65536  /* a part reads at least this many weights: smaller products run alone */
+#define MIN_BLOCK_WEIGHTS 32768  /* a block reads at least this many weights (smaller products: one block) */
 
 /* -- Python bindings -------------------------------------------------------------------------- */
 
@@ -425,12 +444,16 @@ static PyObject *matmul(PyObject *self, PyObject *args) {
         if (!k) {
             memset(ob.buf, 0, (size_t)(m * n) * sizeof(int32_t));
         } else {
-            Py_ssize_t blocks = (n + BLOCK - 1) / BLOCK, by_size = k * n / MIN_PART_WEIGHTS;
-            int parts = pool.threads;
-            if (parts > blocks) parts = (int)blocks;
-            if (parts > by_size) parts = by_size > 1 ? (int)by_size : 1;
+            /* about 4 blocks per thread, each a whole number of 32-column blocks and at least
+             * MIN_BLOCK_WEIGHTS weights */
+            int threads = pool.threads;
+            Py_ssize_t width = (n + 4 * threads - 1) / (4 * threads);
+            Py_ssize_t least = (MIN_BLOCK_WEIGHTS + k - 1) / k;
+            width = width > least ? width : least;
+            width = (width + BLOCK - 1) / BLOCK * BLOCK;
+            GemvJob job = {&g, width};
             Py_BEGIN_ALLOW_THREADS
-            run_parts(gemv_part, &g, parts);
+            run_blocks(gemv_block, &job, (long)((n + width - 1) / width), threads);
             Py_END_ALLOW_THREADS
         }
     }
