@@ -384,8 +384,9 @@ def test_a_local_copy_of_a_registered_generator_gets_its_settings_and_id(
     models: dict[str, Path], tmp_path: Path
 ) -> None:
     """``--generator hf:FOLDER`` where FOLDER is the Hugging Face cache's copy of SD-Turbo (as
-    ``hf download`` leaves it, or a symlink to it): 1 step, guidance 0 and generator id 3, as
-    for ``hf:stabilityai/sd-turbo``; another folder keeps its pipeline's defaults and no id."""
+    ``hf download`` leaves it, or a symlink to it), or ``hf:stabilityai/sd-turbo=FOLDER``: 1
+    step, guidance 0 and generator id 3, as for ``hf:stabilityai/sd-turbo``; another folder
+    keeps its pipeline's defaults and no id."""
     from semcodec.pipeline.backends import generator_id_for, parse_spec
     from semcodec.pipeline.backends.hf import DEFAULT_PIPELINE, registered_name
 
@@ -393,7 +394,8 @@ def test_a_local_copy_of_a_registered_generator_gets_its_settings_and_id(
     snapshot = next((tmp_path / "hf" / "hub" / "models--stabilityai--sd-turbo" / "snapshots").iterdir())
     (tmp_path / "my-sd-turbo").symlink_to(snapshot, target_is_directory=True)
     backend = HFBackend(BackendOptions(device="cpu"))  # no --steps: the model's own settings
-    for folder in (snapshot, tmp_path / "my-sd-turbo"):
+    # The cache's folder, a symlink to it, and any folder named as a copy of the model (ID=FOLDER).
+    for folder in (snapshot, tmp_path / "my-sd-turbo", f"stabilityai/sd-turbo={models['sd']}"):
         assert registered_name(str(folder)) == "stabilityai/sd-turbo"
         assert generator_id_for(parse_spec(f"hf:{folder}"), DEFAULT_PIPELINE) == 3
         generator = backend.generator(str(folder))

@@ -91,7 +91,9 @@ def register(subparsers: Any) -> None:
         "--generator",
         metavar="NAME",
         help="generator painted with and stored in the header "
-        "(default: the captioner's backend, e.g. openai:dall-e-3, hf:stabilityai/sd-turbo)",
+        "(default: the captioner's backend, e.g. openai:dall-e-3, hf:stabilityai/sd-turbo); a local copy "
+        "of a registered model is hf:ID=FOLDER (e.g. hf:stabilityai/sd-turbo=./sd-turbo: its settings and "
+        "id), or its folder in the Hugging Face cache",
     )
     enc.add_argument("--critic", metavar="NAME", help="judge for reflection (default: the captioner)")
     enc.add_argument(
@@ -177,7 +179,7 @@ def register(subparsers: Any) -> None:
     dec.add_argument(
         "--generator",
         metavar="NAME",
-        help="override the header's generator (openai[:MODEL], hf[:MODEL|PATH])",
+        help="override the header's generator (openai[:MODEL], hf[:MODEL|PATH|ID=PATH])",
     )
     from semcodec.codec import DEFAULT_MAX_TOKENS, MAX_TOKENS
 

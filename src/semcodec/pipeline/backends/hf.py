@@ -44,9 +44,25 @@ KNOWN_PIPELINES: dict[str, dict[str, float]] = {
 }
 
 
+def split_alias(model_id: str) -> tuple[str | None, str]:
+    """``ID=FOLDER`` (a registered generator's weights in a folder of the user's, e.g. from
+    ``hf download ID --local-dir FOLDER``) → ``(ID, FOLDER)``; anything else → ``(None, model_id)``.
+
+    >>> split_alias("stabilityai/sd-turbo=/models/sd-turbo")
+    ('stabilityai/sd-turbo', '/models/sd-turbo')
+    >>> split_alias("/models/a=b")
+    (None, '/models/a=b')
+    """
+    name, sep, folder = model_id.partition("=")
+    if sep and folder and name in KNOWN_PIPELINES:
+        return name, folder
+    return None, model_id
+
+
 def registered_name(model_id: str) -> str | None:
     """The Hub id of a registered pipeline (:data:`KNOWN_PIPELINES`) that ``model_id`` is: the
-    id itself, or a local folder inside the Hugging Face cache's copy of it
+    id itself, ``ID=FOLDER`` (the user says the folder holds ID, see :func:`split_alias`), or
+    a local folder inside the Hugging Face cache's copy of it
     (``.../models--ORG--NAME/snapshots/REV``, also reached through a symlink), as ``hf
     download`` leaves it. Another folder is not guessed at (a fine-tune has the same
     configs): it keeps its pipeline's own defaults and no registry id.
@@ -60,6 +76,9 @@ def registered_name(model_id: str) -> str | None:
     """
     if model_id in KNOWN_PIPELINES:
         return model_id
+    alias = split_alias(model_id)[0]
+    if alias is not None:
+        return alias
     if not _looks_like_path(model_id):
         return None
     path = Path(model_id).expanduser()
@@ -138,9 +157,12 @@ def _missing(model_id: str, err: BaseException) -> BackendUnavailableError:
         cache = constants.HF_HUB_CACHE
     except ImportError:  # pragma: no cover
         cache = "the Hugging Face cache"
+    where = "hf:/path/to/model"
+    if model_id in KNOWN_PIPELINES:  # a copy elsewhere keeps the registry's settings and id
+        where += f"; hf:{model_id}=/path/to/folder for a copy of {model_id}"
     return BackendUnavailableError(
         f"hf model {model_id!r} is not in the local Hugging Face cache ({cache}); download it once with "
-        f"`hf download {model_id}`, or name a local folder (hf:/path/to/model){_openai_hint()}"
+        f"`hf download {model_id}`, or name a local folder ({where}){_openai_hint()}"
     )
 
 
@@ -202,9 +224,11 @@ class HFBackend:
             return self._vlms[model_id]
 
     def pipeline(self, model_id: str) -> Any:
-        """A diffusers text-to-image pipeline, loaded on first use."""
+        """A diffusers text-to-image pipeline, loaded on first use (``ID=FOLDER``: from FOLDER)."""
+        key = model_id
         with self._lock:
-            if model_id not in self._pipes:
+            if key not in self._pipes:
+                model_id = split_alias(model_id)[1]
                 _torch()
                 diffusers = _require("diffusers")
                 auto_pipeline: Any = diffusers.AutoPipelineForText2Image
@@ -222,8 +246,8 @@ class HFBackend:
                     ) from None
                 pipe = pipe.to(self.device())
                 pipe.set_progress_bar_config(disable=True)  # we report steps ourselves
-                self._pipes[model_id] = pipe
-            return self._pipes[model_id]
+                self._pipes[key] = pipe
+            return self._pipes[key]
 
     def chat(self, model_id: str, text: str, images: list[Image], max_new_tokens: int) -> str:
         """One user turn with ``images`` through the model's own chat template; greedy decoding."""
