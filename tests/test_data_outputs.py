@@ -361,3 +361,19 @@ def test_decode_jobs_honour_max_tokens(tmp_path: Path, model: Any) -> None:
     assert (report.rows, report.bad_rows) == (1, 1)
     assert "within 5 tokens" in (tmp_path / "images" / jobs.ERRORS_SIDECAR).read_text()
     assert listing(tmp_path / "images") == [jobs.ERRORS_SIDECAR]
+
+
+def test_a_large_dictionary_group_is_probed_once_and_read_plain(tmp_path: Path) -> None:
+    """A group of 5,000 distinct captions (a dictionary page over the per-row limit): its
+    dictionary is decoded once to find its longest value, then the rows stream as plain text."""
+    from semcodec.data.tables import TableReader
+
+    texts = [f"caption {i}: a dog runs on a sunny beach by the sea" for i in range(5000)]
+    source = str(table_file(tmp_path / "big.parquet", texts))
+    chunk = pq.ParquetFile(source).metadata.row_group(0).column(1)
+    assert chunk.has_dictionary_page and chunk.total_uncompressed_size > 165888
+    reader = TableReader("text", "pack")
+    got = [t for lo in range(0, 5000, 1000) for t in reader.read(source, lo, lo + 1000)[0]["text"].to_pylist()]
+    assert got == texts
+    assert reader._file is not None and reader._file.repeated == {0: max(len(t) for t in texts)}
+    assert reader._file.dictionary_pf is not None  # opened once for the probe
