@@ -104,7 +104,7 @@ def test_header_round_trips_every_field(
     raw = encode_header(header, check_value or b"")
     if header.compact:  # its payload starts with the form symbol 3: first byte >= 0x80 (SPEC §4)
         payload = b"\x80" + payload
-    if header.short:  # the form symbol 1 and the model symbol: the payload names the model (SPEC §2)
+    if header.short or header.version == 4:  # form and model symbols: the payload names the model (SPEC §2)
         payload = coding.encode([s for s, _ in header.form_symbols], [t for _, t in header.form_symbols])
     decoded, got_check, offset = decode_header(raw + payload)
     assert decoded == header
@@ -122,6 +122,9 @@ def test_header_round_trips_every_field(
     if version == AUTO_VERSION and model_id in (0, 1, 2, 4, 5) and expected == 2 + _varint_len(model_id):
         expected = 1  # the v3 short form: the model symbol is in the payload
         assert header.version == 3
+    if version == AUTO_VERSION and model_id in (6, 7, 8, 9) and expected == 2 + _varint_len(model_id):
+        expected = 1  # the v4 short form: the model symbol is in the payload
+        assert header.version == 4
     assert len(raw) == expected
 
 
@@ -199,12 +202,15 @@ def test_later_version_is_announced_by_the_short_forms_escape() -> None:
         semcodec.unpack(bytes([MAGIC, 0x00, 0x81, 0x02]))
 
 
-def test_unknown_flag_is_named() -> None:
-    with pytest.raises(SemFormatError, match="unknown header flag bit 5"):
+def test_v1_reserved_flag_is_the_v4_short_form() -> None:
+    """v1's flag bit 5 (byte 1 = 011xxxxx) was always an error; v4 reads it as its short form
+    (SPEC §7), so such bytes are a v4 payload: here one whose model symbol is the escape."""
+    assert semcodec.container.one_byte_form(V1 | 0x20) == semcodec.container.FORM_V4
+    with pytest.raises(SemVersionError, match="v4 short form with the escape symbol"):
         semcodec.unpack(bytes([MAGIC, V1 | 0x20, 0x01]))
 
 
-@pytest.mark.parametrize("model_id", [6, 99, MAX_ID])
+@pytest.mark.parametrize("model_id", [10, 99, MAX_ID])
 def test_unknown_model_id_is_named_before_any_model_work(model_id: int, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("semcodec.models.load_model", _must_not_run("load_model"))
     data = encode_header(Header(model_id=model_id)) + b"\x12\x34"
@@ -476,8 +482,8 @@ def test_header_byte_flips_give_the_documented_error(damage: dict[str, Damage]) 
                 # v1 bits 01 flipped read as v2 (00 explicit, 11 compact): an error, or a v2 file
                 # that re-encodes to the damaged bytes (test_without_check_accepted_damage_is_canonical).
                 assert outcome.kind == "error" or (outcome.header is not None and outcome.header.version == 2)
-            elif region == "reserved flag":
-                assert outcome.bucket == "SemFormatError" and "flag bit 5" in outcome.message
+            elif region == "reserved flag":  # v1's bit 5 set: v4's short form (SPEC §7), an error or a v4 file
+                assert outcome.kind == "error" or (outcome.header is not None and outcome.header.version == 4)
 
 
 def test_seed_flips_change_only_the_seed(damage: dict[str, Damage]) -> None:

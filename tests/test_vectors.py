@@ -1,4 +1,4 @@
-"""The golden vectors in format/vectors/ (v1), format/vectors/v2/ and format/vectors/v3/ decode,
+"""The golden vectors in format/vectors/ (v1), format/vectors/v2/, v3/ and v4/ decode,
 re-encode bit-exactly, and fail as documented. Earlier versions' files keep decoding forever (SPEC §7)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import semcodec
 from semcodec import errors
 
 VECTORS = Path(__file__).resolve().parents[1] / "format" / "vectors"
-DOCS = {1: VECTORS, 2: VECTORS / "v2", 3: VECTORS / "v3"}
+DOCS = {1: VECTORS, 2: VECTORS / "v2", 3: VECTORS / "v3", 4: VECTORS / "v4"}
 LOADED = {v: json.loads((folder / "vectors.json").read_text()) for v, folder in DOCS.items()}
 VALID = [(v, case) for v, doc in LOADED.items() for case in doc["valid"]]
 INVALID = [(v, case) for v, doc in LOADED.items() for case in doc["invalid"]]
@@ -49,3 +49,11 @@ def test_invalid_vector_raises_documented_error(item: tuple[int, dict]) -> None:
     assert issubclass(error, semcodec.SemError)
     with pytest.raises(error):
         semcodec.unpack(data)
+
+
+@pytest.mark.parametrize("case", LOADED[1].get("reinterpreted", []), ids=lambda c: c["file"])
+def test_v1_invalid_file_a_later_version_reads(case: dict) -> None:  # type: ignore[type-arg]
+    """A file no v1 reader accepted, whose first bytes a later version gave a meaning (SPEC §7)."""
+    data = (DOCS[1] / case["file"]).read_bytes()
+    assert data[1] >> 5 == 0b011 and semcodec.container.one_byte_form(data[1]) == semcodec.container.FORM_V4
+    assert semcodec.unpack(data).header.version == case["version"]

@@ -144,6 +144,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--checkpoint-every", type=int, default=20)
     ap.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: all)")
+    ap.add_argument("--init", type=Path, help="start from this run's adapter.pt (a second stage)")
     args = ap.parse_args()
 
     from peft import LoraConfig, get_peft_model
@@ -168,6 +169,11 @@ def main() -> None:
     print(f"trainable parameters: {sum(p.numel() for p in params)}", flush=True)
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
 
+    if args.init:
+        first = torch.load(args.init, weights_only=False)
+        missing = model.load_state_dict(first["lora"], strict=False).unexpected_keys
+        assert not missing, missing
+        print(f"initialised from {args.init}", flush=True)
     ckpt = args.out / "checkpoint.pt"
     start = 0
     if ckpt.exists():

@@ -4,9 +4,10 @@
 
 Writes, for each format version, ``*.sem`` + ``vectors.json`` (valid files: text and
 header values; invalid files: the error a reader must raise) and ``tables.json`` (sha256
-of frequency tables): v1 in this folder, v2 in ``v2/``, v3 in ``v3/``. Earlier versions'
-files are frozen: rerunning rewrites them byte for byte (this build still writes v1 and
-v2 on request), so ``git diff`` after a run shows a v1 or v2 change as a bug.
+of frequency tables): v1 in this folder, v2 in ``v2/``, v3 in ``v3/``, v4 in ``v4/``.
+Earlier versions' files are frozen: rerunning rewrites them byte for byte (this build still
+writes v1 and v2 on request), so ``git diff`` after a run shows an earlier version's change
+as a bug.
 """
 
 from __future__ import annotations
@@ -24,8 +25,12 @@ from semcodec.container import (
     DEFAULT_MODEL_IDS,
     FORM_SHORT,
     FORM_TABLE,
+    FORM_TABLE_V4,
+    FORM_V4_SYMBOL,
     SHORT_MODEL_IDS,
     SHORT_MODEL_TABLE,
+    V4_MODEL_IDS,
+    V4_MODEL_TABLE,
     Header,
 )
 from semcodec.models import load_model
@@ -34,6 +39,7 @@ from semcodec.models.exact import ExactLM
 HERE = Path(__file__).resolve().parent
 V2_DIR = HERE / "v2"
 V3_DIR = HERE / "v3"
+V4_DIR = HERE / "v4"
 
 VALID: list[tuple[str, str, dict[str, object]]] = [
     ("caption", "A red and black boat floating on top of water.", {}),
@@ -91,9 +97,9 @@ def invalid_cases_v2(good: bytes) -> list[tuple[str, bytes, str, str]]:
         ("stored-default-model", b"\xa7\x01\x03" + payload, "SemFormatError", "model 3 is v2's default"),
         ("future-flag", b"\xa7\x20" + payload, "SemVersionError", "v2 flag bit 5 announces a later version"),
         ("unknown-model", b"\xa7\x01\x63" + payload, "SemUnknownModelError", "model id 99"),
-        ("lf-as-token", _one_byte_file(Header().form_symbols, VALID[0][1] + "\n", 3, 0), "SemIntegrityError",
+        ("lf-as-token", _one_byte_file(Header(model_id=3).form_symbols, VALID[0][1] + "\n", 3, 0), "SemIntegrityError",
          "a final \\n coded as text tokens instead of the line-ending symbol"),
-        ("cr-lf-split", _one_byte_file(Header().form_symbols, VALID[0][1] + "\r", 3, 1), "SemIntegrityError",
+        ("cr-lf-split", _one_byte_file(Header(model_id=3).form_symbols, VALID[0][1] + "\r", 3, 1), "SemIntegrityError",
          "a final \\r\\n coded as \\r + line ending \\n"),
         ("trailing-byte", good + b"\x5a", "SemIntegrityError", "payload not canonical: an extra byte"),
     ]
@@ -122,6 +128,32 @@ def invalid_cases_v3(good: bytes) -> list[tuple[str, bytes, str, str]]:
          "model symbol says 4, the tokens were coded with 5's tables: not canonical"),
         ("short-form-sliver", b"\xa7\x3f" + b"\xff" * 7, "SemIntegrityError",
          "byte 1 = 001xxxxx but the form symbol decodes as 2 (no encoder writes this)"),
+        ("trailing-byte", good + b"\x5a", "SemIntegrityError", "payload not canonical: an extra byte"),
+    ]
+
+
+DESCRIPTION = ("The image features a large white and red fire truck parked on the side of a city street. "
+               "Several firefighters in uniform stand next to it.\n\nIn the background, tall brick buildings "
+               "line the road under a cloudy sky.")
+
+VALID_V4: list[tuple[str, str, dict[str, object]]] = [
+    ("caption", VALID[0][1], {}),
+    ("caption-lf", VALID[0][1] + "\n", {}),
+    ("empty", "", {}),
+    ("unicode", VALID[5][1], {}),
+    ("paragraph", PARAGRAPH, {"model_id": 7}),
+    ("description", DESCRIPTION, {"model_id": 8}),
+    ("alt-text", "person walks along the beach at sunset .", {"model_id": 9}),
+]
+
+
+def invalid_cases_v4(good: bytes) -> list[tuple[str, bytes, str, str]]:
+    return [
+        ("escape", _one_byte_file([(FORM_V4_SYMBOL, FORM_TABLE_V4), (V4_MODEL_IDS.index(None), V4_MODEL_TABLE)],
+                                  VALID[0][1], 6, 0), "SemVersionError",
+         "the v4 short form's escape symbol announces a later version"),
+        ("short-wrong-model", _one_byte_file(Header(model_id=8).form_symbols, VALID[0][1], 6, 0),
+         "SemIntegrityError", "model symbol says 8, the tokens were coded with 6's tables: not canonical"),
         ("trailing-byte", good + b"\x5a", "SemIntegrityError", "payload not canonical: an extra byte"),
     ]
 
@@ -160,7 +192,7 @@ def write_set(folder: Path, version: int, cases: list[tuple[str, str, dict[str, 
     valid = []
     for name, text, fields in cases:
         fields = {"model_id": DEFAULT_MODEL_IDS[version], **fields}  # each version's default model
-        data = semcodec.pack(text, version=version, **fields)  # type: ignore[arg-type]
+        data = semcodec.pack(text, **{"version": version, **fields})  # type: ignore[arg-type]
         (folder / f"{name}.sem").write_bytes(data)
         header = semcodec.read_header(data)
         valid.append({
@@ -192,12 +224,24 @@ def main() -> None:
             case["error"] = V1_VERSION_2_ERROR
             case["why"] = ("bits 7-6 = 10 were an unknown version to a v1 reader; a v2 reader reads a v2 "
                            "one-byte header whose payload does not decode canonically")
+    reserved = next(c for c in v1_doc["invalid"] if c["file"] == "invalid-reserved-flag.sem")
+    v1_doc["invalid"].remove(reserved)  # byte 1 = 0x61 (011xxxxx) is v4's short form (SPEC §7, v4)
+    v1_doc["reinterpreted"] = [{
+        "file": reserved["file"], "version": 4,
+        "why": "v1's reserved flag bit 5 (byte 1 = 011xxxxx) is v4's short form: a v4 reader reads this "
+               "v1-invalid file as a v4 file, and its random payload happens to decode canonically (SPEC §2, "
+               "'Detection')",
+    }]
     (HERE / "vectors.json").write_text(json.dumps(v1_doc, ensure_ascii=False, indent=1) + "\n")
-    good = semcodec.pack(VALID[0][1])
+    good = semcodec.pack(VALID[0][1], model_id=3)  # v2's compact form (v4's default is another)
     write_set(V2_DIR, 2, VALID_V2, invalid_cases_v2(good),
               [(3, "captions-caption", VALID[0][1]), (3, "captions-empty", ""), (4, "paragraphs-paragraph", PARAGRAPH)])
     write_set(V3_DIR, 3, VALID_V3, invalid_cases_v3(semcodec.pack(PARAGRAPH, model_id=5)),
               [(5, "paragraph-replies-paragraph", PARAGRAPH), (5, "paragraph-replies-empty", "")])
+    write_set(V4_DIR, 4, VALID_V4, invalid_cases_v4(semcodec.pack(VALID[0][1])),
+              [(6, "describer-captions-caption", VALID[0][1]), (6, "describer-captions-empty", ""),
+               (7, "describer-paragraphs-paragraph", PARAGRAPH), (8, "describer-descriptions-description", DESCRIPTION),
+               (9, "describer-alt-text-caption", VALID[6][1])])
 
 
 V1_VERSION_2_ERROR = "SemIntegrityError"

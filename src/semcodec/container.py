@@ -1,22 +1,26 @@
 """The ``.sem`` container: header bytes in, header bytes out (``format/SPEC.md`` §2).
 
 This module owns the format's versions, forms, flags and per-version defaults. It knows
-bytes only, except for the v3 *short* form, whose model id is the payload's second symbol:
-reading it takes two steps of the range coder with fixed tables (:data:`FORM_TABLE`,
-:data:`SHORT_MODEL_TABLE`), never a model.
+bytes only, except for the v3 and v4 *short* forms, whose model id is the payload's second
+symbol: reading it takes two steps of the range coder with fixed tables (:data:`FORM_TABLE`
+and :data:`SHORT_MODEL_TABLE`; :data:`FORM_TABLE_V4` and :data:`V4_MODEL_TABLE`), never a model.
 
-    >>> h = Header(width=512, height=512, seed=7)
+    >>> h = Header(model_id=3, width=512, height=512, seed=7)
     >>> raw = encode_header(h)
     >>> raw.hex()
     'a70c0780048004'
     >>> decode_header(raw + b"payload")[0] == h
     True
-    >>> encode_header(Header()).hex()  # every field at its default: one byte (v2 compact)
-    'a7'
+    >>> Header().model_id, Header().version, encode_header(Header()).hex()  # the default: v4 short, one byte
+    (6, 4, 'a7')
+    >>> encode_header(Header(model_id=3)).hex(), Header(model_id=3).compact  # v2 compact: model 3
+    ('a7', True)
     >>> Header(model_id=4).version, encode_header(Header(model_id=4)).hex()  # v3 short: id in the payload
     (3, 'a7')
     >>> encode_header(Header(model_id=4, version=2)).hex(), encode_header(Header(version=1, model_id=0)).hex()
     ('a70104', 'a740')
+    >>> encode_header(Header(width=512, height=512)).hex()  # an explicit header stores v4's default model
+    'a7090680048004'
 """
 
 from __future__ import annotations
@@ -32,24 +36,26 @@ from semcodec.errors import SemFormatError, SemIntegrityError, SemLimitError, Se
 MAGIC = 0xA7
 """First byte of every ``.sem`` file: a UTF-8 continuation byte, so no text file starts with it."""
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 """The newest version this build writes; it reads versions in :data:`READABLE_VERSIONS` (SPEC §7).
-A v3 writer still writes v2's forms where they are the smallest (:attr:`Header.version`)."""
+A v4 writer still writes v2's and v3's forms where they name the header (:attr:`Header.version`)."""
 
-READABLE_VERSIONS = frozenset({1, 2, 3})
+READABLE_VERSIONS = frozenset({1, 2, 3, 4})
 WRITABLE_VERSIONS = READABLE_VERSIONS
 """v1 and v2 stay writable so that every valid file re-encodes to its own bytes (``pack_header``)."""
 
-DEFAULT_MODEL_IDS = {1: 0, 2: 3, 3: 3}
-"""The model an absent model field means, per version (SPEC §2). v2's is the best profile;
-v3 keeps it (a v3 file's own form always names its model)."""
+DEFAULT_MODEL_IDS = {1: 0, 2: 3, 3: 3, 4: 6}
+"""The model an absent model field means, per version (SPEC §2). v2's is the best profile of
+its day; v3 keeps it (a v3 file's own form always names its model); v4's is the adapted
+caption profile, the one ``pack`` uses when none is named (a v4 file's form names its model too)."""
 
 AUTO_VERSION = 0
-"""``Header(version=AUTO_VERSION)`` (the default): the smallest form, v3 short or v2 (SPEC §2)."""
+"""``Header(version=AUTO_VERSION)`` (the default): the smallest form, v4 or v3 short, or v2 (SPEC §2)."""
 
 V1_BITS = 0b01
 """Byte 1, bits 7–6: ``01`` v1; ``00`` v2 with explicit flags; ``1x`` v2 compact (payload from byte 1).
-Bits 7–5 ``001`` (v2's flag bit 5 alone of the explicit form) are the v3 short form."""
+Bits 7–5 ``001`` (v2's flag bit 5 alone of the explicit form) are the v3 short form, ``011`` (v1's
+reserved flag bit 5, never valid in a v1 file) the v4 short form."""
 V2_EXPLICIT_BITS = 0b00
 
 # SPEC §2/§4: the payload of a one-byte header starts with a form symbol whose table mirrors
@@ -59,6 +65,21 @@ V2_EXPLICIT_BITS = 0b00
 FORM_TABLE = np.array([1 << 21, 1 << 21, 1 << 22, 1 << 23], dtype=np.int64)
 FORM_SHORT = 1
 FORM_COMPACT = 3
+
+# SPEC §2/§4, v4: the same byte regions in five intervals: [0, 1/8) explicit v2, [1/8, 1/4) v3
+# short, [1/4, 3/8) v1, [3/8, 1/2) v4 short (byte 1 = 011xxxxx), [1/2, 1) compact. A v4 short
+# payload codes symbol 3 of this table: 3 bits.
+FORM_TABLE_V4 = np.array([1 << 21, 1 << 21, 1 << 21, 1 << 21, 1 << 23], dtype=np.int64)
+FORM_V4_SYMBOL = 3
+FORM_V4 = 4
+"""What :func:`one_byte_form` says for byte 1 = ``011xxxxx`` (a form, not a symbol of FORM_TABLE)."""
+
+V4_MODEL_IDS = (None, 6, 7, 8, 9)
+"""v4 short form: the model symbol's meaning; symbol 0 (``None``) is the escape a later version
+announces itself with, as in v3."""
+V4_MODEL_TABLE = np.array([1 << 14, (3 << 22) - (1 << 14), 1 << 20, 1 << 21, 1 << 20], dtype=np.int64)
+"""Escape: 10 bits; id 6 (captions, the default): 0.415 bits; 7 (paragraphs) and 9 (alt text):
+4 bits; 8 (descriptions): 3 bits."""
 
 SHORT_MODEL_IDS = (None, 0, 1, 2, 4, 5)
 """v3 short form: the model symbol's meaning; symbol 0 (``None``) is the escape a later
@@ -106,8 +127,9 @@ class Header:
     version: int = AUTO_VERSION
 
     def __post_init__(self) -> None:
-        if self.version == AUTO_VERSION:  # the smallest form: v3 short where it applies, else v2
-            object.__setattr__(self, "version", 3 if _short_form_applies(self) else 2)
+        if self.version == AUTO_VERSION:  # the smallest form: v4 or v3 short where it applies, else v2
+            version = 4 if _v4_form_applies(self) else 3 if _short_form_applies(self) else 2
+            object.__setattr__(self, "version", version)
         if self.version not in WRITABLE_VERSIONS:
             raise SemVersionError(f"format version {self.version!r} is not one this build writes")
         for name, value, top in (
@@ -123,6 +145,10 @@ class Header:
         if self.version == 3 and not _short_form_applies(self):
             raise SemVersionError(
                 "a v3 header is the short form: model id in (0, 1, 2, 4, 5), every other field at its default"
+            )
+        if self.version == 4 and not _v4_form_applies(self):
+            raise SemVersionError(
+                "a v4 header is the short form: model id in (6, 7, 8, 9), every other field at its default"
             )
 
     @property
@@ -148,15 +174,25 @@ class Header:
             return [(FORM_COMPACT, FORM_TABLE)]
         if self.short:
             return [(FORM_SHORT, FORM_TABLE), (SHORT_MODEL_IDS.index(self.model_id), SHORT_MODEL_TABLE)]
+        if self.version == 4:
+            return [(FORM_V4_SYMBOL, FORM_TABLE_V4), (V4_MODEL_IDS.index(self.model_id), V4_MODEL_TABLE)]
         return []
+
+    @property
+    def form(self) -> int | None:
+        """The one-byte form this header takes (what :func:`one_byte_form` reads back), or None."""
+        if self.compact:
+            return FORM_COMPACT
+        if self.short:
+            return FORM_SHORT
+        return FORM_V4 if self.version == 4 else None
 
     def fits(self, payload: bytes) -> bool:
         """Whether ``payload`` after this header's bytes reads back as this header's form. A
         one-byte form's payload lies in its interval up to a sliver of about 2**-41 just below it
         (the coder's first scale is 2**40 - 1, not 2**40), where the writer falls back to an
         explicit header (:func:`explicit`)."""
-        form = self.form_symbols
-        return not form or (bool(payload) and one_byte_form(payload[0]) == form[0][0])
+        return self.form is None or (bool(payload) and one_byte_form(payload[0]) == self.form)
 
     def with_fields(self, **changes: int | bool) -> Header:
         """This header with ``changes``, in the smallest form of its version family (a v1 header
@@ -172,7 +208,7 @@ class Header:
         """The same fields in an explicit form, for the rare payload :meth:`fits` refuses:
         v2 explicit for a short header, v1 for the compact one (v2's explicit form cannot
         store model 3, its default)."""
-        if self.short:
+        if self.short or self.version == 4:
             return Header(self.model_id, version=2)
         if self.compact:
             return Header(self.model_id, version=1)
@@ -230,11 +266,17 @@ def one_byte_form(byte1: int) -> int | None:
         return FORM_COMPACT
     if byte1 >> 5 == 0b001:
         return FORM_SHORT
+    if byte1 >> 5 == 0b011:
+        return FORM_V4
     return None
 
 
 def _short_form_applies(header: Header) -> bool:
     return header.model_id in SHORT_MODEL_IDS and _flags(header, 2) == FLAG_MODEL
+
+
+def _v4_form_applies(header: Header) -> bool:
+    return header.model_id in V4_MODEL_IDS and _flags(header, 2) == FLAG_MODEL
 
 
 def _flags(header: Header, version: int | None = None) -> int:
@@ -268,7 +310,7 @@ def encode_header(header: Header, check_value: bytes = b"") -> bytes:
         if len(check_value) != 2:
             raise ValueError("a header with check=True needs its 2-byte check value")
         fields += check_value
-    if header.compact or header.short:
+    if header.form is not None:
         return bytes([MAGIC])
     bits = V1_BITS if header.version == 1 else V2_EXPLICIT_BITS
     return bytes([MAGIC, (bits << 6) | flags]) + bytes(fields)
@@ -286,9 +328,11 @@ def decode_header(data: bytes) -> tuple[Header, bytes, int]:
         raise SemFormatError(f"not a .sem file (first byte 0x{data[0]:02x}, expected 0x{MAGIC:02x})")
     form = one_byte_form(data[1])  # byte 1 is then the payload's first byte
     if form == FORM_COMPACT:
-        return Header(version=2), b"", 1
+        return Header(DEFAULT_MODEL_IDS[2], version=2), b"", 1  # the compact form means v2's default
     if form == FORM_SHORT:
         return Header(short_form_model(bytes(data[1:])), version=3), b"", 1
+    if form == FORM_V4:
+        return Header(v4_form_model(bytes(data[1:])), version=4), b"", 1
     version = 1 if data[1] >> 6 == V1_BITS else 2
     flags = data[1] & 0x3F
     unknown = flags & ~_KNOWN_FLAGS
@@ -346,4 +390,22 @@ def short_form_model(payload: bytes) -> int:
     model_id = SHORT_MODEL_IDS[stream.step(SHORT_MODEL_TABLE)]
     if model_id is None:  # SPEC §7: how a later version announces itself
         raise SemVersionError("unsupported .sem format (v3 short form with the escape symbol: a later version)")
+    return model_id
+
+
+def v4_form_model(payload: bytes) -> int:
+    """The model id a v4 short form's payload names: its form and model symbols (SPEC §2, §4).
+
+    >>> from semcodec import coding
+    >>> v4_form_model(coding.encode([FORM_V4_SYMBOL, V4_MODEL_IDS.index(8)], [FORM_TABLE_V4, V4_MODEL_TABLE]))
+    8
+    """
+    from semcodec.coding import StreamDecoder
+
+    stream = StreamDecoder(payload)
+    if stream.step(FORM_TABLE_V4) != FORM_V4_SYMBOL:
+        raise SemIntegrityError("payload does not start with the v4 short form's symbol (corrupt file)")
+    model_id = V4_MODEL_IDS[stream.step(V4_MODEL_TABLE)]
+    if model_id is None:  # SPEC §7: how a later version announces itself
+        raise SemVersionError("unsupported .sem format (v4 short form with the escape symbol: a later version)")
     return model_id

@@ -66,7 +66,7 @@ SMOLLM2_135M_DESCRIBER = WeightsSource(
     gguf_sha256=SMOLLM2_135M_INSTRUCT.gguf_sha256,
     gguf_size=SMOLLM2_135M_INSTRUCT.gguf_size,
     adapter="describer-1",
-    adapter_sha256="2f427b8ec236e3f55d17c0edbd0801cd597333b999b48bfdfdad0e51cede12e8",
+    adapter_sha256="49336165327cd03eabe2ad70901c0582559771eb61c0eea315ea05daa2e39a9d",
 )
 """The same GGUF with the describer adapter merged at conversion (SPEC §5, step 1b): trained on
 ``shared/data``'s captions, paragraphs, VLM descriptions and alt text (``training/``)."""

@@ -1,8 +1,10 @@
 """Corpora with one text per line, and the disjoint split a trained dictionary needs.
 
 Blank lines are skipped; each line's newline (``\\n`` or ``\\r\\n``) is not part of its
-text. The measured texts are the first ``limit`` lines, so runs with the same limit
-measure the same texts.
+text. A ``.jsonl`` file holds one JSON object a line whose ``text`` is the text (which may
+then hold line breaks: detailed descriptions), as ``shared/data/descriptions-dev.jsonl``.
+The measured texts are the first ``limit`` lines, so runs with the same limit measure the
+same texts.
 """
 
 from __future__ import annotations
@@ -44,9 +46,23 @@ def read_corpus(path: str | Path) -> Corpus:
         raise SemInputError(f"{path}: not UTF-8 ({err.reason} at byte {err.start})") from None
     texts = [line.rstrip("\r") for line in content.split("\n")]
     texts = [t for t in texts if t.strip()]
+    if path.suffix == ".jsonl":
+        texts = [_json_text(path, n, line) for n, line in enumerate(texts, 1)]
     if not texts:
         raise SemInputError(f"{path}: no texts (one per line expected)")
     return Corpus(path, texts)
+
+
+def _json_text(path: Path, n: int, line: str) -> str:
+    import json
+
+    try:
+        record = json.loads(line)
+    except ValueError:
+        raise SemInputError(f"{path}: line {n} is not JSON") from None
+    if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+        raise SemInputError(f"{path}: line {n} has no \"text\" string")
+    return str(record["text"])
 
 
 @dataclass(frozen=True)
