@@ -426,6 +426,7 @@ class ExactLM:
             return [self.forward_many([segment])[0] for segment in segments]
         if len(segments) == 1 and len(segments[0][0]) > PREFILL_CHUNK:
             tokens, cache = segments[0]
+            cache.reserve(len(tokens))  # once, exactly: doubling would hold up to twice the cache (and a copy)
             return [np.concatenate([self._forward_segments([(tokens[lo : lo + PREFILL_CHUNK], cache)])[0]
                                     for lo in range(0, len(tokens), PREFILL_CHUNK)])]
         return self._forward_segments(segments)
