@@ -61,7 +61,8 @@ def render(table_pins: dict[str, str], derived: dict[str, dict[str, str]]) -> st
     lines += [f"    {json.dumps(k)}: {json.dumps(v)}," for k, v in sorted(table_pins.items())]
     lines += ["}", "", "DERIVED: dict[str, dict[str, str]] = {"]
     for gguf, files in sorted(derived.items()):
-        lines.append(f"    {json.dumps(gguf)}: {{")
+        key_line = f"    {json.dumps(gguf)}: {{"
+        lines.append(key_line + ("  # noqa: E501 (GGUF + adapter digests)" if len(key_line) > 120 else ""))
         lines += [f"        {json.dumps(k)}: {json.dumps(v)}," for k, v in sorted(files.items())]
         lines.append("    },")
     lines += ["}", END]

@@ -19,8 +19,8 @@ from semcodec.cli.common import (
     positive_float,
 )
 from semcodec.cli.failures import item_failed
+from semcodec.pipeline.prompts import DESCRIBER_MODEL_ID
 from semcodec.pipeline.reflect import DEFAULT_LAMBDA, DEFAULT_WORDS
-from semcodec.registry import DEFAULT_MODEL_ID
 
 _ENCODE_EXAMPLES = """\
   semcodec encode photo.jpg                          # writes photo.sem (openai if OPENAI_API_KEY is set)
@@ -147,8 +147,9 @@ def register(subparsers: Any) -> None:
         help="what scores candidates: auto = CLIP if on disk, else the critic (default auto)",
     )
     enc.add_argument(
-        "--model", metavar="ID", default=str(DEFAULT_MODEL_ID), type=model_name,
-        help=f"probability model id or name (default {DEFAULT_MODEL_ID}: no header byte)",
+        "--model", metavar="ID", default=str(DESCRIBER_MODEL_ID), type=model_name,
+        help=f"probability model id or name (default {DESCRIBER_MODEL_ID}: the profile measured best for the "
+        "describe prompt's replies; 'semcodec model list' shows them all)",
     )
     enc.add_argument("--check", action="store_true", help="store a 2-byte integrity check")
     enc.add_argument("--keep-candidates", metavar="DIR", help="save each round's description, images and score")

@@ -30,7 +30,7 @@ from semcodec.data.coders import (
     with_column,
 )
 from semcodec.errors import SemError
-from semcodec.registry import DEFAULT_MODEL_ID
+from semcodec.pipeline.prompts import DESCRIBER_MODEL_ID
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -116,7 +116,7 @@ class ImageOptions:
     target_ubpp: float | None = None
     width: int | None = None
     height: int | None = None
-    model: str = str(DEFAULT_MODEL_ID)
+    model: str = str(DESCRIBER_MODEL_ID)  # what encode codes: the describer's paired profile
     check: bool = False
     score: str = "auto"
     jobs: int = 4

@@ -31,6 +31,16 @@ CRITIQUE = (
 )
 
 
+DESCRIBER_MODEL_ID = 8
+"""The probability model ``encode`` codes :data:`DESCRIBE`'s replies with: the describer and the
+profile are a pair. The prompt asks for one line of at most ``--words`` (30) words, most
+important first, so its replies read like the start of a VLM's detailed description. On that
+stand-in (held-back VLM descriptions of ``shared/data`` cut to their first 30 words on one line;
+``benchmarks/describer_rate.py``, the ``choose`` half) profile 8 (adapted weights, "Describe
+this image in detail.") gave the smallest files: 19.3 B against 21.7 B for profile 6 (adapted
+captions) and 26.2 B for profile 3 (v3's default)."""
+
+
 def describe_prompt(word_budget: int, critique: str | None) -> str:
     """The user message for describing (and, with ``critique``, revising)."""
     text = DESCRIBE.format(words=word_budget)
