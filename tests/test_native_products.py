@@ -213,6 +213,9 @@ def test_fast_math_builds_are_refused(tmp_path) -> None:  # type: ignore[no-unty
 
 def test_decode_steps_through_the_native_kernel_give_the_pinned_tables() -> None:
     """The golden cases through every native path (decode steps: one row each)."""
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from test_exact_runtime import GOLDEN, table_digest
 
     from semcodec.models import load_model
