@@ -434,8 +434,8 @@ def test_batch_needs_an_existing_directory(workdir: Path, packed: bytes, capsys:
         (["unpack", "f.sem"], b"\xa7", "too short"),
         (["unpack", "f.sem"], b"\xa7\x20\x01", "later version"),
         (["unpack", "f.sem"], b"\xa7\x00\x01", "one-byte form"),
-        (["unpack", "f.sem"], b"\xa7\x60\x01", "flag bit 5"),
-        (["unpack", "f.sem"], b"\xa7\x41\x09\x01", "model id 9"),
+        (["unpack", "f.sem"], b"\xa7\x60\x01", "escape symbol"),  # v1's flag bit 5: the v4 short form (SPEC §7)
+        (["unpack", "f.sem"], b"\xa7\x41\x63\x01", "model id 99"),
         (["unpack", "f.sem"], b"\xa7\x42\x09\x01", "generator id 9"),
         (["unpack", "f.sem"], b"\xa7\x48\x80\x81\x01\x01", "width 16512 exceeds"),
         (["unpack", "f.sem"], b"\xa7\x40" + b"\x55" * 7000, "input limit"),
@@ -559,7 +559,7 @@ INFO_FIELDS = {
 
 
 def test_info_json_fields(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    data = semcodec.pack(CAPTION, generator_id=1, seed=7, width=512, height=256, check=True)
+    data = semcodec.pack(CAPTION, model_id=3, generator_id=1, seed=7, width=512, height=256, check=True)
     (workdir / "c.sem").write_bytes(data)
     code, out, err = run_main(["info", "c.sem", "--json"], capsys)
     assert (code, err) == (0, "")

@@ -357,19 +357,19 @@ def test_cell(
 
 
 BAD_VALUES = [
-    ["pack", "c.txt", "--model", "9"],
+    ["pack", "c.txt", "--model", "99"],
     ["pack", "c.txt", "--width", "0"],
     ["pack", "c.txt", "--generator", "nosuch:painter"],
     ["unpack", "c.sem", "--max-tokens", "2049"],
     ["info", "c.sem", "--max-tokens", "-1"],
     ["model", "verify", "99"],
     ["model", "fetch", "no-such-model"],
-    ["encode", "c.png", "--model", "9"],
+    ["encode", "c.png", "--model", "99"],
     ["encode", "c.png", "--score", "metric"],
     ["decode", "c.sem", "--max-tokens", "x"],
-    ["bench", "images", "d", "--model", "9"],
+    ["bench", "images", "d", "--model", "99"],
     ["bench", "images", "d", "--score", "metric"],
-    ["bench", "text", "c.txt", "--models", "9"],
+    ["bench", "text", "c.txt", "--models", "99"],
 ]
 
 

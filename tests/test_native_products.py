@@ -190,7 +190,8 @@ def test_concurrent_callers_and_a_forked_child_get_exact_results() -> None:
 
 def _child_product(x: np.ndarray, w: np.ndarray) -> bool:
     NATIVE.set_threads(2)
-    return bool(np.array_equal(_run(x, w, "plain"), _exact(x, w)) and np.array_equal(_run(x, w, PATHS[0]), _exact(x, w)))
+    exact = _exact(x, w)
+    return bool(np.array_equal(_run(x, w, "plain"), exact) and np.array_equal(_run(x, w, PATHS[0]), exact))
 
 
 def test_fast_math_builds_are_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -216,10 +217,9 @@ def test_decode_steps_through_the_native_kernel_give_the_pinned_tables() -> None
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from test_exact_runtime import GOLDEN, table_digest
-
     from semcodec.models import load_model
     from semcodec.models.exact import ExactLM
+    from test_exact_runtime import GOLDEN, table_digest
 
     model = load_model(0)
     try:

@@ -28,6 +28,7 @@ from pipeline_fixtures.fakes import fake_pack, fake_unpack  # noqa: E402
 from semcodec.cli import main  # noqa: E402
 from semcodec.container import Header, decode_header  # noqa: E402
 from semcodec.pipeline import image_codec  # noqa: E402
+from semcodec.pipeline.prompts import DESCRIBER_MODEL_ID  # noqa: E402
 
 KEY = "sk-cli-test-abcdef0123456789"
 LONG = (
@@ -64,7 +65,8 @@ def test_encode_decode_files_with_progress(
     assert main(["encode", str(photo)]) == 0
     sem = tmp_path / "photo.sem"  # default output name
     header, _, offset = decode_header(sem.read_bytes())
-    assert header == Header(generator_id=1, width=400, height=300)  # openai:dall-e-3, the source's size
+    # openai:dall-e-3, the source's size, and the describer's paired profile
+    assert header == Header(model_id=DESCRIBER_MODEL_ID, generator_id=1, width=400, height=300)
     assert sem.read_bytes()[offset:].decode() == "A small red cat sits on a green lawn under a blue sky."
     err = capsys.readouterr().err
     assert "loading captioner openai" in err and "describing in ≤30 words" in err
@@ -108,7 +110,7 @@ def test_stdin_and_stdout(
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(buf.getvalue())))
     assert main(["encode", "-", "-o", "-", "--width", "256", "--height", "128"]) == 0
     data = capsysbinary.readouterr().out
-    assert decode_header(data)[0] == Header(generator_id=1, width=256, height=128)
+    assert decode_header(data)[0] == Header(model_id=DESCRIBER_MODEL_ID, generator_id=1, width=256, height=128)
 
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
     assert main(["decode", "-", "-o", "-"]) == 0
@@ -217,7 +219,7 @@ def test_bit_budgets_are_met_or_refused(
 
     assert main(["encode", str(photo), "-o", str(out), "-f", "--max-bits", "8"]) == 1
     assert lines(capsys.readouterr().err)[-1] == (
-        "semcodec: error: a budget of 8 bits leaves nothing for the description: the header alone takes 40 bits"
+        "semcodec: error: a budget of 8 bits leaves nothing for the description: the header alone takes 48 bits"
     )
     with pytest.raises(SystemExit) as usage:
         main(["encode", str(photo), "--max-bits", "100", "--target-ubpp", "3"])
@@ -280,7 +282,7 @@ def test_round_trip_with_the_real_coder_and_cli(stub: srv.OpenAIStub, tmp_path: 
     data = sem.read_bytes()
     assert short.startswith(summary["text"]) and summary["iterations"][0]["truncated"]
     assert 1 < len(summary["text"].split()) < len(short.split())
-    assert semcodec.read_header(data) == Header(generator_id=1, width=512, height=384)
+    assert semcodec.read_header(data) == Header(model_id=DESCRIBER_MODEL_ID, generator_id=1, width=512, height=384)
     assert summary["bits"] == 8 * len(data) == summary["iterations"][summary["chosen"]]["bits"] <= 110
     payload = len(data) - decode_header(data)[2]
     assert payload < len(summary["text"])  # the LM coder compresses even a cut description
@@ -309,9 +311,9 @@ def test_a_768x512_photo_has_one_rate_everywhere_and_decodes_to_768x512(
     encoded = json.loads(capsys.readouterr().out)
     data = sem.read_bytes()
     header, _, offset = decode_header(data)
-    assert header == Header(generator_id=1, width=768, height=512)
+    assert header == Header(model_id=DESCRIBER_MODEL_ID, generator_id=1, width=768, height=512)
     assert encoded["micro_bpp"] == round(8e6 * len(data) / (768 * 512), 3)
-    assert offset <= len(encode_header(Header(generator_id=1, width=1024, height=704)))
+    assert offset <= len(encode_header(Header(model_id=DESCRIBER_MODEL_ID, generator_id=1, width=1024, height=704)))
 
     assert top.main(["info", str(sem), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)

@@ -270,13 +270,14 @@ def test_seeds_pick_the_best_and_pay_for_their_header_bytes() -> None:
         generator=generator,
         judge=Judge(original, "metric", metric, None),
         cost_bits=word_cost(),
-        header=Header(),
+        header=Header(model_id=3),
         settings=ReflectSettings(seeds=3, words=4),
     )
     best = result.best
     assert [c[3] for c in generator.calls] == [0, 1, 2]
     assert best.seed == 2 and best.seed_scores == [0.2, 0.3, 0.8]
-    assert best.bits == 16 + 40 + 16  # v2: the seed costs its byte and the flags byte of an explicit header
+    # v2 (model 3, its default: no model field): the seed costs its byte and the flags byte of an explicit header
+    assert best.bits == 16 + 40 + 16
     assert best.score_source == "fake-metric"
 
 

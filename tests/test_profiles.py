@@ -74,7 +74,7 @@ def test_whole_sequence_equals_incremental_after_priming(model, model_id: int) -
 def test_context_file_is_int32_and_verified(model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     m = load_model(DEFAULT_MODEL_ID)
     state = context_state(DEFAULT_MODEL_ID)
-    pinned = pins.DERIVED[m.spec.weights.gguf_sha256][context_file_name(m.context_ids)]
+    pinned = pins.DERIVED[m.spec.weights.key][context_file_name(m.context_ids)]
     assert context_digest(state) == pinned
     path = tmp_path / "context.npz"
     _save_context(path, state)
@@ -115,9 +115,12 @@ def test_split_line_ending_is_what_decoding_accepts() -> None:
 
 def test_default_header_is_one_byte_and_payload_starts_high(model) -> None:  # type: ignore[no-untyped-def]
     for text in ["", "A.", "A cat on a mat.\n"]:
-        data = semcodec.pack(text)
+        data = semcodec.pack(text, model_id=3)  # v2's compact form: byte 1 = 1xxxxxxx
         assert data[0] == 0xA7 and data[1] >= 0x80
         assert semcodec.unpack(data).header_bytes == 1
+        data = semcodec.pack(text)  # v4's default, profile 6: the v4 short form, byte 1 = 011xxxxx
+        assert data[0] == 0xA7 and data[1] >> 5 == 0b011
+        assert semcodec.unpack(data).header == semcodec.Header(model_id=6, version=4)
 
 
 def test_model_zero_is_stored_explicitly_in_v2(model) -> None:  # type: ignore[no-untyped-def]

@@ -35,8 +35,8 @@ from semcodec.bench.metrics import ImageMetric, MetricInfo, judge_metric, primar
 from semcodec.container import Header, encode_header
 from semcodec.errors import SemInputError
 from semcodec.pipeline.progress import QUIET, Progress
+from semcodec.pipeline.prompts import DESCRIBER_MODEL_ID
 from semcodec.pipeline.reflect import DEFAULT_LAMBDA, DEFAULT_WORDS, Judge, ReflectSettings
-from semcodec.registry import DEFAULT_MODEL_ID
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -86,7 +86,7 @@ class BenchSettings:
     max_bits: int | None = None
     target_ubpp: float | None = None
     lam: float = DEFAULT_LAMBDA
-    model_id: int = DEFAULT_MODEL_ID
+    model_id: int = DESCRIBER_MODEL_ID  # what encode codes with
     generator_id: int = 0
     width: int | None = None
     height: int | None = None

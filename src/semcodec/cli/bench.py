@@ -18,7 +18,7 @@ from semcodec.cli.common import (
 )
 from semcodec.cli.failures import classify
 from semcodec.exitcodes import EXIT_CODES_HELP
-from semcodec.registry import DEFAULT_MODEL_ID
+from semcodec.pipeline.prompts import DESCRIBER_MODEL_ID
 
 
 def register(subparsers: Any) -> None:
@@ -128,8 +128,8 @@ def _add_images_parser(sub: Any) -> None:
         help="what scores candidates, as for encode: auto = CLIP if on disk, else the critic (default auto)",
     )
     p.add_argument(
-        "--model", default=str(DEFAULT_MODEL_ID), metavar="ID", type=model_name,
-        help=f"probability model id or name (default {DEFAULT_MODEL_ID})",
+        "--model", default=str(DESCRIBER_MODEL_ID), metavar="ID", type=model_name,
+        help=f"probability model id or name (default {DESCRIBER_MODEL_ID}, encode's)",
     )
     p.add_argument("--width", type=dimension, metavar="W", help="header (decoded) width (default: the image's own)")
     p.add_argument("--height", type=dimension, metavar="H", help="repaint height")
