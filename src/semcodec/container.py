@@ -382,15 +382,7 @@ def short_form_model(payload: bytes) -> int:
     >>> short_form_model(coding.encode([FORM_SHORT, SHORT_MODEL_IDS.index(4)], [FORM_TABLE, SHORT_MODEL_TABLE]))
     4
     """
-    from semcodec.coding import StreamDecoder
-
-    stream = StreamDecoder(payload)
-    if stream.step(FORM_TABLE) != FORM_SHORT:
-        raise SemIntegrityError("payload does not start with the v3 short form's symbol (corrupt file)")
-    model_id = SHORT_MODEL_IDS[stream.step(SHORT_MODEL_TABLE)]
-    if model_id is None:  # SPEC §7: how a later version announces itself
-        raise SemVersionError("unsupported .sem format (v3 short form with the escape symbol: a later version)")
-    return model_id
+    return _named_model(payload, FORM_TABLE, FORM_SHORT, SHORT_MODEL_TABLE, SHORT_MODEL_IDS, 3)
 
 
 def v4_form_model(payload: bytes) -> int:
@@ -400,12 +392,19 @@ def v4_form_model(payload: bytes) -> int:
     >>> v4_form_model(coding.encode([FORM_V4_SYMBOL, V4_MODEL_IDS.index(8)], [FORM_TABLE_V4, V4_MODEL_TABLE]))
     8
     """
+    return _named_model(payload, FORM_TABLE_V4, FORM_V4_SYMBOL, V4_MODEL_TABLE, V4_MODEL_IDS, 4)
+
+
+def _named_model(payload: bytes, form_table: np.ndarray, form_symbol: int, model_table: np.ndarray,
+                 model_ids: tuple[int | None, ...], version: int) -> int:
+    """A short form's first two symbols: its form symbol (checked), then the model it names."""
     from semcodec.coding import StreamDecoder
 
     stream = StreamDecoder(payload)
-    if stream.step(FORM_TABLE_V4) != FORM_V4_SYMBOL:
-        raise SemIntegrityError("payload does not start with the v4 short form's symbol (corrupt file)")
-    model_id = V4_MODEL_IDS[stream.step(V4_MODEL_TABLE)]
+    if stream.step(form_table) != form_symbol:
+        raise SemIntegrityError(f"payload does not start with the v{version} short form's symbol (corrupt file)")
+    model_id = model_ids[stream.step(model_table)]
     if model_id is None:  # SPEC §7: how a later version announces itself
-        raise SemVersionError("unsupported .sem format (v4 short form with the escape symbol: a later version)")
+        raise SemVersionError(
+            f"unsupported .sem format (v{version} short form with the escape symbol: a later version)")
     return model_id
