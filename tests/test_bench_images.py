@@ -213,10 +213,11 @@ def test_cli_images_with_the_real_coder(
     assert [i["name"] for i in data["images"]] == ["a_red.png", "b_blue.jpg", "c_broken.png"]
     assert "not a readable image" in data["images"][2]["error"]
     import semcodec
+    from semcodec.pipeline.prompts import DESCRIBER_MODEL_ID
 
     for image in data["images"][:2]:
         for it in image["iterations"]:
-            real = semcodec.pack(it["text"], width=64, height=64)
+            real = semcodec.pack(it["text"], model_id=DESCRIBER_MODEL_ID, width=64, height=64)  # encode's profile
             assert it["file_bits"] == 8 * len(real)
             assert it["payload_bits"] == 8 * semcodec.unpack(real).payload_bytes
     assert report.exists() and "<svg" in report.read_text()

@@ -71,7 +71,8 @@ import numpy as np
 import semcodec
 from semcodec.models import load_model, pins
 blobs = [semcodec.pack(t).hex() for t in json.loads(sys.argv[1])]
-entry = load_model(0).lm.w.directory
+from semcodec.registry import DEFAULT_MODEL_ID
+entry = load_model(DEFAULT_MODEL_ID).lm.w.directory  # the adapted entry: the merge ran under this context too
 files = {p.name: pins.file_digest(p) for p in sorted(entry.iterdir())
          if not p.name.startswith("context-") and p.name != "verified.json"}  # the record holds no model data
 files.update({p.name: pins.arrays_digest(dict(np.load(p))) for p in sorted(entry.glob("context-*.npz"))})
@@ -96,7 +97,7 @@ def test_hostile_decimal_context_before_first_use_gives_the_same_files(
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     child = json.loads(proc.stdout)
-    pinned = pins.DERIVED[SMOLLM2_135M_INSTRUCT.gguf_sha256]
+    pinned = pins.DERIVED[models.load_model(DEFAULT_MODEL_ID).spec.weights.key]
     assert child["files"] == {name: pinned[name] for name in child["files"]}
     default = models.load_model(DEFAULT_MODEL_ID)
     context = models.context_file_name(default.context_ids)  # written by the child's pack

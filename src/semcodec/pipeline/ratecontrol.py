@@ -53,8 +53,10 @@ def budget_from(max_bits: int | None, target_ubpp: float | None, width: int, hei
 def seed_bits(header: Header, seed: int) -> int:
     """Extra header bits that storing ``seed`` costs over storing seed 0.
 
-    >>> seed_bits(Header(), 0), seed_bits(Header(), 3), seed_bits(Header(), 300)  # v2: + the flags byte
-    (0, 16, 24)
+    >>> seed_bits(Header(model_id=3), 0), seed_bits(Header(model_id=3), 3)  # v2 compact -> explicit: + the flags byte
+    (0, 16)
+    >>> seed_bits(Header(), 3), seed_bits(Header(), 300)  # v4's one-byte form -> v2 explicit: + flags and model bytes
+    (24, 32)
     """
     check = b"\0\0" if header.check else b""
     with_seed = encode_header(header.with_fields(seed=seed), check)
@@ -78,8 +80,8 @@ class Fitted:
 def header_bits(header: Header) -> int:
     """Bits of ``header`` itself (seed 0): the part of every file no description can shrink.
 
-    >>> header_bits(Header()), header_bits(Header(width=512, height=512, check=True))
-    (8, 64)
+    >>> header_bits(Header()), header_bits(Header(width=512, height=512, check=True))  # the second stores model 6
+    (8, 72)
     """
     check = b"\0\0" if header.check else b""
     return 8 * len(encode_header(header.with_fields(seed=0), check))
