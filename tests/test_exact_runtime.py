@@ -392,6 +392,10 @@ def test_cached_context_state_is_verified(model, tmp_path: Path) -> None:  # typ
 
 
 def _products(name: str) -> Products:
+    if name == "int8-wide" and not OnnxProducts("split")._wide_is_exact():
+        # The runtime never picks it here: onnxruntime's kernel on this CPU adds u8 x s8 pairs in
+        # saturating int16 (AVX2 without VNNI), which the probe in kernels.OnnxProducts detects.
+        pytest.skip("onnxruntime's wide mode saturates on this CPU; its probe makes the runtime use 'split'")
     if name.startswith("int8-"):
         return OnnxProducts(name.removeprefix("int8-"))
     if name.startswith("torch"):
@@ -416,14 +420,15 @@ def test_kernels_are_exact_at_the_extremes(backend: str) -> None:
     products = _products(backend)
     rng = np.random.default_rng(7)
     for k, m in ((576, 1), (576, 5), (1536, 1), (1536, 70)):
+        a = activation_max(k)  # SPEC §5 step 2: |x| <= 127 at K = 576, <= 86 at K = 1536
         q = rng.integers(-127, 128, (k, 96)).astype(np.int8)
         q[:, :8] = 127
         q[:, 8:16] = -127
         w = QMatrix(f"test{k}", q, np.ones(96))
-        x = rng.integers(-127, 128, (m, k)).astype(np.int8)
-        x[0] = 127
+        x = rng.integers(-a, a + 1, (m, k)).astype(np.int8)
+        x[0] = a
         if m > 1:
-            x[1] = -127
+            x[1] = -a
         want = x.astype(np.int64) @ q.astype(np.int64)
         assert np.array_equal(np.asarray(products(x, w)).astype(np.int64), want), (k, m)
 

@@ -860,8 +860,9 @@ def test_full_cache_during_conversion_is_a_model_error(cache: Path, real_gguf: P
 
     env = {**os.environ, "SEMCODEC_CACHE_DIR": str(cache), "SEMCODEC_MODEL_FILE": str(real_gguf),
            "SEMCODEC_QUIET": "1"}
-    done = subprocess.run([sys.executable, "-m", "semcodec", "pack", "para0.txt", "--model", "3", "-o", "p.sem"], cwd=tmp_path,
-                          env=env, preexec_fn=limited, capture_output=True, text=True, timeout=300, check=False)
+    argv = [sys.executable, "-m", "semcodec", "pack", "para0.txt", "--model", "3", "-o", "p.sem"]  # the base entry
+    done = subprocess.run(argv, cwd=tmp_path, env=env, preexec_fn=limited, capture_output=True, text=True, timeout=300,
+                          check=False)
     assert done.returncode == EXIT_UNAVAILABLE, (done.returncode, done.stderr)
     entry = weights.cache_directory(SOURCE).name
     assert done.stderr.splitlines() == [f"semcodec: error: cannot build the model cache {cache / entry}: "
