@@ -142,8 +142,9 @@ def _require_bytes(data: object, caller: str) -> None:
         raise TypeError(f"{caller}() expects the .sem file as bytes (or bytearray, memoryview), not {kind}")
 
 
-def frequency_tables(text: str, model_id: int = DEFAULT_MODEL_ID) -> tuple[list[int], np.ndarray]:
-    """Tokens of ``text`` plus end-of-text, and the model's table for each (one batched pass)."""
+def frequency_tables(text: str, model_id: int = DEFAULT_MODEL_ID) -> tuple[list[int], Sequence[np.ndarray]]:
+    """Tokens of ``text`` plus end-of-text, and the model's table for each (one batched pass;
+    the tables are made a chunk at a time as they are read: bounded memory for long texts)."""
     from semcodec.models import load_model
 
     _require_codable_size(text)
@@ -151,10 +152,28 @@ def frequency_tables(text: str, model_id: int = DEFAULT_MODEL_ID) -> tuple[list[
     tokens = model.tokenizer.encode(text)
     if len(tokens) > MAX_TOKENS:
         raise SemLimitError(f"text has {len(tokens)} tokens; the limit is {MAX_TOKENS}")
-    return [*tokens, model.eos_id], model.tables(tokens)
+    return [*tokens, model.eos_id], model.table_rows(tokens)
 
 
-def symbol_stream(text: str, header: Header) -> tuple[list[int], list[np.ndarray]]:
+class _Chained(Sequence[np.ndarray]):
+    """Several sequences of tables read as one, none of them copied (a lazy one stays lazy)."""
+
+    def __init__(self, *parts: Sequence[np.ndarray]) -> None:
+        self._parts = parts
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self._parts)
+
+    def __getitem__(self, index: int) -> np.ndarray:  # type: ignore[override]
+        i = index + len(self) if index < 0 else index
+        for part in self._parts:
+            if 0 <= i < len(part):
+                return part[i]
+            i -= len(part)
+        raise IndexError(index)
+
+
+def symbol_stream(text: str, header: Header) -> tuple[list[int], Sequence[np.ndarray]]:
     """Every symbol the payload of ``text`` under ``header`` codes, with its table (SPEC §4).
 
     v1: the text's tokens and end-of-text. v2 and v3: the form symbols (one-byte headers
@@ -162,12 +181,11 @@ def symbol_stream(text: str, header: Header) -> tuple[list[int], list[np.ndarray
     without its final line ending, end-of-text, the line ending.
     """
     if header.version == 1:
-        symbols, tables = frequency_tables(text, header.model_id)
-        return symbols, list(tables)
+        return frequency_tables(text, header.model_id)
     body, ending = split_line_ending(text)
     symbols, tables = frequency_tables(body, header.model_id)
-    fixed = [*header.form_symbols, *zip(symbols, tables, strict=True), (ending, LINE_ENDING_TABLE)]
-    return [s for s, _ in fixed], [t for _, t in fixed]
+    form = header.form_symbols
+    return [*(s for s, _ in form), *symbols, ending], _Chained([t for _, t in form], tables, [LINE_ENDING_TABLE])
 
 
 def fixed_symbols(header: Header) -> int:

@@ -73,6 +73,16 @@ class LoadedModel:
                 hidden.append(self.lm.forward(tokens, self.lm.new_cache(start.prefix, len(tokens))))
             return self.lm.tables(np.concatenate(hidden))
 
+    def table_rows(self, tokens: Sequence[int]) -> TableRows:
+        """:meth:`tables`' rows, made a chunk at a time as they are read (packing a long text
+        never holds every (vocab,) table at once: 403 MB at 2,049 symbols)."""
+        with blas_threads():
+            start = context_state(self.spec.model_id)
+            hidden = [start.hidden]
+            if tokens:
+                hidden.append(self.lm.forward(tokens, self.lm.new_cache(start.prefix, len(tokens))))
+        return TableRows(self.lm, np.concatenate(hidden))
+
     def decoders(self, n: int) -> list[DecoderState]:
         """``n`` fresh decoder states, each just after the context."""
         start = context_state(self.spec.model_id)
@@ -91,6 +101,35 @@ class LoadedModel:
             outs = self.lm.forward_many([([t], s.cache) for s, t in zip(states, tokens, strict=True)])
         for state, hidden in zip(states, outs, strict=True):
             state.hidden = hidden
+
+
+class TableRows(Sequence[np.ndarray]):
+    """Frequency tables of final hidden states (N, hidden), row ``i`` made when first read, in
+    chunks of :data:`TABLE_ROWS_CHUNK`; only the chunk last read is kept. The same rows as
+    ``ExactLM.tables`` (each row depends on its own hidden state only)."""
+
+    def __init__(self, lm: ExactLM, hidden: np.ndarray) -> None:
+        self._lm, self._hidden = lm, hidden
+        self._lo, self._chunk = -1, np.empty((0, 0), np.int32)
+
+    def __len__(self) -> int:
+        return len(self._hidden)
+
+    def __getitem__(self, index: int) -> np.ndarray:  # type: ignore[override]
+        i = index + len(self) if index < 0 else index
+        if not 0 <= i < len(self):
+            raise IndexError(index)
+        lo = i - i % TABLE_ROWS_CHUNK
+        if lo != self._lo:
+            with blas_threads():
+                self._chunk = self._lm.tables(self._hidden[lo : lo + TABLE_ROWS_CHUNK])
+            self._lo = lo
+        return self._chunk[i - lo]
+
+
+TABLE_ROWS_CHUNK = 16
+"""Rows of (vocab,) int32 tables :class:`TableRows` makes at once (3 MB for SmolLM2, and ~25 MB of
+float64 and int64 temporaries while they are made)."""
 
 
 @lru_cache(maxsize=4)
