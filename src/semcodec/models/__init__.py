@@ -66,22 +66,23 @@ class LoadedModel:
     def tables(self, tokens: Sequence[int]) -> np.ndarray:
         """(len(tokens) + 1, vocab) int32: row i codes ``tokens[i]`` after the context and
         ``tokens[:i]``; the last row codes end-of-text. One batched pass."""
+        hidden = self._final_hidden(tokens)
         with blas_threads():
-            start = context_state(self.spec.model_id)
-            hidden = [start.hidden]
-            if tokens:
-                hidden.append(self.lm.forward(tokens, self.lm.new_cache(start.prefix, len(tokens))))
-            return self.lm.tables(np.concatenate(hidden))
+            return self.lm.tables(hidden)
 
     def table_rows(self, tokens: Sequence[int]) -> TableRows:
         """:meth:`tables`' rows, made a chunk at a time as they are read (packing a long text
         never holds every (vocab,) table at once: 403 MB at 2,049 symbols)."""
+        return TableRows(self.lm, self._final_hidden(tokens))
+
+    def _final_hidden(self, tokens: Sequence[int]) -> np.ndarray:
+        """(len(tokens) + 1, hidden): the context's last state, then each token's, in one pass."""
         with blas_threads():
             start = context_state(self.spec.model_id)
             hidden = [start.hidden]
             if tokens:
                 hidden.append(self.lm.forward(tokens, self.lm.new_cache(start.prefix, len(tokens))))
-        return TableRows(self.lm, np.concatenate(hidden))
+            return np.concatenate(hidden)
 
     def decoders(self, n: int) -> list[DecoderState]:
         """``n`` fresh decoder states, each just after the context."""
