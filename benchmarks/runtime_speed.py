@@ -170,8 +170,11 @@ def _steps(lm: Any, tokens: list[int], position: int = 0, steps: int | None = No
 
 def step_breakdown(lm: Any, tokens: list[int], positions: tuple[int, ...] = (100, 500, 1000, 2000),
                    ) -> tuple[dict[str, float], dict[str, float], dict[int, float]]:
-    """The decode step (no context) per product path; the parts of the default path's step; and
-    ms/token at positions 100, 500, 1,000, 2,000 (a cache filled with the same text repeated)."""
+    """The decode step (no context) per product path, and the numpy code's step for comparison;
+    the parts of the default path's step; and ms/token at positions 100, 500, 1,000, 2,000 (a
+    cache filled with the same text repeated)."""
+    import numpy as np
+
     from semcodec.models.exact import ExactLM
     from semcodec.models.kernels import NativeProducts, OnnxProducts, native_products_module
 
@@ -180,12 +183,23 @@ def step_breakdown(lm: Any, tokens: list[int], positions: tuple[int, ...] = (100
     arms: list[Any] = [NativeProducts(path=p) for p in native.vector_paths()] if native is not None else []
     arms.append(OnnxProducts())
     for products in arms:
-        paths[products.name] = statistics.median(_steps(ExactLM(lm.w, products), tokens, 0, 12))
+        arm = ExactLM(lm.w, products)
+        name = products.name + (", native step" if arm._native_step_model is not None else "")
+        paths[name] = statistics.median(_steps(arm, tokens, 0, 12))
+        if arm._native_step_model is not None and products.name == lm.products.name:
+            arm.native_step = False  # the same products under the numpy code's step (SPEC §5 in numpy)
+            paths[products.name + ", numpy step"] = statistics.median(_steps(arm, tokens, 0, 12))
     timed_lm = ExactLM(lm.w, lm.products)
     totals: dict[str, float] = {}
-    timed_lm.products = _Timed(timed_lm.products, "products", totals)  # type: ignore[assignment]
-    for name in ("_attention", "frequencies", "_rope", "_norm", "_silu"):
-        setattr(timed_lm, name, _Timed(getattr(timed_lm, name), name.strip("_"), totals))
+    timed_lm.products = _Timed(timed_lm.products, "output head products", totals)  # type: ignore[assignment]
+    steps_native = timed_lm._native_step_model is not None
+    if steps_native:  # every layer in one native call: its products are timed apart, below
+        timed_lm._native_forward_one = _Timed(timed_lm._native_forward_one, "layers (native step)", totals)  # type: ignore[method-assign]
+    else:
+        timed_lm.products = _Timed(lm.products, "products", totals)  # type: ignore[assignment]
+        for name in ("_attention", "_rope", "_norm", "_silu"):
+            setattr(timed_lm, name, _Timed(getattr(timed_lm, name), name.strip("_"), totals))
+    timed_lm.frequencies = _Timed(timed_lm.frequencies, "frequencies", totals)  # type: ignore[method-assign]
     cache = timed_lm.new_cache()
     timed_lm.forward(tokens[:1], cache)
     totals.clear()
@@ -197,6 +211,11 @@ def step_breakdown(lm: Any, tokens: list[int], positions: tuple[int, ...] = (100
     parts = {name: value / n for name, value in totals.items()}
     parts["step"] = whole / n
     parts["rest"] = parts["step"] - sum(v for k, v in parts.items() if k != "step")
+    if steps_native:  # the layers' weight products alone (one GEMV per matrix, same kernel and threads)
+        layer_mats = [m for m in lm.w.matrices() if m is not lm.w.embed]
+        xs = [np.ones((1, m.shape[0]), dtype=np.int8) for m in layer_mats]
+        parts["  of which the layers' weight products"] = timed(
+            lambda: [lm.products(x, m) for x, m in zip(xs, layer_mats, strict=True)], 9)
     by_position = {p: statistics.median(_steps(lm, tokens, p, 5)) for p in positions}
     return paths, parts, by_position
 
@@ -412,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, step in w["paths"].items():
             rows.append([f"{tag} decode step, products by {name} (no context)", f"{1e3 * step:.1f} ms",
                          "step / floor", f"{step / floor:.2f}", "≤ 1.5"])
-        for name, part in sorted(w["parts"].items(), key=lambda kv: -kv[1]):
+        for name, part in w["parts"].items():
             rows.append([f"{tag} step part: {name}", f"{1e3 * part:.2f} ms", "share of step",
                          f"{part / w['parts']['step']:.2f}", ""])
         for position, step in w["by_position"].items():

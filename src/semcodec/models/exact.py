@@ -37,12 +37,13 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from types import ModuleType
 
 import numpy as np
 
 from semcodec.models import tables
 from semcodec.models.attention import PrefixKernels, attention_weights
-from semcodec.models.kernels import NumpyProducts, Products, QMatrix
+from semcodec.models.kernels import NativeProducts, NumpyProducts, Products, QMatrix, native_products_module
 from semcodec.models.weights import MAX_POSITIONS, LayerWeights, ModelConfig, ModelWeights
 
 __all__ = ["MAX_POSITIONS", "PRECISION", "WEIGHT_MAX", "ExactLM", "KVCache", "SharedPrefix", "activation_max",
@@ -56,6 +57,9 @@ QK_FRACTION_BITS = 10
 V_FRACTION_BITS = 12
 QK_LIMIT = 2**20 - 1  # keeps |q.k| over 64 dims below 2**46
 V_LIMIT = 2**24 - 1  # keeps sum_j p_j v_j below 2**16 * 2**24 * 2**12 = 2**52
+ATTENTION_SHIFT = 2 * QK_FRACTION_BITS + 3 - tables.SOFTMAX_STEP_BITS
+"""Scores ``q.k`` are in units of ``2**-(2 * 10 + 3)`` nat (``2**20`` for the fixed point, 8 for
+``sqrt(head_dim)``); shifting by this gives the E16 table's ``2**-8`` nat steps (SPEC §5, step 4)."""
 
 RowScalar = float | np.ndarray
 """One binary64 number per row: (N, 1) float64, or a Python float when N is 1 (:func:`_row_amax`)."""
@@ -243,6 +247,9 @@ class ExactLM:
         self._logit_exp = np.append(weights.logit_exp_table, 0)
         self._attention_exp = np.append(weights.attention_exp_table, 0)
         self._prefix_backend = "numpy" if self.products.name == "numpy" else "int8"  # attention over a prefix
+        self.native_step = True
+        """Run single-token steps in ``native/step.c`` where it is built and the products are native
+        (the same bits as the numpy code; tests and benchmarks turn it off to compare)."""
 
     def new_cache(self, prefix: SharedPrefix | None = None, capacity: int = 64) -> KVCache:
         """An empty cache, or one continuing after the shared ``prefix``."""
@@ -324,8 +331,7 @@ class ExactLM:
         if valid is not None:  # hidden keys: far below any score, so their weight is the table's final 0
             scores = np.where(valid, scores, -(2**62))
         top = scores.max(axis=-1, keepdims=True)
-        # Distance (in 2**-8 nat steps) from the row maximum; score = q.k / (2**20 * 8).
-        shift = 2 * QK_FRACTION_BITS + 3 - tables.SOFTMAX_STEP_BITS
+        shift = ATTENTION_SHIFT  # distance from the row maximum in 2**-8 nat steps
         table = self._attention_exp  # E16 and one 0 past its end
         pre = prefix.products(self._prefix_backend) if prefix is not None and prefix.length else None
         if pre is not None:  # the prefix's part in one go (always visible); the row maximum spans both
@@ -422,6 +428,11 @@ class ExactLM:
         (each row's result depends on that row and the cache only).
         """
         check_rounding()
+        if len(segments) == 1 and len(segments[0][0]) == 1 and self.native_step:
+            tokens, cache = segments[0]
+            hidden = self._native_forward_one(int(np.asarray(tokens).reshape(-1)[0]), cache)
+            if hidden is not None:
+                return [hidden]
         if len(segments) > 1 and any(len(tokens) > PREFILL_CHUNK for tokens, _ in segments):
             return [self.forward_many([segment])[0] for segment in segments]
         if len(segments) == 1 and len(segments[0][0]) > PREFILL_CHUNK:
@@ -430,6 +441,60 @@ class ExactLM:
             return [np.concatenate([self._forward_segments([(tokens[lo : lo + PREFILL_CHUNK], cache)])[0]
                                     for lo in range(0, len(tokens), PREFILL_CHUNK)])]
         return self._forward_segments(segments)
+
+    @cached_property
+    def _native_step_model(self) -> tuple[ModuleType, object] | None:
+        """The extension and its view of these weights for :meth:`_native_forward_one`, or None
+        where the step cannot run natively: no extension, products that are not the native
+        kernel's, or a matrix that kernel does not take."""
+        if not isinstance(self.products, NativeProducts) or not all(map(self.products.takes, self.w.matrices())):
+            return None
+        native = native_products_module()
+        if native is None or not hasattr(native, "step"):
+            return None
+        cfg, w = self.cfg, self.w
+        config = (cfg.hidden, cfg.ffn, self.n_heads, self.n_kv_heads, self.head_dim, self.amax_hidden,
+                  self.amax_ffn, float(cfg.rms_eps), ATTENTION_SHIFT, tables.SIGMOID_RANGE << tables.SIGMOID_STEP_BITS,
+                  tables.SIGMOID_STEP_BITS)
+        arrays = (w.rope_cos, w.rope_sin, w.sigmoid_table, self._attention_exp)
+        layers = [(ly.attn_norm, ly.qkv.q, ly.qkv.scale, ly.o.q, ly.o.scale, ly.ffn_norm, ly.gate_up.q,
+                   ly.gate_up.scale, ly.down.q, ly.down.scale) for ly in w.layers]
+        try:
+            return native, native.step_model(config, arrays, layers)
+        except (ValueError, TypeError, BufferError):  # a layout the step does not take: the numpy code runs
+            return None
+
+    def _native_forward_one(self, token: int, cache: KVCache) -> np.ndarray | None:
+        """One token after ``cache`` in ``native/step.c`` (the numpy code's bits): its final hidden
+        state (1, hidden), or None where the step does not run natively or met a value that is
+        not finite (the caller then runs the numpy code, which rewrites the cache's new row)."""
+        model = self._native_step_model
+        position = cache.length
+        if model is None or position >= len(self.w.rope_cos):
+            return None
+        native, state = model
+        cache.reserve(1)
+        embed = self.w.embed
+        x = embed.q[:, token].astype(np.float64) * embed.scale[token]  # (hidden,): as _forward_segments
+        group = self.n_heads // self.n_kv_heads
+        rows = np.empty((self.n_kv_heads, group, self.head_dim))  # query rows, written by the step
+        own_top = np.empty((self.n_kv_heads, group), np.int64)  # their maxima over the cache's own keys
+        attend = None
+        prefix = cache.prefix
+        if prefix is not None and prefix.length:
+            kernel, table = prefix.products(self._prefix_backend), self._attention_exp
+
+            def attend(layer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                num, z, top = kernel.attend(layer, rows, own_top, table, ATTENTION_SHIFT)
+                return (np.ascontiguousarray(num, np.float64), np.ascontiguousarray(z, np.int64),
+                        np.ascontiguousarray(top, np.int64))
+
+        assert isinstance(self.products, NativeProducts)
+        if not native.step(state, x, position, cache.keys, cache.values, cache.own, attend, rows, own_top,
+                           self.products.path):
+            return None
+        cache.own += 1
+        return x[None]
 
     def _forward_segments(self, segments: Sequence[tuple[Sequence[int] | np.ndarray, KVCache]]) -> list[np.ndarray]:
         """:meth:`forward_many` in one pass."""
@@ -490,4 +555,5 @@ _TABLE_CHUNK = 64  # rows of (N, vocab) temporaries at a time: bounded memory fo
 
 PREFILL_CHUNK = 128
 """Tokens of one segment evaluated per pass (:meth:`ExactLM.forward_many`): attention's
-temporaries for 128 rows over 2,048 positions stay near 50 MB."""
+temporaries for 32 rows over 2,048 positions stay near 20 MB (packing a 2,048-token text peaked
+at 412 MiB RSS with 128, 350 MiB with 32, at no more CPU time; 16 costs 15% more)."""

@@ -202,11 +202,16 @@ class NativeProducts:
                 self._fallback = NumpyProducts()
         return self._fallback
 
-    def __call__(self, x: np.ndarray, w: QMatrix) -> np.ndarray:
+    def takes(self, w: QMatrix) -> bool:
+        """Whether the native kernel multiplies ``w`` (C-contiguous int8 without ``-128``; checked once)."""
         ok = self._checked.get(w)
         if ok is None:
             ok = self._checked[w] = (w.q.dtype == np.int8 and w.q.flags.c_contiguous
                                      and bool(self._native.weights_in_range(w.q)))
+        return ok
+
+    def __call__(self, x: np.ndarray, w: QMatrix) -> np.ndarray:
+        ok = self.takes(w)
         if len(x) > self.max_rows or not ok:
             return self.fallback(x, w)
         x = np.ascontiguousarray(x, dtype=np.int8)

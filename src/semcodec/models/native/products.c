@@ -32,6 +32,8 @@
 #include <time.h>
 
 #include "bounds.h"
+#include "products.h"
+#include "step.h"
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(SEMCODEC_PLAIN_C)
 #define HAVE_AVX2 1
@@ -88,6 +90,17 @@ static void gemv_plain(const Gemv *g, Py_ssize_t c0, Py_ssize_t c1) {
  * serve every row of x. A K not divisible by 4 ends with a quad whose missing rows are zero
  * vectors (no read past the matrix) and whose missing x bytes are 0. */
 #define CHUNK 16
+/* Four activation bytes x[0..3] as one int32 (missing ones 0 when fewer than 4 are left); a
+ * constant-size copy compiles to one load, where a variable size was a libc call per quad. */
+static inline int32_t x_quad(const int8_t *x, Py_ssize_t left) {
+    int32_t s = 0;
+    if (left >= 4)
+        memcpy(&s, x, 4);
+    else
+        memcpy(&s, x, (size_t)left);
+    return s;
+}
+#define PANEL_MAX_N 8192
 /* Partial sums of 32 columns between column order (in `out`) and the lanes' order (a0..a3). */
 #define LOAD_ACC(y)                                                                                  \
     {                                                                                               \
@@ -109,8 +122,9 @@ static void gemv_plain(const Gemv *g, Py_ssize_t c0, Py_ssize_t c1) {
     TARGET static void NAME(const Gemv *g, Py_ssize_t c0, Py_ssize_t c1) {                          \
         const Py_ssize_t K = g->k, N = g->n, M = g->m;                                              \
         const Py_ssize_t cv = c0 + (c1 - c0) / BLOCK * BLOCK; /* vector blocks end here */          \
-        for (Py_ssize_t k0 = 0; k0 < K; k0 += CHUNK) {                                              \
-            const Py_ssize_t k1 = k0 + CHUNK < K ? k0 + CHUNK : K, quads = (k1 - k0 + 3) / 4;        \
+        const Py_ssize_t span = M == 1 && N <= PANEL_MAX_N ? K : CHUNK;                             \
+        for (Py_ssize_t k0 = 0; k0 < K; k0 += span) {                                               \
+            const Py_ssize_t k1 = k0 + span < K ? k0 + span : K, quads = (k1 - k0 + 3) / 4;         \
             for (Py_ssize_t c = c0; c < cv; c += BLOCK) {                                           \
                 __m256i qb[CHUNK / 4][4];                                                           \
                 const int8_t *wp = g->w + k0 * N + c;                                               \
@@ -128,8 +142,7 @@ static void gemv_plain(const Gemv *g, Py_ssize_t c0, Py_ssize_t c1) {
                     __m256i q0 = _mm256_unpacklo_epi16(lo01, lo23), q1 = _mm256_unpackhi_epi16(lo01, lo23); \
                     __m256i q2 = _mm256_unpacklo_epi16(hi01, hi23), q3 = _mm256_unpackhi_epi16(hi01, hi23); \
                     if (one) {                                                                      \
-                        int32_t s = 0;                                                              \
-                        memcpy(&s, g->x + k0 + 4 * j, left < 4 ? (size_t)left : 4);                 \
+                        const int32_t s = x_quad(g->x + k0 + 4 * j, left);                         \
                         __m256i sx = _mm256_set1_epi32(s), ax = _mm256_abs_epi8(sx);                \
                         a0 = DOT(a0, ax, _mm256_sign_epi8(q0, sx));                                 \
                         a1 = DOT(a1, ax, _mm256_sign_epi8(q1, sx));                                 \
@@ -150,8 +163,7 @@ static void gemv_plain(const Gemv *g, Py_ssize_t c0, Py_ssize_t c1) {
                     if (k0) LOAD_ACC(y)                                                             \
                     for (Py_ssize_t j = 0; j < quads; j++) {                                        \
                         const Py_ssize_t left = k1 - k0 - 4 * j;                                    \
-                        int32_t s = 0;                                                              \
-                        memcpy(&s, x + 4 * j, left < 4 ? (size_t)left : 4);                         \
+                        const int32_t s = x_quad(x + 4 * j, left);                                  \
                         __m256i sx = _mm256_set1_epi32(s), ax = _mm256_abs_epi8(sx);                \
                         a0 = DOT(a0, ax, _mm256_sign_epi8(qb[j][0], sx));                           \
                         a1 = DOT(a1, ax, _mm256_sign_epi8(qb[j][1], sx));                           \
@@ -369,6 +381,36 @@ static void gemv_block(void *arg, long block) {
 
 /* -- Python bindings -------------------------------------------------------------------------- */
 
+static int parse_path(const char *path, int *level);
+static int choose_path(int want);
+
+/* products.h: the products for native callers (step.c), without the GIL. */
+void semcodec_products(const int8_t *x, const int8_t *w, int32_t *y, Py_ssize_t m, Py_ssize_t k, Py_ssize_t n,
+                       int level) {
+    if (!m || !n) return;
+    if (!k) {
+        memset(y, 0, (size_t)(m * n) * sizeof(int32_t));
+        return;
+    }
+    Gemv g = {x, w, y, m, k, n, level};
+    /* about 4 blocks per thread, each a whole number of 32-column blocks and at least
+     * MIN_BLOCK_WEIGHTS weights */
+    int threads = pool.threads;
+    Py_ssize_t width = (n + 4 * threads - 1) / (4 * threads);
+    Py_ssize_t least = (MIN_BLOCK_WEIGHTS + k - 1) / k;
+    width = width > least ? width : least;
+    width = (width + BLOCK - 1) / BLOCK * BLOCK;
+    GemvJob job = {&g, width};
+    run_blocks(gemv_block, &job, (long)((n + width - 1) / width), threads);
+}
+
+int semcodec_products_level(const char *path, int *level) {
+    int want;
+    if (parse_path(path, &want) < 0) return -1;
+    *level = choose_path(want);
+    return 0;
+}
+
 static int check_buffer(const Py_buffer *b, const char *what, Py_ssize_t itemsize, const char *formats) {
     const char *f = b->format ? b->format : "B";
     if (*f == '<' || *f == '=' || *f == '@') f++;
@@ -439,24 +481,10 @@ static PyObject *matmul(PyObject *self, PyObject *args) {
             PyErr_SetString(PyExc_ValueError, "activations must lie in [-127, 127]");
             goto done;
         }
-    Gemv g = {x, (const int8_t *)wb.buf, (int32_t *)ob.buf, m, k, n, choose_path(want)};
-    if (m && n) {
-        if (!k) {
-            memset(ob.buf, 0, (size_t)(m * n) * sizeof(int32_t));
-        } else {
-            /* about 4 blocks per thread, each a whole number of 32-column blocks and at least
-             * MIN_BLOCK_WEIGHTS weights */
-            int threads = pool.threads;
-            Py_ssize_t width = (n + 4 * threads - 1) / (4 * threads);
-            Py_ssize_t least = (MIN_BLOCK_WEIGHTS + k - 1) / k;
-            width = width > least ? width : least;
-            width = (width + BLOCK - 1) / BLOCK * BLOCK;
-            GemvJob job = {&g, width};
-            Py_BEGIN_ALLOW_THREADS
-            run_blocks(gemv_block, &job, (long)((n + width - 1) / width), threads);
-            Py_END_ALLOW_THREADS
-        }
-    }
+    const int level = choose_path(want);
+    Py_BEGIN_ALLOW_THREADS
+    semcodec_products(x, (const int8_t *)wb.buf, (int32_t *)ob.buf, m, k, n, level);
+    Py_END_ALLOW_THREADS
     result = Py_NewRef(Py_None);
 done:
     PyBuffer_Release(&xb);
@@ -547,6 +575,8 @@ static PyMethodDef methods[] = {
     {"threads", get_threads, METH_NOARGS, "The threads a product uses (the caller's included)."},
     {"set_spin", set_spin, METH_O, "set_spin(us): how long an idle worker polls for the next product before sleeping."},
     {"vector_paths", vector_paths, METH_NOARGS, "The code paths this CPU runs, widest first (always ends in 'plain')."},
+    {"step_model", semcodec_step_model, METH_VARARGS, SEMCODEC_STEP_MODEL_DOC},
+    {"step", semcodec_step, METH_VARARGS, SEMCODEC_STEP_DOC},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,0 +1,20 @@
+/* The weight products of products.c for other native kernels (step.c).
+ *
+ * semcodec_products(x, w, y, m, k, n, level): y[m, n] = sum_k x[m, k] w[k, n], exact int32
+ *     x (M, K) int8 in [-ACT_MAX, ACT_MAX], w (K, N) int8 in [-WEIGHT_MAX, WEIGHT_MAX] (the
+ *     caller has checked both: bounds.h), y (M, N) int32, all C-contiguous; K <= MAX_INNER.
+ *     Runs on the pool of products.c (set_threads); call it without the GIL.
+ * semcodec_products_level(path, &level): the code path for a path name (NULL: the widest this
+ *     CPU runs), capped by what the CPU has; -1 with a Python exception for an unknown name.
+ */
+#ifndef SEMCODEC_NATIVE_PRODUCTS_H
+#define SEMCODEC_NATIVE_PRODUCTS_H
+
+#include <Python.h>
+#include <stdint.h>
+
+void semcodec_products(const int8_t *x, const int8_t *w, int32_t *y, Py_ssize_t m, Py_ssize_t k, Py_ssize_t n,
+                       int level);
+int semcodec_products_level(const char *path, int *level);
+
+#endif

@@ -1,0 +1,196 @@
+"""The native decode step (``native/step.c``, :meth:`ExactLM._native_forward_one`) gives the numpy
+code's bits: the same final hidden state and the same integer keys and values in the cache, on
+every code path this CPU runs, with and without a shared prefix, at any cache length.
+
+Random tiny models reach what the real one rarely does (every scale from subnormal to huge, a
+cache that grows past its capacity); the real model checks real steps, a long cache and the
+golden tables. A value that is not finite sends the step back to the numpy code.
+"""
+
+from __future__ import annotations
+
+import warnings
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from semcodec.models import tables
+from semcodec.models.exact import ExactLM, KVCache
+from semcodec.models.kernels import NativeProducts, QMatrix, native_products_module
+from semcodec.models.weights import LayerWeights, ModelConfig, ModelWeights
+
+NATIVE = native_products_module()
+pytestmark = pytest.mark.skipif(NATIVE is None or not hasattr(NATIVE, "step"),
+                                reason="semcodec.models._products is not built (no C compiler)")
+PATHS = [p for p in NATIVE.vector_paths() if p in ("avx2", "plain")] if NATIVE is not None else []
+"""The step's own parts have an AVX2 + FMA path and a plain one; the wider product paths are the
+products' own tests' business (test_native_products.py)."""
+
+
+@cache
+def _real_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The format's own sigmoid, E16 and E24 tables, and RoPE for 16-dim heads (64 positions)."""
+    cos, sin = tables.rope_tables(64, 16, 10000.0)
+    return (tables.sigmoid_table(), tables.exp_table(tables.ATTENTION_EXP_SCALE_BITS),
+            tables.exp_table(tables.LOGIT_EXP_SCALE_BITS), np.stack([cos, sin]))
+
+
+def _matrix(rng: np.random.Generator, name: str, k: int, n: int, scale: float) -> QMatrix:
+    q = rng.integers(-127, 128, (k, n)).astype(np.int8)
+    return QMatrix(name, q, rng.uniform(0.5, 2.0, n) * scale)
+
+
+def _tiny_weights(seed: int, embed_scale: float = 0.02, weight_scale: float = 0.01) -> ModelWeights:
+    """Two layers, 6 query heads over 2 kv heads of 16 dims (hidden 96), ffn 80, 50 tokens."""
+    rng = np.random.default_rng(seed)
+    cfg = ModelConfig(n_layers=2, hidden=96, ffn=80, n_heads=6, n_kv_heads=2, vocab_size=50, rope_theta=10000.0,
+                      rms_eps=1e-5)
+    sigmoid, e16, e24, rope = _real_tables()
+    layers = [LayerWeights(attn_norm=rng.uniform(0.2, 3.0, 96), qkv=_matrix(rng, f"l{i}.qkv", 96, 160, weight_scale),
+                           o=_matrix(rng, f"l{i}.o", 96, 96, weight_scale), ffn_norm=rng.uniform(0.2, 3.0, 96),
+                           gate_up=_matrix(rng, f"l{i}.gate_up", 96, 160, weight_scale),
+                           down=_matrix(rng, f"l{i}.down", 80, 96, weight_scale))
+              for i in range(cfg.n_layers)]
+    return ModelWeights(config=cfg, embed=_matrix(rng, "embed", 96, 50, embed_scale), final_norm=np.ones(96),
+                        layers=layers, rope_cos=rope[0], rope_sin=rope[1], sigmoid_table=sigmoid,
+                        attention_exp_table=e16, logit_exp_table=e24, directory=Path("."), files_sha256={})
+
+
+def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and bool(np.array_equal(a.view(np.int64), b.view(np.int64)))
+
+
+def _same_cache(a: KVCache, b: KVCache) -> bool:
+    n = a.own
+    return (n == b.own and np.array_equal(a.keys[:, :n], b.keys[:, :n])
+            and np.array_equal(a.values[:, :n], b.values[:, :n]))
+
+
+def _step_both(lm: ExactLM, token: int, native: KVCache, numpy: KVCache) -> tuple[np.ndarray, np.ndarray]:
+    lm.native_step = True
+    a = lm.forward([token], native)
+    lm.native_step = False
+    b = lm.forward([token], numpy)
+    return a, b
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("prefixed", [False, True])
+def test_random_models_step_as_numpy(path: str, seed: int, prefixed: bool) -> None:
+    lm = ExactLM(_tiny_weights(seed), NativeProducts(path=path, threads=2))
+    assert lm._native_step_model is not None
+    rng = np.random.default_rng(seed)
+    prefix = None
+    if prefixed:
+        lm.native_step = False
+        start = lm.new_cache()
+        lm.forward(rng.integers(0, 50, 7), start)
+        prefix = start.freeze()
+    native, numpy = lm.new_cache(prefix, 2), lm.new_cache(prefix, 2)  # capacity 2: the cache grows while stepping
+    for token in rng.integers(0, 50, 40):
+        a, b = _step_both(lm, int(token), native, numpy)
+        assert _same_bits(a, b)
+        assert _same_cache(native, numpy)
+    assert native.own == 40
+
+
+@pytest.mark.parametrize("embed_scale", [1e-306, 1e-150, 1e150])
+def test_extreme_scales_step_as_numpy(embed_scale: float) -> None:
+    """Rows near the subnormal range (a quantisation scale that is not normal: the clipped
+    branch) and huge rows give the numpy code's bits too."""
+    lm = ExactLM(_tiny_weights(3, embed_scale=embed_scale), NativeProducts(path=PATHS[0]))
+    native, numpy = lm.new_cache(), lm.new_cache()
+    for token in range(12):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            a, b = _step_both(lm, token, native, numpy)
+        assert np.array_equal(a, b, equal_nan=True)
+        assert _same_cache(native, numpy)
+
+
+def test_a_value_that_is_not_finite_goes_back_to_numpy() -> None:
+    """Rows of inf (127 * 1e308) leave the format's arithmetic; the step declines them untouched
+    and the numpy code decides what happens (here it fails on the NaN's sigmoid index)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lm = ExactLM(_tiny_weights(4, embed_scale=1e308), NativeProducts(path=PATHS[0]))
+        c = lm.new_cache()
+        assert lm._native_forward_one(1, c) is None and c.own == 0
+        outcomes = []
+        for native in (True, False):
+            lm.native_step = native
+            with pytest.raises(Exception) as err:
+                lm.forward([1], lm.new_cache())
+            outcomes.append((type(err.value), str(err.value)))
+    assert outcomes[0] == outcomes[1]
+
+
+def test_the_step_is_used_only_with_native_products() -> None:
+    from semcodec.models.kernels import NumpyProducts
+
+    assert ExactLM(_tiny_weights(5), NumpyProducts())._native_step_model is None
+    w = _tiny_weights(5)
+    w.layers[1].down.q[0, 0] = -128  # outside the products' proof: that matrix goes to the fallback
+    assert ExactLM(w, NativeProducts(path=PATHS[0]))._native_step_model is None
+
+
+def test_step_refuses_what_does_not_match_its_model() -> None:
+    lm = ExactLM(_tiny_weights(6), NativeProducts(path=PATHS[0]))
+    native, state = lm._native_step_model  # type: ignore[misc]
+    c = lm.new_cache(capacity=4)
+    x = np.zeros(96)
+    rows, top = np.empty((2, 3, 16)), np.empty((2, 3), np.int64)
+    with pytest.raises(ValueError, match="do not match"):
+        native.step(state, np.zeros(95), 0, c.keys, c.values, 0, None, rows, top)
+    with pytest.raises(ValueError, match="out of range"):
+        native.step(state, x, 0, c.keys, c.values, 4, None, rows, top)  # index past the capacity
+    with pytest.raises(ValueError, match="out of range"):
+        native.step(state, x, 64, c.keys, c.values, 0, None, rows, top)  # past the RoPE table
+    with pytest.raises(ValueError, match="wrong type"):
+        native.step(state, x, 0, c.keys.astype(np.int64), c.values, 0, None, rows, top)
+    with pytest.raises(TypeError, match="callable"):
+        native.step(state, x, 0, c.keys, c.values, 0, 3, rows, top)
+    with pytest.raises(ValueError, match="unknown path"):
+        native.step(state, x, 0, c.keys, c.values, 0, None, rows, top, "sse9")
+    with pytest.raises(ZeroDivisionError):  # an error raised by attend reaches the caller
+        native.step(state, x, 0, c.keys, c.values, 0, lambda layer: 1 / 0, rows, top)
+    with pytest.raises(ValueError, match="wrong type or size"):
+        native.step(state, x, 0, c.keys, c.values, 0, lambda layer: (np.zeros(3), np.zeros(3), np.zeros(3)), rows, top)
+    with pytest.raises(ValueError, match="step_model"):
+        native.step_model((96, 80, 6, 4, 16, 127, 127, 1e-5, 15, 16384, 10), (), [])  # 6 heads over 4 kv heads
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_real_model_steps_as_numpy_after_a_long_cache(model, path: str) -> None:  # type: ignore[no-untyped-def]
+    """Model 0's weights and primed context; 300 positions of own cache (filled in one pass),
+    then steps on two copies."""
+    from semcodec.models import context_state
+
+    lm = ExactLM(model.lm.w, NativeProducts(path=path))
+    start = context_state(0)
+    rng = np.random.default_rng(7)
+    filled = lm.new_cache(start.prefix, 320)
+    lm.native_step = False
+    lm.forward(rng.integers(0, lm.vocab_size, 300), filled)
+    native = KVCache(filled.keys.copy(), filled.values.copy(), filled.own, filled.prefix)
+    numpy = KVCache(filled.keys.copy(), filled.values.copy(), filled.own, filled.prefix)
+    for token in rng.integers(0, lm.vocab_size, 4):
+        a, b = _step_both(lm, int(token), native, numpy)
+        assert _same_bits(a, b)
+    assert _same_cache(native, numpy) and native.own == 304
+
+
+def test_decoding_uses_the_native_step(model, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """Where the products are native, a decode step goes through step.c (and the golden tables
+    of test_exact_runtime and the vectors are computed through it)."""
+    if not isinstance(model.lm.products, NativeProducts):
+        pytest.skip(f"the default backend here is {model.lm.products.name}")
+    calls = []
+    real = model.lm._native_forward_one
+    monkeypatch.setattr(model.lm, "_native_forward_one", lambda t, c: calls.append(t) or real(t, c))
+    state = model.decoders(1)[0]
+    model.step_many([state], [504])
+    assert calls == [504]
