@@ -407,6 +407,10 @@ void semcodec_products(const int8_t *x, const int8_t *w, int32_t *y, Py_ssize_t 
     run_blocks(gemv_block, &job, (long)((n + width - 1) / width), threads);
 }
 
+void semcodec_run_blocks(void (*fn)(void *arg, long block), void *arg, long blocks) {
+    run_blocks(fn, arg, blocks, pool.threads);
+}
+
 int semcodec_products_level(const char *path, int *level) {
     int want;
     if (parse_path(path, &want) < 0) return -1;

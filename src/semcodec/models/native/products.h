@@ -4,6 +4,8 @@
  *     x (M, K) int8 in [-ACT_MAX, ACT_MAX], w (K, N) int8 in [-WEIGHT_MAX, WEIGHT_MAX] (the
  *     caller has checked both: bounds.h), y (M, N) int32, all C-contiguous; K <= MAX_INNER.
  *     Runs on the pool of products.c (set_threads); call it without the GIL.
+ * semcodec_run_blocks(fn, arg, blocks): fn(arg, b) for every b in [0, blocks), shared by the
+ *     same pool (each block whole on one thread); without the GIL.
  * semcodec_products_level(path, &level): the code path for a path name (NULL: the widest this
  *     CPU runs), capped by what the CPU has; -1 with a Python exception for an unknown name.
  */
@@ -15,6 +17,7 @@
 
 void semcodec_products(const int8_t *x, const int8_t *w, int32_t *y, Py_ssize_t m, Py_ssize_t k, Py_ssize_t n,
                        int level);
+void semcodec_run_blocks(void (*fn)(void *arg, long block), void *arg, long blocks);
 int semcodec_products_level(const char *path, int *level);
 
 #endif

@@ -343,11 +343,92 @@ typedef struct {
     int64_t *scores, *own_top, *top, *z_pre;
 } Scratch;
 
+/* Attention over the cache's own keys, one kv head per block: head_scores writes the G rows'
+ * scores and maxima, head_weigh their weights (with the maxima over prefix and own keys), the
+ * weighted values and the head's output. Heads write disjoint parts of the scratch. */
+typedef struct {
+    const Model *m;
+    Py_ssize_t li, cap, own;
+    const int32_t *keys, *values;
+    int prefixed;
+    Scratch *s;
+} HeadJob;
+
+static void head_scores(void *arg, long block) {
+    const HeadJob *j = (const HeadJob *)arg;
+    const Model *m = j->m;
+    Scratch *s = j->s;
+    const Py_ssize_t h = block, KV = m->kv, D = m->dim, G = m->heads / KV, T = j->own + 1;
+    const int32_t *k_layer = j->keys + (j->li * j->cap) * KV * D;
+    int64_t *sc = s->scores + h * G * T;  /* (G, T) per kv head: head h * G + g's scores at g * T */
+#ifdef HAVE_AVX2_FMA
+    if (s->vector)
+        own_scores_avx2(s->rows + h * G * D, k_layer, h, KV, D, G, T, sc);
+    else
+#endif
+        own_scores_plain(s->rows + h * G * D, k_layer, h, KV, D, G, T, sc);
+    for (Py_ssize_t g = 0; g < G; g++) {
+        int64_t top = INT64_MIN;
+        for (Py_ssize_t t = 0; t < T; t++) top = sc[g * T + t] > top ? sc[g * T + t] : top;
+        s->own_top[h * G + g] = top;
+    }
+}
+
+static void head_weigh(void *arg, long block) {
+    const HeadJob *j = (const HeadJob *)arg;
+    const Model *m = j->m;
+    Scratch *s = j->s;
+    const Py_ssize_t h = block, KV = m->kv, D = m->dim, G = m->heads / KV, T = j->own + 1;
+    const int32_t *v_layer = j->values + (j->li * j->cap) * KV * D;
+    const int64_t half = (int64_t)1 << (m->shift - 1), last = m->att_len - 1;
+    int64_t z[MAX_GROUP], *weights = s->weights + h * G * T;
+    double *num_own = s->num_own + h * G * D;
+    for (Py_ssize_t g = 0; g < G; g++) {  /* weights p = E16[min((top - s + 2**(shift-1)) >> shift, len - 1)] */
+        const Py_ssize_t head = h * G + g;
+        const int64_t top = j->prefixed ? s->top[head] : s->own_top[head], *sc = s->scores + head * T;
+        int64_t *p = weights + g * T, sum = 0;
+        for (Py_ssize_t t = 0; t < T; t++) {
+            int64_t idx = (top - sc[t] + half) >> m->shift;
+            p[t] = m->att_exp[idx < last ? idx : last];
+            sum += p[t];
+        }
+        z[g] = sum;
+    }
+#ifdef HAVE_AVX2_FMA
+    if (s->vector)
+        own_weigh_avx2(weights, v_layer, h, KV, D, G, T, num_own);
+    else
+#endif
+        own_weigh_plain(weights, v_layer, h, KV, D, G, T, num_own);
+    for (Py_ssize_t g = 0; g < G; g++) {
+        const Py_ssize_t head = h * G + g;
+        const double *num = num_own + g * D;
+        double *out = s->att + head * D;
+        if (j->prefixed) {  /* num += prefix num; z += prefix z; out = num / z / 2**12 (exact.py's order) */
+            const int64_t zt = z[g] + s->z_pre[head];
+            for (Py_ssize_t d = 0; d < D; d++) out[d] = (num[d] + s->num_pre[head * D + d]) / (double)zt;
+        } else {
+            for (Py_ssize_t d = 0; d < D; d++) out[d] = num[d] / (double)z[g];
+        }
+        for (Py_ssize_t d = 0; d < D; d++) out[d] /= (double)(1 << V_FRACTION_BITS);
+    }
+}
+
+#define PARALLEL_POSITIONS 256  /* own keys from which the kv heads are shared out among the threads */
+
+static void attend_heads(void (*fn)(void *, long), HeadJob *job) {
+    if (job->own + 1 >= PARALLEL_POSITIONS) {
+        semcodec_run_blocks(fn, job, (long)job->m->kv);
+    } else {
+        for (long h = 0; h < job->m->kv; h++) fn(job, h);
+    }
+}
+
 /* Part one of the attention block: norm, q/k/v, RoPE, fixed point, the new key and value stored at
  * `own`, the query rows and each row's maximum over its own keys. 0 when not finite. */
 static int attention_in(const Model *m, const Layer *l, Py_ssize_t li, Py_ssize_t pos, int32_t *keys, int32_t *values,
                         Py_ssize_t cap, Py_ssize_t own, int level, Scratch *s) {
-    const Py_ssize_t H = m->heads, KV = m->kv, D = m->dim, G = H / KV, qkv_n = (H + 2 * KV) * D;
+    const Py_ssize_t H = m->heads, KV = m->kv, D = m->dim, qkv_n = (H + 2 * KV) * D;
     const double xs = rms_quantize(m, s->x, l->attn_norm, m->amax_hidden, s->tmp, s->q);
     if (isnan(xs)) return 0;
     scaled_products(s->q, xs, l->qkv, l->qkv_scale, m->hidden, qkv_n, level, s->acc, s->y);
@@ -371,65 +452,19 @@ static int attention_in(const Model *m, const Layer *l, Py_ssize_t li, Py_ssize_
         k_row[i] = (int32_t)s->y[H * D + i];
         v_row[i] = (int32_t)s->y[(H + KV) * D + i];
     }
-    const Py_ssize_t T = own + 1;
-    const int32_t *k_layer = keys + (li * cap) * KV * D;
     memcpy(s->rows, s->y, sizeof(double) * (size_t)(H * D));  /* (KV, G, D): row g of kv head h is head h * G + g */
-    for (Py_ssize_t h = 0; h < KV; h++) {
-        int64_t *sc = s->scores + h * G * T;  /* (G, T) per kv head: head h * G + g's scores at g * T */
-#ifdef HAVE_AVX2_FMA
-        if (s->vector)
-            own_scores_avx2(s->rows + h * G * D, k_layer, h, KV, D, G, T, sc);
-        else
-#endif
-            own_scores_plain(s->rows + h * G * D, k_layer, h, KV, D, G, T, sc);
-        for (Py_ssize_t g = 0; g < G; g++) {
-            int64_t top = INT64_MIN;
-            for (Py_ssize_t t = 0; t < T; t++) top = sc[g * T + t] > top ? sc[g * T + t] : top;
-            s->own_top[h * G + g] = top;
-        }
-    }
+    HeadJob job = {m, li, cap, own, keys, values, 0, s};
+    attend_heads(head_scores, &job);
     return 1;
 }
 
 /* Part two: the own keys' weights (with the rows' maxima `top` over prefix and own keys), the
  * weighted values joined with the prefix's (num_pre, z_pre; NULL: none), o, then the MLP. */
-static int attention_out_mlp(const Model *m, const Layer *l, Py_ssize_t li, const int32_t *values, Py_ssize_t cap,
+static int attention_out_mlp(const Model *m, const Layer *l, Py_ssize_t li, int32_t *values, Py_ssize_t cap,
                              Py_ssize_t own, int prefixed, int level, Scratch *s) {
-    const Py_ssize_t H = m->heads, KV = m->kv, D = m->dim, G = H / KV, T = own + 1;
-    const int32_t *v_layer = values + (li * cap) * KV * D;
-    const int64_t half = (int64_t)1 << (m->shift - 1), last = m->att_len - 1;
-    for (Py_ssize_t h = 0; h < KV; h++) {
-        int64_t z[MAX_GROUP];
-        for (Py_ssize_t g = 0; g < G; g++) {  /* weights p = E16[min((top - s + 2**(shift-1)) >> shift, len - 1)] */
-            const Py_ssize_t head = h * G + g;
-            const int64_t top = prefixed ? s->top[head] : s->own_top[head], *sc = s->scores + head * T;
-            int64_t *p = s->weights + g * T, sum = 0;
-            for (Py_ssize_t t = 0; t < T; t++) {
-                int64_t idx = (top - sc[t] + half) >> m->shift;
-                p[t] = m->att_exp[idx < last ? idx : last];
-                sum += p[t];
-            }
-            z[g] = sum;
-        }
-#ifdef HAVE_AVX2_FMA
-        if (s->vector)
-            own_weigh_avx2(s->weights, v_layer, h, KV, D, G, T, s->num_own);
-        else
-#endif
-            own_weigh_plain(s->weights, v_layer, h, KV, D, G, T, s->num_own);
-        for (Py_ssize_t g = 0; g < G; g++) {
-            const Py_ssize_t head = h * G + g;
-            const double *num = s->num_own + g * D;
-            double *out = s->att + head * D;
-            if (prefixed) {  /* num += prefix num; z += prefix z; out = num / z / 2**12 (exact.py's order) */
-                const int64_t zt = z[g] + s->z_pre[head];
-                for (Py_ssize_t d = 0; d < D; d++) out[d] = (num[d] + s->num_pre[head * D + d]) / (double)zt;
-            } else {
-                for (Py_ssize_t d = 0; d < D; d++) out[d] = num[d] / (double)z[g];
-            }
-            for (Py_ssize_t d = 0; d < D; d++) out[d] /= (double)(1 << V_FRACTION_BITS);
-        }
-    }
+    const Py_ssize_t H = m->heads, D = m->dim;
+    HeadJob job = {m, li, cap, own, NULL, values, prefixed, s};
+    attend_heads(head_weigh, &job);
     const Py_ssize_t hidden = m->hidden, ffn = m->ffn;
     double as = quantize(s->att, H * D, m->amax_hidden, s->q);
     if (isnan(as)) return 0;
@@ -559,8 +594,8 @@ PyObject *semcodec_step(PyObject *self, PyObject *args) {
     s.scores = malloc(sizeof(int64_t) * (size_t)(H * (own + 1)));
     s.top = malloc(sizeof(int64_t) * (size_t)H);
     s.z_pre = malloc(sizeof(int64_t) * (size_t)H);
-    s.weights = malloc(sizeof(int64_t) * (size_t)(H / KV * (own + 1)));
-    s.num_own = malloc(sizeof(double) * (size_t)(H / KV * D));
+    s.weights = malloc(sizeof(int64_t) * (size_t)(H * (own + 1)));
+    s.num_own = malloc(sizeof(double) * (size_t)(H * D));
 #ifdef HAVE_AVX2_FMA
     s.vector = level > 0 && has_avx2_fma();  /* path "plain" keeps every part in C */
 #endif
@@ -578,7 +613,7 @@ PyObject *semcodec_step(PyObject *self, PyObject *args) {
         if (!finite) break;
         if (prefixed && !call_attend(attend, li, H, D, &s)) goto done;
         ts = PyEval_SaveThread();
-        finite = attention_out_mlp(m, l, li, (const int32_t *)vb.buf, cap, own, prefixed, level, &s);
+        finite = attention_out_mlp(m, l, li, (int32_t *)vb.buf, cap, own, prefixed, level, &s);
         PyEval_RestoreThread(ts);
     }
     result = PyBool_FromLong(finite);
