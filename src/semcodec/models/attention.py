@@ -18,7 +18,8 @@ faults). The integers are small (|k| < 2**20, |v| < 2**24 by the format; in prac
   layer in one call. Where the CPU has AVX512-VNNI or AVX-VNNI the layer is stored once as
   int16 pair layouts (21 MB for the default profile, made in about 35 ms) and multiplied
   with ``vpdpwssd`` (512- or 256-bit) into int32 sums that provably never wrap (queries and
-  weights split into two digits); elsewhere int16 (or int32) rows with float64 FMA
+  weights split into two digits), and where it has AVX2 alone the same pair layouts with
+  ``vpmaddwd`` + ``vpaddd`` (the same integers); elsewhere int16 (or int32) rows with float64 FMA
   (AVX-512, AVX2+FMA or plain C, chosen at run time), every partial sum an integer below
   ``2**53``. A layer
   with a few entries beyond int16 clips them and adds their residuals apart
@@ -152,15 +153,15 @@ class NativePrefix:
     One call per layer does the prefix's whole part of a step's attention (:meth:`attend`):
     scores, weights and weighted values for all rows and kv heads, each key/value row read
     once for the query heads that share it. Every path is exact (see ``native/prefix.c``):
-    ``vnni`` and ``avxvnni`` multiply int16 pairs into int32 sums small enough never to wrap;
-    the others add integer products in float64, every partial sum below ``2**53``.
+    ``vnni``, ``avxvnni`` and ``avx2pairs`` multiply int16 pairs into int32 sums small enough
+    never to wrap; the others add integer products in float64, every partial sum below ``2**53``.
 
     ``storage`` per layer, made on first use: ``"auto"`` is ``"pairs"`` where the CPU has
-    AVX512-VNNI or AVX-VNNI, else ``"int16"``; ``"pairs"``: int16 pair layouts where a layer's
+    AVX512-VNNI, AVX-VNNI or AVX2, else ``"int16"``; ``"pairs"``: int16 pair layouts where a layer's
     keys (values) fit (``|x| < 2**15``); ``"int16"``: int16 rows where they fit; ``"int32"``: the
     int32 layers themselves (for a memory-mapped context: in place, no copy). A layer that does
     not fit keeps int32. ``path`` caps the code path at the one a CPU of that kind runs
-    (``vnni``, ``avxvnni``: no AVX-512, ``avx512``, ``avx2``, ``plain``; default: the widest
+    (``vnni``, ``avxvnni``: no AVX-512, ``avx512``, ``avx2pairs``, ``avx2``, ``plain``; default: the widest
     this CPU runs): benchmarks and tests only, every path gives the same integers.
     """
 
@@ -391,10 +392,14 @@ LIMB_MAX_ROWS = 4
 of steps or a prefill is compute-bound, where float64 BLAS beats four to nine limb products."""
 
 
-PAIR_PATHS = frozenset({"vnni", "avxvnni"})
+PAIR_PATHS = frozenset({"vnni", "avxvnni", "avx2pairs"})
 """The native code paths that multiply the int16 pair layouts: where the CPU runs one, the
-pair layouts are the default storage and the native kernel takes every row count (at 39 rows
-per kv head, 921 positions: AVX512-VNNI 0.60× float64 BLAS, AVX-VNNI 0.87×;
+pair layouts are the default storage (AVX2's ``vpmaddwd`` path on the 2-core EPYC: a step's
+prefix part over profile 5's 1,336 positions 5.2 ms instead of 7.4 ms on int16 rows)."""
+
+VNNI_PATHS = frozenset({"vnni", "avxvnni"})
+"""Pair paths with ``vpdpwssd``: there the native kernel takes every row count (at 39 rows per kv
+head, 921 positions: AVX512-VNNI 0.60× float64 BLAS, AVX-VNNI 0.87×;
 ``benchmarks/prefix_attention.py``)."""
 
 
@@ -404,8 +409,8 @@ def pairs_run(native: _NativeModule) -> bool:
 
 
 NATIVE_MAX_ROWS = 12
-"""Without AVX512-VNNI or AVX-VNNI (int16 rows, float64 FMA) the native kernel is used for up to this many
-rows per kv head (4 files' steps in lockstep): at 12 rows it costs 0.84× float64 BLAS on
+"""Without AVX512-VNNI or AVX-VNNI (AVX2's pairs, or int16 rows in float64 FMA) the native kernel
+is used for up to this many rows per kv head (4 files' steps in lockstep): at 12 rows it costs 0.84× float64 BLAS on
 AVX2, at 48 rows 1.13× (``benchmarks/prefix_attention.py``), so more rows go to float64.
 With VNNI it wins at every row count measured (3 to 300) and takes them all."""
 
@@ -438,7 +443,7 @@ class PrefixKernels:
         native = native_module() if backend != "numpy" else None
         if native is not None:
             self._native = NativePrefix(keys, values)
-            self._native_rows = sys.maxsize if pairs_run(native) else NATIVE_MAX_ROWS
+            self._native_rows = sys.maxsize if VNNI_PATHS.intersection(native.vector_paths()) else NATIVE_MAX_ROWS
         elif backend != "numpy" and self.length >= LIMB_MIN_POSITIONS:
             with suppress(ImportError):  # no onnxruntime: float64 only
                 self._limbs = Int8Prefix(keys, values)

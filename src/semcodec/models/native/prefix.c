@@ -476,79 +476,102 @@ static void weigh_vnni(const Prefix *v, const int32_t *pd, Py_ssize_t n, Py_ssiz
     weigh_pair_blocks(v, pd, n, npad, out, 64, weigh_block_vnni);
 }
 
-/* -- AVX-VNNI: the same pair layouts and digits in 256-bit vectors ----------------------
+/* -- AVX-VNNI and AVX2: the same pair layouts and digits in 256-bit vectors ------------------
  *
- * For CPUs with AVX-VNNI but no AVX-512 (Intel's client cores since Alder Lake). Each lane
- * adds exactly the products the AVX512-VNNI path's lane adds (a 16-position block or a
- * 16-dim chunk is two vectors here), so the int32 bounds above hold unchanged. Fewer
- * registers: one 16-position block (scores) or 16 dims (weigh) per pass. */
-#ifdef HAVE_AVXVNNI
-#define AVXVNNI __attribute__((target("avxvnni,avx2,fma")))
+ * For CPUs with AVX-VNNI but no AVX-512 (Intel's client cores since Alder Lake), and for AVX2
+ * alone (AMD's Zen 2-4 as virtual machines show them, older Intel). Each lane adds exactly the
+ * products the AVX512-VNNI path's lane adds (a 16-position block or a 16-dim chunk is two
+ * vectors here), so the int32 bounds above hold unchanged. AVX2 has no vpdpwssd: vpmaddwd
+ * makes the same pair sums (each below 2**31: no entry is -2**15, so the one case vpmaddwd
+ * wraps, -2**15 * -2**15 twice, cannot occur) and vpaddd adds them without saturation, the
+ * integers vpdpwssd adds. Fewer registers: one 16-position block (scores) or 16 dims (weigh)
+ * per pass. */
 
 /* out[h, r, t0 .. t0+15] for ROWS rows: q0.k + 2**11 q1.k from int32 lanes, as int64. */
-AVXVNNI static void scores_avxvnni(const Prefix *k, const int32_t *qd, Py_ssize_t n, Py_ssize_t npad, int64_t *out) {
-    const Py_ssize_t D = k->d, T = k->t, TK = key_span(T);
-    for (Py_ssize_t h = 0; h < k->kv; h++) {
-        const int16_t *base = (const int16_t *)k->data + h * D * TK;
-        for (Py_ssize_t r0 = 0; r0 < n; r0 += ROWS)
-            for (Py_ssize_t t0 = 0; t0 < TK; t0 += 16) {
-                __m256i acc[ROWS][2][2];
-                for (int r = 0; r < ROWS; r++)
-                    for (int l = 0; l < 2; l++) acc[r][l][0] = acc[r][l][1] = _mm256_setzero_si256();
-                for (Py_ssize_t j2 = 0; j2 < D / 2; j2++) {
-                    const int16_t *at = base + ((t0 / 16) * (D / 2) + j2) * 32;
-                    PF((const char *)at + PREFETCH);
-                    __m256i k0 = _mm256_loadu_si256((const __m256i *)at), k1 = _mm256_loadu_si256((const __m256i *)(at + 16));
-                    for (int r = 0; r < ROWS; r++)
-                        for (int l = 0; l < 2; l++) {
-                            __m256i w = _mm256_set1_epi32(qd[((h * npad + r0 + r) * 2 + l) * (D / 2) + j2]);
-                            acc[r][l][0] = _mm256_dpwssd_avx_epi32(acc[r][l][0], k0, w);
-                            acc[r][l][1] = _mm256_dpwssd_avx_epi32(acc[r][l][1], k1, w);
-                        }
-                }
-                Py_ssize_t m = T - t0 < 16 ? T - t0 : 16;
-                for (Py_ssize_t r = 0; r < ROWS && r0 + r < n; r++) {
-                    int32_t lo[16], hi[16];
-                    _mm256_storeu_si256((__m256i *)lo, acc[r][0][0]);
-                    _mm256_storeu_si256((__m256i *)(lo + 8), acc[r][0][1]);
-                    _mm256_storeu_si256((__m256i *)hi, acc[r][1][0]);
-                    _mm256_storeu_si256((__m256i *)(hi + 8), acc[r][1][1]);
-                    int64_t *o = out + (h * n + r0 + r) * T + t0;
-                    for (Py_ssize_t i = 0; i < m; i++) o[i] = (int64_t)lo[i] + (int64_t)hi[i] * ((int64_t)1 << DIGIT_BITS);
-                }
-            }
+#define SCORES_PAIRS_256(NAME, TARGET, DPW)                                                                  \
+    TARGET static void NAME(const Prefix *k, const int32_t *qd, Py_ssize_t n, Py_ssize_t npad, int64_t *out) { \
+        const Py_ssize_t D = k->d, T = k->t, TK = key_span(T);                                            \
+        for (Py_ssize_t h = 0; h < k->kv; h++) {                                                           \
+            const int16_t *base = (const int16_t *)k->data + h * D * TK;                                   \
+            for (Py_ssize_t r0 = 0; r0 < n; r0 += ROWS)                                                    \
+                for (Py_ssize_t t0 = 0; t0 < TK; t0 += 16) {                                               \
+                    __m256i acc[ROWS][2][2];                                                               \
+                    for (int r = 0; r < ROWS; r++)                                                         \
+                        for (int l = 0; l < 2; l++) acc[r][l][0] = acc[r][l][1] = _mm256_setzero_si256();  \
+                    for (Py_ssize_t j2 = 0; j2 < D / 2; j2++) {                                            \
+                        const int16_t *at = base + ((t0 / 16) * (D / 2) + j2) * 32;                        \
+                        PF((const char *)at + PREFETCH);                                                   \
+                        __m256i k0 = _mm256_loadu_si256((const __m256i *)at);                              \
+                        __m256i k1 = _mm256_loadu_si256((const __m256i *)(at + 16));                       \
+                        for (int r = 0; r < ROWS; r++)                                                     \
+                            for (int l = 0; l < 2; l++) {                                                  \
+                                __m256i w = _mm256_set1_epi32(qd[((h * npad + r0 + r) * 2 + l) * (D / 2) + j2]); \
+                                acc[r][l][0] = DPW(acc[r][l][0], k0, w);                                   \
+                                acc[r][l][1] = DPW(acc[r][l][1], k1, w);                                   \
+                            }                                                                              \
+                    }                                                                                      \
+                    Py_ssize_t m = T - t0 < 16 ? T - t0 : 16;                                              \
+                    for (Py_ssize_t r = 0; r < ROWS && r0 + r < n; r++) {                                  \
+                        int32_t lo[16], hi[16];                                                            \
+                        _mm256_storeu_si256((__m256i *)lo, acc[r][0][0]);                                  \
+                        _mm256_storeu_si256((__m256i *)(lo + 8), acc[r][0][1]);                            \
+                        _mm256_storeu_si256((__m256i *)hi, acc[r][1][0]);                                  \
+                        _mm256_storeu_si256((__m256i *)(hi + 8), acc[r][1][1]);                            \
+                        int64_t *o = out + (h * n + r0 + r) * T + t0;                                      \
+                        for (Py_ssize_t i = 0; i < m; i++)                                                 \
+                            o[i] = (int64_t)lo[i] + (int64_t)hi[i] * ((int64_t)1 << DIGIT_BITS);           \
+                    }                                                                                      \
+                }                                                                                          \
+        }                                                                                                  \
     }
-}
 
 /* o[r, d0 .. d0+15] += the lo + 2**8 hi digit sums of the block's position pairs. */
-AVXVNNI static void weigh_block_avxvnni(const Prefix *v, const int16_t *base, const int32_t *pd, Py_ssize_t d0,
-                                        Py_ssize_t j0, Py_ssize_t j1, Py_ssize_t rows, double *o) {
-    const Py_ssize_t D = v->d, TV = value_span(v->t);
-    __m256i acc[ROWS][2][2];
-    for (int r = 0; r < ROWS; r++)
-        for (int l = 0; l < 2; l++) acc[r][l][0] = acc[r][l][1] = _mm256_setzero_si256();
-    for (Py_ssize_t j = j0; j < j1; j++) {
-        const int16_t *at = base + (j * D + d0) * 2;
-        PF((const char *)at + PREFETCH);
-        __m256i v0 = _mm256_loadu_si256((const __m256i *)at), v1 = _mm256_loadu_si256((const __m256i *)(at + 16));
-        for (int r = 0; r < ROWS; r++)
-            for (int l = 0; l < 2; l++) {
-                __m256i w = _mm256_set1_epi32(pd[(r * 2 + l) * TV + j]);
-                acc[r][l][0] = _mm256_dpwssd_avx_epi32(acc[r][l][0], v0, w);
-                acc[r][l][1] = _mm256_dpwssd_avx_epi32(acc[r][l][1], v1, w);
-            }
+#define WEIGH_PAIRS_256(NAME, TARGET, DPW)                                                                   \
+    TARGET static void NAME(const Prefix *v, const int16_t *base, const int32_t *pd, Py_ssize_t d0,           \
+                            Py_ssize_t j0, Py_ssize_t j1, Py_ssize_t rows, double *o) {                      \
+        const Py_ssize_t D = v->d, TV = value_span(v->t);                                                 \
+        __m256i acc[ROWS][2][2];                                                                           \
+        for (int r = 0; r < ROWS; r++)                                                                     \
+            for (int l = 0; l < 2; l++) acc[r][l][0] = acc[r][l][1] = _mm256_setzero_si256();              \
+        for (Py_ssize_t j = j0; j < j1; j++) {                                                             \
+            const int16_t *at = base + (j * D + d0) * 2;                                                   \
+            PF((const char *)at + PREFETCH);                                                               \
+            __m256i v0 = _mm256_loadu_si256((const __m256i *)at), v1 = _mm256_loadu_si256((const __m256i *)(at + 16)); \
+            for (int r = 0; r < ROWS; r++)                                                                 \
+                for (int l = 0; l < 2; l++) {                                                              \
+                    __m256i w = _mm256_set1_epi32(pd[(r * 2 + l) * TV + j]);                               \
+                    acc[r][l][0] = DPW(acc[r][l][0], v0, w);                                               \
+                    acc[r][l][1] = DPW(acc[r][l][1], v1, w);                                               \
+                }                                                                                          \
+        }                                                                                                  \
+        for (Py_ssize_t r = 0; r < rows; r++)                                                              \
+            for (int c = 0; c < 2; c++)                                                                    \
+                for (int half_ = 0; half_ < 2; half_++) {                                                  \
+                    __m128i lo = half_ ? _mm256_extracti128_si256(acc[r][0][c], 1) : _mm256_castsi256_si128(acc[r][0][c]); \
+                    __m128i hi = half_ ? _mm256_extracti128_si256(acc[r][1][c], 1) : _mm256_castsi256_si128(acc[r][1][c]); \
+                    __m256d sum = _mm256_fmadd_pd(_mm256_cvtepi32_pd(hi), _mm256_set1_pd(256.0), _mm256_cvtepi32_pd(lo)); \
+                    double *x = o + r * D + d0 + 8 * c + 4 * half_;                                        \
+                    _mm256_storeu_pd(x, _mm256_add_pd(_mm256_loadu_pd(x), sum));                           \
+                }                                                                                          \
     }
-    for (Py_ssize_t r = 0; r < rows; r++)
-        for (int c = 0; c < 2; c++)
-            for (int half_ = 0; half_ < 2; half_++) {
-                __m128i lo = half_ ? _mm256_extracti128_si256(acc[r][0][c], 1) : _mm256_castsi256_si128(acc[r][0][c]);
-                __m128i hi = half_ ? _mm256_extracti128_si256(acc[r][1][c], 1) : _mm256_castsi256_si128(acc[r][1][c]);
-                __m256d sum = _mm256_fmadd_pd(_mm256_cvtepi32_pd(hi), _mm256_set1_pd(256.0), _mm256_cvtepi32_pd(lo));
-                double *x = o + r * D + d0 + 8 * c + 4 * half_;
-                _mm256_storeu_pd(x, _mm256_add_pd(_mm256_loadu_pd(x), sum));
-            }
-}
 
+#ifdef HAVE_AVX2
+#define AVX2_PAIRS __attribute__((target("avx2,fma")))
+AVX2_PAIRS static inline __m256i dpw_avx2(__m256i acc, __m256i a, __m256i b) {
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b));
+}
+SCORES_PAIRS_256(scores_avx2pairs, AVX2_PAIRS, dpw_avx2)
+WEIGH_PAIRS_256(weigh_block_avx2pairs, AVX2_PAIRS, dpw_avx2)
+static void weigh_avx2pairs(const Prefix *v, const int32_t *pd, Py_ssize_t n, Py_ssize_t npad, double *out) {
+    weigh_pair_blocks(v, pd, n, npad, out, 16, weigh_block_avx2pairs);
+}
+#endif
+
+#ifdef HAVE_AVXVNNI
+#define AVXVNNI __attribute__((target("avxvnni,avx2,fma")))
+AVXVNNI static inline __m256i dpw_avxvnni(__m256i acc, __m256i a, __m256i b) { return _mm256_dpwssd_avx_epi32(acc, a, b); }
+SCORES_PAIRS_256(scores_avxvnni, AVXVNNI, dpw_avxvnni)
+WEIGH_PAIRS_256(weigh_block_avxvnni, AVXVNNI, dpw_avxvnni)
 static void weigh_avxvnni(const Prefix *v, const int32_t *pd, Py_ssize_t n, Py_ssize_t npad, double *out) {
     weigh_pair_blocks(v, pd, n, npad, out, 16, weigh_block_avxvnni);
 }
@@ -592,8 +615,11 @@ static int use_avx2(Py_ssize_t d) {
     }
     return cpu && d % 4 == 0;
 }
+
+static int use_avx2pairs(Py_ssize_t d) { return use_avx2(d) && d % 16 == 0; }
 #else
 static int use_avx2(Py_ssize_t d) { (void)d; return 0; }
+static int use_avx2pairs(Py_ssize_t d) { (void)d; return 0; }
 static int use_avx512(Py_ssize_t d) { (void)d; return 0; }
 static int use_vnni(Py_ssize_t d) { (void)d; return 0; }
 static int use_avxvnni(Py_ssize_t d) { (void)d; return 0; }
@@ -741,8 +767,8 @@ static int get_out(PyObject *obj, Py_buffer *b, int want_double, Py_ssize_t kv, 
     return 0;
 }
 
-/* Code path levels: 4 vnni, 3 avxvnni, 2 avx512, 1 avx2, 0 plain. */
-enum { PATH_PLAIN, PATH_AVX2, PATH_AVX512, PATH_AVXVNNI, PATH_VNNI };
+/* Code path levels: 5 vnni, 4 avxvnni, 3 avx512, 2 avx2pairs, 1 avx2, 0 plain. */
+enum { PATH_PLAIN, PATH_AVX2, PATH_AVX2PAIRS, PATH_AVX512, PATH_AVXVNNI, PATH_VNNI };
 
 /* Whether a cap lets a level run: each names a CPU, so "avxvnni" (AVX-VNNI and AVX2, no AVX-512,
  * as on Intel's client cores) rules out the AVX-512 kernels below it. */
@@ -752,9 +778,10 @@ static int parse_path(const char *path) {
     if (path == NULL || !strcmp(path, "vnni")) return PATH_VNNI;
     if (!strcmp(path, "avxvnni")) return PATH_AVXVNNI;
     if (!strcmp(path, "avx512")) return PATH_AVX512;
+    if (!strcmp(path, "avx2pairs")) return PATH_AVX2PAIRS;
     if (!strcmp(path, "avx2")) return PATH_AVX2;
     if (!strcmp(path, "plain")) return PATH_PLAIN;
-    PyErr_Format(PyExc_ValueError, "unknown path %s (vnni, avxvnni, avx512, avx2 or plain)", path);
+    PyErr_Format(PyExc_ValueError, "unknown path %s (vnni, avxvnni, avx512, avx2pairs, avx2 or plain)", path);
     return -1;
 }
 
@@ -786,6 +813,7 @@ static int run_scores_bare(const Prefix *x, const double *rows, Py_ssize_t n, Py
 #ifdef HAVE_AVXVNNI
         else if (want >= PATH_AVXVNNI && use_avxvnni(x->d)) kernel = scores_avxvnni;
 #endif
+        if (kernel == NULL && want >= PATH_AVX2PAIRS && use_avx2pairs(x->d)) kernel = scores_avx2pairs;
         if (kernel != NULL) {
             int32_t *digits = malloc((size_t)(x->kv * npad * x->d + 1) * sizeof(int32_t));
             if (digits == NULL) return 0;
@@ -816,6 +844,7 @@ static int run_weigh_bare(const Prefix *x, const double *rows, Py_ssize_t n, Py_
 #ifdef HAVE_AVXVNNI
         else if (want >= PATH_AVXVNNI && use_avxvnni(x->d)) kernel = weigh_avxvnni;
 #endif
+        if (kernel == NULL && want >= PATH_AVX2PAIRS && use_avx2pairs(x->d)) kernel = weigh_avx2pairs;
         if (kernel != NULL) {
             int32_t *digits = malloc((size_t)(x->kv * npad * 2 * value_span(x->t) + 1) * sizeof(int32_t));
             if (digits == NULL) return 0;
@@ -1126,11 +1155,12 @@ static PyObject *weigh(PyObject *self, PyObject *args) { (void)self; return prod
 
 static PyObject *vector_paths(PyObject *self, PyObject *args) {
     (void)self; (void)args;
-    const char *names[5];
+    const char *names[6];
     int count = 0;
     if (use_vnni(16)) names[count++] = "vnni";
     if (use_avxvnni(16)) names[count++] = "avxvnni";
     if (use_avx512(8)) names[count++] = "avx512";
+    if (use_avx2pairs(16)) names[count++] = "avx2pairs";
     if (use_avx2(4)) names[count++] = "avx2";
     names[count++] = "plain";
     PyObject *out = PyTuple_New(count);
