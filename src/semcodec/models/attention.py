@@ -394,13 +394,10 @@ of steps or a prefill is compute-bound, where float64 BLAS beats four to nine li
 
 PAIR_PATHS = frozenset({"vnni", "avxvnni", "avx2pairs"})
 """The native code paths that multiply the int16 pair layouts: where the CPU runs one, the
-pair layouts are the default storage (AVX2's ``vpmaddwd`` path on the 2-core EPYC: a step's
-prefix part over profile 5's 1,336 positions 5.2 ms instead of 7.4 ms on int16 rows)."""
-
-VNNI_PATHS = frozenset({"vnni", "avxvnni"})
-"""Pair paths with ``vpdpwssd``: there the native kernel takes every row count (at 39 rows per kv
-head, 921 positions: AVX512-VNNI 0.60× float64 BLAS, AVX-VNNI 0.87×;
-``benchmarks/prefix_attention.py``)."""
+pair layouts are the default storage and the native kernel takes every row count (at 39 rows
+per kv head, 921 positions: AVX512-VNNI 0.60× float64 BLAS, AVX-VNNI 0.87×; AVX2's
+``vpmaddwd`` on the 2-core EPYC, CPU time over 30 layers: 3 rows 4.1 vs 13.3 ms, 48 rows 38 vs
+50 ms, 192 rows 161 vs 196 ms; ``benchmarks/prefix_attention.py``)."""
 
 
 def pairs_run(native: _NativeModule) -> bool:
@@ -409,10 +406,11 @@ def pairs_run(native: _NativeModule) -> bool:
 
 
 NATIVE_MAX_ROWS = 12
-"""Without AVX512-VNNI or AVX-VNNI (AVX2's pairs, or int16 rows in float64 FMA) the native kernel
-is used for up to this many rows per kv head (4 files' steps in lockstep): at 12 rows it costs 0.84× float64 BLAS on
-AVX2, at 48 rows 1.13× (``benchmarks/prefix_attention.py``), so more rows go to float64.
-With VNNI it wins at every row count measured (3 to 300) and takes them all."""
+"""Without a pair path (int16 rows in float64 FMA: plain C, or a path capped below the pairs)
+the native kernel is used for up to this many rows per kv head (4 files' steps in lockstep):
+at 12 rows it costs 0.84× float64 BLAS on AVX2, at 48 rows 1.13×
+(``benchmarks/prefix_attention.py``), so more rows go to float64.
+With a pair path it wins at every row count measured (3 to 300) and takes them all."""
 
 
 @cache
@@ -443,7 +441,7 @@ class PrefixKernels:
         native = native_module() if backend != "numpy" else None
         if native is not None:
             self._native = NativePrefix(keys, values)
-            self._native_rows = sys.maxsize if VNNI_PATHS.intersection(native.vector_paths()) else NATIVE_MAX_ROWS
+            self._native_rows = sys.maxsize if pairs_run(native) else NATIVE_MAX_ROWS
         elif backend != "numpy" and self.length >= LIMB_MIN_POSITIONS:
             with suppress(ImportError):  # no onnxruntime: float64 only
                 self._limbs = Int8Prefix(keys, values)
