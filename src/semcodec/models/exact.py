@@ -553,7 +553,8 @@ class ExactLM:
 
 _TABLE_CHUNK = 64  # rows of (N, vocab) temporaries at a time: bounded memory for long texts
 
-PREFILL_CHUNK = 128
+PREFILL_CHUNK = 32
 """Tokens of one segment evaluated per pass (:meth:`ExactLM.forward_many`): attention's
-temporaries for 32 rows over 2,048 positions stay near 20 MB (packing a 2,048-token text peaked
-at 412 MiB RSS with 128, 350 MiB with 32, at no more CPU time; 16 costs 15% more)."""
+temporaries for 32 rows over 2,048 positions stay near 20 MB. Packing a 2,048-token text peaks
+at 332 MiB RSS (384 with 128 tokens a pass, 350 with 64) in no more CPU time; 16 saves 11 MiB
+more for about 10% more time (``benchmarks/pack_memory.py``)."""
