@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import redirect_stderr
 from pathlib import Path
 
 import pytest
@@ -616,3 +617,145 @@ def test_outputs_get_the_usual_file_mode(workdir: Path, capsys: pytest.CaptureFi
     (workdir / "m.txt").write_text("A red kite over a beach.\n")
     assert run_main(["pack", "m.txt", "-o", "m.sem"], capsys)[0] == 0
     assert (workdir / "m.sem").stat().st_mode & 0o777 == 0o666 & ~fileio._UMASK
+
+
+# -- progress lines ---------------------------------------------------------------------------
+
+LONG = "A harbour at dusk: small fishing boats moored along a stone quay, gulls over the masts, and a man coiling rope."
+
+
+class TerminalStderr(io.StringIO):
+    """Standard error that is a terminal (what a person watching the command sees)."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def terminal(monkeypatch: pytest.MonkeyPatch) -> TerminalStderr:
+    """A stderr that is a terminal (a test puts it in place: ``with redirect_stderr(terminal)``, since
+    pytest sets its own stderr again when the test starts); the progress line drawn at once and on
+    every update; the forward pass 4 tokens at a time (so that a sentence makes several updates)."""
+    from semcodec.cli.common import TokenProgress
+    from semcodec.models import exact
+
+    monkeypatch.setattr(TokenProgress, "DELAY_S", 0.0)
+    monkeypatch.setattr(TokenProgress, "INTERVAL_S", 0.0)
+    monkeypatch.setattr(exact, "PREFILL_CHUNK", 4)
+    return TerminalStderr()
+
+
+def _drawn(err: str) -> list[str]:
+    """The progress lines drawn on the terminal (each starts with a carriage return)."""
+    return [part.rstrip() for part in err.split("\r") if part.strip().startswith("semcodec: ")]
+
+
+def test_pack_shows_progress_on_a_terminal(workdir: Path, terminal: TerminalStderr, model) -> None:  # type: ignore[no-untyped-def]
+    (workdir / "long.txt").write_text(LONG)
+    with redirect_stderr(terminal):
+        assert cli.main(["pack", "long.txt", "--model", "0"]) == 0
+    total = len(model.tokenizer.encode(LONG))
+    err = terminal.getvalue()
+    lines = _drawn(err)
+    assert lines[0] == f"semcodec: packing: 4/{total} tokens"  # no rate yet: the first update is its origin
+    assert all(line.startswith("semcodec: packing: ") for line in lines)
+    assert any(" tokens/s, ETA " in line for line in lines), lines
+    assert lines[-1].startswith(f"semcodec: packing: {total}/{total} tokens, ") and lines[-1].endswith(" finishing")
+    # Erased (spaces over it, the cursor back at the row's start) before the summary line.
+    width = len(err.split("\r")[-3])
+    summary = f"long.txt: {len(LONG)} chars -> {(workdir / 'long.txt.sem').stat().st_size} B"
+    assert err.endswith(f"\r{' ' * width}\r{summary}" + err.rsplit(summary, 1)[1])
+    assert (workdir / "long.txt.sem").read_bytes() == semcodec.pack(LONG, model_id=0)
+
+
+def test_unpack_shows_progress_on_a_terminal(workdir: Path, terminal: TerminalStderr, capsys) -> None:  # type: ignore[no-untyped-def]
+    (workdir / "long.sem").write_bytes(semcodec.pack(LONG))
+    with redirect_stderr(terminal):
+        assert cli.main(["unpack", "long.sem"]) == 0
+    assert capsys.readouterr().out == LONG
+    err = terminal.getvalue()
+    lines = _drawn(err)
+    assert lines[0] == "semcodec: decoding: 1 token"
+    assert any(line.endswith(" tokens/s") for line in lines), lines  # the budget is no total: no ETA
+    assert not any("ETA" in line for line in lines)
+    assert err.endswith("\r") and not err.split("\r")[-2].strip()  # erased before the text was written
+
+
+def test_batch_unpack_progress_counts_files(workdir: Path, terminal: TerminalStderr, capsys) -> None:  # type: ignore[no-untyped-def]
+    (workdir / "a.sem").write_bytes(semcodec.pack(LONG))
+    (workdir / "b.sem").write_bytes(semcodec.pack(CAPTION))
+    with redirect_stderr(terminal):
+        assert cli.main(["unpack", "a.sem", "b.sem", "-o", "out/"]) == 0
+    lines = _drawn(terminal.getvalue())
+    assert lines[0] == "semcodec: decoding: 2 tokens, 2 files still decoding"
+    assert any(line.endswith(", 2 files still decoding") and "tokens/s" in line for line in lines)
+    assert (workdir / "out" / "a").read_text() == LONG
+
+
+@pytest.mark.parametrize("argv", [["pack", "long.txt", "-f", "-q"], ["unpack", "long.sem", "-q"]])
+def test_no_progress_with_quiet(workdir: Path, terminal: TerminalStderr, argv: list[str], capsys) -> None:  # type: ignore[no-untyped-def]
+    (workdir / "long.txt").write_text(LONG)
+    (workdir / "long.sem").write_bytes(semcodec.pack(LONG))
+    with redirect_stderr(terminal):
+        assert cli.main(argv) == 0
+    assert terminal.getvalue() == ""
+
+
+def test_no_progress_off_a_terminal(
+    workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pipe or a log gets the summary line only: no carriage returns, however long the work."""
+    from semcodec.cli.common import TokenProgress
+
+    monkeypatch.setattr(TokenProgress, "DELAY_S", 0.0)
+    monkeypatch.setattr(TokenProgress, "INTERVAL_S", 0.0)
+    (workdir / "long.txt").write_text(LONG)
+    code, _, err = run_main(["pack", "long.txt"], capsys)
+    assert code == 0 and "\r" not in err and "packing" not in err and err.startswith("long.txt: ")
+    code, out, err = run_main(["unpack", "long.txt.sem"], capsys)
+    assert (code, out, err) == (0, LONG, "")
+
+
+def test_library_calls_are_silent_unless_given_a_callback(terminal: TerminalStderr, model) -> None:  # type: ignore[no-untyped-def]
+    with redirect_stderr(terminal):
+        data = semcodec.pack(LONG, model_id=0)
+        assert semcodec.unpack(data).text == LONG
+        assert terminal.getvalue() == ""
+        seen: list[tuple[int, int]] = []
+        assert semcodec.pack(LONG, model_id=0, progress=lambda done, total: seen.append((done, total))) == data
+    total = len(model.tokenizer.encode(LONG))
+    assert [done for done, _ in seen] == [*range(4, total, 4), total] and {t for _, t in seen} == {total}
+    assert terminal.getvalue() == ""
+
+
+def test_progress_line_on_a_real_terminal(workdir: Path) -> None:
+    """Through a pseudo-terminal: the line is drawn, then erased before the summary."""
+    import pty
+
+    (workdir / "long.txt").write_text(LONG)
+    script = ("from semcodec.cli.common import TokenProgress as P; P.DELAY_S = P.INTERVAL_S = 0\n"
+              "from semcodec.models import exact; exact.PREFILL_CHUNK = 4\n"
+              "from semcodec.cli import main; raise SystemExit(main(['pack', 'long.txt', '--model', '0']))")
+    controller, terminal = pty.openpty()
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "SEMCODEC_QUIET": "1", "PYTHONPATH": src}
+    try:
+        done = subprocess.run([sys.executable, "-c", script], stderr=terminal, cwd=workdir, env=env, timeout=300,
+                              check=False)
+        os.close(terminal)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # EIO: every writer is gone
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(controller)
+    assert done.returncode == 0
+    text = shown.decode().replace("\r\n", "\n")  # the terminal's own newline translation
+    assert "\rsemcodec: packing: 4/" in text and " tokens/s, ETA " in text
+    assert text.rstrip("\n").endswith(f"\rlong.txt: {len(LONG)} chars -> {(workdir / 'long.txt.sem').stat().st_size} B"
+                                      + text.rstrip("\n").rsplit(" B", 1)[1])

@@ -44,8 +44,6 @@ def add_options(parser: argparse.ArgumentParser, action: str) -> None:
         group.add_argument("--column", default=default, help=f"input column to {action} (default {default})")
         group.add_argument("--rows-per-part", type=_positive, default=256, metavar="N",
                            help="rows per output part: the unit of work and of resumption (default 256)")
-        if action == "unpack":  # pack already has -q
-            group.add_argument("-q", "--quiet", action="store_true", help="no progress or summary on stderr")
     else:
         group.add_argument("--gpus", type=float, default=0, metavar="G", help="GPUs per Ray worker (local models)")
 

@@ -65,6 +65,7 @@ def register(sub: Any) -> None:
             "  semcodec pack paragraph.txt --model 5      # a detailed, multi-sentence description\n"
             "  semcodec pack caption.txt -o /dev/null --compare   # sizes only\n"
             "  semcodec pack captions.parquet -o packed.parquet --column caption --ray   # a table",
+            notes=PROGRESS_HELP,
             stdio=STDIN_DEFAULT_HELP,
         ),
     )
@@ -91,7 +92,7 @@ def register(sub: Any) -> None:
     p.add_argument("--check", action="store_true", help="add a 2-byte integrity check of the text")
     p.add_argument("--compare", action="store_true", help="also report UTF-8, zlib and brotli sizes")
     p.add_argument("-f", "--force", action="store_true", help="overwrite existing regular files")
-    p.add_argument("-q", "--quiet", action="store_true", help="no summary line on stderr")
+    p.add_argument("-q", "--quiet", action="store_true", help="no summary or progress line on stderr")
     datasets.add_options(p, "pack")
     p.set_defaults(func=cmd_pack)
 
@@ -104,6 +105,7 @@ def register(sub: Any) -> None:
             "  semcodec unpack caption.sem -o caption.txt\n"
             "  semcodec unpack *.sem -o texts/           # each output written as its file finishes\n"
             f"  semcodec unpack long.sem --max-tokens {MAX_TOKENS}   # a text longer than the default budget",
+            notes=PROGRESS_HELP,
             stdio=STDIN_DEFAULT_HELP,
         ),
     )
@@ -115,6 +117,8 @@ def register(sub: Any) -> None:
     )
     _add_max_tokens(p, DEFAULT_MAX_TOKENS, MAX_TOKENS)
     p.add_argument("-f", "--force", action="store_true", help="overwrite existing regular files")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress line on stderr (a dataset job: no progress or summary)")
     datasets.add_options(p, "unpack")
     p.set_defaults(func=cmd_unpack)
 
@@ -131,6 +135,13 @@ def register(sub: Any) -> None:
     p.add_argument("--header-only", action="store_true", help="do not decode the payload (no model needed)")
     _add_max_tokens(p, DEFAULT_MAX_TOKENS, MAX_TOKENS)
     p.set_defaults(func=cmd_info)
+
+
+PROGRESS_HELP = (
+    "A long text shows a progress line on stderr while it is coded, when stderr is a terminal\n"
+    "(tokens done, of how many when known, tokens/s, and the time left when known; erased when\n"
+    "done); never in a pipe or a log, nor with -q."
+)
 
 
 def _add_max_tokens(parser: argparse.ArgumentParser, default: int, most: int) -> None:
@@ -174,14 +185,16 @@ def cmd_pack(args: argparse.Namespace) -> int:
     many = len(plan) > 1
     failures = 0
     for src, target in plan:
+        progress = TokenProgress(f"packing {src}" if many else "packing", quiet=args.quiet)
         try:
             refuse_terminal_output(target, ".sem")
             refuse_existing(target, args.force)
             text = read_text(src)
             data = semcodec.pack(
                 text, model_id=model_id, generator_id=generator_id, seed=args.seed,
-                width=args.width, height=args.height, check=args.check,
+                width=args.width, height=args.height, check=args.check, progress=progress.update,
             )
+            progress.close()
             write_output(target, data, args.force, permission_bits(src))
             rate = f" ({8 * len(data) / len(text):.2f} bits/char)" if text else ""
             line = f"{src}: {len(text)} chars -> {len(data)} B{rate}"
@@ -189,10 +202,13 @@ def cmd_pack(args: argparse.Namespace) -> int:
                 line += f"; {_comparison(text)}"
             say(line, args.quiet)
         except Exception as err:
+            progress.close()
             if not many:
                 raise named(src, err) from err
             failures += 1
             item_failed(src, err)
+        finally:
+            progress.close()  # (an interruption too: its one line starts on a clean row)
     return batch_result(failures, len(plan), "packed")
 
 
@@ -233,6 +249,8 @@ def cmd_unpack(args: argparse.Namespace) -> int:
 
     def emit(index: int, outcome: SemFile | SemError) -> None:
         src, target = readable[index]
+        if target == STDIO:
+            progress.clear()  # the text starts on a clean row of the terminal
         try:
             if isinstance(outcome, SemError):
                 raise outcome
@@ -251,10 +269,10 @@ def cmd_unpack(args: argparse.Namespace) -> int:
         item_failed(src, err)
 
     # One shared model pass per step serves every file; each output is written as its file ends.
-    progress = TokenProgress()
+    progress = TokenProgress("decoding", quiet=args.quiet)
     try:
         if blobs:
-            unpack_many(blobs, progress, max_tokens=args.max_tokens, on_file=write)
+            unpack_many(blobs, progress.on_step, max_tokens=args.max_tokens, on_file=write)
     finally:
         progress.close()
     return batch_result(failures, len(plan), "unpacked")
