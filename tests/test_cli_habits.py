@@ -228,6 +228,29 @@ def test_the_default_budget_is_the_codec_constant(
     assert run_main(["info", "c.sem", "--header-only"], capsys)[0] == 0  # no decoding, no budget needed
 
 
+@pytest.mark.parametrize("quiet", [[], ["-q"]])
+def test_pack_says_when_a_text_needs_a_larger_budget(
+    workdir: Path, model, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], quiet: list[str]  # type: ignore[no-untyped-def]
+) -> None:
+    """A text over the readers' default budget is packed, with one note naming the option and
+    value that unpack it (under -q too: it is about the file just written); a text within it
+    gets none."""
+    (workdir / "c.txt").write_text(CAPTION + "\n", encoding="utf-8")
+    n = semcodec.unpack(semcodec.pack(CAPTION + "\n")).n_tokens
+    monkeypatch.setattr(codec, "DEFAULT_MAX_TOKENS", n)
+    code, _, err = run_main(["pack", "c.txt", *quiet], capsys)
+    assert code == 0 and "note" not in err  # exactly at the budget: fine
+    monkeypatch.setattr(codec, "DEFAULT_MAX_TOKENS", n - 1)
+    code, _, err = run_main(["pack", "c.txt", "-f", *quiet], capsys)
+    assert code == 0
+    assert [line for line in err.splitlines() if "note" in line] == [
+        f"semcodec: note: c.txt: {n} tokens, more than readers' default budget of {n - 1}: "
+        f"unpack it with --max-tokens {n} (max_tokens={n} in Python)"]
+    assert run_main(["unpack", "c.txt.sem"], capsys)[0] == 1
+    code, out, _ = run_main(["unpack", "c.txt.sem", "--max-tokens", str(n)], capsys)
+    assert code == 0 and out == CAPTION + "\n"
+
+
 def test_decode_honours_max_tokens(
     workdir: Path, model, capsys: pytest.CaptureFixture[str]  # type: ignore[no-untyped-def]
 ) -> None:

@@ -220,7 +220,7 @@ def test_limits_quoted_are_the_codes() -> None:
 
     quoted = " ".join(README.split())
     assert f"more than {DEFAULT_MAX_TOKENS} tokens (`semcodec.codec.DEFAULT_MAX_TOKENS`" in quoted
-    assert f"1025 steps (the budget, {DEFAULT_MAX_TOKENS} tokens," in quoted
+    assert f"{DEFAULT_MAX_TOKENS + 1} steps (the budget, {DEFAULT_MAX_TOKENS} tokens," in quoted
     assert f"payload ≤ {MAX_PAYLOAD_BYTES} bytes" in quoted
     assert f"reads at most {MAX_FILE_BYTES} bytes of a `.sem`" in quoted
     assert f"≤ {MAX_TOKENS} text tokens" in quoted

@@ -41,7 +41,7 @@ from semcodec.cli.common import (
     say,
     seed,
 )
-from semcodec.cli.failures import item_failed, named, reader_left
+from semcodec.cli.failures import item_failed, named, note, reader_left
 from semcodec.display import printable
 from semcodec.errors import SemError
 from semcodec.exitcodes import EXIT_OK
@@ -172,6 +172,19 @@ def _default_unpack_output(src: str) -> str:
     return STDIO
 
 
+def _note_budget(src: str, text: str, data: bytes) -> None:
+    """Say (even under -q: it is about the file just written) when a reader's default token
+    budget will refuse it, and what option it needs."""
+    from semcodec.codec import DEFAULT_MAX_TOKENS, budget_needed
+
+    if len(text.encode("utf-8")) <= DEFAULT_MAX_TOKENS:  # every token is at least one byte: it fits
+        return
+    need = budget_needed(data, text)
+    if need > DEFAULT_MAX_TOKENS:
+        note(f"semcodec: note: {src}: {need} tokens, more than readers' default budget of {DEFAULT_MAX_TOKENS}: "
+             f"unpack it with --max-tokens {need} (max_tokens={need} in Python)")
+
+
 def cmd_pack(args: argparse.Namespace) -> int:
     if datasets.wants_dataset_job(args):
         return datasets.run(args, "pack")
@@ -201,6 +214,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
             if args.compare:
                 line += f"; {_comparison(text)}"
             say(line, args.quiet)
+            _note_budget(src, text, data)
         except Exception as err:
             progress.close()
             if not many:
