@@ -191,8 +191,8 @@ def step_breakdown(lm: Any, tokens: list[int], positions: tuple[int, ...] = (100
             paths[products.name + ", numpy step"] = statistics.median(_steps(arm, tokens, 0, 12))
     timed_lm = ExactLM(lm.w, lm.products)
     totals: dict[str, float] = {}
+    steps_native = timed_lm._native_step_model is not None  # (made before products is wrapped below)
     timed_lm.products = _Timed(timed_lm.products, "output head products", totals)  # type: ignore[assignment]
-    steps_native = timed_lm._native_step_model is not None
     if steps_native:  # every layer in one native call: its products are timed apart, below
         timed_lm._native_forward_one = _Timed(timed_lm._native_forward_one, "layers (native step)", totals)  # type: ignore[method-assign]
     else:

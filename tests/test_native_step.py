@@ -139,7 +139,7 @@ def test_the_step_is_used_only_with_native_products() -> None:
 
 def test_step_refuses_what_does_not_match_its_model() -> None:
     lm = ExactLM(_tiny_weights(6), NativeProducts(path=PATHS[0]))
-    native, state = lm._native_step_model  # type: ignore[misc]
+    native, state, _ = lm._native_step_model  # type: ignore[misc]
     c = lm.new_cache(capacity=4)
     x = np.zeros(96)
     rows, top = np.empty((2, 3, 16)), np.empty((2, 3), np.int64)

@@ -443,10 +443,10 @@ class ExactLM:
         return self._forward_segments(segments)
 
     @cached_property
-    def _native_step_model(self) -> tuple[ModuleType, object] | None:
-        """The extension and its view of these weights for :meth:`_native_forward_one`, or None
-        where the step cannot run natively: no extension, products that are not the native
-        kernel's, or a matrix that kernel does not take."""
+    def _native_step_model(self) -> tuple[ModuleType, object, str] | None:
+        """The extension, its view of these weights and the products' path for
+        :meth:`_native_forward_one`, or None where the step cannot run natively: no extension,
+        products that are not the native kernel's, or a matrix that kernel does not take."""
         if not isinstance(self.products, NativeProducts) or not all(map(self.products.takes, self.w.matrices())):
             return None
         native = native_products_module()
@@ -460,7 +460,7 @@ class ExactLM:
         layers = [(ly.attn_norm, ly.qkv.q, ly.qkv.scale, ly.o.q, ly.o.scale, ly.ffn_norm, ly.gate_up.q,
                    ly.gate_up.scale, ly.down.q, ly.down.scale) for ly in w.layers]
         try:
-            return native, native.step_model(config, arrays, layers)
+            return native, native.step_model(config, arrays, layers), self.products.path
         except (ValueError, TypeError, BufferError):  # a layout the step does not take: the numpy code runs
             return None
 
@@ -472,7 +472,7 @@ class ExactLM:
         position = cache.length
         if model is None or position >= len(self.w.rope_cos):
             return None
-        native, state = model
+        native, state, path = model
         cache.reserve(1)
         embed = self.w.embed
         x = embed.q[:, token].astype(np.float64) * embed.scale[token]  # (hidden,): as _forward_segments
@@ -489,9 +489,7 @@ class ExactLM:
                 return (np.ascontiguousarray(num, np.float64), np.ascontiguousarray(z, np.int64),
                         np.ascontiguousarray(top, np.int64))
 
-        assert isinstance(self.products, NativeProducts)
-        if not native.step(state, x, position, cache.keys, cache.values, cache.own, attend, rows, own_top,
-                           self.products.path):
+        if not native.step(state, x, position, cache.keys, cache.values, cache.own, attend, rows, own_top, path):
             return None
         cache.own += 1
         return x[None]
