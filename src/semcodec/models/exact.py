@@ -21,6 +21,10 @@ Why it is exact (the argument is normative: SPEC §5):
 * Each token's row is computed from that row alone, except attention, which is integer
   arithmetic over the cache: whole-sequence, incremental and batched evaluation agree
   bit for bit.
+* A single token's step runs in C where the native products run (``native/step.c``,
+  :meth:`ExactLM._native_forward_one`): the same IEEE operations in the same order, compiled
+  without contraction, so the same bits (``tests/test_native_step.py``); this numpy code is
+  the specification it follows and runs everything else (prefills, batches, other kernels).
 
     >>> from semcodec.models import load_model
     >>> lm = load_model(0).lm
