@@ -159,6 +159,13 @@ def test_step_refuses_what_does_not_match_its_model() -> None:
         native.step(state, x, 0, c.keys, c.values, 0, lambda layer: 1 / 0, rows, top)
     with pytest.raises(ValueError, match="wrong type or size"):
         native.step(state, x, 0, c.keys, c.values, 0, lambda layer: (np.zeros(3), np.zeros(3), np.zeros(3)), rows, top)
+    good = (np.zeros((2, 3, 16)), np.zeros((2, 3), np.int64))
+    for lie in (np.full((2, 3), -2**50, np.int64), np.full((2, 3), 2**47, np.int64)):  # below own maxima; past 2**46
+        with pytest.raises(ValueError, match="outside their bounds"):
+            native.step(state, x, 0, c.keys, c.values, 0, lambda layer, lie=lie: (*good, lie), rows, top)
+    with pytest.raises(ValueError, match="outside their bounds"):  # a negative weight sum
+        native.step(state, x, 0, c.keys, c.values, 0,
+                    lambda layer: (good[0], np.full((2, 3), -1, np.int64), np.full((2, 3), 2**40, np.int64)), rows, top)
     with pytest.raises(ValueError, match="step_model"):
         native.step_model((96, 80, 6, 4, 16, 127, 127, 1e-5, 15, 16384, 10), (), [])  # 6 heads over 4 kv heads
 

@@ -516,6 +516,12 @@ static int call_attend(PyObject *attend, Py_ssize_t li, Py_ssize_t rows, Py_ssiz
     memcpy(s->num_pre, b[0].buf, (size_t)want[0]);
     memcpy(s->z_pre, b[1].buf, (size_t)want[1]);
     memcpy(s->top, b[2].buf, (size_t)want[2]);
+    for (Py_ssize_t i = 0; i < rows; i++)  /* what attend promises; anything else would index E16 out of bounds */
+        if (s->top[i] < s->own_top[i] || s->top[i] > SCORE_LIMIT || s->z_pre[i] < 0 ||
+            s->z_pre[i] > (int64_t)MAX_POSITIONS * P_MAX) {
+            PyErr_SetString(PyExc_ValueError, "attend's maxima or weight sums are outside their bounds");
+            goto done;
+        }
     ok = 1;
 done:
     for (int i = 0; i < got; i++) PyBuffer_Release(&b[i]);
