@@ -82,17 +82,22 @@ static void model_free(PyObject *capsule) {
     free(m);
 }
 
-/* A C-contiguous view of `obj` with `ndim` dimensions, items of `kind` ('d' float64, 'b' int8,
- * 'q' int64, 'i' int32) and the given shape (-1: any); kept in m->views. */
+/* Whether `b` holds items of `kind` ('d' float64, 'b' int8, 'i' int32, 'q' int64), whichever
+ * letter its exporter used for that width ('l' is int32 or int64 by platform). */
+static int holds(const Py_buffer *b, char kind) {
+    const char *f = b->format ? b->format : "B";
+    if (*f == '<' || *f == '=' || *f == '@') f++;
+    const Py_ssize_t size = kind == 'b' ? 1 : kind == 'i' ? 4 : 8;
+    return b->itemsize == size && strlen(f) == 1 && (*f == kind || ((kind == 'i' || kind == 'q') && *f == 'l'));
+}
+
+/* A C-contiguous view of `obj` with `ndim` dimensions, items of `kind` (holds) and the given
+ * shape (-1: any); kept in m->views. */
 static const void *view(Model *m, PyObject *obj, char kind, int ndim, Py_ssize_t d0, Py_ssize_t d1,
                         const char *what) {
     Py_buffer *b = &m->views[m->n_views];
     if (PyObject_GetBuffer(obj, b, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return NULL;
-    const char *f = b->format ? b->format : "B";
-    if (*f == '<' || *f == '=' || *f == '@') f++;
-    Py_ssize_t size = kind == 'b' ? 1 : kind == 'i' ? 4 : 8;
-    int ok = b->ndim == ndim && b->itemsize == size && strlen(f) == 1 &&
-             (kind == 'q' ? (*f == 'q' || *f == 'l') : kind == 'i' ? (*f == 'i' || (*f == 'l' && size == 4)) : *f == kind) &&
+    int ok = b->ndim == ndim && holds(b, kind) &&
              (d0 < 0 || b->shape[0] == d0) && (ndim < 2 || d1 < 0 || b->shape[1] == d1);
     if (!ok) {
         PyBuffer_Release(b);
@@ -504,10 +509,7 @@ static int call_attend(PyObject *attend, Py_ssize_t li, Py_ssize_t rows, Py_ssiz
     const char kinds[3] = {'d', 'q', 'q'};
     for (; got < 3; got++) {
         if (PyObject_GetBuffer(PyTuple_GET_ITEM(res, got), &b[got], PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) goto done;
-        const char *f = b[got].format ? b[got].format : "B";
-        if (*f == '<' || *f == '=' || *f == '@') f++;
-        if (b[got].len != want[got] || b[got].itemsize != 8 ||
-            !(*f == kinds[got] || (kinds[got] == 'q' && *f == 'l'))) {
+        if (b[got].len != want[got] || !holds(&b[got], kinds[got])) {
             got++;
             PyErr_SetString(PyExc_ValueError, "attend's results have the wrong type or size");
             goto done;
@@ -531,11 +533,7 @@ done:
 
 static int writable(PyObject *obj, Py_buffer *b, char kind, Py_ssize_t ndim, const char *what) {
     if (PyObject_GetBuffer(obj, b, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0) return 0;
-    const char *f = b->format ? b->format : "B";
-    if (*f == '<' || *f == '=' || *f == '@') f++;
-    Py_ssize_t size = kind == 'i' ? 4 : 8;
-    if (b->ndim != ndim || b->itemsize != size ||
-        !(*f == kind || (kind == 'q' && *f == 'l') || (kind == 'i' && *f == 'l' && size == 4))) {
+    if (b->ndim != ndim || !holds(b, kind)) {
         PyBuffer_Release(b);
         PyErr_Format(PyExc_ValueError, "step: %s has the wrong type or shape", what);
         return 0;
