@@ -37,7 +37,7 @@ from threadpoolctl import ThreadpoolController
 
 from semcodec.errors import SemModelError
 from semcodec.fileio import temp_beside
-from semcodec.models import exact, pins, verified
+from semcodec.models import pins, verified
 from semcodec.models.exact import ExactLM, KVCache, SharedPrefix
 from semcodec.models.kernels import products_from_name
 from semcodec.models.tokenizer import TextTokenizer
@@ -79,8 +79,8 @@ class LoadedModel:
     def _final_hidden(self, tokens: Sequence[int], progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """(len(tokens) + 1, hidden): the context's last state, then each token's.
 
-        One forward pass, :data:`~semcodec.models.exact.PREFILL_CHUNK` tokens at a time (as
-        ``forward`` chunks a long segment itself: the same bits), into one array;
+        One forward pass, :data:`~semcodec.models.exact.PREFILL_CHUNK` tokens at a time
+        (:meth:`ExactLM.forward_chunks`: the same bits), into one array;
         ``progress(read, len(tokens))`` after each chunk. (Making the tables of each chunk's rows
         right after it, the KV cache still held, cost 8% more CPU time and no less memory for a
         2,048-token text: the allocator faulted the tables' temporaries in afresh every time.)
@@ -89,13 +89,12 @@ class LoadedModel:
         hidden = np.empty((len(tokens) + 1, start.hidden.shape[-1]), start.hidden.dtype)
         hidden[0] = start.hidden[0]
         if tokens:
-            cache = self.lm.new_cache(start.prefix, len(tokens))  # reserved once, exactly (as forward does)
+            cache = self.lm.new_cache(start.prefix, len(tokens))
             with blas_threads():
-                for lo in range(0, len(tokens), exact.PREFILL_CHUNK):
-                    hi = min(len(tokens), lo + exact.PREFILL_CHUNK)
-                    hidden[lo + 1 : hi + 1] = self.lm.forward(tokens[lo:hi], cache)
+                for end, part in self.lm.forward_chunks(tokens, cache):
+                    hidden[end - len(part) + 1 : end + 1] = part
                     if progress is not None:
-                        progress(hi, len(tokens))
+                        progress(end, len(tokens))
         return hidden
 
     def decoders(self, n: int) -> list[DecoderState]:

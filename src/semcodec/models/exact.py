@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from types import ModuleType
@@ -440,11 +440,18 @@ class ExactLM:
         if len(segments) > 1 and any(len(tokens) > PREFILL_CHUNK for tokens, _ in segments):
             return [self.forward_many([segment])[0] for segment in segments]
         if len(segments) == 1 and len(segments[0][0]) > PREFILL_CHUNK:
-            tokens, cache = segments[0]
-            cache.reserve(len(tokens))  # once, exactly: doubling would hold up to twice the cache (and a copy)
-            return [np.concatenate([self._forward_segments([(tokens[lo : lo + PREFILL_CHUNK], cache)])[0]
-                                    for lo in range(0, len(tokens), PREFILL_CHUNK)])]
+            return [np.concatenate([hidden for _, hidden in self.forward_chunks(*segments[0])])]
         return self._forward_segments(segments)
+
+    def forward_chunks(self, tokens: Sequence[int] | np.ndarray, cache: KVCache) -> Iterator[tuple[int, np.ndarray]]:
+        """Evaluate ``tokens`` after ``cache`` :data:`PREFILL_CHUNK` at a time (the bits of one
+        pass): yields ``(end, hidden)`` per chunk, ``hidden`` the final states of
+        ``tokens[end - len(hidden) : end]``, so a caller can place them and report progress."""
+        check_rounding()
+        cache.reserve(len(tokens))  # once, exactly: doubling would hold up to twice the cache (and a copy)
+        for lo in range(0, len(tokens), PREFILL_CHUNK):
+            hi = min(len(tokens), lo + PREFILL_CHUNK)
+            yield hi, self._forward_segments([(tokens[lo:hi], cache)])[0]
 
     @cached_property
     def _native_step_model(self) -> tuple[ModuleType, object, str] | None:
