@@ -68,10 +68,7 @@ class CommandParser(argparse.ArgumentParser):
 
 
 def _stdin_is_terminal() -> bool:
-    try:
-        return sys.stdin is None or sys.stdin.isatty()
-    except (ValueError, AttributeError):  # closed, or replaced by something without isatty
-        return False
+    return sys.stdin is None or _is_terminal(sys.stdin)
 
 
 def epilog(examples: str = "", notes: str = "", stdio: str = STDIO_HELP) -> str:
@@ -441,7 +438,7 @@ class TokenProgress:
 def _is_terminal(stream: TextIO) -> bool:
     try:
         return bool(stream.isatty())
-    except (ValueError, AttributeError, OSError):  # closed, or something without isatty
+    except (ValueError, AttributeError, OSError):  # closed, or replaced by something without isatty
         return False
 
 

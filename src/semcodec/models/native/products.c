@@ -92,8 +92,9 @@ static void gemv_plain(const Gemv *g, Py_ssize_t c0, Py_ssize_t c1) {
  * follows, helped by a software prefetch PREFETCH_QUADS quads ahead), its sums kept in registers:
  * measured 17.5 -> 12.6 ms per step's products with the quad load below, then 10.2 -> 8.8 ms
  * with the prefetch (down 2.3 -> 1.6 ms, gate_up 4.5 -> 3.9 ms), on the 2-core EPYC (1 thread;
- * the 49152-column head stays in chunks: as a panel it took 3.6 ms instead of 2.4). A K not divisible by 4 ends with a quad whose
- * missing rows are zero vectors (no read past the matrix) and whose missing x bytes are 0. */
+ * the 49152-column head stays in chunks: as a panel it took 3.6 ms instead of 2.4). A K not
+ * divisible by 4 ends with a quad whose missing rows are zero vectors (no read past the matrix)
+ * and whose missing x bytes are 0. */
 #define CHUNK 16
 /* Four activation bytes x[0..3] as one int32 (missing ones 0 when fewer than 4 are left); a
  * constant-size copy compiles to one load, where a variable size was a libc call per quad. */
