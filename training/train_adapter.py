@@ -28,6 +28,7 @@ import json
 import math
 import os
 import random
+import re
 import sys
 import time
 from pathlib import Path
@@ -64,15 +65,39 @@ def training_texts() -> dict[str, list[corpora.Text]]:
     return pools
 
 
-def examples(seed: int, total_tokens: int) -> list[tuple[str, list[int]]]:
-    """The training stream: (kind, context + reply + end-of-text ids), shuffled, cut to the MIX."""
+def round_robin(pool: list[corpora.Text], rng: random.Random) -> list[corpora.Text]:
+    """``pool`` shuffled within each corpus, then the corpora taken in turn: every corpus of
+    a kind gets the same share of its tokens until it runs out (COCO's 4,000 training
+    captions would otherwise be a tenth of the caption pool, beside Flickr8k's 36,410)."""
+    by_corpus: dict[str, list[corpora.Text]] = {}
+    for t in pool:
+        by_corpus.setdefault(t.corpus, []).append(t)
+    queues = [by_corpus[c] for c in sorted(by_corpus)]
+    for q in queues:
+        rng.shuffle(q)
+    out: list[corpora.Text] = []
+    for i in range(max((len(q) for q in queues), default=0)):
+        out += [q[i] for q in queues if i < len(q)]
+    return out
+
+
+def examples(seed: int, total_tokens: int, mix: dict[str, float] | None = None,
+             balance: bool = False) -> list[tuple[str, list[int]]]:
+    """The training stream: (kind, context + reply + end-of-text ids), shuffled, cut to the
+    mix (``MIX`` unless given); ``balance``: the corpora of a kind in turn (:func:`round_robin`)."""
     tok, contexts, eos = tokenizer_and_contexts()
     rng = random.Random(seed)
     stream: list[tuple[str, list[int]]] = []
+    mix = MIX if mix is None else mix
     for kind, pool in training_texts().items():
-        pool = list(pool)
-        rng.shuffle(pool)
-        budget = int(MIX[kind] * total_tokens)
+        if kind not in mix:
+            continue
+        if balance:
+            pool = round_robin(pool, rng)
+        else:
+            pool = list(pool)
+            rng.shuffle(pool)
+        budget = int(mix[kind] * total_tokens)
         used = 0
         for t in pool:
             if used >= budget:
@@ -131,6 +156,42 @@ def lr_at(step: int, steps: int, peak: float, warmup: int) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def load_shipped(model: torch.nn.Module, npz: Path, scaling: float) -> int:
+    """Start from a shipped adapter's integer factors (``export_adapter``'s inverse): peft's
+    ``A = t·A_int``, ``B[n] = c[n]·B_int[n] / (scaling·t)``, with ``t`` balancing the two;
+    their product times ``scaling`` is exactly what SPEC §5 step 1b merges. Returns the
+    number of matrices loaded."""
+    import numpy as np
+    from export_adapter import _GGUF
+
+    arrays = np.load(npz)
+    state = model.state_dict()
+    loaded = 0
+    for key in state:
+        m = re.fullmatch(r".*layers\.(\d+)\.(?:self_attn|mlp)\.(\w+_proj)\.lora_A\.default\.weight", key)
+        if not m:
+            continue
+        tensor = f"blk.{m.group(1)}.{_GGUF[m.group(2)]}.weight"
+        a_int = arrays[f"{tensor}.A"].astype(np.float64)
+        b_int = arrays[f"{tensor}.B"].astype(np.float64)
+        c = arrays[f"{tensor}.c"].astype(np.float64)
+        t = math.sqrt(max(float(np.abs(c).max()), 1e-30) / scaling)
+        state[key].copy_(torch.from_numpy(a_int * t))
+        state[key.replace("lora_A", "lora_B")].copy_(torch.from_numpy(b_int * (c / (scaling * t))[:, None]))
+        loaded += 1
+    return loaded
+
+
+def parse_mix(spec: str) -> dict[str, float]:
+    mix = {}
+    for part in spec.split(","):
+        kind, _, share = part.partition("=")
+        if kind not in corpora.KINDS:
+            raise argparse.ArgumentTypeError(f"unknown kind {kind!r} (one of {', '.join(corpora.KINDS)})")
+        mix[kind] = float(share)
+    return mix
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, required=True)
@@ -145,6 +206,11 @@ def main() -> None:
     ap.add_argument("--checkpoint-every", type=int, default=20)
     ap.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: all)")
     ap.add_argument("--init", type=Path, help="start from this run's adapter.pt (a second stage)")
+    ap.add_argument("--init-npz", type=Path, help="start from a shipped adapter's integer factors (.npz)")
+    ap.add_argument("--mix", type=parse_mix, default=None,
+                    help="share of tokens per kind, e.g. captions=0.75,paragraphs=0.25 (default: MIX)")
+    ap.add_argument("--balance-corpora", action="store_true",
+                    help="take the corpora of each kind in turn instead of one shuffled pool")
     args = ap.parse_args()
 
     from peft import LoraConfig, get_peft_model
@@ -156,7 +222,7 @@ def main() -> None:
 
     _, contexts, _ = tokenizer_and_contexts()
     ctx_len = {tuple(ids): len(ids) for ids in contexts.values()}
-    stream = examples(args.seed, args.tokens)
+    stream = examples(args.seed, args.tokens, args.mix, args.balance_corpora)
     plan = batches(stream, args.batch_tokens, args.seed)
     steps = len(plan)
     print(f"{len(stream)} sequences, {sum(len(s) for _, s in stream)} tokens, {steps} steps", flush=True)
@@ -174,6 +240,9 @@ def main() -> None:
         missing = model.load_state_dict(first["lora"], strict=False).unexpected_keys
         assert not missing, missing
         print(f"initialised from {args.init}", flush=True)
+    if args.init_npz:
+        n = load_shipped(model, args.init_npz, args.alpha / args.rank)
+        print(f"initialised from {args.init_npz} ({n} matrices)", flush=True)
     ckpt = args.out / "checkpoint.pt"
     start = 0
     if ckpt.exists():
