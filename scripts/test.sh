@@ -11,8 +11,9 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
         || echo "chromium could not be installed; the report test will skip"
 fi
-.venv/bin/semcodec model fetch             # the default profile's weights (the describer adapter merged)
-.venv/bin/semcodec model fetch 3           # the base weights of profiles 0-5 (both are converted once, ~10 s each)
+.venv/bin/semcodec model fetch             # the default profile's weights (the captioner adapter merged)
+.venv/bin/semcodec model fetch 6           # the describer adapter's weights (profiles 6-9)
+.venv/bin/semcodec model fetch 3           # the base weights of profiles 0-5 (each is converted once, ~10 s)
 .venv/bin/ruff check src tests benchmarks fuzz
 .venv/bin/mypy
 SEMCODEC_REQUIRE_MODEL=1 .venv/bin/python -m pytest -q -p no:cacheprovider --durations=15

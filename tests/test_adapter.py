@@ -11,7 +11,7 @@ import pytest
 from semcodec.errors import SemModelError
 from semcodec.models import adapter
 from semcodec.models.adapter import Factors, merge_rows
-from semcodec.registry import SMOLLM2_135M_DESCRIBER
+from semcodec.registry import SMOLLM2_135M_CAPTIONER, SMOLLM2_135M_DESCRIBER, WeightsSource
 
 
 def _reference_merge(q: np.ndarray, s: np.ndarray, f: Factors) -> tuple[list[list[int]], list[float]]:
@@ -103,8 +103,8 @@ def test_adapter_file_members() -> None:
         adapter.parse("demo", b"PK\x03\x04 not a zip")
 
 
-def test_packaged_adapter_is_pinned() -> None:
-    source = SMOLLM2_135M_DESCRIBER
+@pytest.mark.parametrize("source", [SMOLLM2_135M_DESCRIBER, SMOLLM2_135M_CAPTIONER], ids=lambda s: s.adapter)
+def test_packaged_adapter_is_pinned(source: WeightsSource) -> None:
     shipped = adapter.packaged(source.adapter, source.adapter_sha256)
     assert shipped.sha256 == source.adapter_sha256
     # Every linear layer of every block of SmolLM2-135M, at one rank, within the spec's bounds.

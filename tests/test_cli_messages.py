@@ -270,7 +270,7 @@ def test_single_file_errors_name_the_file(
     (workdir / "text.txt").write_text("A plain text, not a .sem file.")
     code, _, err = run_main([*command, "text.txt"], capsys)
     assert code == EXIT_BAD_INPUT
-    assert one_error_line(err) == "semcodec: error: text.txt: not a .sem file (first byte 0x41, expected 0xa7)"
+    assert one_error_line(err) == "semcodec: error: text.txt: not a .sem file (first byte 0x41, expected 0xa7 or 0xa8)"
     code, _, err = run_main([*command, "missing.sem"], capsys)
     assert one_error_line(err) == "semcodec: error: missing.sem: No such file or directory"
 

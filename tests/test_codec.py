@@ -155,13 +155,14 @@ def test_unknown_model_id_is_refused_by_name() -> None:
 
 
 def test_defaults_cost_nothing() -> None:
-    assert container.encode_header(container.Header()) == bytes([0xA7])  # v4 short: model 6 in the payload
-    assert container.Header().version == 4 and container.Header().model_id == 6
+    assert container.encode_header(container.Header()) == bytes([0xA8])  # v5: model 10 in the payload
+    assert container.Header().version == 5 and container.Header().model_id == 10
+    assert container.encode_header(container.Header(model_id=6)) == bytes([0xA7])  # v4 short: model 6 likewise
     assert container.encode_header(container.Header(version=1, model_id=0)) == bytes([0xA7, 0x40])
     sized = container.encode_header(container.Header(model_id=3, width=512, height=512))
     assert len(sized) == 2 + 2 + 2  # v2's default model costs nothing in an explicit header
     sized = container.encode_header(container.Header(width=512, height=512))
-    assert len(sized) == 2 + 1 + 2 + 2  # v4's default is stored there (SPEC §2: explicit headers are v2's)
+    assert len(sized) == 2 + 1 + 2 + 2  # v5's default is stored there (SPEC §2: explicit headers are v2's)
 
 
 def test_integrity_check_catches_a_changed_text() -> None:

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = {
     "cases": [
         case
-        for folder in ("", "v2", "v3", "v4")  # v1: profiles 0-2; v2: 3 and 4; v3: 5; v4: adapted profiles 6-9
+        for folder in ("", "v2", "v3", "v4", "v5")  # v1: profiles 0-2; v2: 3, 4; v3: 5; v4: 6-9; v5: 10, 11
         for case in json.loads((ROOT / "format" / "vectors" / folder / "tables.json").read_text())["cases"]
     ]
 }

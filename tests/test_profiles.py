@@ -118,9 +118,12 @@ def test_default_header_is_one_byte_and_payload_starts_high(model) -> None:  # t
         data = semcodec.pack(text, model_id=3)  # v2's compact form: byte 1 = 1xxxxxxx
         assert data[0] == 0xA7 and data[1] >= 0x80
         assert semcodec.unpack(data).header_bytes == 1
-        data = semcodec.pack(text)  # v4's default, profile 6: the v4 short form, byte 1 = 011xxxxx
+        data = semcodec.pack(text, model_id=6)  # v4's default, profile 6: the v4 short form, byte 1 = 011xxxxx
         assert data[0] == 0xA7 and data[1] >> 5 == 0b011
         assert semcodec.unpack(data).header == semcodec.Header(model_id=6, version=4)
+        data = semcodec.pack(text)  # v5's default, profile 10: the v5 form, byte 0 = A8, model symbol first
+        assert data[0] == 0xA8 and semcodec.unpack(data).header_bytes == 1
+        assert semcodec.unpack(data).header == semcodec.Header(model_id=10, version=5)
 
 
 def test_model_zero_is_stored_explicitly_in_v2(model) -> None:  # type: ignore[no-untyped-def]
@@ -220,7 +223,8 @@ def test_cli_pack_auto_and_info_version(model, tmp_path: Path, capsys: pytest.Ca
     capsys.readouterr()
     assert cli.main(["info", str(tmp_path / "c.sem"), "--json", "--header-only"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["format_version"] == 2 and info["model_id"] == semcodec.read_header(data).model_id
+    header = semcodec.read_header(data)
+    assert (info["format_version"], info["model_id"]) == (header.version, header.model_id)
     (tmp_path / "v1.sem").write_bytes(semcodec.pack("A cat.", version=1, model_id=0))
     assert cli.main(["info", str(tmp_path / "v1.sem"), "--json", "--header-only"]) == 0
     assert json.loads(capsys.readouterr().out)["format_version"] == 1

@@ -104,7 +104,7 @@ def test_header_round_trips_every_field(
     raw = encode_header(header, check_value or b"")
     if header.compact:  # its payload starts with the form symbol 3: first byte >= 0x80 (SPEC §4)
         payload = b"\x80" + payload
-    if header.short or header.version == 4:  # form and model symbols: the payload names the model (SPEC §2)
+    if header.short or header.version in (4, 5):  # form and model symbols: the payload names the model (SPEC §2)
         payload = coding.encode([s for s, _ in header.form_symbols], [t for _, t in header.form_symbols])
     decoded, got_check, offset = decode_header(raw + payload)
     assert decoded == header
@@ -125,6 +125,9 @@ def test_header_round_trips_every_field(
     if version == AUTO_VERSION and model_id in (6, 7, 8, 9) and expected == 2 + _varint_len(model_id):
         expected = 1  # the v4 short form: the model symbol is in the payload
         assert header.version == 4
+    if version == AUTO_VERSION and model_id in (10, 11) and expected == 2 + _varint_len(model_id):
+        expected = 1  # the v5 form: byte 0 is A8, the model symbol is in the payload
+        assert header.version == 5 and raw == b"\xa8"
     assert len(raw) == expected
 
 
@@ -210,7 +213,21 @@ def test_v1_reserved_flag_is_the_v4_short_form() -> None:
         semcodec.unpack(bytes([MAGIC, V1 | 0x20, 0x01]))
 
 
-@pytest.mark.parametrize("model_id", [10, 99, MAX_ID])
+def test_later_version_is_announced_by_the_v5_escape() -> None:
+    """SPEC §7: a v5 file (first byte A8) whose model symbol is the escape is a later version."""
+    from semcodec import coding
+    from semcodec.container import MAGIC_V5, V5_MODEL_TABLE
+
+    escape = coding.encode([0, 1], [V5_MODEL_TABLE, V5_MODEL_TABLE])
+    with pytest.raises(SemVersionError, match="v5 form with the escape symbol"):
+        semcodec.unpack(bytes([MAGIC_V5]) + escape)
+    with pytest.raises(SemVersionError, match="later version"):
+        semcodec.read_header(bytes([MAGIC_V5]) + escape)
+    with pytest.raises(SemFormatError, match="too short"):
+        semcodec.unpack(bytes([MAGIC_V5]))
+
+
+@pytest.mark.parametrize("model_id", [12, 99, MAX_ID])
 def test_unknown_model_id_is_named_before_any_model_work(model_id: int, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("semcodec.models.load_model", _must_not_run("load_model"))
     data = encode_header(Header(model_id=model_id)) + b"\x12\x34"

@@ -1,4 +1,4 @@
-"""The golden vectors in format/vectors/ (v1), format/vectors/v2/, v3/ and v4/ decode,
+"""The golden vectors in format/vectors/ (v1), format/vectors/v2/, v3/, v4/ and v5/ decode,
 re-encode bit-exactly, and fail as documented. Earlier versions' files keep decoding forever (SPEC §7)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import semcodec
 from semcodec import errors
 
 VECTORS = Path(__file__).resolve().parents[1] / "format" / "vectors"
-DOCS = {1: VECTORS, 2: VECTORS / "v2", 3: VECTORS / "v3", 4: VECTORS / "v4"}
+DOCS = {1: VECTORS, 2: VECTORS / "v2", 3: VECTORS / "v3", 4: VECTORS / "v4", 5: VECTORS / "v5"}
 LOADED = {v: json.loads((folder / "vectors.json").read_text()) for v, folder in DOCS.items()}
 VALID = [(v, case) for v, doc in LOADED.items() for case in doc["valid"]]
 INVALID = [(v, case) for v, doc in LOADED.items() for case in doc["invalid"]]

@@ -4,7 +4,7 @@
 
 Writes, for each format version, ``*.sem`` + ``vectors.json`` (valid files: text and
 header values; invalid files: the error a reader must raise) and ``tables.json`` (sha256
-of frequency tables): v1 in this folder, v2 in ``v2/``, v3 in ``v3/``, v4 in ``v4/``.
+of frequency tables): v1 in this folder, v2 in ``v2/``, v3 in ``v3/``, v4 in ``v4/``, v5 in ``v5/``.
 Earlier versions' files are frozen: rerunning rewrites them byte for byte (this build still
 writes v1 and v2 on request), so ``git diff`` after a run shows an earlier version's change
 as a bug.
@@ -31,6 +31,8 @@ from semcodec.container import (
     SHORT_MODEL_TABLE,
     V4_MODEL_IDS,
     V4_MODEL_TABLE,
+    V5_MODEL_IDS,
+    V5_MODEL_TABLE,
     Header,
 )
 from semcodec.models import load_model
@@ -40,6 +42,7 @@ HERE = Path(__file__).resolve().parent
 V2_DIR = HERE / "v2"
 V3_DIR = HERE / "v3"
 V4_DIR = HERE / "v4"
+V5_DIR = HERE / "v5"
 
 VALID: list[tuple[str, str, dict[str, object]]] = [
     ("caption", "A red and black boat floating on top of water.", {}),
@@ -79,12 +82,13 @@ VALID_V2: list[tuple[str, str, dict[str, object]]] = [
 ]
 
 
-def _one_byte_file(form: list[tuple[int, np.ndarray]], body: str, model_id: int, ending: int) -> bytes:
+def _one_byte_file(form: list[tuple[int, np.ndarray]], body: str, model_id: int, ending: int,
+                   magic: bytes = b"\xa7") -> bytes:
     """A one-byte-header file: ``form``'s (symbol, table) pairs, then ``body``'s tokens under
     ``model_id``'s tables and line ending ``ending``, coded as given (even where no encoder would)."""
     symbols, tables = frequency_tables(body, model_id)
     fixed = [*form, *zip(symbols, tables, strict=True), (ending, LINE_ENDING_TABLE)]
-    return b"\xa7" + coding.encode([s for s, _ in fixed], [t for _, t in fixed])
+    return magic + coding.encode([s for s, _ in fixed], [t for _, t in fixed])
 
 
 def invalid_cases_v2(good: bytes) -> list[tuple[str, bytes, str, str]]:
@@ -155,6 +159,26 @@ def invalid_cases_v4(good: bytes) -> list[tuple[str, bytes, str, str]]:
         ("short-wrong-model", _one_byte_file(Header(model_id=8).form_symbols, VALID[0][1], 6, 0),
          "SemIntegrityError", "model symbol says 8, the tokens were coded with 6's tables: not canonical"),
         ("trailing-byte", good + b"\x5a", "SemIntegrityError", "payload not canonical: an extra byte"),
+    ]
+
+
+VALID_V5: list[tuple[str, str, dict[str, object]]] = [
+    ("caption", VALID[0][1], {}),
+    ("caption-lf", VALID[0][1] + "\n", {}),
+    ("empty", "", {}),
+    ("unicode", VALID[5][1], {}),
+    ("paragraph", PARAGRAPH, {"model_id": 11}),
+]
+
+
+def invalid_cases_v5(good: bytes) -> list[tuple[str, bytes, str, str]]:
+    return [
+        ("escape", _one_byte_file([(V5_MODEL_IDS.index(None), V5_MODEL_TABLE)], VALID[0][1], 10, 0, b"\xa8"),
+         "SemVersionError", "the v5 form's escape symbol announces a later version"),
+        ("wrong-model", _one_byte_file(Header(model_id=11).form_symbols, VALID[0][1], 10, 0, b"\xa8"),
+         "SemIntegrityError", "model symbol says 11, the tokens were coded with 10's tables: not canonical"),
+        ("trailing-byte", good + b"\x5a", "SemIntegrityError", "payload not canonical: an extra byte"),
+        ("only-magic", b"\xa8", "SemFormatError", "a file of one byte is too short for any header and payload"),
     ]
 
 
@@ -238,10 +262,13 @@ def main() -> None:
               [(3, "captions-caption", VALID[0][1]), (3, "captions-empty", ""), (4, "paragraphs-paragraph", PARAGRAPH)])
     write_set(V3_DIR, 3, VALID_V3, invalid_cases_v3(semcodec.pack(PARAGRAPH, model_id=5)),
               [(5, "paragraph-replies-paragraph", PARAGRAPH), (5, "paragraph-replies-empty", "")])
-    write_set(V4_DIR, 4, VALID_V4, invalid_cases_v4(semcodec.pack(VALID[0][1])),
+    write_set(V4_DIR, 4, VALID_V4, invalid_cases_v4(semcodec.pack(VALID[0][1], model_id=6)),
               [(6, "describer-captions-caption", VALID[0][1]), (6, "describer-captions-empty", ""),
                (7, "describer-paragraphs-paragraph", PARAGRAPH), (8, "describer-descriptions-description", DESCRIPTION),
                (9, "describer-alt-text-caption", VALID[6][1])])
+    write_set(V5_DIR, 5, VALID_V5, invalid_cases_v5(semcodec.pack(VALID[0][1])),
+              [(10, "captioner-captions-caption", VALID[0][1]), (10, "captioner-captions-empty", ""),
+               (11, "captioner-paragraphs-paragraph", PARAGRAPH)])
 
 
 V1_VERSION_2_ERROR = "SemIntegrityError"

@@ -3,7 +3,9 @@
 This module owns the format's versions, forms, flags and per-version defaults. It knows
 bytes only, except for the v3 and v4 *short* forms, whose model id is the payload's second
 symbol: reading it takes two steps of the range coder with fixed tables (:data:`FORM_TABLE`
-and :data:`SHORT_MODEL_TABLE`; :data:`FORM_TABLE_V4` and :data:`V4_MODEL_TABLE`), never a model.
+and :data:`SHORT_MODEL_TABLE`; :data:`FORM_TABLE_V4` and :data:`V4_MODEL_TABLE`), never a model;
+and the v5 form (first byte :data:`MAGIC_V5`), whose model id is the payload's first symbol
+(:data:`V5_MODEL_TABLE`).
 
     >>> h = Header(model_id=3, width=512, height=512, seed=7)
     >>> raw = encode_header(h)
@@ -11,16 +13,18 @@ and :data:`SHORT_MODEL_TABLE`; :data:`FORM_TABLE_V4` and :data:`V4_MODEL_TABLE`)
     'a70c0780048004'
     >>> decode_header(raw + b"payload")[0] == h
     True
-    >>> Header().model_id, Header().version, encode_header(Header()).hex()  # the default: v4 short, one byte
-    (6, 4, 'a7')
+    >>> Header().model_id, Header().version, encode_header(Header()).hex()  # the default: v5, one byte
+    (10, 5, 'a8')
+    >>> Header(model_id=6).version, encode_header(Header(model_id=6)).hex()  # v4 short: id in the payload
+    (4, 'a7')
     >>> encode_header(Header(model_id=3)).hex(), Header(model_id=3).compact  # v2 compact: model 3
     ('a7', True)
     >>> Header(model_id=4).version, encode_header(Header(model_id=4)).hex()  # v3 short: id in the payload
     (3, 'a7')
     >>> encode_header(Header(model_id=4, version=2)).hex(), encode_header(Header(version=1, model_id=0)).hex()
     ('a70104', 'a740')
-    >>> encode_header(Header(width=512, height=512)).hex()  # an explicit header stores v4's default model
-    'a7090680048004'
+    >>> encode_header(Header(width=512, height=512)).hex()  # an explicit header stores v5's default model
+    'a7090a80048004'
 """
 
 from __future__ import annotations
@@ -34,23 +38,29 @@ import numpy as np
 from semcodec.errors import SemFormatError, SemIntegrityError, SemLimitError, SemVersionError
 
 MAGIC = 0xA7
-"""First byte of every ``.sem`` file: a UTF-8 continuation byte, so no text file starts with it."""
+"""First byte of every ``.sem`` file of v1–v4 (and of every explicit header): a UTF-8
+continuation byte, so no text file starts with it."""
+MAGIC_V5 = 0xA8
+"""First byte of a v5 file (SPEC §2): another continuation byte. The whole header is that byte;
+the payload starts at byte 1 with the v5 model symbol (no form symbol: the byte is the form)."""
+MAGICS = (MAGIC, MAGIC_V5)
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 """The newest version this build writes; it reads versions in :data:`READABLE_VERSIONS` (SPEC §7).
-A v4 writer still writes v2's and v3's forms where they name the header (:attr:`Header.version`)."""
+A v5 writer still writes v2's, v3's and v4's forms where they name the header (:attr:`Header.version`)."""
 
-READABLE_VERSIONS = frozenset({1, 2, 3, 4})
+READABLE_VERSIONS = frozenset({1, 2, 3, 4, 5})
 WRITABLE_VERSIONS = READABLE_VERSIONS
 """v1 and v2 stay writable so that every valid file re-encodes to its own bytes (``pack_header``)."""
 
-DEFAULT_MODEL_IDS = {1: 0, 2: 3, 3: 3, 4: 6}
+DEFAULT_MODEL_IDS = {1: 0, 2: 3, 3: 3, 4: 6, 5: 10}
 """The model an absent model field means, per version (SPEC §2). v2's is the best profile of
 its day; v3 keeps it (a v3 file's own form always names its model); v4's is the adapted
-caption profile, the one ``pack`` uses when none is named (a v4 file's form names its model too)."""
+caption profile; v5's the captioner profile, the one ``pack`` uses when none is named (v3's,
+v4's and v5's forms name their model in the payload)."""
 
 AUTO_VERSION = 0
-"""``Header(version=AUTO_VERSION)`` (the default): the smallest form, v4 or v3 short, or v2 (SPEC §2)."""
+"""``Header(version=AUTO_VERSION)`` (the default): the smallest form, v5, v4 or v3 short, or v2 (SPEC §2)."""
 
 V1_BITS = 0b01
 """Byte 1, bits 7–6: ``01`` v1; ``00`` v2 with explicit flags; ``1x`` v2 compact (payload from byte 1).
@@ -80,6 +90,14 @@ announces itself with, as in v3."""
 V4_MODEL_TABLE = np.array([1 << 14, (3 << 22) - (1 << 14), 1 << 20, 1 << 21, 1 << 20], dtype=np.int64)
 """Escape: 10 bits; id 6 (captions, the default): 0.415 bits; 7 (paragraphs) and 9 (alt text):
 4 bits; 8 (descriptions): 3 bits."""
+
+V5_MODEL_IDS = (None, 10, 11)
+"""v5 form: the model symbol's meaning (the payload's first symbol); symbol 0 (``None``) is the
+escape a later version announces itself with."""
+V5_MODEL_TABLE = np.array([1 << 14, (1 << 24) - (1 << 14) - (1 << 21), 1 << 21], dtype=np.int64)
+"""Escape: 10 bits; id 10 (captions, the default): 0.194 bits; id 11 (paragraphs): 3 bits."""
+FORM_V5 = 5
+"""What :attr:`Header.form` says for the v5 form (named by byte 0, not byte 1)."""
 
 SHORT_MODEL_IDS = (None, 0, 1, 2, 4, 5)
 """v3 short form: the model symbol's meaning; symbol 0 (``None``) is the escape a later
@@ -127,8 +145,9 @@ class Header:
     version: int = AUTO_VERSION
 
     def __post_init__(self) -> None:
-        if self.version == AUTO_VERSION:  # the smallest form: v4 or v3 short where it applies, else v2
-            version = 4 if _v4_form_applies(self) else 3 if _short_form_applies(self) else 2
+        if self.version == AUTO_VERSION:  # the smallest form: v5, v4 or v3 short where it applies, else v2
+            version = (5 if _v5_form_applies(self) else 4 if _v4_form_applies(self)
+                       else 3 if _short_form_applies(self) else 2)
             object.__setattr__(self, "version", version)
         if self.version not in WRITABLE_VERSIONS:
             raise SemVersionError(f"format version {self.version!r} is not one this build writes")
@@ -149,6 +168,10 @@ class Header:
         if self.version == 4 and not _v4_form_applies(self):
             raise SemVersionError(
                 "a v4 header is the short form: model id in (6, 7, 8, 9), every other field at its default"
+            )
+        if self.version == 5 and not _v5_form_applies(self):
+            raise SemVersionError(
+                "a v5 header is the one-byte form: model id in (10, 11), every other field at its default"
             )
 
     @property
@@ -176,6 +199,8 @@ class Header:
             return [(FORM_SHORT, FORM_TABLE), (SHORT_MODEL_IDS.index(self.model_id), SHORT_MODEL_TABLE)]
         if self.version == 4:
             return [(FORM_V4_SYMBOL, FORM_TABLE_V4), (V4_MODEL_IDS.index(self.model_id), V4_MODEL_TABLE)]
+        if self.version == 5:
+            return [(V5_MODEL_IDS.index(self.model_id), V5_MODEL_TABLE)]
         return []
 
     @property
@@ -185,14 +210,16 @@ class Header:
             return FORM_COMPACT
         if self.short:
             return FORM_SHORT
-        return FORM_V4 if self.version == 4 else None
+        return {4: FORM_V4, 5: FORM_V5}.get(self.version)
 
     def fits(self, payload: bytes) -> bool:
         """Whether ``payload`` after this header's bytes reads back as this header's form. A
         one-byte form's payload lies in its interval up to a sliver of about 2**-41 just below it
         (the coder's first scale is 2**40 - 1, not 2**40), where the writer falls back to an
-        explicit header (:func:`explicit`)."""
-        return self.form is None or (bool(payload) and one_byte_form(payload[0]) == self.form)
+        explicit header (:func:`explicit`). The v5 form is named by byte 0, so every payload fits it."""
+        if self.form in (None, FORM_V5):
+            return True
+        return bool(payload) and one_byte_form(payload[0]) == self.form
 
     def with_fields(self, **changes: int | bool) -> Header:
         """This header with ``changes``, in the smallest form of its version family (a v1 header
@@ -208,7 +235,7 @@ class Header:
         """The same fields in an explicit form, for the rare payload :meth:`fits` refuses:
         v2 explicit for a short header, v1 for the compact one (v2's explicit form cannot
         store model 3, its default)."""
-        if self.short or self.version == 4:
+        if self.short or self.version in (4, 5):
             return Header(self.model_id, version=2)
         if self.compact:
             return Header(self.model_id, version=1)
@@ -279,6 +306,10 @@ def _v4_form_applies(header: Header) -> bool:
     return header.model_id in V4_MODEL_IDS and _flags(header, 2) == FLAG_MODEL
 
 
+def _v5_form_applies(header: Header) -> bool:
+    return header.model_id in V5_MODEL_IDS and _flags(header, 2) == FLAG_MODEL
+
+
 def _flags(header: Header, version: int | None = None) -> int:
     flags = 0
     if header.model_id != DEFAULT_MODEL_IDS[version or header.version]:
@@ -310,6 +341,8 @@ def encode_header(header: Header, check_value: bytes = b"") -> bytes:
         if len(check_value) != 2:
             raise ValueError("a header with check=True needs its 2-byte check value")
         fields += check_value
+    if header.form == FORM_V5:
+        return bytes([MAGIC_V5])
     if header.form is not None:
         return bytes([MAGIC])
     bits = V1_BITS if header.version == 1 else V2_EXPLICIT_BITS
@@ -324,8 +357,10 @@ def decode_header(data: bytes) -> tuple[Header, bytes, int]:
     """
     if len(data) < 2:
         raise SemFormatError(f"file too short for a .sem header ({len(data)} bytes)")
+    if data[0] == MAGIC_V5:  # SPEC §2: the v5 form, payload from byte 1
+        return Header(v5_form_model(bytes(data[1:])), version=5), b"", 1
     if data[0] != MAGIC:
-        raise SemFormatError(f"not a .sem file (first byte 0x{data[0]:02x}, expected 0x{MAGIC:02x})")
+        raise SemFormatError(not_a_sem_file(data[0]))
     form = one_byte_form(data[1])  # byte 1 is then the payload's first byte
     if form == FORM_COMPACT:
         return Header(DEFAULT_MODEL_IDS[2], version=2), b"", 1  # the compact form means v2's default
@@ -373,6 +408,26 @@ def decode_header(data: bytes) -> tuple[Header, bytes, int]:
         pos += 2
     header = Header(model_id, generator_id, seed, width, height, bool(flags & FLAG_CHECK), version)
     return header, check_value, pos
+
+
+def not_a_sem_file(first: int) -> str:
+    """The message for a file whose first byte starts no ``.sem`` file."""
+    return f"not a .sem file (first byte 0x{first:02x}, expected 0x{MAGIC:02x} or 0x{MAGIC_V5:02x})"
+
+
+def v5_form_model(payload: bytes) -> int:
+    """The model id a v5 payload names: its first symbol (SPEC §2, §4).
+
+    >>> from semcodec import coding
+    >>> v5_form_model(coding.encode([V5_MODEL_IDS.index(11)], [V5_MODEL_TABLE]))
+    11
+    """
+    from semcodec.coding import StreamDecoder
+
+    model_id = V5_MODEL_IDS[StreamDecoder(payload).step(V5_MODEL_TABLE)]
+    if model_id is None:  # SPEC §7: how a later version announces itself
+        raise SemVersionError("unsupported .sem format (v5 form with the escape symbol: a later version)")
+    return model_id
 
 
 def short_form_model(payload: bytes) -> int:

