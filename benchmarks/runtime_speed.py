@@ -16,6 +16,11 @@
 6. Unpack ms per token of every profile next to model 0's, same process (target for the
    default profile: ≤ 1.2× model 0; a primed context makes every step attend to more
    positions). ``--profiles-only`` runs just this.
+7. Where ``llama-cpp-python`` is installed: llama.cpp's ms per token on the same GGUF (Q4_1,
+   the bytes it ships) and on a Q8_0 requantisation of it (the weight bytes of our int8
+   runtime), in the same worker with the same thread count, one token per ``eval`` (a
+   multi-token eval hit SIGILL in ggml's AMX path on one VM), after an empty context and
+   after 2,000 tokens.
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/runtime_speed.py ../shared/data/coco-captions-dev.txt --limit 50
 
@@ -117,6 +122,7 @@ def worker(caption: str, step_texts: list[str]) -> dict[str, Any]:
             model.next_tables([state])
             steps.append(time.perf_counter() - t0)
     paths, parts, by_position = step_breakdown(lm, model.tokenizer.encode(" ".join(step_texts)))
+    llama = llama_cpp_steps(model.tokenizer.encode(" ".join(step_texts)))
     data = semcodec.pack(caption)
     n_symbols = semcodec.unpack(data).n_tokens + 1
     pack = timed(lambda: semcodec.pack(caption), 5)
@@ -136,7 +142,48 @@ def worker(caption: str, step_texts: list[str]) -> dict[str, Any]:
         "paths": paths,
         "parts": parts,
         "by_position": by_position,
+        "llama_cpp": llama,
     }
+
+
+def llama_cpp_steps(tokens: list[int], positions: tuple[int, ...] = (0, 2000)) -> dict[str, float]:
+    """llama.cpp's seconds per token (median, one token per eval, logits of each) on the
+    registry's GGUF (Q4_1) and on its Q8_0 requantisation, after each of ``positions``
+    tokens of context: {"Q4_1 @ 0": s, ...}; empty without ``llama_cpp``."""
+    try:
+        import llama_cpp
+    except ImportError:
+        return {}
+    from semcodec.models.weights import ensure_gguf
+    from semcodec.registry import SMOLLM2_135M_INSTRUCT
+
+    threads = int(os.environ.get("SEMCODEC_THREADS", "1"))
+    q4 = ensure_gguf(SMOLLM2_135M_INSTRUCT)
+    q8 = Path(tempfile.gettempdir()) / f"semcodec-bench-{SMOLLM2_135M_INSTRUCT.gguf_sha256[:16]}-q8_0.gguf"
+    if not q8.is_file():
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0
+        params.allow_requantize = True
+        params.nthread = threads
+        if llama_cpp.llama_model_quantize(str(q4).encode(), str(q8).encode(), params) != 0:
+            return {}
+    out: dict[str, float] = {}
+    for name, path in (("Q4_1", q4), ("Q8_0", q8)):
+        llm = llama_cpp.Llama(model_path=str(path), n_ctx=max(positions) + 64, n_threads=threads,
+                              n_threads_batch=threads, verbose=False)
+        for position in positions:
+            llm.reset()
+            filler = (tokens * (position // max(1, len(tokens)) + 1))[:position]
+            for token in filler:
+                llm.eval([token])
+            times = []
+            for token in tokens[:16]:
+                t0 = time.perf_counter()
+                llm.eval([token])
+                times.append(time.perf_counter() - t0)
+            out[f"{name} @ {position}"] = statistics.median(times)
+        del llm
+    return out
 
 
 class _Timed:
@@ -437,6 +484,10 @@ def main(argv: list[str] | None = None) -> int:
         for position, step in w["by_position"].items():
             rows.append([f"{tag} decode step at position {position}", f"{1e3 * float(step):.1f} ms",
                          "step / floor", f"{float(step) / floor:.2f}", "≤ 2 at 2000"])
+        for name, step in w.get("llama_cpp", {}).items():
+            quant, _, position = name.partition(" @ ")
+            rows.append([f"{tag} llama.cpp {quant}, same GGUF, step at position {position}", f"{1e3 * step:.1f} ms",
+                         "step / floor", f"{step / floor:.2f}", ""])
         rows.append([f"{tag} float32 GEMV pass, same weights", f"{1e3 * w['f32_pass_s']:.1f} ms",
                      "float32 / int8", f"{w['f32_pass_s'] / w['int8_pass_s']:.2f}", ""])
         rows.append([f"{tag} unpack, one decode step (median of {w['steps']})", f"{1e3 * w['step_s']:.1f} ms",
