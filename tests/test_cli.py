@@ -204,6 +204,8 @@ def test_every_place_names_the_same_default_model(workdir: Path, capsys: pytest.
     marked = [line for line in out.splitlines() if "[default]" in line]
     assert [line.split()[:2] for line in marked] == [[str(DEFAULT_MODEL_ID), MODELS[DEFAULT_MODEL_ID].name]]
     assert "[default of format v1 files]" in out.splitlines()[0]  # model 0: what a v1 file without the field means
+    names = [line.index(spec.name) for line, spec in zip(out.splitlines(), MODELS.values(), strict=True)]
+    assert len(set(names)) == 1  # one- and two-digit ids: the names still start in one column
     with pytest.raises(SystemExit):
         cli.main(["model", "--help"])
     help_text = capsys.readouterr().out

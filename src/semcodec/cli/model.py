@@ -80,9 +80,11 @@ def cmd_model(args: argparse.Namespace) -> int:
 
     if args.action == "list":
         width = max(len(spec.name) for spec in MODELS.values())
+        id_width = max(len(str(model_id)) for model_id in MODELS)
         for spec in MODELS.values():
             note = default_note(spec.model_id)
-            print(f"{spec.model_id}  {spec.name:<{width}}  " + (f"[{note}] " if note else "") + spec.summary)
+            mark = f"[{note}] " if note else ""
+            print(f"{spec.model_id:>{id_width}}  {spec.name:<{width}}  {mark}{spec.summary}")
         return EXIT_OK
     model_id = model_id_by_name(args.model)
     spec = model_spec(model_id)
