@@ -38,7 +38,9 @@ important first, so its replies read like the start of a VLM's detailed descript
 stand-in (held-back VLM descriptions of ``shared/data`` cut to their first 30 words on one line;
 ``benchmarks/describer_rate.py``, the ``choose`` half) profile 8 (adapted weights, "Describe
 this image in detail.") gave the smallest files: 19.3 B against 21.7 B for profile 6 (adapted
-captions) and 26.2 B for profile 3 (v3's default)."""
+captions) and 26.2 B for profile 3 (v3's default). Re-measured with format v5's captioner (first
+60 texts): profile 8 18.05 B, profile 6 20.53, profile 10 (v5's default, captions) 20.95: the
+captioner is the pair of a one-sentence caption, not of this prompt's replies."""
 
 
 def describe_prompt(word_budget: int, critique: str | None) -> str:
