@@ -254,6 +254,9 @@ class ExactLM:
         self.native_step = True
         """Run single-token steps in ``native/step.c`` where it is built and the products are native
         (the same bits as the numpy code; tests and benchmarks turn it off to compare)."""
+        self.native_tables = True
+        """Compute frequency tables in ``native/frequencies.c`` where it is built (the same integers
+        as :meth:`frequencies`; tests and benchmarks turn it off to compare)."""
 
     def new_cache(self, prefix: SharedPrefix | None = None, capacity: int = 64) -> KVCache:
         """An empty cache, or one continuing after the shared ``prefix``."""
@@ -553,10 +556,18 @@ class ExactLM:
         return g
 
     def tables(self, hidden: np.ndarray) -> np.ndarray:
-        """Frequency tables (N, vocab) int32 of final hidden states, in chunks of bounded memory."""
+        """Frequency tables (N, vocab) int32 of final hidden states, in chunks of bounded memory:
+        :meth:`frequencies`' arithmetic, in ``native/frequencies.c`` where it is built (two passes
+        per row instead of numpy's fourteen; the same integers, ``tests/test_native_step.py``)
+        unless :attr:`native_tables` is off or a logit is not finite."""
         out = np.empty((len(hidden), self.vocab_size), dtype=np.int32)
+        native = native_products_module() if self.native_tables else None
         for lo in range(0, len(hidden), _TABLE_CHUNK):
-            out[lo : lo + _TABLE_CHUNK] = self.frequencies(self.logits(hidden[lo : lo + _TABLE_CHUNK]))
+            logits = self.logits(hidden[lo : lo + _TABLE_CHUNK])
+            rows = out[lo : lo + _TABLE_CHUNK]
+            if native is None or not native.frequencies(
+                    logits, self._logit_exp, float(1 << tables.SOFTMAX_STEP_BITS), PRECISION, rows):
+                rows[:] = self.frequencies(logits)
         return out
 
 

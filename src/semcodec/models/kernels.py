@@ -143,12 +143,14 @@ def default_threads() -> int:
 NATIVE_PATHS = ("vnni", "avxvnni", "avx2", "plain")
 """The native product kernel's code paths, widest first (``native/products.c``)."""
 
-NATIVE_MAX_ROWS = {"vnni": 8, "avxvnni": 8, "avx2": 128, "plain": 1}
+NATIVE_MAX_ROWS = {"vnni": 2, "avxvnni": 2, "avx2": 128, "plain": 1}
 """Rows a path takes before onnxruntime's MLAS wins. AVX2 (2-core EPYC, every matrix of a step,
 CPU time, 1 thread, after the activation quad became one load): 1 row 14.4 ms vs onnxruntime's
 27.0, 4 rows 29.7 vs 36.4, 16 rows 71.6 vs 79.8, 128 rows 477 vs 492; it was 2 rows before.
-The VNNI paths (where onnxruntime multiplies with VNNI too): an estimate until measured on such
-a CPU."""
+AVX512-VNNI (a 2-core EPYC with AVX-512, where MLAS multiplies with VNNI too; same measure,
+2026-12-07): 1 row 9.9 ms vs 11.8, 2 rows 18.3 vs 18.9, 3 rows 20.9 vs 19.9, 4 rows 22.5 vs
+20.4, 8 rows 32.4 vs 23.0, 64 rows 158 vs 62: MLAS from 3 rows. AVX-VNNI (the same
+instructions on 256 bits) is taken to break even at the same count, unmeasured."""
 
 
 class NativeProducts:

@@ -34,6 +34,7 @@
 #include "bounds.h"
 #include "products.h"
 #include "step.h"
+#include "frequencies.h"
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(SEMCODEC_PLAIN_C)
 #define HAVE_AVX2 1
@@ -595,6 +596,7 @@ static PyMethodDef methods[] = {
     {"vector_paths", vector_paths, METH_NOARGS, "The code paths this CPU runs, widest first (always ends in 'plain')."},
     {"step_model", semcodec_step_model, METH_VARARGS, SEMCODEC_STEP_MODEL_DOC},
     {"step", semcodec_step, METH_VARARGS, SEMCODEC_STEP_DOC},
+    {"frequencies", semcodec_frequencies, METH_VARARGS, SEMCODEC_FREQUENCIES_DOC},
     {NULL, NULL, 0, NULL},
 };
 
