@@ -246,7 +246,7 @@ def step_breakdown(lm: Any, tokens: list[int], positions: tuple[int, ...] = (100
         timed_lm.products = _Timed(lm.products, "products", totals)  # type: ignore[assignment]
         for name in ("_attention", "_rope", "_norm", "_silu"):
             setattr(timed_lm, name, _Timed(getattr(timed_lm, name), name.strip("_"), totals))
-    timed_lm.frequencies = _Timed(timed_lm.frequencies, "frequencies", totals)  # type: ignore[method-assign]
+    timed_lm._frequencies_into = _Timed(timed_lm._frequencies_into, "frequencies", totals)  # type: ignore[method-assign]
     cache = timed_lm.new_cache()
     timed_lm.forward(tokens[:1], cache)
     totals.clear()

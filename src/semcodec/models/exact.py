@@ -561,14 +561,16 @@ class ExactLM:
         per row instead of numpy's fourteen; the same integers, ``tests/test_native_step.py``)
         unless :attr:`native_tables` is off or a logit is not finite."""
         out = np.empty((len(hidden), self.vocab_size), dtype=np.int32)
-        native = native_products_module() if self.native_tables else None
         for lo in range(0, len(hidden), _TABLE_CHUNK):
-            logits = self.logits(hidden[lo : lo + _TABLE_CHUNK])
-            rows = out[lo : lo + _TABLE_CHUNK]
-            if native is None or not native.frequencies(
-                    logits, self._logit_exp, float(1 << tables.SOFTMAX_STEP_BITS), PRECISION, rows):
-                rows[:] = self.frequencies(logits)
+            self._frequencies_into(self.logits(hidden[lo : lo + _TABLE_CHUNK]), out[lo : lo + _TABLE_CHUNK])
         return out
+
+    def _frequencies_into(self, logits: np.ndarray, rows: np.ndarray) -> None:
+        """``rows[:] = self.frequencies(logits)``, natively where it can be."""
+        native = native_products_module() if self.native_tables else None
+        if native is None or not native.frequencies(
+                np.ascontiguousarray(logits), self._logit_exp, float(1 << tables.SOFTMAX_STEP_BITS), PRECISION, rows):
+            rows[:] = self.frequencies(logits)
 
 
 _TABLE_CHUNK = 64  # rows of (N, vocab) temporaries at a time: bounded memory for long texts
