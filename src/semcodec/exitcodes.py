@@ -14,7 +14,7 @@ exit codes:
   1  bad input: not a .sem file, corrupt or truncated, unsupported version, unknown
      model id, a limit exceeded, text that cannot be coded losslessly, output exists
   2  usage error: an unknown option, a missing argument, or an option value that is
-     malformed or names nothing known (--width 0, --model 9, --score x), as with gzip
+     malformed or names nothing known (--width 0, --model 99, --score x), as with gzip
   3  a model or backend is unavailable (weights missing, download or API failed)
   4  a batch finished, but some of its files failed (each is reported on stderr)
   70 internal error (a bug: please report it; SEMCODEC_DEBUG=1 shows the traceback)

@@ -62,7 +62,8 @@ def register(sub: Any) -> None:
             "  printf 'A red boat on a river.' | semcodec pack -o boat.sem --compare\n"
             "  semcodec pack < caption.txt > caption.sem  # no FILE: standard input to standard output\n"
             "  semcodec pack a.txt b.txt -o out/          # one .sem per input in out/ (made if missing)\n"
-            "  semcodec pack paragraph.txt --model 5      # a detailed, multi-sentence description\n"
+            "  semcodec pack description.txt --model 8    # a detailed description, as VLMs write them\n"
+            "  semcodec pack paragraph.txt --model 11     # several short captions of one image\n"
             "  semcodec pack caption.txt -o /dev/null --compare   # sizes only\n"
             "  semcodec pack captions.parquet -o packed.parquet --column caption --ray   # a table",
             notes=PROGRESS_HELP,
@@ -78,7 +79,8 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--model", default=str(DEFAULT_MODEL_ID), type=model_name_or_auto,
         help=f"probability model id or name (see 'semcodec model list'; default {DEFAULT_MODEL_ID}, for one-sentence "
-        "captions, which costs 1 bit beyond the 1-byte header; 5 for multi-sentence paragraphs, 3.2 bits), "
+        "captions; 8 for detailed descriptions, 11 for several short captions; each is named inside the "
+        "payload of the 1-byte header), "
         "or 'auto': try every model and keep the smallest file -- slower (one pack per model) "
         "but smaller, like zstd --ultra",
     )
