@@ -422,12 +422,7 @@ def v5_form_model(payload: bytes) -> int:
     >>> v5_form_model(coding.encode([V5_MODEL_IDS.index(11)], [V5_MODEL_TABLE]))
     11
     """
-    from semcodec.coding import StreamDecoder
-
-    model_id = V5_MODEL_IDS[StreamDecoder(payload).step(V5_MODEL_TABLE)]
-    if model_id is None:  # SPEC §7: how a later version announces itself
-        raise SemVersionError("unsupported .sem format (v5 form with the escape symbol: a later version)")
-    return model_id
+    return _named_model(payload, V5_MODEL_TABLE, V5_MODEL_IDS, "v5 form")
 
 
 def short_form_model(payload: bytes) -> int:
@@ -437,7 +432,7 @@ def short_form_model(payload: bytes) -> int:
     >>> short_form_model(coding.encode([FORM_SHORT, SHORT_MODEL_IDS.index(4)], [FORM_TABLE, SHORT_MODEL_TABLE]))
     4
     """
-    return _named_model(payload, FORM_TABLE, FORM_SHORT, SHORT_MODEL_TABLE, SHORT_MODEL_IDS, 3)
+    return _named_model(payload, SHORT_MODEL_TABLE, SHORT_MODEL_IDS, "v3 short form", (FORM_TABLE, FORM_SHORT))
 
 
 def v4_form_model(payload: bytes) -> int:
@@ -447,19 +442,19 @@ def v4_form_model(payload: bytes) -> int:
     >>> v4_form_model(coding.encode([FORM_V4_SYMBOL, V4_MODEL_IDS.index(8)], [FORM_TABLE_V4, V4_MODEL_TABLE]))
     8
     """
-    return _named_model(payload, FORM_TABLE_V4, FORM_V4_SYMBOL, V4_MODEL_TABLE, V4_MODEL_IDS, 4)
+    return _named_model(payload, V4_MODEL_TABLE, V4_MODEL_IDS, "v4 short form", (FORM_TABLE_V4, FORM_V4_SYMBOL))
 
 
-def _named_model(payload: bytes, form_table: np.ndarray, form_symbol: int, model_table: np.ndarray,
-                 model_ids: tuple[int | None, ...], version: int) -> int:
-    """A short form's first two symbols: its form symbol (checked), then the model it names."""
+def _named_model(payload: bytes, model_table: np.ndarray, model_ids: tuple[int | None, ...], form_name: str,
+                 form: tuple[np.ndarray, int] | None = None) -> int:
+    """A one-byte form's first symbols: its form symbol (``form``: table and symbol, checked; the
+    v5 form has none), then the model it names."""
     from semcodec.coding import StreamDecoder
 
     stream = StreamDecoder(payload)
-    if stream.step(form_table) != form_symbol:
-        raise SemIntegrityError(f"payload does not start with the v{version} short form's symbol (corrupt file)")
+    if form is not None and stream.step(form[0]) != form[1]:
+        raise SemIntegrityError(f"payload does not start with the {form_name}'s symbol (corrupt file)")
     model_id = model_ids[stream.step(model_table)]
     if model_id is None:  # SPEC §7: how a later version announces itself
-        raise SemVersionError(
-            f"unsupported .sem format (v{version} short form with the escape symbol: a later version)")
+        raise SemVersionError(f"unsupported .sem format ({form_name} with the escape symbol: a later version)")
     return model_id
