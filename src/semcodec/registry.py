@@ -123,6 +123,24 @@ training script (``training/train_adapter.py``) reads these, so training and cod
 same context by construction."""
 
 
+def _adapted(adapter: str, weights: WeightsSource, trained: str,
+             profiles: tuple[tuple[int, str, str], ...]) -> dict[int, ModelSpec]:
+    """The profiles of one adapter: ``(model_id, kind, what)`` each, the context of
+    :data:`ADAPTED_PROFILES`' ``kind`` over ``weights``."""
+    return {
+        model_id: ModelSpec(
+            model_id,
+            f"smollm2-135m-{adapter}/{kind}",
+            weights,
+            ADAPTED_PROFILES[kind][1],
+            "<|im_end|>",
+            f"SmolLM2-135M-Instruct with the {adapter} adapter ({trained}), exact integer runtime, "
+            f"instruction {ADAPTED_PROFILES[kind][0]!r}: {what}",
+        )
+        for model_id, kind, what in profiles
+    }
+
+
 MODELS: dict[int, ModelSpec] = {
     0: ModelSpec(
         0,
@@ -177,38 +195,16 @@ MODELS: dict[int, ModelSpec] = {
         f"{len(priming.PARAGRAPH_REPLIES)} example multi-sentence descriptions as assistant replies "
         f"(the paragraph profile; v3's short form names it in 0.25 bits)",
     ),
-    **{
-        model_id: ModelSpec(
-            model_id,
-            f"smollm2-135m-describer/{kind}",
-            SMOLLM2_135M_DESCRIBER,
-            ADAPTED_PROFILES[kind][1],
-            "<|im_end|>",
-            f"SmolLM2-135M-Instruct with the describer adapter (trained on shared/data), exact integer runtime, "
-            f"instruction {ADAPTED_PROFILES[kind][0]!r}: {what}",
-        )
-        for model_id, kind, what in (
-            (6, "captions", "one-sentence captions"),
-            (7, "paragraphs", "several short captions of one image in a row"),
-            (8, "descriptions", "detailed descriptions as vision-language models write them"),
-            (9, "alt-text", "web alt text"),
-        )
-    },
-    **{
-        model_id: ModelSpec(
-            model_id,
-            f"smollm2-135m-captioner/{kind}",
-            SMOLLM2_135M_CAPTIONER,
-            ADAPTED_PROFILES[kind][1],
-            "<|im_end|>",
-            f"SmolLM2-135M-Instruct with the captioner adapter (trained on shared/data's captions), exact integer "
-            f"runtime, instruction {ADAPTED_PROFILES[kind][0]!r}: {what}",
-        )
-        for model_id, kind, what in (
-            (10, "captions", "one-sentence captions"),
-            (11, "paragraphs", "several short captions of one image in a row"),
-        )
-    },
+    **_adapted("describer", SMOLLM2_135M_DESCRIBER, "trained on shared/data", (
+        (6, "captions", "one-sentence captions"),
+        (7, "paragraphs", "several short captions of one image in a row"),
+        (8, "descriptions", "detailed descriptions as vision-language models write them"),
+        (9, "alt-text", "web alt text"),
+    )),
+    **_adapted("captioner", SMOLLM2_135M_CAPTIONER, "trained on shared/data's captions", (
+        (10, "captions", "one-sentence captions"),
+        (11, "paragraphs", "several short captions of one image in a row"),
+    )),
 }
 
 DEFAULT_MODEL_ID = DEFAULT_MODEL_IDS[FORMAT_VERSION]
