@@ -21,6 +21,6 @@ NATIVE = "src/semcodec/models/native"
 setup(ext_modules=[
     Extension("semcodec.models._prefix", [f"{NATIVE}/prefix.c"], depends=[f"{NATIVE}/bounds.h"], optional=True),
     Extension("semcodec.models._products", [f"{NATIVE}/products.c", f"{NATIVE}/step.c", f"{NATIVE}/frequencies.c"],
-              depends=[f"{NATIVE}/{h}" for h in ("bounds.h", "products.h", "step.h", "frequencies.h")],
+              depends=[f"{NATIVE}/{h}" for h in ("bounds.h", "buffers.h", "products.h", "step.h", "frequencies.h")],
               extra_compile_args=["-ffp-contract=off"], extra_link_args=["-pthread"], optional=True),
 ])

@@ -13,6 +13,7 @@
  * runtime loads (semcodec.models.exact), as numpy's rint is; the build has -ffp-contract=off. */
 #define PY_SSIZE_T_CLEAN
 #include "frequencies.h"
+#include "buffers.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -46,17 +47,13 @@ static int row_tables(const double *l, Py_ssize_t V, const int64_t *table, Py_ss
     return 1;
 }
 
-static int get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *kind, int ndim, const char *name) {
+/* A C-contiguous view of `obj` with `ndim` dimensions and items of `kind` (holds). */
+static int get_buffer(PyObject *obj, Py_buffer *view, int writable, char kind, int ndim, const char *name) {
     if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) < 0)
         return 0;
-    const char *f = view->format ? view->format : "B";
-    if (*f == '<' || *f == '=' || *f == '@') f++;
-    const Py_ssize_t size = kind[0] == 'd' ? 8 : kind[0] == 'q' ? 8 : 4;
-    int ok = view->ndim == ndim && view->itemsize == size && f[0] && !f[1];
-    if (ok) ok = kind[0] == 'd' ? f[0] == 'd' : kind[0] == 'q' ? (f[0] == 'q' || f[0] == 'l') : (f[0] == 'i' || f[0] == 'l');
-    if (!ok) {
+    if (view->ndim != ndim || !holds(view, kind)) {
         PyErr_Format(PyExc_ValueError, "%s: expected a C-contiguous %d-d %s array", name, ndim,
-                     kind[0] == 'd' ? "float64" : kind[0] == 'q' ? "int64" : "int32");
+                     kind == 'd' ? "float64" : kind == 'q' ? "int64" : "int32");
         PyBuffer_Release(view);
         return 0;
     }
@@ -70,12 +67,12 @@ PyObject *semcodec_frequencies(PyObject *self, PyObject *args) {
     int bits;
     if (!PyArg_ParseTuple(args, "OOdiO", &lo, &to, &scale, &bits, &oo)) return NULL;
     Py_buffer lv, tv, ov;
-    if (!get_buffer(lo, &lv, 0, "d", 2, "logits")) return NULL;
-    if (!get_buffer(to, &tv, 0, "q", 1, "table")) {
+    if (!get_buffer(lo, &lv, 0, 'd', 2, "logits")) return NULL;
+    if (!get_buffer(to, &tv, 0, 'q', 1, "table")) {
         PyBuffer_Release(&lv);
         return NULL;
     }
-    if (!get_buffer(oo, &ov, 1, "i", 2, "out")) {
+    if (!get_buffer(oo, &ov, 1, 'i', 2, "out")) {
         PyBuffer_Release(&lv);
         PyBuffer_Release(&tv);
         return NULL;

@@ -45,6 +45,7 @@
 #include "bounds.h"
 #include "products.h"
 #include "step.h"
+#include "buffers.h"
 
 #define QK_FRACTION_BITS 10  /* SPEC section 5, step 4: queries and keys are rint(y * 2**10) */
 #define V_FRACTION_BITS 12   /* values: rint(y * 2**12) */
@@ -80,15 +81,6 @@ static void model_free(PyObject *capsule) {
     free(m->views);
     free(m->layers);
     free(m);
-}
-
-/* Whether `b` holds items of `kind` ('d' float64, 'b' int8, 'i' int32, 'q' int64), whichever
- * letter its exporter used for that width ('l' is int32 or int64 by platform). */
-static int holds(const Py_buffer *b, char kind) {
-    const char *f = b->format ? b->format : "B";
-    if (*f == '<' || *f == '=' || *f == '@') f++;
-    const Py_ssize_t size = kind == 'b' ? 1 : kind == 'i' ? 4 : 8;
-    return b->itemsize == size && strlen(f) == 1 && (*f == kind || ((kind == 'i' || kind == 'q') && *f == 'l'));
 }
 
 /* A C-contiguous view of `obj` with `ndim` dimensions, items of `kind` (holds) and the given
