@@ -26,6 +26,16 @@ _GGUF = {"q_proj": "attn_q", "k_proj": "attn_k", "v_proj": "attn_v", "o_proj": "
          "gate_proj": "ffn_gate", "up_proj": "ffn_up", "down_proj": "ffn_down"}
 
 
+_LORA_A = re.compile(r".*layers\.(\d+)\.(?:self_attn|mlp)\.(\w+_proj)\.lora_A\.default\.weight")
+
+
+def gguf_tensor(peft_key: str) -> str | None:
+    """The GGUF matrix a peft ``lora_A`` key adapts (``blk.{i}.attn_q.weight``, ...), or None for
+    any other key (its ``lora_B`` twin is the same key with ``lora_B``)."""
+    m = _LORA_A.fullmatch(peft_key)
+    return f"blk.{m.group(1)}.{_GGUF[m.group(2)]}.weight" if m else None
+
+
 def integer_factors(a: np.ndarray, b: np.ndarray, scaling: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """float A (r, K), B (N, r) -> (A_int, B_int, c) with ``c[:, None] * (B_int @ A_int) ~ scaling * B @ A``."""
     a, b = a.astype(np.float64), b.astype(np.float64)
@@ -46,13 +56,11 @@ def export(run: Path) -> dict[str, np.ndarray]:
     scaling = float(state["alpha"]) / int(state["rank"])
     lora: dict[str, torch.Tensor] = state["lora"]
     out: dict[str, np.ndarray] = {}
-    pattern = re.compile(r".*layers\.(\d+)\.(?:self_attn|mlp)\.(\w+_proj)\.lora_A\.default\.weight")
     for key, a in sorted(lora.items()):
-        m = pattern.fullmatch(key)
-        if not m:
+        tensor = gguf_tensor(key)
+        if tensor is None:
             continue
         b = lora[key.replace("lora_A", "lora_B")]
-        tensor = f"blk.{m.group(1)}.{_GGUF[m.group(2)]}.weight"
         a_int, b_int, c = integer_factors(a.numpy(), b.numpy(), scaling)
         out[f"{tensor}.A"], out[f"{tensor}.B"], out[f"{tensor}.c"] = a_int, b_int, c
     return out

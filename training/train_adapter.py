@@ -28,7 +28,6 @@ import json
 import math
 import os
 import random
-import re
 import sys
 import time
 from pathlib import Path
@@ -162,16 +161,15 @@ def load_shipped(model: torch.nn.Module, npz: Path, scaling: float) -> int:
     their product times ``scaling`` is exactly what SPEC §5 step 1b merges. Returns the
     number of matrices loaded."""
     import numpy as np
-    from export_adapter import _GGUF
+    from export_adapter import gguf_tensor
 
     arrays = np.load(npz)
     state = model.state_dict()
     loaded = 0
     for key in state:
-        m = re.fullmatch(r".*layers\.(\d+)\.(?:self_attn|mlp)\.(\w+_proj)\.lora_A\.default\.weight", key)
-        if not m:
+        tensor = gguf_tensor(key)
+        if tensor is None:
             continue
-        tensor = f"blk.{m.group(1)}.{_GGUF[m.group(2)]}.weight"
         a_int = arrays[f"{tensor}.A"].astype(np.float64)
         b_int = arrays[f"{tensor}.B"].astype(np.float64)
         c = arrays[f"{tensor}.c"].astype(np.float64)
