@@ -558,7 +558,7 @@ class ExactLM:
     def tables(self, hidden: np.ndarray) -> np.ndarray:
         """Frequency tables (N, vocab) int32 of final hidden states, in chunks of bounded memory:
         :meth:`frequencies`' arithmetic, in ``native/frequencies.c`` where it is built (two passes
-        per row instead of numpy's fourteen; the same integers, ``tests/test_native_step.py``)
+        per row instead of numpy's fourteen; the same integers, ``tests/test_native_frequencies.py``)
         unless :attr:`native_tables` is off or a logit is not finite."""
         out = np.empty((len(hidden), self.vocab_size), dtype=np.int32)
         for lo in range(0, len(hidden), _TABLE_CHUNK):
