@@ -24,15 +24,16 @@ from semcodec.models.weights import LayerWeights, ModelConfig, ModelWeights
 NATIVE = native_products_module()
 pytestmark = pytest.mark.skipif(NATIVE is None or not hasattr(NATIVE, "step"),
                                 reason="semcodec.models._products is not built (no C compiler)")
-PATHS = [p for p in NATIVE.vector_paths() if p in ("avx2", "plain")] if NATIVE is not None else []
-"""The step's own parts have an AVX2 + FMA path and a plain one; the wider product paths are the
-products' own tests' business (test_native_products.py)."""
+PATHS = [p for p in NATIVE.vector_paths() if p in ("vnni", "avx2", "plain")] if NATIVE is not None else []
+"""The step's own parts have an AVX-512 path (taken with the "vnni" products), an AVX2 + FMA path
+and a plain one; the other product paths are the products' own tests' business
+(test_native_products.py)."""
 
 
 @cache
-def _real_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The format's own sigmoid, E16 and E24 tables, and RoPE for 16-dim heads (64 positions)."""
-    cos, sin = tables.rope_tables(64, 16, 10000.0)
+def _real_tables(positions: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The format's own sigmoid, E16 and E24 tables, and RoPE for 16-dim heads."""
+    cos, sin = tables.rope_tables(positions, 16, 10000.0)
     return (tables.sigmoid_table(), tables.exp_table(tables.ATTENTION_EXP_SCALE_BITS),
             tables.exp_table(tables.LOGIT_EXP_SCALE_BITS), np.stack([cos, sin]))
 
@@ -42,12 +43,13 @@ def _matrix(rng: np.random.Generator, name: str, k: int, n: int, scale: float) -
     return QMatrix(name, q, rng.uniform(0.5, 2.0, n) * scale)
 
 
-def _tiny_weights(seed: int, embed_scale: float = 0.02, weight_scale: float = 0.01) -> ModelWeights:
+def _tiny_weights(seed: int, embed_scale: float = 0.02, weight_scale: float = 0.01, positions: int = 64,
+                  ) -> ModelWeights:
     """Two layers, 6 query heads over 2 kv heads of 16 dims (hidden 96), ffn 80, 50 tokens."""
     rng = np.random.default_rng(seed)
     cfg = ModelConfig(n_layers=2, hidden=96, ffn=80, n_heads=6, n_kv_heads=2, vocab_size=50, rope_theta=10000.0,
                       rms_eps=1e-5)
-    sigmoid, e16, e24, rope = _real_tables()
+    sigmoid, e16, e24, rope = _real_tables(positions)
     layers = [LayerWeights(attn_norm=rng.uniform(0.2, 3.0, 96), qkv=_matrix(rng, f"l{i}.qkv", 96, 160, weight_scale),
                            o=_matrix(rng, f"l{i}.o", 96, 96, weight_scale), ffn_norm=rng.uniform(0.2, 3.0, 96),
                            gate_up=_matrix(rng, f"l{i}.gate_up", 96, 160, weight_scale),
@@ -95,6 +97,64 @@ def test_random_models_step_as_numpy(path: str, seed: int, prefixed: bool) -> No
         assert _same_bits(a, b)
         assert _same_cache(native, numpy)
     assert native.own == 40
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("prefixed", [False, True])
+def test_random_models_step_as_numpy_over_many_blocks(path: str, prefixed: bool) -> None:
+    """A cache of 600 own positions: the own keys are cut into blocks (step.c's OWN_BLOCK, 128)
+    shared out among two threads, and the last block is partial; the blocks' sums join exactly.
+    Small weights keep the scores close, so every block carries weight (larger ones give one
+    position all of it)."""
+    lm = ExactLM(_tiny_weights(5, weight_scale=0.0005, positions=640), NativeProducts(path=path, threads=2))
+    rng = np.random.default_rng(5)
+    lm.native_step = False
+    prefix = None
+    if prefixed:
+        start = lm.new_cache()
+        lm.forward(rng.integers(0, 50, 9), start)
+        prefix = start.freeze()
+    filled = lm.new_cache(prefix, 620)
+    lm.forward(rng.integers(0, 50, 600), filled)
+    native = KVCache(filled.keys.copy(), filled.values.copy(), filled.own, filled.prefix)
+    numpy = KVCache(filled.keys.copy(), filled.values.copy(), filled.own, filled.prefix)
+    for token in rng.integers(0, 50, 5):
+        a, b = _step_both(lm, int(token), native, numpy)
+        assert _same_bits(a, b)
+    assert _same_cache(native, numpy) and native.own == 605
+
+
+def test_a_step_run_from_within_attend_leaves_the_outer_steps_scratch_alone(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """step.c keeps one buffer of scores and weights per thread, live across the attend call. An
+    attend that itself runs a step (of a longer cache, which would grow the buffer) must not touch
+    it: the outer step still gives the numpy code's bits."""
+    lm = ExactLM(_tiny_weights(6, positions=640), NativeProducts(path=PATHS[0]))
+    rng = np.random.default_rng(6)
+    lm.native_step = False
+    start = lm.new_cache()
+    lm.forward(rng.integers(0, 50, 9), start)
+    prefix = start.freeze()
+    other = lm.new_cache(None, 600)
+    lm.forward(rng.integers(0, 50, 500), other)
+    outer_native, outer_numpy = lm.new_cache(prefix), lm.new_cache(prefix)
+    for token in rng.integers(0, 50, 6):
+        _step_both(lm, int(token), outer_native, outer_numpy)
+    kernel = prefix.products(lm._prefix_backend)
+    real_attend = kernel.attend
+    nested = []
+
+    def attend_and_step(*args, **kwargs):  # type: ignore[no-untyped-def]
+        assert lm._native_forward_one(int(rng.integers(0, 50)), other) is not None
+        nested.append(other.own)
+        return real_attend(*args, **kwargs)
+
+    monkeypatch.setattr(kernel, "attend", attend_and_step)
+    for token in rng.integers(0, 50, 3):
+        a, b = _step_both(lm, int(token), outer_native, outer_numpy)
+        assert _same_bits(a, b)
+    assert _same_cache(outer_native, outer_numpy)
+    assert len(nested) == 3 * 2 * 2  # one per layer, in the native step and in the numpy one
 
 
 @pytest.mark.parametrize("embed_scale", [1e-306, 1e-150, 1e150])

@@ -44,7 +44,6 @@
 #endif
 #endif
 
-enum { PATH_PLAIN = 0, PATH_AVX2 = 1, PATH_AVXVNNI = 2, PATH_VNNI = 3 };
 static const char *const PATH_NAMES[] = {"plain", "avx2", "avxvnni", "vnni"};
 
 #define BLOCK 32  /* columns per vector block (one 256-bit register of bytes per weight row) */

@@ -15,6 +15,9 @@
 #include <Python.h>
 #include <stdint.h>
 
+/* The code paths, narrowest first (products.c's PATH_NAMES: "plain", "avx2", "avxvnni", "vnni"). */
+enum { PATH_PLAIN = 0, PATH_AVX2 = 1, PATH_AVXVNNI = 2, PATH_VNNI = 3 };
+
 void semcodec_products(const int8_t *x, const int8_t *w, int32_t *y, Py_ssize_t m, Py_ssize_t k, Py_ssize_t n,
                        int level);
 void semcodec_run_blocks(void (*fn)(void *arg, long block), void *arg, long blocks);

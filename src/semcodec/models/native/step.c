@@ -246,39 +246,49 @@ static inline double rint_clip(double v, double limit) {
     return rint(v);
 }
 
-/* -- attention over the cache's own keys: scalar int64, or AVX2 + FMA in float64 ------------------
+/* -- attention over the cache's own keys: scalar int64, or float64 on AVX2 + FMA or AVX-512 ------
  *
- * own_scores: sc[g, t] = q[g] . k[t, h] for the G query rows of kv head h (q: (G, D) integers).
- * own_weigh: num[g, d] = sum_t p[g, t] v[t, h, d] with p[g, t] = E16[...] of each score.
- * The AVX2 paths multiply the same integers in float64: |q k| < 2**40, a row's sum < 2**46, and
- * p v < 2**40 with at most MAX_POSITIONS terms < 2**53, so every product and partial sum is exact
- * and FMA, lanes and order change no bit (bounds.h). */
+ * The own keys are cut into blocks of OWN_BLOCK positions; a block holds every kv head, so its
+ * rows are read once, in address order, and blocks are shared out among the threads.
+ * own_scores(.., t0, t1, sc): sc[h G + g, t] = q[h, g] . k[t, h] for t in [t0, t1), every kv head
+ * h and each of its G query rows g (q: (KV, G, D) integers; sc: (KV G, T)).
+ * own_weigh(p, .., t0, t1, num): num[h G + g, d] = sum_{t0 <= t < t1} p[h G + g, t] v[t, h, d],
+ * the block's part of the weighted values (p: (KV G, T), the weights E16[...] of the scores).
+ * The vector paths multiply the same integers in float64: |q k| < 2**40, a row's sum < 2**46, and
+ * p v < 2**40 with at most MAX_POSITIONS terms < 2**53, so every product and partial sum (a
+ * block's, and the blocks' total) is exact and FMA, lanes, blocks and order change no bit
+ * (bounds.h). */
 
-static void own_scores_plain(const double *q, const int32_t *k_layer, Py_ssize_t h, Py_ssize_t KV, Py_ssize_t D,
-                             Py_ssize_t G, Py_ssize_t T, int64_t *sc) {
+#define OWN_BLOCK 128  /* positions per block: a block's keys or values (128 x 768 B) stay in L2 */
+
+static void own_scores_plain(const double *q, const int32_t *k_layer, Py_ssize_t KV, Py_ssize_t D, Py_ssize_t G,
+                             Py_ssize_t T, Py_ssize_t t0, Py_ssize_t t1, int64_t *sc) {
     int64_t qi[MAX_GROUP * MAX_DIM];
-    for (Py_ssize_t i = 0; i < G * D; i++) qi[i] = (int64_t)q[i];
-    for (Py_ssize_t t = 0; t < T; t++) {
-        const int32_t *kt = k_layer + (t * KV + h) * D;
-        for (Py_ssize_t g = 0; g < G; g++) {
-            int64_t acc = 0;
-            for (Py_ssize_t d = 0; d < D; d++) acc += qi[g * D + d] * (int64_t)kt[d];
-            sc[g * T + t] = acc;
+    for (Py_ssize_t h = 0; h < KV; h++) {
+        for (Py_ssize_t i = 0; i < G * D; i++) qi[i] = (int64_t)q[h * G * D + i];
+        for (Py_ssize_t t = t0; t < t1; t++) {
+            const int32_t *kt = k_layer + (t * KV + h) * D;
+            for (Py_ssize_t g = 0; g < G; g++) {
+                int64_t acc = 0;
+                for (Py_ssize_t d = 0; d < D; d++) acc += qi[g * D + d] * (int64_t)kt[d];
+                sc[(h * G + g) * T + t] = acc;
+            }
         }
     }
 }
 
-static void own_weigh_plain(const int64_t *p, const int32_t *v_layer, Py_ssize_t h, Py_ssize_t KV, Py_ssize_t D,
-                            Py_ssize_t G, Py_ssize_t T, double *num) {
-    for (Py_ssize_t g = 0; g < G; g++) {
+static void own_weigh_plain(const int64_t *p, const int32_t *v_layer, Py_ssize_t KV, Py_ssize_t D, Py_ssize_t G,
+                            Py_ssize_t T, Py_ssize_t t0, Py_ssize_t t1, double *num) {
+    for (Py_ssize_t row = 0; row < KV * G; row++) {
+        const Py_ssize_t h = row / G;
         int64_t acc[MAX_DIM] = {0};
-        for (Py_ssize_t t = 0; t < T; t++) {
-            const int64_t pt = p[g * T + t];
+        for (Py_ssize_t t = t0; t < t1; t++) {
+            const int64_t pt = p[row * T + t];
             if (!pt) continue;
             const int32_t *vt = v_layer + (t * KV + h) * D;
             for (Py_ssize_t d = 0; d < D; d++) acc[d] += pt * (int64_t)vt[d];
         }
-        for (Py_ssize_t d = 0; d < D; d++) num[g * D + d] = (double)acc[d];
+        for (Py_ssize_t d = 0; d < D; d++) num[row * D + d] = (double)acc[d];  /* |acc| < 2**53: exact */
     }
 }
 
@@ -286,138 +296,296 @@ static void own_weigh_plain(const int64_t *p, const int32_t *v_layer, Py_ssize_t
 #include <immintrin.h>
 #define HAVE_AVX2_FMA 1
 #define AVX2_FMA __attribute__((target("avx2,fma")))
-AVX2_FMA static void own_scores_avx2(const double *q, const int32_t *k_layer, Py_ssize_t h, Py_ssize_t KV,
-                                     Py_ssize_t D, Py_ssize_t G, Py_ssize_t T, int64_t *sc) {
+#define AVX512 __attribute__((target("avx2,fma,avx512f")))
+#define INLINE static inline __attribute__((always_inline))
+
+AVX2_FMA static void own_scores_avx2(const double *q, const int32_t *k_layer, Py_ssize_t KV, Py_ssize_t D,
+                                     Py_ssize_t G, Py_ssize_t T, Py_ssize_t t0, Py_ssize_t t1, int64_t *sc) {
     /* Each key row is converted once and serves the G query rows (at most MAX_GROUP, 4 at a time). */
-    for (Py_ssize_t g0 = 0; g0 < G; g0 += 4) {
-        const Py_ssize_t rows = G - g0 < 4 ? G - g0 : 4;
-        for (Py_ssize_t t = 0; t < T; t++) {
-            const int32_t *kt = k_layer + (t * KV + h) * D;
-            __m256d acc[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()};
-            for (Py_ssize_t d = 0; d < D; d += 4) {
-                const __m256d k = _mm256_cvtepi32_pd(_mm_loadu_si128((const __m128i *)(kt + d)));
-                for (Py_ssize_t r = 0; r < rows; r++)
-                    acc[r] = _mm256_fmadd_pd(_mm256_loadu_pd(q + (g0 + r) * D + d), k, acc[r]);
-            }
-            for (Py_ssize_t r = 0; r < rows; r++) {
-                __m128d s2 = _mm_add_pd(_mm256_castpd256_pd128(acc[r]), _mm256_extractf128_pd(acc[r], 1));
-                s2 = _mm_add_sd(s2, _mm_unpackhi_pd(s2, s2));
-                sc[(g0 + r) * T + t] = (int64_t)_mm_cvtsd_f64(s2);
+    for (Py_ssize_t h = 0; h < KV; h++)
+        for (Py_ssize_t g0 = 0; g0 < G; g0 += 4) {
+            const Py_ssize_t rows = G - g0 < 4 ? G - g0 : 4;
+            const double *qh = q + (h * G + g0) * D;
+            for (Py_ssize_t t = t0; t < t1; t++) {
+                const int32_t *kt = k_layer + (t * KV + h) * D;
+                __m256d acc[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()};
+                for (Py_ssize_t d = 0; d < D; d += 4) {
+                    const __m256d k = _mm256_cvtepi32_pd(_mm_loadu_si128((const __m128i *)(kt + d)));
+                    for (Py_ssize_t r = 0; r < rows; r++)
+                        acc[r] = _mm256_fmadd_pd(_mm256_loadu_pd(qh + r * D + d), k, acc[r]);
+                }
+                for (Py_ssize_t r = 0; r < rows; r++) {
+                    __m128d s2 = _mm_add_pd(_mm256_castpd256_pd128(acc[r]), _mm256_extractf128_pd(acc[r], 1));
+                    s2 = _mm_add_sd(s2, _mm_unpackhi_pd(s2, s2));
+                    sc[(h * G + g0 + r) * T + t] = (int64_t)_mm_cvtsd_f64(s2);
+                }
             }
         }
-    }
 }
 
-AVX2_FMA static void own_weigh_avx2(const int64_t *p, const int32_t *v_layer, Py_ssize_t h, Py_ssize_t KV,
-                                    Py_ssize_t D, Py_ssize_t G, Py_ssize_t T, double *num) {
-    for (Py_ssize_t g = 0; g < G; g++) {
+AVX2_FMA static void own_weigh_avx2(const int64_t *p, const int32_t *v_layer, Py_ssize_t KV, Py_ssize_t D,
+                                    Py_ssize_t G, Py_ssize_t T, Py_ssize_t t0, Py_ssize_t t1, double *num) {
+    for (Py_ssize_t row = 0; row < KV * G; row++) {
+        const Py_ssize_t h = row / G;
         __m256d acc[MAX_DIM / 4];
         for (Py_ssize_t i = 0; i < D / 4; i++) acc[i] = _mm256_setzero_pd();
-        for (Py_ssize_t t = 0; t < T; t++) {
-            const int64_t pt = p[g * T + t];
+        for (Py_ssize_t t = t0; t < t1; t++) {
+            const int64_t pt = p[row * T + t];
             if (!pt) continue;
             const __m256d pv = _mm256_set1_pd((double)pt);
             const int32_t *vt = v_layer + (t * KV + h) * D;
             for (Py_ssize_t i = 0; i < D / 4; i++)
                 acc[i] = _mm256_fmadd_pd(pv, _mm256_cvtepi32_pd(_mm_loadu_si128((const __m128i *)(vt + 4 * i))), acc[i]);
         }
-        for (Py_ssize_t i = 0; i < D / 4; i++) _mm256_storeu_pd(num + g * D + 4 * i, acc[i]);
+        for (Py_ssize_t i = 0; i < D / 4; i++) _mm256_storeu_pd(num + row * D + 4 * i, acc[i]);
     }
+}
+
+/* Without these the loads of a long cache stall: the rows come from memory, in steps of 768 B
+ * for one head's 256 B in own_weigh. A prefetch past the cache's end is harmless (no fault). */
+#define PREFETCH_AHEAD 16  /* positions */
+static inline void prefetch_row(const int32_t *row, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i += 16) _mm_prefetch((const char *)(row + i), _MM_HINT_T0);
+}
+
+/* AVX-512: a row's D dims are D/8 vectors, held in registers when D and G are the constants the
+ * callers below pass (SmolLM2: D = 64, G = 3), so the compiler unrolls every inner loop. */
+AVX512 INLINE void scores_avx512_body(const double *q, const int32_t *k_layer, Py_ssize_t KV, const Py_ssize_t D,
+                                      const Py_ssize_t G, Py_ssize_t T, Py_ssize_t t0, Py_ssize_t t1, int64_t *sc) {
+    for (Py_ssize_t t = t0; t < t1; t++) {
+        prefetch_row(k_layer + (t + PREFETCH_AHEAD) * KV * D, KV * D);
+        for (Py_ssize_t h = 0; h < KV; h++) {
+            const int32_t *kt = k_layer + (t * KV + h) * D;
+            __m512d k[MAX_DIM / 8];
+            for (Py_ssize_t c = 0; c < D / 8; c++) k[c] = _mm512_cvtepi32_pd(_mm256_loadu_si256((const __m256i *)(kt + 8 * c)));
+            for (Py_ssize_t g = 0; g < G; g++) {
+                const double *qg = q + (h * G + g) * D;
+                __m512d a0 = _mm512_mul_pd(_mm512_loadu_pd(qg), k[0]), a1 = _mm512_setzero_pd();
+                for (Py_ssize_t c = 1; c < D / 8; c++) {  /* two chains: half the FMA latency per row */
+                    if (c & 1) a1 = _mm512_fmadd_pd(_mm512_loadu_pd(qg + 8 * c), k[c], a1);
+                    else a0 = _mm512_fmadd_pd(_mm512_loadu_pd(qg + 8 * c), k[c], a0);
+                }
+                sc[(h * G + g) * T + t] = (int64_t)_mm512_reduce_add_pd(_mm512_add_pd(a0, a1));
+            }
+        }
+    }
+}
+
+AVX512 static void own_scores_avx512(const double *q, const int32_t *k_layer, Py_ssize_t KV, Py_ssize_t D,
+                                     Py_ssize_t G, Py_ssize_t T, Py_ssize_t t0, Py_ssize_t t1, int64_t *sc) {
+    if (D == 64 && G == 3) scores_avx512_body(q, k_layer, KV, 64, 3, T, t0, t1, sc);
+    else scores_avx512_body(q, k_layer, KV, D, G, T, t0, t1, sc);
+}
+
+AVX512 INLINE void weigh_avx512_body(const int64_t *p, const int32_t *v_layer, Py_ssize_t KV, const Py_ssize_t D,
+                                     const Py_ssize_t G, Py_ssize_t T, Py_ssize_t t0, Py_ssize_t t1, double *num) {
+    for (Py_ssize_t h = 0; h < KV; h++) {  /* one kv head's G rows at a time: G * D / 8 accumulators */
+        __m512d acc[MAX_GROUP][MAX_DIM / 8];
+        for (Py_ssize_t g = 0; g < G; g++)
+            for (Py_ssize_t c = 0; c < D / 8; c++) acc[g][c] = _mm512_setzero_pd();
+        const int64_t *ph = p + h * G * T;
+        for (Py_ssize_t t = t0; t < t1; t++) {
+            if (h == 0) prefetch_row(v_layer + (t + PREFETCH_AHEAD) * KV * D, KV * D);  /* the others find it in L2 */
+            int64_t any = 0;
+            for (Py_ssize_t g = 0; g < G; g++) any |= ph[g * T + t];
+            if (!any) continue;
+            __m512d pv[MAX_GROUP];
+            for (Py_ssize_t g = 0; g < G; g++) pv[g] = _mm512_set1_pd((double)ph[g * T + t]);
+            const int32_t *vt = v_layer + (t * KV + h) * D;
+            for (Py_ssize_t c = 0; c < D / 8; c++) {
+                const __m512d v = _mm512_cvtepi32_pd(_mm256_loadu_si256((const __m256i *)(vt + 8 * c)));
+                for (Py_ssize_t g = 0; g < G; g++) acc[g][c] = _mm512_fmadd_pd(pv[g], v, acc[g][c]);
+            }
+        }
+        for (Py_ssize_t g = 0; g < G; g++)
+            for (Py_ssize_t c = 0; c < D / 8; c++) _mm512_storeu_pd(num + (h * G + g) * D + 8 * c, acc[g][c]);
+    }
+}
+
+AVX512 static void own_weigh_avx512(const int64_t *p, const int32_t *v_layer, Py_ssize_t KV, Py_ssize_t D,
+                                    Py_ssize_t G, Py_ssize_t T, Py_ssize_t t0, Py_ssize_t t1, double *num) {
+    if (D == 64 && G == 3) weigh_avx512_body(p, v_layer, KV, 64, 3, T, t0, t1, num);
+    else weigh_avx512_body(p, v_layer, KV, D, G, T, t0, t1, num);
+}
+
+/* The block's maxima of each row's scores, and its weights E16[min((top - s + half) >> shift, last)]
+ * with their sum: eight positions per vector (the same integers as the C loops of block_scores
+ * and block_weigh; the index is an arithmetic shift of an int64, as there). */
+AVX512 static void block_maxima_avx512(const int64_t *sc, Py_ssize_t rows, Py_ssize_t T, Py_ssize_t t0, Py_ssize_t t1,
+                                       int64_t *top) {
+    for (Py_ssize_t row = 0; row < rows; row++) {
+        const int64_t *x = sc + row * T;
+        __m512i m = _mm512_set1_epi64(INT64_MIN);
+        Py_ssize_t t = t0;
+        for (; t + 8 <= t1; t += 8) m = _mm512_max_epi64(m, _mm512_loadu_si512((const void *)(x + t)));
+        int64_t best = _mm512_reduce_max_epi64(m);
+        for (; t < t1; t++) best = x[t] > best ? x[t] : best;
+        top[row] = best;
+    }
+}
+
+AVX512 static int64_t block_weights_avx512(const int64_t *sc, int64_t top, int64_t half, int shift, const int64_t *table,
+                                           int64_t last, Py_ssize_t t0, Py_ssize_t t1, int64_t *p) {
+    const __m512i vtop = _mm512_set1_epi64(top + half), vlast = _mm512_set1_epi64(last);
+    const __m128i count = _mm_cvtsi32_si128(shift);
+    __m512i sum = _mm512_setzero_si512();
+    Py_ssize_t t = t0;
+    for (; t + 8 <= t1; t += 8) {  /* top + half - s: the C loop's top - s + half, the same int64 */
+        __m512i idx = _mm512_sra_epi64(_mm512_sub_epi64(vtop, _mm512_loadu_si512((const void *)(sc + t))), count);
+        __m512i w = _mm512_i64gather_epi64(_mm512_min_epi64(idx, vlast), (const void *)table, 8);
+        _mm512_storeu_si512((void *)(p + t), w);
+        sum = _mm512_add_epi64(sum, w);
+    }
+    int64_t total = _mm512_reduce_add_epi64(sum);
+    for (; t < t1; t++) {
+        int64_t idx = (top - sc[t] + half) >> shift;
+        p[t] = table[idx < last ? idx : last];
+        total += p[t];
+    }
+    return total;
 }
 
 static int has_avx2_fma(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
+
+static int has_avx512(void) {
+    __builtin_cpu_init();
+    return has_avx2_fma() && __builtin_cpu_supports("avx512f");
+}
 #endif
+
+enum { OWN_PLAIN = 0, OWN_AVX2 = 1, OWN_AVX512 = 2 };
 
 typedef struct {
     double *x, *tmp, *y, *att, *num_pre, *rows, *num_own;
     int64_t *weights;
-    int vector;  /* the AVX2 + FMA attention paths */
+    int vector;  /* OWN_*: the own-attention path */
     int8_t *q;
     int32_t *acc;
     int64_t *scores, *own_top, *top, *z_pre;
+    int64_t *block_top, *block_z;  /* (blocks, H): each block's maxima and weight sums */
+    double *block_num;             /* (blocks, H, D): each block's weighted values */
 } Scratch;
 
-/* Attention over the cache's own keys, one kv head per block: head_scores writes the G rows'
- * scores and maxima, head_weigh their weights (with the maxima over prefix and own keys), the
- * weighted values and the head's output. Heads write disjoint parts of the scratch. */
+/* Attention over the cache's own keys, one block of OWN_BLOCK positions per job: block_scores
+ * writes the block's scores and maxima, block_weigh its weights (with the maxima over prefix and
+ * own keys), weight sums and weighted values. Blocks write disjoint parts of the scratch. */
 typedef struct {
     const Model *m;
     Py_ssize_t li, cap, own;
     const int32_t *keys, *values;
     int prefixed;
     Scratch *s;
-} HeadJob;
+} OwnJob;
 
-static void head_scores(void *arg, long block) {
-    const HeadJob *j = (const HeadJob *)arg;
+static void block_scores(void *arg, long block) {
+    const OwnJob *j = (const OwnJob *)arg;
     const Model *m = j->m;
     Scratch *s = j->s;
-    const Py_ssize_t h = block, KV = m->kv, D = m->dim, G = m->heads / KV, T = j->own + 1;
+    const Py_ssize_t KV = m->kv, D = m->dim, G = m->heads / KV, H = m->heads, T = j->own + 1;
+    const Py_ssize_t t0 = block * OWN_BLOCK, t1 = t0 + OWN_BLOCK < T ? t0 + OWN_BLOCK : T;
     const int32_t *k_layer = j->keys + (j->li * j->cap) * KV * D;
-    int64_t *sc = s->scores + h * G * T;  /* (G, T) per kv head: head h * G + g's scores at g * T */
 #ifdef HAVE_AVX2_FMA
-    if (s->vector)
-        own_scores_avx2(s->rows + h * G * D, k_layer, h, KV, D, G, T, sc);
+    if (s->vector == OWN_AVX512)
+        own_scores_avx512(s->rows, k_layer, KV, D, G, T, t0, t1, s->scores);
+    else if (s->vector == OWN_AVX2)
+        own_scores_avx2(s->rows, k_layer, KV, D, G, T, t0, t1, s->scores);
     else
 #endif
-        own_scores_plain(s->rows + h * G * D, k_layer, h, KV, D, G, T, sc);
-    for (Py_ssize_t g = 0; g < G; g++) {
+        own_scores_plain(s->rows, k_layer, KV, D, G, T, t0, t1, s->scores);
+#ifdef HAVE_AVX2_FMA
+    if (s->vector == OWN_AVX512) {
+        block_maxima_avx512(s->scores, H, T, t0, t1, s->block_top + block * H);
+        return;
+    }
+#endif
+    for (Py_ssize_t row = 0; row < H; row++) {
+        const int64_t *sc = s->scores + row * T;
         int64_t top = INT64_MIN;
-        for (Py_ssize_t t = 0; t < T; t++) top = sc[g * T + t] > top ? sc[g * T + t] : top;
-        s->own_top[h * G + g] = top;
+        for (Py_ssize_t t = t0; t < t1; t++) top = sc[t] > top ? sc[t] : top;
+        s->block_top[block * H + row] = top;
     }
 }
 
-static void head_weigh(void *arg, long block) {
-    const HeadJob *j = (const HeadJob *)arg;
+static void block_weigh(void *arg, long block) {
+    const OwnJob *j = (const OwnJob *)arg;
     const Model *m = j->m;
     Scratch *s = j->s;
-    const Py_ssize_t h = block, KV = m->kv, D = m->dim, G = m->heads / KV, T = j->own + 1;
+    const Py_ssize_t KV = m->kv, D = m->dim, G = m->heads / KV, H = m->heads, T = j->own + 1;
+    const Py_ssize_t t0 = block * OWN_BLOCK, t1 = t0 + OWN_BLOCK < T ? t0 + OWN_BLOCK : T;
     const int32_t *v_layer = j->values + (j->li * j->cap) * KV * D;
     const int64_t half = (int64_t)1 << (m->shift - 1), last = m->att_len - 1;
-    int64_t z[MAX_GROUP], *weights = s->weights + h * G * T;
-    double *num_own = s->num_own + h * G * D;
-    for (Py_ssize_t g = 0; g < G; g++) {  /* weights p = E16[min((top - s + 2**(shift-1)) >> shift, len - 1)] */
-        const Py_ssize_t head = h * G + g;
-        const int64_t top = j->prefixed ? s->top[head] : s->own_top[head], *sc = s->scores + head * T;
-        int64_t *p = weights + g * T, sum = 0;
-        for (Py_ssize_t t = 0; t < T; t++) {
+    for (Py_ssize_t row = 0; row < H; row++) {  /* weights p = E16[min((top - s + 2**(shift-1)) >> shift, len - 1)] */
+        const int64_t top = j->prefixed ? s->top[row] : s->own_top[row], *sc = s->scores + row * T;
+        int64_t *p = s->weights + row * T, sum = 0;
+#ifdef HAVE_AVX2_FMA
+        if (s->vector == OWN_AVX512) {
+            s->block_z[block * H + row] = block_weights_avx512(sc, top, half, m->shift, m->att_exp, last, t0, t1, p);
+            continue;
+        }
+#endif
+        for (Py_ssize_t t = t0; t < t1; t++) {
             int64_t idx = (top - sc[t] + half) >> m->shift;
             p[t] = m->att_exp[idx < last ? idx : last];
             sum += p[t];
         }
-        z[g] = sum;
+        s->block_z[block * H + row] = sum;
     }
+    double *num = s->block_num + block * H * D;
 #ifdef HAVE_AVX2_FMA
-    if (s->vector)
-        own_weigh_avx2(weights, v_layer, h, KV, D, G, T, num_own);
+    if (s->vector == OWN_AVX512)
+        own_weigh_avx512(s->weights, v_layer, KV, D, G, T, t0, t1, num);
+    else if (s->vector == OWN_AVX2)
+        own_weigh_avx2(s->weights, v_layer, KV, D, G, T, t0, t1, num);
     else
 #endif
-        own_weigh_plain(weights, v_layer, h, KV, D, G, T, num_own);
-    for (Py_ssize_t g = 0; g < G; g++) {
-        const Py_ssize_t head = h * G + g;
-        const double *num = num_own + g * D;
-        double *out = s->att + head * D;
-        if (j->prefixed) {  /* num += prefix num; z += prefix z; out = num / z / 2**12 (exact.py's order) */
-            const int64_t zt = z[g] + s->z_pre[head];
-            for (Py_ssize_t d = 0; d < D; d++) out[d] = (num[d] + s->num_pre[head * D + d]) / (double)zt;
-        } else {
-            for (Py_ssize_t d = 0; d < D; d++) out[d] = num[d] / (double)z[g];
-        }
-        for (Py_ssize_t d = 0; d < D; d++) out[d] /= (double)(1 << V_FRACTION_BITS);
+        own_weigh_plain(s->weights, v_layer, KV, D, G, T, t0, t1, num);
+}
+
+#define PARALLEL_POSITIONS 256  /* own keys from which the blocks are shared out among the threads */
+
+static inline Py_ssize_t own_blocks(Py_ssize_t positions) { return (positions + OWN_BLOCK - 1) / OWN_BLOCK; }
+
+static void attend_blocks(void (*fn)(void *, long), OwnJob *job) {
+    const long blocks = (long)own_blocks(job->own + 1);
+    if (job->own + 1 >= PARALLEL_POSITIONS) {
+        semcodec_run_blocks(fn, job, blocks);
+    } else {
+        for (long b = 0; b < blocks; b++) fn(job, b);
     }
 }
 
-#define PARALLEL_POSITIONS 256  /* own keys from which the kv heads are shared out among the threads */
+/* Each row's maximum over its own keys: the blocks' maxima. */
+static void own_maxima(const Model *m, Py_ssize_t own, Scratch *s) {
+    const Py_ssize_t H = m->heads, blocks = own_blocks(own + 1);
+    for (Py_ssize_t row = 0; row < H; row++) {
+        int64_t top = INT64_MIN;
+        for (Py_ssize_t b = 0; b < blocks; b++) top = s->block_top[b * H + row] > top ? s->block_top[b * H + row] : top;
+        s->own_top[row] = top;
+    }
+}
 
-static void attend_heads(void (*fn)(void *, long), HeadJob *job) {
-    if (job->own + 1 >= PARALLEL_POSITIONS) {
-        semcodec_run_blocks(fn, job, (long)job->m->kv);
-    } else {
-        for (long h = 0; h < job->m->kv; h++) fn(job, h);
+/* The heads' outputs: the blocks' weighted values and weight sums (integers: exact in any order),
+ * joined with the prefix's, over the total weight, in exact.py's order. */
+static void own_outputs(const Model *m, Py_ssize_t own, int prefixed, Scratch *s) {
+    const Py_ssize_t H = m->heads, D = m->dim, blocks = own_blocks(own + 1);
+    for (Py_ssize_t row = 0; row < H; row++) {
+        double *num = s->num_own + row * D, *out = s->att + row * D;
+        int64_t z = 0;
+        for (Py_ssize_t d = 0; d < D; d++) num[d] = 0.0;
+        for (Py_ssize_t b = 0; b < blocks; b++) {
+            z += s->block_z[b * H + row];
+            for (Py_ssize_t d = 0; d < D; d++) num[d] += s->block_num[(b * H + row) * D + d];
+        }
+        if (prefixed) {  /* num += prefix num; z += prefix z; out = num / z / 2**12 (exact.py's order) */
+            const int64_t zt = z + s->z_pre[row];
+            for (Py_ssize_t d = 0; d < D; d++) out[d] = (num[d] + s->num_pre[row * D + d]) / (double)zt;
+        } else {
+            for (Py_ssize_t d = 0; d < D; d++) out[d] = num[d] / (double)z;
+        }
+        for (Py_ssize_t d = 0; d < D; d++) out[d] /= (double)(1 << V_FRACTION_BITS);
     }
 }
 
@@ -450,8 +618,9 @@ static int attention_in(const Model *m, const Layer *l, Py_ssize_t li, Py_ssize_
         v_row[i] = (int32_t)s->y[(H + KV) * D + i];
     }
     memcpy(s->rows, s->y, sizeof(double) * (size_t)(H * D));  /* (KV, G, D): row g of kv head h is head h * G + g */
-    HeadJob job = {m, li, cap, own, keys, values, 0, s};
-    attend_heads(head_scores, &job);
+    OwnJob job = {m, li, cap, own, keys, values, 0, s};
+    attend_blocks(block_scores, &job);
+    own_maxima(m, own, s);
     return 1;
 }
 
@@ -460,8 +629,9 @@ static int attention_in(const Model *m, const Layer *l, Py_ssize_t li, Py_ssize_
 static int attention_out_mlp(const Model *m, const Layer *l, Py_ssize_t li, int32_t *values, Py_ssize_t cap,
                              Py_ssize_t own, int prefixed, int level, Scratch *s) {
     const Py_ssize_t H = m->heads, D = m->dim;
-    HeadJob job = {m, li, cap, own, NULL, values, prefixed, s};
-    attend_heads(head_weigh, &job);
+    OwnJob job = {m, li, cap, own, NULL, values, prefixed, s};
+    attend_blocks(block_weigh, &job);
+    own_outputs(m, own, prefixed, s);
     const Py_ssize_t hidden = m->hidden, ffn = m->ffn;
     double as = quantize(s->att, H * D, m->amax_hidden, s->q);
     if (isnan(as)) return 0;
@@ -533,6 +703,32 @@ static int writable(PyObject *obj, Py_buffer *b, char kind, Py_ssize_t ndim, con
     return 1;
 }
 
+/* The scores and weights of a long cache: H * (own + 1) int64 each, past malloc's mmap threshold
+ * from about 1,800 own positions, so a fresh buffer per step would cost a map, page faults and an
+ * unmap. Kept per thread (steps of other caches may run on other threads), grown, never shrunk:
+ * at most 2 * heads * MAX_POSITIONS int64 (1.2 MB for SmolLM2). A step that starts while the
+ * thread's buffer is in use (from within attend) gets its own. NULL when out of memory. */
+static _Thread_local int64_t *kept_scratch = NULL;
+static _Thread_local Py_ssize_t kept_size = 0;
+static _Thread_local int kept_busy = 0;
+
+static int64_t *take_scratch(Py_ssize_t n) {
+    if (kept_busy) return malloc(sizeof(int64_t) * (size_t)n);
+    if (n > kept_size) {
+        int64_t *grown = realloc(kept_scratch, sizeof(int64_t) * (size_t)n);
+        if (!grown) return NULL;
+        kept_scratch = grown;
+        kept_size = n;
+    }
+    kept_busy = 1;
+    return kept_scratch;
+}
+
+static void give_scratch(int64_t *buffer) {
+    if (buffer == kept_scratch) kept_busy = 0;
+    else free(buffer);
+}
+
 PyObject *semcodec_step(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *capsule, *x_obj, *k_obj, *v_obj, *attend, *rows_obj, *top_obj;
@@ -587,16 +783,23 @@ PyObject *semcodec_step(PyObject *self, PyObject *args) {
     s.num_pre = malloc(sizeof(double) * (size_t)(H * D));
     s.q = malloc((size_t)big);
     s.acc = malloc(sizeof(int32_t) * (size_t)big);
-    s.scores = malloc(sizeof(int64_t) * (size_t)(H * (own + 1)));
+    s.scores = take_scratch(2 * H * (own + 1));  /* scores, then weights */
     s.top = malloc(sizeof(int64_t) * (size_t)H);
     s.z_pre = malloc(sizeof(int64_t) * (size_t)H);
-    s.weights = malloc(sizeof(int64_t) * (size_t)(H * (own + 1)));
+    s.weights = s.scores ? s.scores + H * (own + 1) : NULL;
     s.num_own = malloc(sizeof(double) * (size_t)(H * D));
+    const Py_ssize_t blocks = own_blocks(own + 1);
+    s.block_top = malloc(sizeof(int64_t) * (size_t)(blocks * H));
+    s.block_z = malloc(sizeof(int64_t) * (size_t)(blocks * H));
+    s.block_num = malloc(sizeof(double) * (size_t)(blocks * H * D));
 #ifdef HAVE_AVX2_FMA
-    s.vector = level > 0 && has_avx2_fma();  /* path "plain" keeps every part in C */
+    /* path "plain" keeps every part in C; "vnni" (an AVX-512 CPU) takes the AVX-512 attention */
+    s.vector = level == PATH_PLAIN ? OWN_PLAIN
+               : level == PATH_VNNI && has_avx512() ? OWN_AVX512
+               : has_avx2_fma() ? OWN_AVX2 : OWN_PLAIN;
 #endif
     if (!s.tmp || !s.y || !s.att || !s.num_pre || !s.q || !s.acc || !s.scores || !s.top || !s.z_pre || !s.weights ||
-        !s.num_own) {
+        !s.num_own || !s.block_top || !s.block_z || !s.block_num) {
         PyErr_NoMemory();
         goto done;
     }
@@ -620,11 +823,13 @@ done:
     free(s.num_pre);
     free(s.q);
     free(s.acc);
-    free(s.scores);
     free(s.top);
     free(s.z_pre);
-    free(s.weights);
     free(s.num_own);
+    if (s.scores) give_scratch(s.scores);
+    free(s.block_top);
+    free(s.block_z);
+    free(s.block_num);
     if (held > 4) PyBuffer_Release(&tb);
     if (held > 3) PyBuffer_Release(&rb);
     if (held > 2) PyBuffer_Release(&vb);
