@@ -261,3 +261,89 @@ def test_decoding_uses_the_native_step(model, monkeypatch: pytest.MonkeyPatch) -
     state = model.decoders(1)[0]
     model.step_many([state], [504])
     assert calls == [504]
+
+
+def _many_both(lm: ExactLM, tokens: list[int], native: list[KVCache], numpy: list[KVCache]) -> None:
+    """One token after each cache, in lockstep: step_many on ``native``, the numpy code on ``numpy``;
+    the same bits in every row and every cache."""
+    ran = []
+    real = lm._native_forward_many
+
+    def counted(t: list[int], c: list[KVCache]) -> np.ndarray | None:
+        hidden = real(t, c)
+        ran.append(hidden is not None)
+        return hidden
+
+    lm._native_forward_many = counted  # type: ignore[method-assign]
+    lm.native_step = True
+    a = lm.forward_many([([t], c) for t, c in zip(tokens, native, strict=True)])
+    lm.native_step = False
+    b = lm.forward_many([([t], c) for t, c in zip(tokens, numpy, strict=True)])
+    del lm._native_forward_many
+    assert ran == [True]  # step_many ran (and did not decline)
+    assert all(_same_bits(x, y) for x, y in zip(a, b, strict=True))
+    assert all(_same_cache(x, y) for x, y in zip(native, numpy, strict=True))
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("prefixed", [False, True])
+@pytest.mark.parametrize("max_rows", [1, 64])
+def test_random_models_step_many_as_numpy(path: str, prefixed: bool, max_rows: int) -> None:
+    """Five caches of different lengths (one past a block of own keys) step together, the
+    products native (max_rows 64) or called back through the fallback (max_rows 1)."""
+    lm = ExactLM(_tiny_weights(7, weight_scale=0.0005, positions=640),
+                 NativeProducts(path=path, threads=2, max_rows=max_rows))
+    rng = np.random.default_rng(7)
+    lm.native_step = False
+    prefix = None
+    if prefixed:
+        start = lm.new_cache()
+        lm.forward(rng.integers(0, 50, 9), start)
+        prefix = start.freeze()
+    native, numpy = [], []
+    for length in (0, 1, 5, 30, 300):
+        cache = lm.new_cache(prefix, 2)
+        if length:
+            lm.forward(rng.integers(0, 50, length), cache)
+        native.append(KVCache(cache.keys.copy(), cache.values.copy(), cache.own, cache.prefix))
+        numpy.append(cache)
+    for _ in range(4):
+        _many_both(lm, [int(t) for t in rng.integers(0, 50, len(native))], native, numpy)
+    assert [c.own for c in native] == [4, 5, 9, 34, 304]
+
+
+def test_step_many_declines_what_it_cannot_take() -> None:
+    """Rows that continue the same cache, or caches over different prefixes, go to the numpy code;
+    a row that is not finite sends every row back to it."""
+    lm = ExactLM(_tiny_weights(8), NativeProducts(path=PATHS[0]))
+    shared = lm.new_cache()
+    assert lm._native_forward_many([1, 2], [shared, shared]) is None
+    start = lm.new_cache()
+    lm.native_step = False
+    lm.forward([3, 4], start)
+    assert lm._native_forward_many([1, 2], [lm.new_cache(), lm.new_cache(start.freeze())]) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        huge = ExactLM(_tiny_weights(4, embed_scale=1e308), NativeProducts(path=PATHS[0]))
+        caches = [huge.new_cache(), huge.new_cache()]
+        assert huge._native_forward_many([1, 2], caches) is None and [c.own for c in caches] == [0, 0]
+
+
+def test_real_model_steps_many_as_numpy(model) -> None:  # type: ignore[no-untyped-def]
+    """Model 0's weights and primed context, eight captions' caches in lockstep, products past
+    the native kernel's rows (onnxruntime where installed)."""
+    from semcodec.models import context_state
+
+    lm = ExactLM(model.lm.w, NativeProducts(path=PATHS[0]))
+    start = context_state(0)
+    rng = np.random.default_rng(9)
+    native, numpy = [], []
+    lm.native_step = False
+    for length in rng.integers(0, 20, 8):
+        cache = lm.new_cache(start.prefix)
+        if length:
+            lm.forward(rng.integers(0, lm.vocab_size, int(length)), cache)
+        native.append(KVCache(cache.keys.copy(), cache.values.copy(), cache.own, cache.prefix))
+        numpy.append(cache)
+    for _ in range(3):
+        _many_both(lm, [int(t) for t in rng.integers(0, lm.vocab_size, 8)], native, numpy)

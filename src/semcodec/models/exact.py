@@ -440,6 +440,11 @@ class ExactLM:
             hidden = self._native_forward_one(int(np.asarray(tokens).reshape(-1)[0]), cache)
             if hidden is not None:
                 return [hidden]
+        if len(segments) > 1 and self.native_step and all(len(tokens) == 1 for tokens, _ in segments):
+            hiddens = self._native_forward_many([int(np.asarray(t).reshape(-1)[0]) for t, _ in segments],
+                                                [cache for _, cache in segments])
+            if hiddens is not None:
+                return [hiddens[i : i + 1] for i in range(len(segments))]
         if len(segments) > 1 and any(len(tokens) > PREFILL_CHUNK for tokens, _ in segments):
             return [self.forward_many([segment])[0] for segment in segments]
         if len(segments) == 1 and len(segments[0][0]) > PREFILL_CHUNK:
@@ -507,6 +512,57 @@ class ExactLM:
             return None
         cache.own += 1
         return x[None]
+
+    def _native_forward_many(self, tokens: Sequence[int], caches: Sequence[KVCache]) -> np.ndarray | None:
+        """One token after each of several distinct caches sharing one prefix, in lockstep in
+        ``native/step.c`` (``step_many``: the numpy code's bits for every row): the final hidden
+        states (M, hidden), or None where it does not run natively or met a value that is not
+        finite (the caller then runs the numpy code, which rewrites each cache's new row).
+
+        The rows share every weight product: native up to the products' ``max_rows`` rows, else
+        through ``self.products`` (onnxruntime's MLAS where installed), called back from C.
+        """
+        model = self._native_step_model
+        prefix = caches[0].prefix
+        if (model is None or not hasattr(model[0], "step_many") or len({id(c) for c in caches}) < len(caches)
+                or any(c.prefix is not prefix for c in caches)
+                or max(c.length for c in caches) >= len(self.w.rope_cos)):
+            return None
+        native, state, path = model
+        positions = tuple(c.length for c in caches)
+        for cache in caches:
+            cache.reserve(1)
+        m, embed = len(caches), self.w.embed
+        ids = np.asarray(tokens, dtype=np.int64)
+        x = np.ascontiguousarray(embed.q[:, ids].T * embed.scale[ids][:, None])  # (M, hidden): as _forward_segments
+        group = self.n_heads // self.n_kv_heads
+        rows = np.empty((self.n_kv_heads, m * group, self.head_dim))  # every row's queries, written by the step
+        own_top = np.empty((self.n_kv_heads, m * group), np.int64)  # their maxima over their own keys
+        attend = None
+        if prefix is not None and prefix.length:
+            kernel, table = prefix.products(self._prefix_backend), self._attention_exp
+
+            def attend(layer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                num, z, top = kernel.attend(layer, rows, own_top, table, ATTENTION_SHIFT)
+                return (np.ascontiguousarray(num, np.float64), np.ascontiguousarray(z, np.int64),
+                        np.ascontiguousarray(top, np.int64))
+
+        products = staging = None
+        if m > getattr(self.products, "max_rows", m):  # past the native kernel's rows: self.products decides
+            cfg = self.cfg
+            staging = np.empty(m * max(cfg.hidden, cfg.ffn, self.n_heads * self.head_dim), np.int8)
+            matrices = [mat for ly in self.w.layers for mat in (ly.qkv, ly.o, ly.gate_up, ly.down)]
+            batch = staging
+
+            def products(matrix: int, k: int) -> np.ndarray:
+                return np.ascontiguousarray(self.products(batch[: m * k].reshape(m, k), matrices[matrix]), np.int32)
+
+        specs = [(c.keys, c.values, c.own) for c in caches]
+        if not native.step_many(state, x, positions, specs, attend, rows, own_top, products, staging, path):
+            return None
+        for cache in caches:
+            cache.own += 1
+        return x
 
     def _forward_segments(self, segments: Sequence[tuple[Sequence[int] | np.ndarray, KVCache]]) -> list[np.ndarray]:
         """:meth:`forward_many` in one pass."""

@@ -595,6 +595,7 @@ static PyMethodDef methods[] = {
     {"vector_paths", vector_paths, METH_NOARGS, "The code paths this CPU runs, widest first (always ends in 'plain')."},
     {"step_model", semcodec_step_model, METH_VARARGS, SEMCODEC_STEP_MODEL_DOC},
     {"step", semcodec_step, METH_VARARGS, SEMCODEC_STEP_DOC},
+    {"step_many", semcodec_step_many, METH_VARARGS, SEMCODEC_STEP_MANY_DOC},
     {"frequencies", semcodec_frequencies, METH_VARARGS, SEMCODEC_FREQUENCIES_DOC},
     {NULL, NULL, 0, NULL},
 };

@@ -47,6 +47,14 @@
 #include "step.h"
 #include "buffers.h"
 
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(SEMCODEC_PLAIN_C)
+#include <immintrin.h>
+#define HAVE_AVX2_FMA 1  /* x86 builds carry the vector paths (chosen per step); -DSEMCODEC_PLAIN_C: C only */
+#define AVX2_FMA __attribute__((target("avx2,fma")))
+#define AVX512 __attribute__((target("avx2,fma,avx512f")))
+#define INLINE static inline __attribute__((always_inline))
+#endif
+
 #define QK_FRACTION_BITS 10  /* SPEC section 5, step 4: queries and keys are rint(y * 2**10) */
 #define V_FRACTION_BITS 12   /* values: rint(y * 2**12) */
 #define RMS_STEPS 32767.0    /* SPEC section 5, step 3: the sum of squares' 16-bit image */
@@ -186,19 +194,172 @@ static inline double row_amax(const double *x, Py_ssize_t n) {
 }
 
 static inline int finite_all(const double *x, Py_ssize_t n) {
-    double acc = 0.0;
-    for (Py_ssize_t i = 0; i < n; i++) acc *= x[i];  /* stays 0 unless some x[i] is inf or NaN */
-    return acc == 0.0;
+    /* inf and NaN have an all-ones exponent: adding 2**52 to it, and only to it, carries into bit
+     * 63. An OR of integers has no chain of rounded operations, so the compiler vectorizes it. */
+    const uint64_t exponent = (uint64_t)0x7FF << 52;
+    uint64_t carry = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t bits;
+        memcpy(&bits, x + i, sizeof bits);
+        carry |= (bits & exponent) + ((uint64_t)1 << 52);
+    }
+    return !(carry >> 63);
+}
+
+#ifdef HAVE_AVX2_FMA
+/* The same rules four lanes at a time (the step's vector paths): a maximum of finite values, an
+ * OR of bits and a sum of integers below 2**53 do not depend on the order of their terms, and a
+ * division or rint of each element is one IEEE operation either way (vroundpd in the current
+ * rounding mode is rint), so every result is the C loop's. */
+AVX2_FMA static int finite_amax_avx2(const double *x, Py_ssize_t n, double *amax) {
+    const __m256d magnitude = _mm256_castsi256_pd(_mm256_set1_epi64x(INT64_MAX));
+    const __m256i exponent = _mm256_set1_epi64x((int64_t)0x7FF << 52);  /* all ones: inf or NaN */
+    __m256d top = _mm256_setzero_pd();
+    __m256i bad = _mm256_setzero_si256();
+    Py_ssize_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const __m256d v = _mm256_loadu_pd(x + i);
+        bad = _mm256_or_si256(bad, _mm256_cmpeq_epi64(_mm256_and_si256(_mm256_castpd_si256(v), exponent), exponent));
+        top = _mm256_max_pd(top, _mm256_and_pd(v, magnitude));
+    }
+    double lanes[4], a = 0.0;
+    _mm256_storeu_pd(lanes, top);
+    for (int l = 0; l < 4; l++) a = lanes[l] > a ? lanes[l] : a;
+    int finite = _mm256_testz_si256(bad, bad);
+    for (; i < n; i++) {
+        const double v = fabs(x[i]);
+        finite &= v <= DBL_MAX;
+        a = v > a ? v : a;
+    }
+    *amax = a;
+    return finite;
+}
+
+/* q[i] = rint(y[i] / scale), |q| <= 127 (a normal scale: see quantize). */
+AVX2_FMA static void divide_round_avx2(const double *y, Py_ssize_t n, double scale, int8_t *q) {
+    const __m256d s = _mm256_set1_pd(scale);
+    Py_ssize_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const __m256d v = _mm256_round_pd(_mm256_div_pd(_mm256_loadu_pd(y + i), s), _MM_FROUND_CUR_DIRECTION);
+        __m128i w = _mm256_cvtpd_epi32(v);  /* integers of magnitude <= 127: exact, no saturation below */
+        w = _mm_packs_epi16(_mm_packs_epi32(w, w), w);
+        const int32_t four = _mm_cvtsi128_si32(w);
+        memcpy(q + i, &four, sizeof four);
+    }
+    for (; i < n; i++) q[i] = (int8_t)rint(y[i] / scale);
+}
+
+/* sum of rint(x[i] / step)**2: integers t*t <= 2**30, partial sums < 2**41. */
+AVX2_FMA static double sum_squares_avx2(const double *x, Py_ssize_t n, double step) {
+    const __m256d s = _mm256_set1_pd(step);
+    __m256d acc = _mm256_setzero_pd();
+    Py_ssize_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const __m256d t = _mm256_round_pd(_mm256_div_pd(_mm256_loadu_pd(x + i), s), _MM_FROUND_CUR_DIRECTION);
+        acc = _mm256_add_pd(acc, _mm256_mul_pd(t, t));
+    }
+    double lanes[4], sum = 0.0;
+    _mm256_storeu_pd(lanes, acc);
+    for (int l = 0; l < 4; l++) sum += lanes[l];
+    for (; i < n; i++) {
+        const double t = rint(x[i] / step);
+        sum += t * t;
+    }
+    return sum;
+}
+
+/* y[i] = ((double)acc[i] * x_scale) * w_scale[i]: int32 -> binary64 is exact, then two roundings. */
+AVX2_FMA static void scale_products_avx2(const int32_t *acc, double x_scale, const double *w_scale, Py_ssize_t n,
+                                         double *y) {
+    const __m256d xs = _mm256_set1_pd(x_scale);
+    Py_ssize_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const __m256d v = _mm256_mul_pd(_mm256_cvtepi32_pd(_mm_loadu_si128((const __m128i *)(acc + i))), xs);
+        _mm256_storeu_pd(y + i, _mm256_mul_pd(v, _mm256_loadu_pd(w_scale + i)));
+    }
+    for (; i < n; i++) {
+        const double v = (double)acc[i] * x_scale;
+        y[i] = v * w_scale[i];
+    }
+}
+
+/* x[i] = x[i] + y[i] (the residual). */
+AVX2_FMA static void add_into_avx2(double *x, const double *y, Py_ssize_t n) {
+    Py_ssize_t i = 0;
+    for (; i + 4 <= n; i += 4) _mm256_storeu_pd(x + i, _mm256_add_pd(_mm256_loadu_pd(x + i), _mm256_loadu_pd(y + i)));
+    for (; i < n; i++) x[i] = x[i] + y[i];
+}
+
+AVX2_FMA static int finite_avx2(const double *x, Py_ssize_t n) {
+    const __m256i exponent = _mm256_set1_epi64x((int64_t)0x7FF << 52);
+    __m256i bad = _mm256_setzero_si256();
+    Py_ssize_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        bad = _mm256_or_si256(bad, _mm256_cmpeq_epi64(_mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + i)),
+                                                                       exponent), exponent));
+    return _mm256_testz_si256(bad, bad) && finite_all(x + i, n - i);
+}
+#endif
+
+/* The rules above with a choice of loops (vec: AVX2; the same bits). */
+static int finite_rows(const double *x, Py_ssize_t n, int vec) {
+#ifdef HAVE_AVX2_FMA
+    if (vec) return finite_avx2(x, n);
+#endif
+    (void)vec;
+    return finite_all(x, n);
+}
+
+static void scale_products(const int32_t *acc, double x_scale, const double *w_scale, Py_ssize_t n, double *y, int vec) {
+#ifdef HAVE_AVX2_FMA
+    if (vec) {
+        scale_products_avx2(acc, x_scale, w_scale, n, y);
+        return;
+    }
+#endif
+    (void)vec;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const double v = (double)acc[i] * x_scale;
+        y[i] = v * w_scale[i];
+    }
+}
+
+static void add_into(double *x, const double *y, Py_ssize_t n, int vec) {
+#ifdef HAVE_AVX2_FMA
+    if (vec) {
+        add_into_avx2(x, y, n);
+        return;
+    }
+#endif
+    (void)vec;
+    for (Py_ssize_t i = 0; i < n; i++) x[i] = x[i] + y[i];
+}
+
+/* Whether every x[i] is finite (vec: the AVX2 loop), and the largest |x[i]| when it is. */
+static int finite_amax(const double *x, Py_ssize_t n, int vec, double *amax) {
+#ifdef HAVE_AVX2_FMA
+    if (vec) return finite_amax_avx2(x, n, amax);
+#endif
+    (void)vec;
+    if (!finite_all(x, n)) return 0;
+    *amax = row_amax(x, n);
+    return 1;
 }
 
 /* quantize_rows: q = rint(y / scale) in [-amax_int, amax_int]; returns the scale, or NAN when y
- * holds a value that is not finite. */
-static double quantize(const double *y, Py_ssize_t n, int amax_int, int8_t *q) {
-    if (!finite_all(y, n)) return NAN;
-    const double amax = row_amax(y, n);
+ * holds a value that is not finite. vec: the AVX2 loops (the same integers). */
+static double quantize(const double *y, Py_ssize_t n, int amax_int, int8_t *q, int vec) {
+    double amax;
+    if (!finite_amax(y, n, vec, &amax)) return NAN;
     const double scale = amax > 0 ? amax / (double)amax_int : 1.0;
     const double limit = (double)amax_int;
     if (scale >= DBL_MIN && scale <= DBL_MAX) {
+#ifdef HAVE_AVX2_FMA
+        if (vec) {
+            divide_round_avx2(y, n, scale, q);
+            return scale;
+        }
+#endif
         for (Py_ssize_t i = 0; i < n; i++) q[i] = (int8_t)rint(y[i] / scale);  /* |.| <= amax_int: exact.py */
     } else {
         for (Py_ssize_t i = 0; i < n; i++) {
@@ -213,31 +374,32 @@ static double quantize(const double *y, Py_ssize_t n, int amax_int, int8_t *q) {
 
 /* rms_quantize: q of x * gain and the row's scale divided by its RMS; NAN when not finite. */
 static double rms_quantize(const Model *m, const double *x, const double *gain, int amax_int, double *tmp,
-                           int8_t *q) {
+                           int8_t *q, int vec) {
     const Py_ssize_t k = m->hidden;
-    if (!finite_all(x, k)) return NAN;
-    const double amax = row_amax(x, k);
+    double amax;
+    if (!finite_amax(x, k, vec, &amax)) return NAN;
     const double step = amax > 0 ? amax / RMS_STEPS : 1.0;
     double sumsq = 0.0;  /* integers t*t <= 2**30, partial sums < 2**41: exact in any order */
-    for (Py_ssize_t i = 0; i < k; i++) {
-        const double t = rint(x[i] / step);
-        sumsq += t * t;
-    }
+#ifdef HAVE_AVX2_FMA
+    if (vec) sumsq = sum_squares_avx2(x, k, step);
+    else
+#endif
+        for (Py_ssize_t i = 0; i < k; i++) {
+            const double t = rint(x[i] / step);
+            sumsq += t * t;
+        }
     const double ms = sumsq * step * step / (double)k + m->eps;
     const double rms = sqrt(ms);
     for (Py_ssize_t i = 0; i < k; i++) tmp[i] = x[i] * gain[i];
-    const double scale = quantize(tmp, k, amax_int, q);
+    const double scale = quantize(tmp, k, amax_int, q, vec);
     return scale / rms;
 }
 
 /* y = (products * x_scale) * w_scale, as exact.py's _matmul. */
 static void scaled_products(const int8_t *q, double x_scale, const int8_t *w, const double *w_scale, Py_ssize_t k,
-                            Py_ssize_t n, int level, int32_t *acc, double *y) {
+                            Py_ssize_t n, int level, int32_t *acc, double *y, int vec) {
     semcodec_products(q, w, acc, 1, k, n, level);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        double v = (double)acc[i] * x_scale;
-        y[i] = v * w_scale[i];
-    }
+    scale_products(acc, x_scale, w_scale, n, y, vec);
 }
 
 static inline double rint_clip(double v, double limit) {
@@ -292,12 +454,7 @@ static void own_weigh_plain(const int64_t *p, const int32_t *v_layer, Py_ssize_t
     }
 }
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(SEMCODEC_PLAIN_C)
-#include <immintrin.h>
-#define HAVE_AVX2_FMA 1
-#define AVX2_FMA __attribute__((target("avx2,fma")))
-#define AVX512 __attribute__((target("avx2,fma,avx512f")))
-#define INLINE static inline __attribute__((always_inline))
+#ifdef HAVE_AVX2_FMA
 
 AVX2_FMA static void own_scores_avx2(const double *q, const int32_t *k_layer, Py_ssize_t KV, Py_ssize_t D,
                                      Py_ssize_t G, Py_ssize_t T, Py_ssize_t t0, Py_ssize_t t1, int64_t *sc) {
@@ -461,7 +618,7 @@ enum { OWN_PLAIN = 0, OWN_AVX2 = 1, OWN_AVX512 = 2 };
 typedef struct {
     double *x, *tmp, *y, *att, *num_pre, *rows, *num_own;
     int64_t *weights;
-    int vector;  /* OWN_*: the own-attention path */
+    int vector;  /* OWN_*: the own-attention path; not OWN_PLAIN: the AVX2 arithmetic too */
     int8_t *q;
     int32_t *acc;
     int64_t *scores, *own_top, *top, *z_pre;
@@ -594,10 +751,10 @@ static void own_outputs(const Model *m, Py_ssize_t own, int prefixed, Scratch *s
 static int attention_in(const Model *m, const Layer *l, Py_ssize_t li, Py_ssize_t pos, int32_t *keys, int32_t *values,
                         Py_ssize_t cap, Py_ssize_t own, int level, Scratch *s) {
     const Py_ssize_t H = m->heads, KV = m->kv, D = m->dim, qkv_n = (H + 2 * KV) * D;
-    const double xs = rms_quantize(m, s->x, l->attn_norm, m->amax_hidden, s->tmp, s->q);
+    const double xs = rms_quantize(m, s->x, l->attn_norm, m->amax_hidden, s->tmp, s->q, s->vector);
     if (isnan(xs)) return 0;
-    scaled_products(s->q, xs, l->qkv, l->qkv_scale, m->hidden, qkv_n, level, s->acc, s->y);
-    if (!finite_all(s->y, qkv_n)) return 0;
+    scaled_products(s->q, xs, l->qkv, l->qkv_scale, m->hidden, qkv_n, level, s->acc, s->y, s->vector);
+    if (!finite_rows(s->y, qkv_n, s->vector)) return 0;
     const double *c = m->cos + pos * (D / 2), *sn = m->sin + pos * (D / 2);
     for (Py_ssize_t h = 0; h < H + KV; h++) {  /* RoPE: queries and keys (values keep x * 1 + x' * 0 = x) */
         double *r = s->y + h * D;
@@ -633,15 +790,15 @@ static int attention_out_mlp(const Model *m, const Layer *l, Py_ssize_t li, int3
     attend_blocks(block_weigh, &job);
     own_outputs(m, own, prefixed, s);
     const Py_ssize_t hidden = m->hidden, ffn = m->ffn;
-    double as = quantize(s->att, H * D, m->amax_hidden, s->q);
+    double as = quantize(s->att, H * D, m->amax_hidden, s->q, s->vector);
     if (isnan(as)) return 0;
-    scaled_products(s->q, as, l->o, l->o_scale, H * D, hidden, level, s->acc, s->y);
-    for (Py_ssize_t i = 0; i < hidden; i++) s->x[i] = s->x[i] + s->y[i];
+    scaled_products(s->q, as, l->o, l->o_scale, H * D, hidden, level, s->acc, s->y, s->vector);
+    add_into(s->x, s->y, hidden, s->vector);
     /* MLP: down(silu(gate(x)) * up(x)) */
-    const double xs = rms_quantize(m, s->x, l->ffn_norm, m->amax_hidden, s->tmp, s->q);
+    const double xs = rms_quantize(m, s->x, l->ffn_norm, m->amax_hidden, s->tmp, s->q, s->vector);
     if (isnan(xs)) return 0;
-    scaled_products(s->q, xs, l->gate_up, l->gate_up_scale, hidden, 2 * ffn, level, s->acc, s->y);
-    if (!finite_all(s->y, 2 * ffn)) return 0;
+    scaled_products(s->q, xs, l->gate_up, l->gate_up_scale, hidden, 2 * ffn, level, s->acc, s->y, s->vector);
+    if (!finite_rows(s->y, 2 * ffn, s->vector)) return 0;
     const double steps = (double)(1 << m->sigmoid_bits), limit = (double)m->sigmoid_half;
     for (Py_ssize_t i = 0; i < ffn; i++) {
         const double g = s->y[i];
@@ -649,10 +806,10 @@ static int attention_out_mlp(const Model *m, const Layer *l, Py_ssize_t li, int3
         const double silu = g * m->sigmoid[idx + m->sigmoid_half];
         s->y[i] = silu * s->y[ffn + i];
     }
-    const double hs = quantize(s->y, ffn, m->amax_ffn, s->q);
+    const double hs = quantize(s->y, ffn, m->amax_ffn, s->q, s->vector);
     if (isnan(hs)) return 0;
-    scaled_products(s->q, hs, l->down, l->down_scale, ffn, hidden, level, s->acc, s->tmp);
-    for (Py_ssize_t i = 0; i < hidden; i++) s->x[i] = s->x[i] + s->tmp[i];
+    scaled_products(s->q, hs, l->down, l->down_scale, ffn, hidden, level, s->acc, s->tmp, s->vector);
+    add_into(s->x, s->tmp, hidden, s->vector);
     return 1;
 }
 
@@ -834,6 +991,384 @@ done:
     if (held > 3) PyBuffer_Release(&rb);
     if (held > 2) PyBuffer_Release(&vb);
     if (held > 1) PyBuffer_Release(&kb);
+    if (held > 0) PyBuffer_Release(&xb);
+    return result;
+}
+
+/* -- many rows in lockstep ------------------------------------------------------------------------
+ *
+ * step_many runs one token of each of M caches through every layer: the rows share each weight
+ * product (one pass over the weights for all of them) and the prefix's attention (one attend call
+ * per layer for all rows); everything else is the single-row step's code, row by row, so each row
+ * gets exactly the bits step() (and the numpy code) gives it alone. The products of M rows are
+ * native (products None) or a Python callback products(matrix, k) -> (M, N) int32 that reads the
+ * M rows of the int8 buffer `staging` (matrix = 4 * layer + 0 qkv, 1 o, 2 gate_up, 3 down): past a
+ * few rows onnxruntime's MLAS is faster (kernels.NATIVE_MAX_ROWS). */
+
+typedef struct {
+    Py_buffer kb, vb;
+    int held;  /* buffers held: 0..2 */
+    Py_ssize_t cap, own, pos;
+    Scratch s;
+} Lane;
+
+typedef struct {
+    const Model *m;
+    Py_ssize_t rows;
+    int level, vec;      /* the products' path; the AVX2 arithmetic */
+    PyObject *products;  /* NULL: native */
+    int8_t *staging;     /* (rows, widest) int8: the callback's input */
+    int8_t *q;           /* (rows, widest) int8 */
+    int32_t *acc;        /* (rows, widest) int32 */
+    double *y, *xs;      /* (rows, widest) and (rows,) */
+} Many;
+
+/* acc = q @ w for every row (exact int32); 0 with an exception set when the callback fails.
+ * Called without the GIL; takes it for the callback. */
+static int many_products(Many *c, Py_ssize_t matrix, const int8_t *w, Py_ssize_t k, Py_ssize_t n) {
+    if (!c->products) {
+        semcodec_products(c->q, w, c->acc, c->rows, k, n, c->level);
+        return 1;
+    }
+    memcpy(c->staging, c->q, (size_t)(c->rows * k));
+    PyGILState_STATE g = PyGILState_Ensure();
+    int ok = 0;
+    PyObject *res = PyObject_CallFunction(c->products, "nn", matrix, k);
+    if (res) {
+        Py_buffer b;
+        if (PyObject_GetBuffer(res, &b, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) == 0) {
+            if (b.len == c->rows * n * 4 && holds(&b, 'i')) {
+                memcpy(c->acc, b.buf, (size_t)b.len);
+                ok = 1;
+            } else {
+                PyErr_SetString(PyExc_ValueError, "products must return (rows, N) int32");
+            }
+            PyBuffer_Release(&b);
+        }
+        Py_DECREF(res);
+    }
+    PyGILState_Release(g);
+    return ok;
+}
+
+/* y[r] = (acc[r] * scale[r]) * w_scale for every row, as _matmul. */
+static void many_scale(const Many *c, const double *scale, const double *w_scale, Py_ssize_t n) {
+    for (Py_ssize_t r = 0; r < c->rows; r++) scale_products(c->acc + r * n, scale[r], w_scale, n, c->y + r * n, c->vec);
+}
+
+/* rms_quantize of every row into q; 0 when a row is not finite. */
+static int many_norm(Many *c, Lane *lanes, const double *gain) {
+    const Model *m = c->m;
+    for (Py_ssize_t r = 0; r < c->rows; r++) {
+        Scratch *s = &lanes[r].s;
+        c->xs[r] = rms_quantize(m, s->x, gain, m->amax_hidden, s->tmp, c->q + r * m->hidden, s->vector);
+        if (isnan(c->xs[r])) return 0;
+    }
+    return 1;
+}
+
+/* After the q/k/v products of row r (y row): RoPE, fixed point, the key and value stored, the query
+ * rows and the own keys' scores and maxima: attention_in's second half. 0 when not finite. */
+static int lane_keys(const Model *m, Py_ssize_t li, Lane *lane, const double *y_row) {
+    const Py_ssize_t H = m->heads, KV = m->kv, D = m->dim, qkv_n = (H + 2 * KV) * D;
+    Scratch *s = &lane->s;
+    if (!finite_rows(y_row, qkv_n, s->vector)) return 0;
+    memcpy(s->y, y_row, sizeof(double) * (size_t)qkv_n);
+    const double *c = m->cos + lane->pos * (D / 2), *sn = m->sin + lane->pos * (D / 2);
+    for (Py_ssize_t h = 0; h < H + KV; h++) {
+        double *r = s->y + h * D;
+        for (Py_ssize_t j = 0; j < D / 2; j++) {
+            const double e = r[2 * j], o = r[2 * j + 1];
+            const double e1 = e * c[j], o1 = o * (-sn[j]);
+            const double o2 = o * c[j], e2 = e * sn[j];
+            r[2 * j] = e1 + o1;
+            r[2 * j + 1] = o2 + e2;
+        }
+    }
+    const double qk_scale = (double)(1 << QK_FRACTION_BITS), v_scale = (double)(1 << V_FRACTION_BITS);
+    for (Py_ssize_t i = 0; i < (H + KV) * D; i++) s->y[i] = rint_clip(s->y[i] * qk_scale, (double)QK_LIMIT);
+    for (Py_ssize_t i = (H + KV) * D; i < qkv_n; i++) s->y[i] = rint_clip(s->y[i] * v_scale, (double)V_LIMIT);
+    int32_t *keys = (int32_t *)lane->kb.buf, *values = (int32_t *)lane->vb.buf;
+    int32_t *k_row = keys + ((li * lane->cap + lane->own) * KV) * D, *v_row = values + ((li * lane->cap + lane->own) * KV) * D;
+    for (Py_ssize_t i = 0; i < KV * D; i++) {
+        k_row[i] = (int32_t)s->y[H * D + i];
+        v_row[i] = (int32_t)s->y[(H + KV) * D + i];
+    }
+    memcpy(s->rows, s->y, sizeof(double) * (size_t)(H * D));
+    OwnJob job = {m, li, lane->cap, lane->own, keys, values, 0, s};
+    attend_blocks(block_scores, &job);
+    own_maxima(m, lane->own, s);
+    return 1;
+}
+
+/* attend(layer) for all rows at once: the rows' queries and own maxima gathered into rows_all
+ * (KV, M G, D) and top_all (KV, M G) (row b's head h G + g at [h, b G + g]), the prefix's num,
+ * z and top scattered back into each lane. 0 with an exception set on failure (GIL held). */
+static int many_attend(const Model *m, PyObject *attend, Py_ssize_t li, Lane *lanes, Py_ssize_t rows, double *rows_all,
+                       int64_t *top_all) {
+    const Py_ssize_t KV = m->kv, G = m->heads / KV, D = m->dim, n = rows * G;
+    for (Py_ssize_t b = 0; b < rows; b++)
+        for (Py_ssize_t h = 0; h < KV; h++)
+            for (Py_ssize_t g = 0; g < G; g++) {
+                memcpy(rows_all + (h * n + b * G + g) * D, lanes[b].s.rows + (h * G + g) * D, sizeof(double) * (size_t)D);
+                top_all[h * n + b * G + g] = lanes[b].s.own_top[h * G + g];
+            }
+    PyObject *res = PyObject_CallFunction(attend, "n", li);
+    if (!res) return 0;
+    int ok = 0, got = 0;
+    Py_buffer buf[3];
+    const Py_ssize_t want[3] = {KV * n * D * 8, KV * n * 8, KV * n * 8};
+    const char kinds[3] = {'d', 'q', 'q'};
+    if (!PyTuple_Check(res) || PyTuple_GET_SIZE(res) != 3) {
+        PyErr_SetString(PyExc_TypeError, "attend must return (num, z, top)");
+        goto done;
+    }
+    for (; got < 3; got++) {
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(res, got), &buf[got], PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) goto done;
+        if (buf[got].len != want[got] || !holds(&buf[got], kinds[got])) {
+            got++;
+            PyErr_SetString(PyExc_ValueError, "attend's results have the wrong type or size");
+            goto done;
+        }
+    }
+    const double *num = (const double *)buf[0].buf;
+    const int64_t *z = (const int64_t *)buf[1].buf, *top = (const int64_t *)buf[2].buf;
+    for (Py_ssize_t b = 0; b < rows; b++)
+        for (Py_ssize_t h = 0; h < KV; h++)
+            for (Py_ssize_t g = 0; g < G; g++) {
+                Scratch *s = &lanes[b].s;
+                const Py_ssize_t at = h * n + b * G + g, head = h * G + g;
+                if (top[at] < s->own_top[head] || top[at] > SCORE_LIMIT || z[at] < 0 ||
+                    z[at] > (int64_t)MAX_POSITIONS * P_MAX) {  /* what attend promises (call_attend) */
+                    PyErr_SetString(PyExc_ValueError, "attend's maxima or weight sums are outside their bounds");
+                    goto done;
+                }
+                s->top[head] = top[at];
+                s->z_pre[head] = z[at];
+                memcpy(s->num_pre + head * D, num + at * D, sizeof(double) * (size_t)D);
+            }
+    ok = 1;
+done:
+    for (int i = 0; i < got; i++) PyBuffer_Release(&buf[i]);
+    Py_DECREF(res);
+    return ok;
+}
+
+/* One layer for every row. 1: done; 0: a row is not finite; -1: an exception is set. */
+static int many_layer(Many *c, Lane *lanes, Py_ssize_t li, PyObject *attend, double *rows_all, int64_t *top_all) {
+    const Model *m = c->m;
+    const Layer *l = &m->layers[li];
+    const Py_ssize_t H = m->heads, KV = m->kv, D = m->dim, qkv_n = (H + 2 * KV) * D, hidden = m->hidden, ffn = m->ffn;
+    const Py_ssize_t M = c->rows;
+    if (!many_norm(c, lanes, l->attn_norm)) return 0;
+    if (!many_products(c, 4 * li + 0, l->qkv, hidden, qkv_n)) return -1;
+    many_scale(c, c->xs, l->qkv_scale, qkv_n);
+    for (Py_ssize_t r = 0; r < M; r++)
+        if (!lane_keys(m, li, &lanes[r], c->y + r * qkv_n)) return 0;
+    if (attend) {
+        PyGILState_STATE g = PyGILState_Ensure();
+        int ok = many_attend(m, attend, li, lanes, M, rows_all, top_all);
+        PyGILState_Release(g);
+        if (!ok) return -1;
+    }
+    for (Py_ssize_t r = 0; r < M; r++) {
+        Scratch *s = &lanes[r].s;
+        OwnJob job = {m, li, lanes[r].cap, lanes[r].own, NULL, (const int32_t *)lanes[r].vb.buf, attend != NULL, s};
+        attend_blocks(block_weigh, &job);
+        own_outputs(m, lanes[r].own, attend != NULL, s);
+        c->xs[r] = quantize(s->att, H * D, m->amax_hidden, c->q + r * H * D, s->vector);
+        if (isnan(c->xs[r])) return 0;
+    }
+    if (!many_products(c, 4 * li + 1, l->o, H * D, hidden)) return -1;
+    many_scale(c, c->xs, l->o_scale, hidden);
+    for (Py_ssize_t r = 0; r < M; r++)
+        add_into(lanes[r].s.x, c->y + r * hidden, hidden, lanes[r].s.vector);
+    /* MLP: down(silu(gate(x)) * up(x)) */
+    if (!many_norm(c, lanes, l->ffn_norm)) return 0;
+    if (!many_products(c, 4 * li + 2, l->gate_up, hidden, 2 * ffn)) return -1;
+    many_scale(c, c->xs, l->gate_up_scale, 2 * ffn);
+    const double steps = (double)(1 << m->sigmoid_bits), limit = (double)m->sigmoid_half;
+    for (Py_ssize_t r = 0; r < M; r++) {
+        double *y = c->y + r * 2 * ffn;
+        if (!finite_rows(y, 2 * ffn, lanes[r].s.vector)) return 0;
+        for (Py_ssize_t i = 0; i < ffn; i++) {
+            const double g = y[i];
+            const Py_ssize_t idx = (Py_ssize_t)rint_clip(g * steps, limit);
+            const double silu = g * m->sigmoid[idx + m->sigmoid_half];
+            y[i] = silu * y[ffn + i];
+        }
+        c->xs[r] = quantize(y, ffn, m->amax_ffn, c->q + r * ffn, lanes[r].s.vector);
+        if (isnan(c->xs[r])) return 0;
+    }
+    if (!many_products(c, 4 * li + 3, l->down, ffn, hidden)) return -1;
+    many_scale(c, c->xs, l->down_scale, hidden);
+    for (Py_ssize_t r = 0; r < M; r++)
+        add_into(lanes[r].s.x, c->y + r * hidden, hidden, lanes[r].s.vector);
+    return 1;
+}
+
+static void lane_free(Lane *lane) {
+    Scratch *s = &lane->s;
+    free(s->tmp);
+    free(s->y);
+    free(s->att);
+    free(s->num_pre);
+    free(s->rows);
+    free(s->num_own);
+    free(s->own_top);
+    free(s->top);
+    free(s->z_pre);
+    free(s->scores);
+    free(s->block_top);
+    free(s->block_z);
+    free(s->block_num);
+    if (lane->held > 1) PyBuffer_Release(&lane->vb);
+    if (lane->held > 0) PyBuffer_Release(&lane->kb);
+}
+
+/* The row's cache (keys, values, own) and scratch; 0 with an exception set. */
+static int lane_open(const Model *m, PyObject *spec, Py_ssize_t pos, int vector, Lane *lane) {
+    Py_ssize_t own;
+    PyObject *k_obj, *v_obj;
+    if (!PyTuple_Check(spec) || !PyArg_ParseTuple(spec, "OOn:cache", &k_obj, &v_obj, &own)) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "step_many: each cache is (keys, values, own)");
+        return 0;
+    }
+    if (!writable(k_obj, &lane->kb, 'i', 4, "keys")) return 0;
+    lane->held = 1;
+    if (!writable(v_obj, &lane->vb, 'i', 4, "values")) return 0;
+    lane->held = 2;
+    const Py_buffer *kb = &lane->kb, *vb = &lane->vb;
+    const Py_ssize_t H = m->heads, KV = m->kv, D = m->dim, cap = kb->shape[1];
+    if (kb->shape[0] != m->n_layers || kb->shape[2] != KV || kb->shape[3] != D || vb->shape[0] != kb->shape[0] ||
+        vb->shape[1] != cap || vb->shape[2] != KV || vb->shape[3] != D) {
+        PyErr_SetString(PyExc_ValueError, "step_many: a cache does not match the model");
+        return 0;
+    }
+    if (own < 0 || own >= cap || pos < 0 || pos >= m->positions || own + 1 > MAX_POSITIONS) {
+        PyErr_Format(PyExc_ValueError, "step_many: position %zd / cache index %zd out of range", pos, own);
+        return 0;
+    }
+    lane->cap = cap;
+    lane->own = own;
+    lane->pos = pos;
+    const Py_ssize_t T = own + 1, blocks = own_blocks(T), qkv_n = (H + 2 * KV) * D;
+    Scratch *s = &lane->s;
+    s->vector = vector;
+    s->tmp = malloc(sizeof(double) * (size_t)m->hidden);
+    s->y = malloc(sizeof(double) * (size_t)qkv_n);
+    s->att = malloc(sizeof(double) * (size_t)(H * D));
+    s->num_pre = malloc(sizeof(double) * (size_t)(H * D));
+    s->rows = malloc(sizeof(double) * (size_t)(H * D));
+    s->num_own = malloc(sizeof(double) * (size_t)(H * D));
+    s->own_top = malloc(sizeof(int64_t) * (size_t)H);
+    s->top = malloc(sizeof(int64_t) * (size_t)H);
+    s->z_pre = malloc(sizeof(int64_t) * (size_t)H);
+    s->scores = malloc(sizeof(int64_t) * (size_t)(2 * H * T));
+    s->weights = s->scores ? s->scores + H * T : NULL;
+    s->block_top = malloc(sizeof(int64_t) * (size_t)(blocks * H));
+    s->block_z = malloc(sizeof(int64_t) * (size_t)(blocks * H));
+    s->block_num = malloc(sizeof(double) * (size_t)(blocks * H * D));
+    if (!s->tmp || !s->y || !s->att || !s->num_pre || !s->rows || !s->num_own || !s->own_top || !s->top || !s->z_pre ||
+        !s->scores || !s->block_top || !s->block_z || !s->block_num) {
+        PyErr_NoMemory();
+        return 0;
+    }
+    return 1;
+}
+
+PyObject *semcodec_step_many(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *capsule, *x_obj, *pos_obj, *caches, *attend, *rows_obj, *top_obj, *products, *staging_obj;
+    const char *path = NULL;
+    if (!PyArg_ParseTuple(args, "OOO!O!OOOOO|z:step_many", &capsule, &x_obj, &PyTuple_Type, &pos_obj, &PyList_Type,
+                          &caches, &attend, &rows_obj, &top_obj, &products, &staging_obj, &path))
+        return NULL;
+    Model *m = (Model *)PyCapsule_GetPointer(capsule, CAPSULE);
+    if (!m) return NULL;
+    int level;
+    if (semcodec_products_level(path, &level) < 0) return NULL;
+    if ((attend != Py_None && !PyCallable_Check(attend)) || (products != Py_None && !PyCallable_Check(products))) {
+        PyErr_SetString(PyExc_TypeError, "attend and products must be callable or None");
+        return NULL;
+    }
+    const Py_ssize_t M = PyList_GET_SIZE(caches), H = m->heads, KV = m->kv, D = m->dim, G = H / KV;
+    const Py_ssize_t qkv_n = (H + 2 * KV) * D;
+    Py_ssize_t widest_in = m->ffn > m->hidden ? m->ffn : m->hidden;  /* the widest product input */
+    widest_in = widest_in > H * D ? widest_in : H * D;
+    Py_ssize_t widest = 2 * m->ffn > qkv_n ? 2 * m->ffn : qkv_n;
+    widest = widest > m->hidden ? widest : m->hidden;
+    if (M < 1 || PyTuple_GET_SIZE(pos_obj) != M) {
+        PyErr_SetString(PyExc_ValueError, "step_many: one position per cache, at least one");
+        return NULL;
+    }
+    Py_buffer xb, rb, tb, sb;
+    int held = 0;
+    PyObject *result = NULL;
+    Lane *lanes = calloc((size_t)M, sizeof(Lane));
+    Many c = {m, M, level, 0, products == Py_None ? NULL : products, NULL, NULL, NULL, NULL, NULL};
+    if (!lanes) return PyErr_NoMemory();
+    if (!writable(x_obj, &xb, 'd', 2, "x")) goto done;
+    held = 1;
+    if (!writable(rows_obj, &rb, 'd', 3, "rows")) goto done;
+    held = 2;
+    if (!writable(top_obj, &tb, 'q', 2, "own_top")) goto done;
+    held = 3;
+    if (c.products) {
+        if (!writable(staging_obj, &sb, 'b', 1, "staging")) goto done;
+        held = 4;
+        if (sb.shape[0] < M * widest_in) {
+            PyErr_SetString(PyExc_ValueError, "step_many: the staging buffer is too small");
+            goto done;
+        }
+        c.staging = (int8_t *)sb.buf;
+    }
+    if (xb.shape[0] != M || xb.shape[1] != m->hidden || rb.shape[0] != KV || rb.shape[1] != M * G || rb.shape[2] != D ||
+        tb.shape[0] != KV || tb.shape[1] != M * G) {
+        PyErr_SetString(PyExc_ValueError, "step_many: x, rows or own_top do not match the model and the rows");
+        goto done;
+    }
+    int vector = OWN_PLAIN;
+#ifdef HAVE_AVX2_FMA
+    vector = level == PATH_PLAIN ? OWN_PLAIN : level == PATH_VNNI && has_avx512() ? OWN_AVX512
+                                             : has_avx2_fma() ? OWN_AVX2 : OWN_PLAIN;
+#endif
+    c.vec = vector != OWN_PLAIN;
+    for (Py_ssize_t r = 0; r < M; r++) {
+        const Py_ssize_t pos = PyLong_AsSsize_t(PyTuple_GET_ITEM(pos_obj, r));
+        if (pos == -1 && PyErr_Occurred()) goto done;
+        if (!lane_open(m, PyList_GET_ITEM(caches, r), pos, vector, &lanes[r])) goto done;
+        for (Py_ssize_t q = 0; q < r; q++)
+            if (lanes[q].kb.buf == lanes[r].kb.buf || lanes[q].vb.buf == lanes[r].vb.buf) {
+                PyErr_SetString(PyExc_ValueError, "step_many: two rows continue the same cache");
+                goto done;
+            }
+        lanes[r].s.x = (double *)xb.buf + r * m->hidden;
+    }
+    c.q = malloc((size_t)(M * widest));
+    c.acc = malloc(sizeof(int32_t) * (size_t)(M * widest));
+    c.y = malloc(sizeof(double) * (size_t)(M * widest));
+    c.xs = malloc(sizeof(double) * (size_t)M);
+    if (!c.q || !c.acc || !c.y || !c.xs) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    int state = 1;
+    PyThreadState *ts = PyEval_SaveThread();
+    for (Py_ssize_t li = 0; li < m->n_layers && state == 1; li++)
+        state = many_layer(&c, lanes, li, attend == Py_None ? NULL : attend, (double *)rb.buf, (int64_t *)tb.buf);
+    PyEval_RestoreThread(ts);
+    if (state >= 0) result = PyBool_FromLong(state);
+done:
+    free(c.q);
+    free(c.acc);
+    free(c.y);
+    free(c.xs);
+    for (Py_ssize_t r = 0; r < M; r++) lane_free(&lanes[r]);
+    free(lanes);
+    if (held > 3) PyBuffer_Release(&sb);
+    if (held > 2) PyBuffer_Release(&tb);
+    if (held > 1) PyBuffer_Release(&rb);
     if (held > 0) PyBuffer_Release(&xb);
     return result;
 }

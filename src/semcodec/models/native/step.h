@@ -7,6 +7,7 @@
 
 PyObject *semcodec_step_model(PyObject *self, PyObject *args);
 PyObject *semcodec_step(PyObject *self, PyObject *args);
+PyObject *semcodec_step_many(PyObject *self, PyObject *args);
 
 #define SEMCODEC_STEP_MODEL_DOC                                                                           \
     "step_model(config, tables, layers): the weights of ExactLM for step() (kept referenced), as a capsule. " \
@@ -19,5 +20,13 @@ PyObject *semcodec_step(PyObject *self, PyObject *args);
     "at index own of the cache (layers, capacity, kv_heads, head_dim) int32. attend(layer) (or None: no "    \
     "prefix) returns the prefix's (num, z, top) for the query rows and own maxima written to rows and "      \
     "own_top. False (x and the cache's row own undefined) when a value is not finite: the caller recomputes."
+#define SEMCODEC_STEP_MANY_DOC                                                                            \
+    "step_many(model, x, positions, caches, attend, rows, own_top, products, staging, path=None) -> bool: "   \
+    "step() for M rows in lockstep, each continuing its own cache: x (M, hidden) float64 in place, "          \
+    "positions a tuple of M ints, caches a list of M (keys, values, own), distinct. The rows share each "     \
+    "weight product and one attend(layer) per layer over rows (KV, M G, D) and own_top (KV, M G) (row b's "   \
+    "head h G + g at [h, b G + g]). products: None (native) or products(matrix, k) -> (M, N) int32 of the " \
+    "M rows of staging (int8, at least M * max(hidden, ffn, heads * head_dim)), matrix = 4 layer + (0 qkv, 1 o, 2 gate_up, "  \
+    "3 down). False when a row's value is not finite (the caller recomputes every row)."
 
 #endif
