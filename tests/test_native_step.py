@@ -157,11 +157,12 @@ def test_a_step_run_from_within_attend_leaves_the_outer_steps_scratch_alone(
     assert len(nested) == 3 * 2 * 2  # one per layer, in the native step and in the numpy one
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("embed_scale", [1e-306, 1e-150, 1e150])
-def test_extreme_scales_step_as_numpy(embed_scale: float) -> None:
+def test_extreme_scales_step_as_numpy(embed_scale: float, path: str) -> None:
     """Rows near the subnormal range (a quantisation scale that is not normal: the clipped
     branch) and huge rows give the numpy code's bits too."""
-    lm = ExactLM(_tiny_weights(3, embed_scale=embed_scale), NativeProducts(path=PATHS[0]))
+    lm = ExactLM(_tiny_weights(3, embed_scale=embed_scale), NativeProducts(path=path))
     native, numpy = lm.new_cache(), lm.new_cache()
     for token in range(12):
         with warnings.catch_warnings():
@@ -169,6 +170,25 @@ def test_extreme_scales_step_as_numpy(embed_scale: float) -> None:
             a, b = _step_both(lm, token, native, numpy)
         assert np.array_equal(a, b, equal_nan=True)
         assert _same_cache(native, numpy)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("dim", [0, 1, 2, 3, 50, 95])
+def test_one_infinite_value_anywhere_in_a_row_is_seen(path: str, dim: int) -> None:
+    """A row finite but for one entry (in each lane of the vector loops): the step, alone or in
+    lockstep, declines it, as it declines a row of inf. (The checks are layered: a NaN that one
+    check missed would reach the next row scale, so this asserts the outcome, not which check.)"""
+    w = _tiny_weights(10)
+    w.embed.q[:, 1] = 0
+    w.embed.q[dim, 1] = 127
+    w.embed.scale[1] = 1e308  # 127 * 1e308 = inf, the rest 0
+    lm = ExactLM(w, NativeProducts(path=path))
+    cache = lm.new_cache()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        assert lm._native_forward_one(1, cache) is None and cache.own == 0
+        assert lm._native_forward_many([1, 2], [lm.new_cache(), lm.new_cache()]) is None
+    assert lm._native_forward_one(2, cache) is not None  # a finite row steps
 
 
 def test_a_value_that_is_not_finite_goes_back_to_numpy() -> None:

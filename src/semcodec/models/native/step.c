@@ -193,6 +193,12 @@ static inline double row_amax(const double *x, Py_ssize_t n) {
     return a;
 }
 
+static inline double rint_clip(double v, double limit) {
+    v = v > -limit ? v : -limit;
+    v = v < limit ? v : limit;
+    return rint(v);
+}
+
 static inline int finite_all(const double *x, Py_ssize_t n) {
     /* inf and NaN have an all-ones exponent: adding 2**52 to it, and only to it, carries into bit
      * 63. An OR of integers has no chain of rounded operations, so the compiler vectorizes it. */
@@ -290,6 +296,36 @@ AVX2_FMA static void add_into_avx2(double *x, const double *y, Py_ssize_t n) {
     for (; i < n; i++) x[i] = x[i] + y[i];
 }
 
+/* y[i] = rint(clip(y[i] * scale, +-limit)) for finite y (the fixed point of queries, keys and values). */
+AVX2_FMA static void fixed_point_avx2(double *y, Py_ssize_t n, double scale, double limit) {
+    const __m256d s = _mm256_set1_pd(scale), hi = _mm256_set1_pd(limit), lo = _mm256_set1_pd(-limit);
+    Py_ssize_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const __m256d v = _mm256_min_pd(_mm256_max_pd(_mm256_mul_pd(_mm256_loadu_pd(y + i), s), lo), hi);
+        _mm256_storeu_pd(y + i, _mm256_round_pd(v, _MM_FROUND_CUR_DIRECTION));
+    }
+    for (; i < n; i++) y[i] = rint_clip(y[i] * scale, limit);
+}
+
+/* y[i] = (g * Sig[rint(clip(g * 2**bits, +-half)) + half]) * y[ffn + i], g = y[i] finite: silu(gate) * up.
+ * sig_mid points at Sig's middle entry (index half). */
+AVX2_FMA static void silu_avx2(double *y, Py_ssize_t ffn, double steps, double limit, const double *sig_mid) {
+    const __m256d s = _mm256_set1_pd(steps), hi = _mm256_set1_pd(limit), lo = _mm256_set1_pd(-limit);
+    Py_ssize_t i = 0;
+    for (; i + 4 <= ffn; i += 4) {
+        const __m256d g = _mm256_loadu_pd(y + i);
+        const __m256d k = _mm256_round_pd(_mm256_min_pd(_mm256_max_pd(_mm256_mul_pd(g, s), lo), hi),
+                                          _MM_FROUND_CUR_DIRECTION);
+        const __m256d sig = _mm256_i32gather_pd(sig_mid, _mm256_cvtpd_epi32(k), 8);  /* |k| <= half: exact */
+        _mm256_storeu_pd(y + i, _mm256_mul_pd(_mm256_mul_pd(g, sig), _mm256_loadu_pd(y + ffn + i)));
+    }
+    for (; i < ffn; i++) {
+        const double g = y[i];
+        const double silu = g * sig_mid[(Py_ssize_t)rint_clip(g * steps, limit)];
+        y[i] = silu * y[ffn + i];
+    }
+}
+
 AVX2_FMA static int finite_avx2(const double *x, Py_ssize_t n) {
     const __m256i exponent = _mm256_set1_epi64x((int64_t)0x7FF << 52);
     __m256i bad = _mm256_setzero_si256();
@@ -333,6 +369,36 @@ static void add_into(double *x, const double *y, Py_ssize_t n, int vec) {
 #endif
     (void)vec;
     for (Py_ssize_t i = 0; i < n; i++) x[i] = x[i] + y[i];
+}
+
+static void fixed_point(double *y, Py_ssize_t n, double scale, double limit, int vec) {
+#ifdef HAVE_AVX2_FMA
+    if (vec) {
+        fixed_point_avx2(y, n, scale, limit);
+        return;
+    }
+#endif
+    (void)vec;
+    for (Py_ssize_t i = 0; i < n; i++) y[i] = rint_clip(y[i] * scale, limit);
+}
+
+/* The MLP's silu(gate) * up of a finite row y = (gate, up), into y[0, ffn). */
+static void silu_times_up(const Model *m, double *y, int vec) {
+    const Py_ssize_t ffn = m->ffn;
+    const double steps = (double)(1 << m->sigmoid_bits), limit = (double)m->sigmoid_half;
+#ifdef HAVE_AVX2_FMA
+    if (vec) {
+        silu_avx2(y, ffn, steps, limit, m->sigmoid + m->sigmoid_half);
+        return;
+    }
+#endif
+    (void)vec;
+    for (Py_ssize_t i = 0; i < ffn; i++) {
+        const double g = y[i];
+        const Py_ssize_t idx = (Py_ssize_t)rint_clip(g * steps, limit);
+        const double silu = g * m->sigmoid[idx + m->sigmoid_half];
+        y[i] = silu * y[ffn + i];
+    }
 }
 
 /* Whether every x[i] is finite (vec: the AVX2 loop), and the largest |x[i]| when it is. */
@@ -402,11 +468,6 @@ static void scaled_products(const int8_t *q, double x_scale, const int8_t *w, co
     scale_products(acc, x_scale, w_scale, n, y, vec);
 }
 
-static inline double rint_clip(double v, double limit) {
-    v = v > -limit ? v : -limit;
-    v = v < limit ? v : limit;
-    return rint(v);
-}
 
 /* -- attention over the cache's own keys: scalar int64, or float64 on AVX2 + FMA or AVX-512 ------
  *
@@ -767,8 +828,8 @@ static int attention_in(const Model *m, const Layer *l, Py_ssize_t li, Py_ssize_
         }
     }
     const double qk_scale = (double)(1 << QK_FRACTION_BITS), v_scale = (double)(1 << V_FRACTION_BITS);
-    for (Py_ssize_t i = 0; i < (H + KV) * D; i++) s->y[i] = rint_clip(s->y[i] * qk_scale, (double)QK_LIMIT);
-    for (Py_ssize_t i = (H + KV) * D; i < qkv_n; i++) s->y[i] = rint_clip(s->y[i] * v_scale, (double)V_LIMIT);
+    fixed_point(s->y, (H + KV) * D, qk_scale, (double)QK_LIMIT, s->vector);
+    fixed_point(s->y + (H + KV) * D, KV * D, v_scale, (double)V_LIMIT, s->vector);
     int32_t *k_row = keys + ((li * cap + own) * KV) * D, *v_row = values + ((li * cap + own) * KV) * D;
     for (Py_ssize_t i = 0; i < KV * D; i++) {
         k_row[i] = (int32_t)s->y[H * D + i];
@@ -799,13 +860,7 @@ static int attention_out_mlp(const Model *m, const Layer *l, Py_ssize_t li, int3
     if (isnan(xs)) return 0;
     scaled_products(s->q, xs, l->gate_up, l->gate_up_scale, hidden, 2 * ffn, level, s->acc, s->y, s->vector);
     if (!finite_rows(s->y, 2 * ffn, s->vector)) return 0;
-    const double steps = (double)(1 << m->sigmoid_bits), limit = (double)m->sigmoid_half;
-    for (Py_ssize_t i = 0; i < ffn; i++) {
-        const double g = s->y[i];
-        const Py_ssize_t idx = (Py_ssize_t)rint_clip(g * steps, limit);
-        const double silu = g * m->sigmoid[idx + m->sigmoid_half];
-        s->y[i] = silu * s->y[ffn + i];
-    }
+    silu_times_up(m, s->y, s->vector);
     const double hs = quantize(s->y, ffn, m->amax_ffn, s->q, s->vector);
     if (isnan(hs)) return 0;
     scaled_products(s->q, hs, l->down, l->down_scale, ffn, hidden, level, s->acc, s->tmp, s->vector);
@@ -1086,8 +1141,8 @@ static int lane_keys(const Model *m, Py_ssize_t li, Lane *lane, const double *y_
         }
     }
     const double qk_scale = (double)(1 << QK_FRACTION_BITS), v_scale = (double)(1 << V_FRACTION_BITS);
-    for (Py_ssize_t i = 0; i < (H + KV) * D; i++) s->y[i] = rint_clip(s->y[i] * qk_scale, (double)QK_LIMIT);
-    for (Py_ssize_t i = (H + KV) * D; i < qkv_n; i++) s->y[i] = rint_clip(s->y[i] * v_scale, (double)V_LIMIT);
+    fixed_point(s->y, (H + KV) * D, qk_scale, (double)QK_LIMIT, s->vector);
+    fixed_point(s->y + (H + KV) * D, KV * D, v_scale, (double)V_LIMIT, s->vector);
     int32_t *keys = (int32_t *)lane->kb.buf, *values = (int32_t *)lane->vb.buf;
     int32_t *k_row = keys + ((li * lane->cap + lane->own) * KV) * D, *v_row = values + ((li * lane->cap + lane->own) * KV) * D;
     for (Py_ssize_t i = 0; i < KV * D; i++) {
@@ -1187,16 +1242,10 @@ static int many_layer(Many *c, Lane *lanes, Py_ssize_t li, PyObject *attend, dou
     if (!many_norm(c, lanes, l->ffn_norm)) return 0;
     if (!many_products(c, 4 * li + 2, l->gate_up, hidden, 2 * ffn)) return -1;
     many_scale(c, c->xs, l->gate_up_scale, 2 * ffn);
-    const double steps = (double)(1 << m->sigmoid_bits), limit = (double)m->sigmoid_half;
     for (Py_ssize_t r = 0; r < M; r++) {
         double *y = c->y + r * 2 * ffn;
         if (!finite_rows(y, 2 * ffn, lanes[r].s.vector)) return 0;
-        for (Py_ssize_t i = 0; i < ffn; i++) {
-            const double g = y[i];
-            const Py_ssize_t idx = (Py_ssize_t)rint_clip(g * steps, limit);
-            const double silu = g * m->sigmoid[idx + m->sigmoid_half];
-            y[i] = silu * y[ffn + i];
-        }
+        silu_times_up(m, y, lanes[r].s.vector);
         c->xs[r] = quantize(y, ffn, m->amax_ffn, c->q + r * ffn, lanes[r].s.vector);
         if (isnan(c->xs[r])) return 0;
     }
