@@ -293,6 +293,7 @@ def batch_unpack(texts: list[str], singles: int) -> dict[str, float]:
     ``singles`` of them one by one."""
     import semcodec
     from semcodec.codec import unpack_many
+    from semcodec.models import load_model
 
     blobs = [semcodec.pack(t) for t in texts]
     semcodec.unpack(blobs[0])  # model load and first-call costs are not decoding
@@ -302,9 +303,20 @@ def batch_unpack(texts: list[str], singles: int) -> dict[str, float]:
     t0 = time.perf_counter()
     batched = unpack_many(blobs)
     together = time.perf_counter() - t0
-    if one_by_one != texts[:singles] or [getattr(r, "text", None) for r in batched] != texts:
+    # The same files through the numpy code's lockstep step (what unpack_many ran before step_many).
+    lm = load_model(semcodec.unpack(blobs[0]).header.model_id).lm
+    lm.native_step = False
+    try:
+        t0 = time.perf_counter()
+        numpy_batched = unpack_many(blobs)
+        numpy_together = time.perf_counter() - t0
+    finally:
+        lm.native_step = True
+    if one_by_one != texts[:singles] or any([getattr(r, "text", None) for r in b] != texts
+                                            for b in (batched, numpy_batched)):
         raise RuntimeError("batch unpacking returned different texts")
-    return {"files": len(texts), "singles": singles, "sequential_s": sequential, "batched_s": together}
+    return {"files": len(texts), "singles": singles, "sequential_s": sequential, "batched_s": together,
+            "numpy_batched_s": numpy_together}
 
 
 # -- 5. cold process -------------------------------------------------------------------------
@@ -501,7 +513,11 @@ def main(argv: list[str] | None = None) -> int:
     batch = batch_unpack(texts[: args.batch_files], args.singles)
     batched_rate = batch["files"] / batch["batched_s"]
     single_rate = batch["singles"] / batch["sequential_s"]
-    rows.append([f"unpack_many of {batch['files']} captions", f"{batched_rate:.1f} captions/s", "", "", ""])
+    numpy_rate = batch["files"] / batch["numpy_batched_s"]
+    rows.append([f"unpack_many of {batch['files']} captions, the numpy code's lockstep step",
+                 f"{numpy_rate:.1f} captions/s", "", "", ""])
+    rows.append([f"unpack_many of {batch['files']} captions (native step_many)", f"{batched_rate:.1f} captions/s",
+                 "step_many / numpy", f"{batched_rate / numpy_rate:.2f}", ""])
     rows.append([f"unpack one by one ({batch['singles']} of them)", f"{single_rate:.1f} captions/s",
                  "batched / one by one", f"{batched_rate / single_rate:.2f}", "> 1"])
     rows += profile_rows(texts[: args.profile_texts], args.profile_repeats)

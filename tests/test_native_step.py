@@ -187,7 +187,7 @@ def test_one_infinite_value_anywhere_in_a_row_is_seen(path: str, dim: int) -> No
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         assert lm._native_forward_one(1, cache) is None and cache.own == 0
-        assert lm._native_forward_many([1, 2], [lm.new_cache(), lm.new_cache()]) is None
+        assert lm._native_forward_segments([(np.array([1]), lm.new_cache()), (np.array([2]), lm.new_cache())]) is None
     assert lm._native_forward_one(2, cache) is not None  # a finite row steps
 
 
@@ -283,26 +283,52 @@ def test_decoding_uses_the_native_step(model, monkeypatch: pytest.MonkeyPatch) -
     assert calls == [504]
 
 
-def _many_both(lm: ExactLM, tokens: list[int], native: list[KVCache], numpy: list[KVCache]) -> None:
-    """One token after each cache, in lockstep: step_many on ``native``, the numpy code on ``numpy``;
-    the same bits in every row and every cache."""
+def _many_both(lm: ExactLM, tokens: list[list[int]], native: list[KVCache], numpy: list[KVCache]) -> None:
+    """Each cache continued by its tokens, all in one forward_many: step_many on ``native``, the
+    numpy code on ``numpy``; the same bits in every row and every cache."""
     ran = []
-    real = lm._native_forward_many
+    real = lm._native_forward_segments
 
-    def counted(t: list[int], c: list[KVCache]) -> np.ndarray | None:
-        hidden = real(t, c)
+    def counted(segments: list[tuple[np.ndarray, KVCache]]) -> list[np.ndarray] | None:
+        hidden = real(segments)
         ran.append(hidden is not None)
         return hidden
 
-    lm._native_forward_many = counted  # type: ignore[method-assign]
+    lm._native_forward_segments = counted  # type: ignore[method-assign]
     lm.native_step = True
-    a = lm.forward_many([([t], c) for t, c in zip(tokens, native, strict=True)])
+    a = lm.forward_many(list(zip(tokens, native, strict=True)))
     lm.native_step = False
-    b = lm.forward_many([([t], c) for t, c in zip(tokens, numpy, strict=True)])
-    del lm._native_forward_many
+    b = lm.forward_many(list(zip(tokens, numpy, strict=True)))
+    del lm._native_forward_segments
     assert ran == [True]  # step_many ran (and did not decline)
     assert all(_same_bits(x, y) for x, y in zip(a, b, strict=True))
     assert all(_same_cache(x, y) for x, y in zip(native, numpy, strict=True))
+
+
+def _caches(lm: ExactLM, rng: np.random.Generator, prefix: object, lengths: tuple[int, ...],
+            ) -> tuple[list[KVCache], list[KVCache]]:
+    """Two copies of caches of these lengths (filled by the numpy code), small capacities (they grow)."""
+    native, numpy = [], []
+    lm.native_step = False
+    for length in lengths:
+        cache = lm.new_cache(prefix, 2)  # type: ignore[arg-type]
+        if length:
+            lm.forward(rng.integers(0, 50, length), cache)
+        native.append(KVCache(cache.keys.copy(), cache.values.copy(), cache.own, cache.prefix))
+        numpy.append(cache)
+    return native, numpy
+
+
+def _tiny_lm(path: str, max_rows: int, prefixed: bool, rng: np.random.Generator) -> tuple[ExactLM, object]:
+    lm = ExactLM(_tiny_weights(7, weight_scale=0.0005, positions=640),
+                 NativeProducts(path=path, threads=2, max_rows=max_rows))
+    prefix = None
+    if prefixed:
+        lm.native_step = False
+        start = lm.new_cache()
+        lm.forward(rng.integers(0, 50, 9), start)
+        prefix = start.freeze()
+    return lm, prefix
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -311,42 +337,58 @@ def _many_both(lm: ExactLM, tokens: list[int], native: list[KVCache], numpy: lis
 def test_random_models_step_many_as_numpy(path: str, prefixed: bool, max_rows: int) -> None:
     """Five caches of different lengths (one past a block of own keys) step together, the
     products native (max_rows 64) or called back through the fallback (max_rows 1)."""
-    lm = ExactLM(_tiny_weights(7, weight_scale=0.0005, positions=640),
-                 NativeProducts(path=path, threads=2, max_rows=max_rows))
     rng = np.random.default_rng(7)
-    lm.native_step = False
-    prefix = None
-    if prefixed:
-        start = lm.new_cache()
-        lm.forward(rng.integers(0, 50, 9), start)
-        prefix = start.freeze()
-    native, numpy = [], []
-    for length in (0, 1, 5, 30, 300):
-        cache = lm.new_cache(prefix, 2)
-        if length:
-            lm.forward(rng.integers(0, 50, length), cache)
-        native.append(KVCache(cache.keys.copy(), cache.values.copy(), cache.own, cache.prefix))
-        numpy.append(cache)
+    lm, prefix = _tiny_lm(path, max_rows, prefixed, rng)
+    native, numpy = _caches(lm, rng, prefix, (0, 1, 5, 30, 300))
     for _ in range(4):
-        _many_both(lm, [int(t) for t in rng.integers(0, 50, len(native))], native, numpy)
+        _many_both(lm, [[int(t)] for t in rng.integers(0, 50, len(native))], native, numpy)
     assert [c.own for c in native] == [4, 5, 9, 34, 304]
 
 
-def test_step_many_declines_what_it_cannot_take() -> None:
-    """Rows that continue the same cache, or caches over different prefixes, go to the numpy code;
-    a row that is not finite sends every row back to it."""
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("prefixed", [False, True])
+@pytest.mark.parametrize("max_rows", [1, 64])
+def test_random_models_prefill_as_numpy(path: str, prefixed: bool, max_rows: int) -> None:
+    """Several tokens per cache (a prefill: rows of one cache at consecutive indices, each seeing
+    the keys of the rows before it and none after), alone and beside other caches' segments."""
+    rng = np.random.default_rng(11)
+    lm, prefix = _tiny_lm(path, max_rows, prefixed, rng)
+    native, numpy = _caches(lm, rng, prefix, (0, 3, 250))
+    _many_both(lm, [list(rng.integers(0, 50, 32))], native[:1], numpy[:1])
+    _many_both(lm, [list(rng.integers(0, 50, n)) for n in (2, 1, 9)], native, numpy)
+    _many_both(lm, [list(rng.integers(0, 50, n)) for n in (1, 7, 1)], native, numpy)
+    assert [c.own for c in native] == [35, 11, 260]
+
+
+def test_step_many_declines_what_it_cannot_take(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two segments continuing the same cache, caches over different prefixes, or more scores
+    than NATIVE_ROWS_POSITIONS go to the numpy code; a row that is not finite sends every row
+    back to it. step_many itself refuses rows of one cache that do not take consecutive indices."""
+    from semcodec.models import exact
+
     lm = ExactLM(_tiny_weights(8), NativeProducts(path=PATHS[0]))
+    one, two = np.array([1]), np.array([2])
     shared = lm.new_cache()
-    assert lm._native_forward_many([1, 2], [shared, shared]) is None
+    assert lm._native_forward_segments([(one, shared), (two, shared)]) is None
     start = lm.new_cache()
     lm.native_step = False
     lm.forward([3, 4], start)
-    assert lm._native_forward_many([1, 2], [lm.new_cache(), lm.new_cache(start.freeze())]) is None
+    assert lm._native_forward_segments([(one, lm.new_cache()), (two, lm.new_cache(start.freeze()))]) is None
+    monkeypatch.setattr(exact, "NATIVE_ROWS_POSITIONS", 10)
+    assert lm._native_forward_segments([(np.arange(4), lm.new_cache())]) is None  # 4 rows * up to 4 keys
+    assert lm._native_forward_segments([(np.arange(3), lm.new_cache())]) is not None
+    native, state, path = lm._native_step_model  # type: ignore[misc]
+    c = lm.new_cache()
+    x = np.zeros((2, 96))
+    with pytest.raises(ValueError, match="consecutive"):
+        native.step_many(state, x, (0, 2), [(c.keys, c.values, 0), (c.keys, c.values, 2)], None,
+                         np.empty((2, 6, 16)), np.empty((2, 6), np.int64), None, None, path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         huge = ExactLM(_tiny_weights(4, embed_scale=1e308), NativeProducts(path=PATHS[0]))
         caches = [huge.new_cache(), huge.new_cache()]
-        assert huge._native_forward_many([1, 2], caches) is None and [c.own for c in caches] == [0, 0]
+        assert huge._native_forward_segments([(one, caches[0]), (two, caches[1])]) is None
+        assert [c.own for c in caches] == [0, 0]
 
 
 def test_real_model_steps_many_as_numpy(model) -> None:  # type: ignore[no-untyped-def]
@@ -366,4 +408,5 @@ def test_real_model_steps_many_as_numpy(model) -> None:  # type: ignore[no-untyp
         native.append(KVCache(cache.keys.copy(), cache.values.copy(), cache.own, cache.prefix))
         numpy.append(cache)
     for _ in range(3):
-        _many_both(lm, [int(t) for t in rng.integers(0, lm.vocab_size, 8)], native, numpy)
+        _many_both(lm, [[int(t)] for t in rng.integers(0, lm.vocab_size, 8)], native, numpy)
+    _many_both(lm, [list(rng.integers(0, lm.vocab_size, 12)), [5]], native[:2], numpy[:2])  # a prefill beside a step

@@ -440,11 +440,6 @@ class ExactLM:
             hidden = self._native_forward_one(int(np.asarray(tokens).reshape(-1)[0]), cache)
             if hidden is not None:
                 return [hidden]
-        if len(segments) > 1 and self.native_step and all(len(tokens) == 1 for tokens, _ in segments):
-            hiddens = self._native_forward_many([int(np.asarray(t).reshape(-1)[0]) for t, _ in segments],
-                                                [cache for _, cache in segments])
-            if hiddens is not None:
-                return [hiddens[i : i + 1] for i in range(len(segments))]
         if len(segments) > 1 and any(len(tokens) > PREFILL_CHUNK for tokens, _ in segments):
             return [self.forward_many([segment])[0] for segment in segments]
         if len(segments) == 1 and len(segments[0][0]) > PREFILL_CHUNK:
@@ -513,28 +508,35 @@ class ExactLM:
         cache.own += 1
         return x[None]
 
-    def _native_forward_many(self, tokens: Sequence[int], caches: Sequence[KVCache]) -> np.ndarray | None:
-        """One token after each of several distinct caches sharing one prefix, in lockstep in
-        ``native/step.c`` (``step_many``: the numpy code's bits for every row): the final hidden
-        states (M, hidden), or None where it does not run natively or met a value that is not
-        finite (the caller then runs the numpy code, which rewrites each cache's new row).
+    def _native_forward_segments(self, segments: Sequence[tuple[np.ndarray, KVCache]]) -> list[np.ndarray] | None:
+        """:meth:`_forward_segments` in ``native/step.c`` (``step_many``: the numpy code's bits for
+        every row), each token a row: several caches in lockstep, a prefill, or both. The final
+        hidden states per segment, or None where it does not run natively (the caches untouched)
+        or met a value that is not finite (the caller then runs the numpy code, which rewrites
+        every row it stores).
 
         The rows share every weight product: native up to the products' ``max_rows`` rows, else
-        through ``self.products`` (onnxruntime's MLAS where installed), called back from C.
+        through ``self.products`` (onnxruntime's MLAS where installed), called back from C. Every
+        cache must continue one shared prefix (or none), and the scores of all rows fit
+        :data:`NATIVE_ROWS_POSITIONS`.
         """
         model = self._native_step_model
-        prefix = caches[0].prefix
+        prefix = segments[0][1].prefix
+        caches = [cache for _, cache in segments]
+        lengths = [len(tokens) for tokens, _ in segments]
         if (model is None or not hasattr(model[0], "step_many") or len({id(c) for c in caches}) < len(caches)
                 or any(c.prefix is not prefix for c in caches)
-                or max(c.length for c in caches) >= len(self.w.rope_cos)):
+                or max(c.length + n for c, n in zip(caches, lengths, strict=True)) > len(self.w.rope_cos)
+                or sum(n * (c.own + n) for c, n in zip(caches, lengths, strict=True)) > NATIVE_ROWS_POSITIONS):
             return None
         native, state, path = model
-        positions = tuple(c.length for c in caches)
-        for cache in caches:
-            cache.reserve(1)
-        m, embed = len(caches), self.w.embed
-        ids = np.asarray(tokens, dtype=np.int64)
-        x = np.ascontiguousarray(embed.q[:, ids].T * embed.scale[ids][:, None])  # (M, hidden): as _forward_segments
+        ids = np.concatenate([tokens.reshape(-1) for tokens, _ in segments])
+        positions = tuple(c.length + i for c, n in zip(caches, lengths, strict=True) for i in range(n))
+        for cache, n in zip(caches, lengths, strict=True):
+            cache.reserve(n)
+        specs = [(c.keys, c.values, c.own + i) for c, n in zip(caches, lengths, strict=True) for i in range(n)]
+        m, embed = len(ids), self.w.embed
+        x = np.ascontiguousarray(embed.q[:, ids].T * embed.scale[ids][:, None])  # (M, hidden): as below
         group = self.n_heads // self.n_kv_heads
         rows = np.empty((self.n_kv_heads, m * group, self.head_dim))  # every row's queries, written by the step
         own_top = np.empty((self.n_kv_heads, m * group), np.int64)  # their maxima over their own keys
@@ -557,15 +559,21 @@ class ExactLM:
             def products(matrix: int, k: int) -> np.ndarray:
                 return np.ascontiguousarray(self.products(batch[: m * k].reshape(m, k), matrices[matrix]), np.int32)
 
-        specs = [(c.keys, c.values, c.own) for c in caches]
         if not native.step_many(state, x, positions, specs, attend, rows, own_top, products, staging, path):
             return None
-        for cache in caches:
-            cache.own += 1
-        return x
+        out, lo = [], 0
+        for cache, n in zip(caches, lengths, strict=True):
+            cache.own += n
+            out.append(x[lo : lo + n])
+            lo += n
+        return out
 
     def _forward_segments(self, segments: Sequence[tuple[Sequence[int] | np.ndarray, KVCache]]) -> list[np.ndarray]:
         """:meth:`forward_many` in one pass."""
+        if self.native_step and len(segments) and all(len(t) for t, _ in segments):
+            hidden = self._native_forward_segments([(np.asarray(t, dtype=np.int64), c) for t, c in segments])
+            if hidden is not None:
+                return hidden
         ids = np.concatenate([np.asarray(t, dtype=np.int64).reshape(-1) for t, _ in segments])
         spans: list[tuple[int, int, KVCache]] = []  # rows [lo, hi) continue cache
         for tokens, cache in segments:
@@ -630,6 +638,10 @@ class ExactLM:
 
 
 _TABLE_CHUNK = 64  # rows of (N, vocab) temporaries at a time: bounded memory for long texts
+
+NATIVE_ROWS_POSITIONS = 1 << 18
+"""The most row-positions (each row's own keys, summed over the rows) one native ``step_many``
+call takes: its scores and weights are 16 bytes per head and row-position (38 MB here)."""
 
 PREFILL_CHUNK = 32
 """Tokens of one segment evaluated per pass (:meth:`ExactLM.forward_many`): attention's

@@ -1,4 +1,5 @@
-/* One decode step of the exact runtime for a single row (semcodec.models.exact.ExactLM), native.
+/* One decode step of the exact runtime for a single row (semcodec.models.exact.ExactLM), native;
+ * and step_many, the same step for several rows in lockstep (at the end of this file).
  *
  * step(model, x, position, keys, values, own, attend, rows, own_top, path) runs every layer of one
  * token's row in place, with the same IEEE binary64 operations in the same order as the numpy
@@ -10,7 +11,8 @@
  *   products  y[n] = ((double)(q . w[:, n]) * x_scale) * w_scale[n]   (semcodec_products: exact int32)
  *   RoPE      heads 0 .. H+KV-1, pair j of position p: (e*c + o*(-s), o*c + e*s), c, s = cos, sin[p, j]
  *   fixed pt  q, k: rint(clip(y * 2**10, +-QK_LIMIT)); v: rint(clip(y * 2**12, +-V_LIMIT))
- *   attention own keys t <= own: s_t = q.k_t (int64, exact: |s| < 2**46); the prefix's part by
+ *   attention own keys t <= own: s_t = q.k_t (int64, exact: |s| < 2**46), in blocks of OWN_BLOCK
+ *             positions shared among the threads; the prefix's part by
  *             attend(layer) (the native prefix kernel, given the own maxima); p_t =
  *             E16[min((top - s_t + 2**(shift-1)) >> shift, len - 1)]; out = ((double)sum p v +
  *             prefix num) / (double)(sum p + prefix z) / 2**12
@@ -20,6 +22,11 @@
  *
  * quantize(y, amax_int): scale = max|y| / amax_int (1 for a zero row); q = rint(y / scale), clipped
  * to +-amax_int first when the scale is not a normal number (exact.py's quantize_rows).
+ *
+ * Code paths (`path`, the products' path name): "plain" keeps every part in C; any other path
+ * takes the AVX2 loops for the elementwise rules (the same IEEE operations per element; the
+ * reductions are a maximum, an OR and sums of integers, which no order changes) and the AVX2 + FMA
+ * own attention, or its AVX-512 form with "vnni" on a CPU with AVX-512F.
  *
  * Exactness: the integer parts are exact in int32 (bounds.h) and int64 (scores < 2**46, sum p v <
  * 2**53 for at most MAX_POSITIONS positions); the float parts are single IEEE operations, compiled
@@ -1052,10 +1059,14 @@ done:
 
 /* -- many rows in lockstep ------------------------------------------------------------------------
  *
- * step_many runs one token of each of M caches through every layer: the rows share each weight
- * product (one pass over the weights for all of them) and the prefix's attention (one attend call
- * per layer for all rows); everything else is the single-row step's code, row by row, so each row
- * gets exactly the bits step() (and the numpy code) gives it alone. The products of M rows are
+ * step_many runs M rows through every layer: the rows share each weight product (one pass over
+ * the weights for all of them) and the prefix's attention (one attend call per layer for all
+ * rows); everything else is the single-row step's code, row by row, so each row gets exactly the
+ * bits step() (and the numpy code) gives it. A row is one token continuing a cache at index own;
+ * several rows may continue one cache at consecutive indices (a prefill): rows run in order, so
+ * each row's key and value are stored before a later row of its cache reads them, and a row
+ * never reads past its own index (the numpy code's causal mask gives the positions past it a
+ * weight of 0, which adds nothing). The products of M rows are
  * native (products None) or a Python callback products(matrix, k) -> (M, N) int32 that reads the
  * M rows of the int8 buffer `staging` (matrix = 4 * layer + 0 qkv, 1 o, 2 gate_up, 3 down): past a
  * few rows onnxruntime's MLAS is faster (kernels.NATIVE_MAX_ROWS). */
@@ -1387,10 +1398,14 @@ PyObject *semcodec_step_many(PyObject *self, PyObject *args) {
         const Py_ssize_t pos = PyLong_AsSsize_t(PyTuple_GET_ITEM(pos_obj, r));
         if (pos == -1 && PyErr_Occurred()) goto done;
         if (!lane_open(m, PyList_GET_ITEM(caches, r), pos, vector, &lanes[r])) goto done;
-        for (Py_ssize_t q = 0; q < r; q++)
+        for (Py_ssize_t q = r - 1; q >= 0; q--)  /* the last earlier row of the same cache, if any */
             if (lanes[q].kb.buf == lanes[r].kb.buf || lanes[q].vb.buf == lanes[r].vb.buf) {
-                PyErr_SetString(PyExc_ValueError, "step_many: two rows continue the same cache");
-                goto done;
+                if (lanes[q].kb.buf != lanes[r].kb.buf || lanes[q].vb.buf != lanes[r].vb.buf ||
+                    lanes[r].own != lanes[q].own + 1) {
+                    PyErr_SetString(PyExc_ValueError, "step_many: rows of one cache must take consecutive indices");
+                    goto done;
+                }
+                break;
             }
         lanes[r].s.x = (double *)xb.buf + r * m->hidden;
     }

@@ -23,7 +23,8 @@ PyObject *semcodec_step_many(PyObject *self, PyObject *args);
 #define SEMCODEC_STEP_MANY_DOC                                                                            \
     "step_many(model, x, positions, caches, attend, rows, own_top, products, staging, path=None) -> bool: "   \
     "step() for M rows in lockstep, each continuing its own cache: x (M, hidden) float64 in place, "          \
-    "positions a tuple of M ints, caches a list of M (keys, values, own), distinct. The rows share each "     \
+    "positions a tuple of M ints, caches a list of M (keys, values, own); rows of one cache take "          \
+    "consecutive indices, in order (a prefill). The rows share each "                                       \
     "weight product and one attend(layer) per layer over rows (KV, M G, D) and own_top (KV, M G) (row b's "   \
     "head h G + g at [h, b G + g]). products: None (native) or products(matrix, k) -> (M, N) int32 of the " \
     "M rows of staging (int8, at least M * max(hidden, ffn, heads * head_dim)), matrix = 4 layer + (0 qkv, 1 o, 2 gate_up, "  \
