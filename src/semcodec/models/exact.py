@@ -21,10 +21,12 @@ Why it is exact (the argument is normative: SPEC §5):
 * Each token's row is computed from that row alone, except attention, which is integer
   arithmetic over the cache: whole-sequence, incremental and batched evaluation agree
   bit for bit.
-* A single token's step runs in C where the native products run (``native/step.c``,
-  :meth:`ExactLM._native_forward_one`): the same IEEE operations in the same order, compiled
-  without contraction, so the same bits (``tests/test_native_step.py``); this numpy code is
-  the specification it follows and runs everything else (prefills, batches, other kernels).
+* Steps run in C where the native products run (``native/step.c``): a single token's
+  (:meth:`ExactLM._native_forward_one`) and several rows at once, caches in lockstep and
+  prefills (:meth:`ExactLM._native_forward_segments`), with the same IEEE operations in the
+  same order, compiled without contraction, so the same bits (``tests/test_native_step.py``);
+  this numpy code is the specification they follow, and runs where they do not (other
+  kernels, no compiler, a value that is not finite).
 
     >>> from semcodec.models import load_model
     >>> lm = load_model(0).lm
@@ -252,7 +254,7 @@ class ExactLM:
         self._attention_exp = np.append(weights.attention_exp_table, 0)
         self._prefix_backend = "numpy" if self.products.name == "numpy" else "int8"  # attention over a prefix
         self.native_step = True
-        """Run single-token steps in ``native/step.c`` where it is built and the products are native
+        """Run steps and prefills in ``native/step.c`` where it is built and the products are native
         (the same bits as the numpy code; tests and benchmarks turn it off to compare)."""
         self.native_tables = True
         """Compute frequency tables in ``native/frequencies.c`` where it is built (the same integers

@@ -9,9 +9,10 @@ in any order, so the kernel is a free choice: the tables never depend on it.
 * :class:`NativeProducts` (``native``, the default where the optional extension
   :mod:`semcodec.models._products` is built): the products in C (AVX512-VNNI, AVX-VNNI, AVX2
   or plain C; ``native/products.c``), on the cache's int8 weights in place, the columns split
-  across the machine's cores; a single token's whole step runs beside them
-  (``native/step.c``). More rows than :attr:`NativeProducts.max_rows` (:data:`NATIVE_MAX_ROWS`:
-  128 with AVX2, where it was measured to beat onnxruntime at every count) go to onnxruntime.
+  across the machine's cores; the whole step runs beside them (``native/step.c``). More rows
+  than :attr:`NativeProducts.max_rows` (:data:`NATIVE_MAX_ROWS`: 128 with AVX2, where it was
+  measured to beat onnxruntime at every count; 2 with VNNI) go to onnxruntime, called back from
+  the native step for batches.
 * :class:`OnnxProducts` (``int8``): onnxruntime's ``MatMulInteger`` on
   uint8 × int8 (MLAS, VNNI where the CPU has it), one quarter of float32's bytes.
 * :class:`NumpyProducts` (``numpy``): integer-valued float32 through numpy's BLAS (the

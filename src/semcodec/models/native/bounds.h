@@ -33,6 +33,7 @@
 #define P_MAX (1 << 16)
 #define MAX_POSITIONS 8191   /* T * 2**40 < 2**53 */
 #define MAX_DIM 64           /* D * 2**40 <= 2**46 */
+#define MAX_GROUP 8          /* query heads per kv head (SmolLM2-135M: 3): the step's register blocks */
 #define MAX_SHIFT 40
 #define SCORE_LIMIT ((int64_t)1 << 46)  /* |q.k| < 2**46: the largest own_max attend accepts */
 

@@ -53,6 +53,7 @@
 #include "products.h"
 #include "step.h"
 #include "buffers.h"
+#include "own_attention.h"
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(SEMCODEC_PLAIN_C)
 #include <immintrin.h>
@@ -65,7 +66,6 @@
 #define QK_FRACTION_BITS 10  /* SPEC section 5, step 4: queries and keys are rint(y * 2**10) */
 #define V_FRACTION_BITS 12   /* values: rint(y * 2**12) */
 #define RMS_STEPS 32767.0    /* SPEC section 5, step 3: the sum of squares' 16-bit image */
-#define MAX_GROUP 8          /* query heads per kv head (SmolLM2-135M: 3) */
 #define N_TABLES 4
 #define N_LAYER_ARRAYS 10
 
@@ -476,212 +476,21 @@ static void scaled_products(const int8_t *q, double x_scale, const int8_t *w, co
 }
 
 
-/* -- attention over the cache's own keys: scalar int64, or float64 on AVX2 + FMA or AVX-512 ------
+/* -- attention over the cache's own keys (own_attention.c's kernels, in blocks) ---------------------
  *
  * The own keys are cut into blocks of OWN_BLOCK positions; a block holds every kv head, so its
- * rows are read once, in address order, and blocks are shared out among the threads.
- * own_scores(.., t0, t1, sc): sc[h G + g, t] = q[h, g] . k[t, h] for t in [t0, t1), every kv head
- * h and each of its G query rows g (q: (KV, G, D) integers; sc: (KV G, T)).
- * own_weigh(p, .., t0, t1, num): num[h G + g, d] = sum_{t0 <= t < t1} p[h G + g, t] v[t, h, d],
- * the block's part of the weighted values (p: (KV G, T), the weights E16[...] of the scores).
- * The vector paths multiply the same integers in float64: |q k| < 2**40, a row's sum < 2**46, and
- * p v < 2**40 with at most MAX_POSITIONS terms < 2**53, so every product and partial sum (a
- * block's, and the blocks' total) is exact and FMA, lanes, blocks and order change no bit
- * (bounds.h). */
+ * rows are read once, in address order, and blocks are shared out among the threads. Every sum
+ * is of integers (own_attention.h), so the blocks' totals are the numpy code's. */
 
 #define OWN_BLOCK 128  /* positions per block: a block's keys or values (128 x 768 B) stay in L2 */
 
-static void own_scores_plain(const double *q, const int32_t *k_layer, Py_ssize_t KV, Py_ssize_t D, Py_ssize_t G,
-                             Py_ssize_t T, Py_ssize_t t0, Py_ssize_t t1, int64_t *sc) {
-    int64_t qi[MAX_GROUP * MAX_DIM];
-    for (Py_ssize_t h = 0; h < KV; h++) {
-        for (Py_ssize_t i = 0; i < G * D; i++) qi[i] = (int64_t)q[h * G * D + i];
-        for (Py_ssize_t t = t0; t < t1; t++) {
-            const int32_t *kt = k_layer + (t * KV + h) * D;
-            for (Py_ssize_t g = 0; g < G; g++) {
-                int64_t acc = 0;
-                for (Py_ssize_t d = 0; d < D; d++) acc += qi[g * D + d] * (int64_t)kt[d];
-                sc[(h * G + g) * T + t] = acc;
-            }
-        }
-    }
+/* The own attention's path (and the AVX2 arithmetic's, unless OWN_PLAIN) for a products path:
+ * "plain" keeps every part in C; "vnni" (an AVX-512 CPU) takes the AVX-512 kernels; the others
+ * AVX2 + FMA where the CPU has them. */
+static int own_path(int level) {
+    return semcodec_own_path(level == PATH_PLAIN ? OWN_PLAIN : level == PATH_VNNI ? OWN_AVX512 : OWN_AVX2);
 }
 
-static void own_weigh_plain(const int64_t *p, const int32_t *v_layer, Py_ssize_t KV, Py_ssize_t D, Py_ssize_t G,
-                            Py_ssize_t T, Py_ssize_t t0, Py_ssize_t t1, double *num) {
-    for (Py_ssize_t row = 0; row < KV * G; row++) {
-        const Py_ssize_t h = row / G;
-        int64_t acc[MAX_DIM] = {0};
-        for (Py_ssize_t t = t0; t < t1; t++) {
-            const int64_t pt = p[row * T + t];
-            if (!pt) continue;
-            const int32_t *vt = v_layer + (t * KV + h) * D;
-            for (Py_ssize_t d = 0; d < D; d++) acc[d] += pt * (int64_t)vt[d];
-        }
-        for (Py_ssize_t d = 0; d < D; d++) num[row * D + d] = (double)acc[d];  /* |acc| < 2**53: exact */
-    }
-}
-
-#ifdef HAVE_AVX2_FMA
-
-AVX2_FMA static void own_scores_avx2(const double *q, const int32_t *k_layer, Py_ssize_t KV, Py_ssize_t D,
-                                     Py_ssize_t G, Py_ssize_t T, Py_ssize_t t0, Py_ssize_t t1, int64_t *sc) {
-    /* Each key row is converted once and serves the G query rows (at most MAX_GROUP, 4 at a time). */
-    for (Py_ssize_t h = 0; h < KV; h++)
-        for (Py_ssize_t g0 = 0; g0 < G; g0 += 4) {
-            const Py_ssize_t rows = G - g0 < 4 ? G - g0 : 4;
-            const double *qh = q + (h * G + g0) * D;
-            for (Py_ssize_t t = t0; t < t1; t++) {
-                const int32_t *kt = k_layer + (t * KV + h) * D;
-                __m256d acc[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()};
-                for (Py_ssize_t d = 0; d < D; d += 4) {
-                    const __m256d k = _mm256_cvtepi32_pd(_mm_loadu_si128((const __m128i *)(kt + d)));
-                    for (Py_ssize_t r = 0; r < rows; r++)
-                        acc[r] = _mm256_fmadd_pd(_mm256_loadu_pd(qh + r * D + d), k, acc[r]);
-                }
-                for (Py_ssize_t r = 0; r < rows; r++) {
-                    __m128d s2 = _mm_add_pd(_mm256_castpd256_pd128(acc[r]), _mm256_extractf128_pd(acc[r], 1));
-                    s2 = _mm_add_sd(s2, _mm_unpackhi_pd(s2, s2));
-                    sc[(h * G + g0 + r) * T + t] = (int64_t)_mm_cvtsd_f64(s2);
-                }
-            }
-        }
-}
-
-AVX2_FMA static void own_weigh_avx2(const int64_t *p, const int32_t *v_layer, Py_ssize_t KV, Py_ssize_t D,
-                                    Py_ssize_t G, Py_ssize_t T, Py_ssize_t t0, Py_ssize_t t1, double *num) {
-    for (Py_ssize_t row = 0; row < KV * G; row++) {
-        const Py_ssize_t h = row / G;
-        __m256d acc[MAX_DIM / 4];
-        for (Py_ssize_t i = 0; i < D / 4; i++) acc[i] = _mm256_setzero_pd();
-        for (Py_ssize_t t = t0; t < t1; t++) {
-            const int64_t pt = p[row * T + t];
-            if (!pt) continue;
-            const __m256d pv = _mm256_set1_pd((double)pt);
-            const int32_t *vt = v_layer + (t * KV + h) * D;
-            for (Py_ssize_t i = 0; i < D / 4; i++)
-                acc[i] = _mm256_fmadd_pd(pv, _mm256_cvtepi32_pd(_mm_loadu_si128((const __m128i *)(vt + 4 * i))), acc[i]);
-        }
-        for (Py_ssize_t i = 0; i < D / 4; i++) _mm256_storeu_pd(num + row * D + 4 * i, acc[i]);
-    }
-}
-
-/* Without these the loads of a long cache stall: the rows come from memory, in steps of 768 B
- * for one head's 256 B in own_weigh. A prefetch past the cache's end is harmless (no fault). */
-#define PREFETCH_AHEAD 16  /* positions */
-static inline void prefetch_row(const int32_t *row, Py_ssize_t n) {
-    for (Py_ssize_t i = 0; i < n; i += 16) _mm_prefetch((const char *)(row + i), _MM_HINT_T0);
-}
-
-/* AVX-512: a row's D dims are D/8 vectors, held in registers when D and G are the constants the
- * callers below pass (SmolLM2: D = 64, G = 3), so the compiler unrolls every inner loop. */
-AVX512 INLINE void scores_avx512_body(const double *q, const int32_t *k_layer, Py_ssize_t KV, const Py_ssize_t D,
-                                      const Py_ssize_t G, Py_ssize_t T, Py_ssize_t t0, Py_ssize_t t1, int64_t *sc) {
-    for (Py_ssize_t t = t0; t < t1; t++) {
-        prefetch_row(k_layer + (t + PREFETCH_AHEAD) * KV * D, KV * D);
-        for (Py_ssize_t h = 0; h < KV; h++) {
-            const int32_t *kt = k_layer + (t * KV + h) * D;
-            __m512d k[MAX_DIM / 8];
-            for (Py_ssize_t c = 0; c < D / 8; c++) k[c] = _mm512_cvtepi32_pd(_mm256_loadu_si256((const __m256i *)(kt + 8 * c)));
-            for (Py_ssize_t g = 0; g < G; g++) {
-                const double *qg = q + (h * G + g) * D;
-                __m512d a0 = _mm512_mul_pd(_mm512_loadu_pd(qg), k[0]), a1 = _mm512_setzero_pd();
-                for (Py_ssize_t c = 1; c < D / 8; c++) {  /* two chains: half the FMA latency per row */
-                    if (c & 1) a1 = _mm512_fmadd_pd(_mm512_loadu_pd(qg + 8 * c), k[c], a1);
-                    else a0 = _mm512_fmadd_pd(_mm512_loadu_pd(qg + 8 * c), k[c], a0);
-                }
-                sc[(h * G + g) * T + t] = (int64_t)_mm512_reduce_add_pd(_mm512_add_pd(a0, a1));
-            }
-        }
-    }
-}
-
-AVX512 static void own_scores_avx512(const double *q, const int32_t *k_layer, Py_ssize_t KV, Py_ssize_t D,
-                                     Py_ssize_t G, Py_ssize_t T, Py_ssize_t t0, Py_ssize_t t1, int64_t *sc) {
-    if (D == 64 && G == 3) scores_avx512_body(q, k_layer, KV, 64, 3, T, t0, t1, sc);
-    else scores_avx512_body(q, k_layer, KV, D, G, T, t0, t1, sc);
-}
-
-AVX512 INLINE void weigh_avx512_body(const int64_t *p, const int32_t *v_layer, Py_ssize_t KV, const Py_ssize_t D,
-                                     const Py_ssize_t G, Py_ssize_t T, Py_ssize_t t0, Py_ssize_t t1, double *num) {
-    for (Py_ssize_t h = 0; h < KV; h++) {  /* one kv head's G rows at a time: G * D / 8 accumulators */
-        __m512d acc[MAX_GROUP][MAX_DIM / 8];
-        for (Py_ssize_t g = 0; g < G; g++)
-            for (Py_ssize_t c = 0; c < D / 8; c++) acc[g][c] = _mm512_setzero_pd();
-        const int64_t *ph = p + h * G * T;
-        for (Py_ssize_t t = t0; t < t1; t++) {
-            if (h == 0) prefetch_row(v_layer + (t + PREFETCH_AHEAD) * KV * D, KV * D);  /* the others find it in L2 */
-            int64_t any = 0;
-            for (Py_ssize_t g = 0; g < G; g++) any |= ph[g * T + t];
-            if (!any) continue;
-            __m512d pv[MAX_GROUP];
-            for (Py_ssize_t g = 0; g < G; g++) pv[g] = _mm512_set1_pd((double)ph[g * T + t]);
-            const int32_t *vt = v_layer + (t * KV + h) * D;
-            for (Py_ssize_t c = 0; c < D / 8; c++) {
-                const __m512d v = _mm512_cvtepi32_pd(_mm256_loadu_si256((const __m256i *)(vt + 8 * c)));
-                for (Py_ssize_t g = 0; g < G; g++) acc[g][c] = _mm512_fmadd_pd(pv[g], v, acc[g][c]);
-            }
-        }
-        for (Py_ssize_t g = 0; g < G; g++)
-            for (Py_ssize_t c = 0; c < D / 8; c++) _mm512_storeu_pd(num + (h * G + g) * D + 8 * c, acc[g][c]);
-    }
-}
-
-AVX512 static void own_weigh_avx512(const int64_t *p, const int32_t *v_layer, Py_ssize_t KV, Py_ssize_t D,
-                                    Py_ssize_t G, Py_ssize_t T, Py_ssize_t t0, Py_ssize_t t1, double *num) {
-    if (D == 64 && G == 3) weigh_avx512_body(p, v_layer, KV, 64, 3, T, t0, t1, num);
-    else weigh_avx512_body(p, v_layer, KV, D, G, T, t0, t1, num);
-}
-
-/* The block's maxima of each row's scores, and its weights E16[min((top - s + half) >> shift, last)]
- * with their sum: eight positions per vector (the same integers as the C loops of block_scores
- * and block_weigh; the index is an arithmetic shift of an int64, as there). */
-AVX512 static void block_maxima_avx512(const int64_t *sc, Py_ssize_t rows, Py_ssize_t T, Py_ssize_t t0, Py_ssize_t t1,
-                                       int64_t *top) {
-    for (Py_ssize_t row = 0; row < rows; row++) {
-        const int64_t *x = sc + row * T;
-        __m512i m = _mm512_set1_epi64(INT64_MIN);
-        Py_ssize_t t = t0;
-        for (; t + 8 <= t1; t += 8) m = _mm512_max_epi64(m, _mm512_loadu_si512((const void *)(x + t)));
-        int64_t best = _mm512_reduce_max_epi64(m);
-        for (; t < t1; t++) best = x[t] > best ? x[t] : best;
-        top[row] = best;
-    }
-}
-
-AVX512 static int64_t block_weights_avx512(const int64_t *sc, int64_t top, int64_t half, int shift, const int64_t *table,
-                                           int64_t last, Py_ssize_t t0, Py_ssize_t t1, int64_t *p) {
-    const __m512i vtop = _mm512_set1_epi64(top + half), vlast = _mm512_set1_epi64(last);
-    const __m128i count = _mm_cvtsi32_si128(shift);
-    __m512i sum = _mm512_setzero_si512();
-    Py_ssize_t t = t0;
-    for (; t + 8 <= t1; t += 8) {  /* top + half - s: the C loop's top - s + half, the same int64 */
-        __m512i idx = _mm512_sra_epi64(_mm512_sub_epi64(vtop, _mm512_loadu_si512((const void *)(sc + t))), count);
-        __m512i w = _mm512_i64gather_epi64(_mm512_min_epi64(idx, vlast), (const void *)table, 8);
-        _mm512_storeu_si512((void *)(p + t), w);
-        sum = _mm512_add_epi64(sum, w);
-    }
-    int64_t total = _mm512_reduce_add_epi64(sum);
-    for (; t < t1; t++) {
-        int64_t idx = (top - sc[t] + half) >> shift;
-        p[t] = table[idx < last ? idx : last];
-        total += p[t];
-    }
-    return total;
-}
-
-static int has_avx2_fma(void) {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-}
-
-static int has_avx512(void) {
-    __builtin_cpu_init();
-    return has_avx2_fma() && __builtin_cpu_supports("avx512f");
-}
-#endif
-
-enum { OWN_PLAIN = 0, OWN_AVX2 = 1, OWN_AVX512 = 2 };
 
 typedef struct {
     double *x, *tmp, *y, *att, *num_pre, *rows, *num_own;
@@ -712,26 +521,8 @@ static void block_scores(void *arg, long block) {
     const Py_ssize_t KV = m->kv, D = m->dim, G = m->heads / KV, H = m->heads, T = j->own + 1;
     const Py_ssize_t t0 = block * OWN_BLOCK, t1 = t0 + OWN_BLOCK < T ? t0 + OWN_BLOCK : T;
     const int32_t *k_layer = j->keys + (j->li * j->cap) * KV * D;
-#ifdef HAVE_AVX2_FMA
-    if (s->vector == OWN_AVX512)
-        own_scores_avx512(s->rows, k_layer, KV, D, G, T, t0, t1, s->scores);
-    else if (s->vector == OWN_AVX2)
-        own_scores_avx2(s->rows, k_layer, KV, D, G, T, t0, t1, s->scores);
-    else
-#endif
-        own_scores_plain(s->rows, k_layer, KV, D, G, T, t0, t1, s->scores);
-#ifdef HAVE_AVX2_FMA
-    if (s->vector == OWN_AVX512) {
-        block_maxima_avx512(s->scores, H, T, t0, t1, s->block_top + block * H);
-        return;
-    }
-#endif
-    for (Py_ssize_t row = 0; row < H; row++) {
-        const int64_t *sc = s->scores + row * T;
-        int64_t top = INT64_MIN;
-        for (Py_ssize_t t = t0; t < t1; t++) top = sc[t] > top ? sc[t] : top;
-        s->block_top[block * H + row] = top;
-    }
+    semcodec_own_scores(s->vector, s->rows, k_layer, KV, D, G, T, t0, t1, s->scores);
+    semcodec_own_maxima(s->vector, s->scores, H, T, t0, t1, s->block_top + block * H);
 }
 
 static void block_weigh(void *arg, long block) {
@@ -742,31 +533,12 @@ static void block_weigh(void *arg, long block) {
     const Py_ssize_t t0 = block * OWN_BLOCK, t1 = t0 + OWN_BLOCK < T ? t0 + OWN_BLOCK : T;
     const int32_t *v_layer = j->values + (j->li * j->cap) * KV * D;
     const int64_t half = (int64_t)1 << (m->shift - 1), last = m->att_len - 1;
-    for (Py_ssize_t row = 0; row < H; row++) {  /* weights p = E16[min((top - s + 2**(shift-1)) >> shift, len - 1)] */
-        const int64_t top = j->prefixed ? s->top[row] : s->own_top[row], *sc = s->scores + row * T;
-        int64_t *p = s->weights + row * T, sum = 0;
-#ifdef HAVE_AVX2_FMA
-        if (s->vector == OWN_AVX512) {
-            s->block_z[block * H + row] = block_weights_avx512(sc, top, half, m->shift, m->att_exp, last, t0, t1, p);
-            continue;
-        }
-#endif
-        for (Py_ssize_t t = t0; t < t1; t++) {
-            int64_t idx = (top - sc[t] + half) >> m->shift;
-            p[t] = m->att_exp[idx < last ? idx : last];
-            sum += p[t];
-        }
-        s->block_z[block * H + row] = sum;
+    for (Py_ssize_t row = 0; row < H; row++) {  /* the maxima over prefix and own keys, or own keys only */
+        const int64_t top = j->prefixed ? s->top[row] : s->own_top[row];
+        s->block_z[block * H + row] = semcodec_own_weights(s->vector, s->scores + row * T, top, half, m->shift,
+                                                           m->att_exp, last, t0, t1, s->weights + row * T);
     }
-    double *num = s->block_num + block * H * D;
-#ifdef HAVE_AVX2_FMA
-    if (s->vector == OWN_AVX512)
-        own_weigh_avx512(s->weights, v_layer, KV, D, G, T, t0, t1, num);
-    else if (s->vector == OWN_AVX2)
-        own_weigh_avx2(s->weights, v_layer, KV, D, G, T, t0, t1, num);
-    else
-#endif
-        own_weigh_plain(s->weights, v_layer, KV, D, G, T, t0, t1, num);
+    semcodec_own_weigh(s->vector, s->weights, v_layer, KV, D, G, T, t0, t1, s->block_num + block * H * D);
 }
 
 #define PARALLEL_POSITIONS 256  /* own keys from which the blocks are shared out among the threads */
@@ -1011,12 +783,7 @@ PyObject *semcodec_step(PyObject *self, PyObject *args) {
     s.block_top = malloc(sizeof(int64_t) * (size_t)(blocks * H));
     s.block_z = malloc(sizeof(int64_t) * (size_t)(blocks * H));
     s.block_num = malloc(sizeof(double) * (size_t)(blocks * H * D));
-#ifdef HAVE_AVX2_FMA
-    /* path "plain" keeps every part in C; "vnni" (an AVX-512 CPU) takes the AVX-512 attention */
-    s.vector = level == PATH_PLAIN ? OWN_PLAIN
-               : level == PATH_VNNI && has_avx512() ? OWN_AVX512
-               : has_avx2_fma() ? OWN_AVX2 : OWN_PLAIN;
-#endif
+    s.vector = own_path(level);
     if (!s.tmp || !s.y || !s.att || !s.num_pre || !s.q || !s.acc || !s.scores || !s.top || !s.z_pre || !s.weights ||
         !s.num_own || !s.block_top || !s.block_z || !s.block_num) {
         PyErr_NoMemory();
@@ -1388,11 +1155,7 @@ PyObject *semcodec_step_many(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "step_many: x, rows or own_top do not match the model and the rows");
         goto done;
     }
-    int vector = OWN_PLAIN;
-#ifdef HAVE_AVX2_FMA
-    vector = level == PATH_PLAIN ? OWN_PLAIN : level == PATH_VNNI && has_avx512() ? OWN_AVX512
-                                             : has_avx2_fma() ? OWN_AVX2 : OWN_PLAIN;
-#endif
+    const int vector = own_path(level);
     c.vec = vector != OWN_PLAIN;
     for (Py_ssize_t r = 0; r < M; r++) {
         const Py_ssize_t pos = PyLong_AsSsize_t(PyTuple_GET_ITEM(pos_obj, r));
