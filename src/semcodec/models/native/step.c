@@ -468,14 +468,6 @@ static double rms_quantize(const Model *m, const double *x, const double *gain, 
     return scale / rms;
 }
 
-/* y = (products * x_scale) * w_scale, as exact.py's _matmul. */
-static void scaled_products(const int8_t *q, double x_scale, const int8_t *w, const double *w_scale, Py_ssize_t k,
-                            Py_ssize_t n, int level, int32_t *acc, double *y, int vec) {
-    semcodec_products(q, w, acc, 1, k, n, level);
-    scale_products(acc, x_scale, w_scale, n, y, vec);
-}
-
-
 /* -- attention over the cache's own keys (own_attention.c's kernels, in blocks) ---------------------
  *
  * The own keys are cut into blocks of OWN_BLOCK positions; a block holds every kv head, so its
@@ -493,11 +485,9 @@ static int own_path(int level) {
 
 
 typedef struct {
-    double *x, *tmp, *y, *att, *num_pre, *rows, *num_own;
+    double *x, *tmp, *att, *num_pre, *rows, *num_own;
     int64_t *weights;
     int vector;  /* OWN_*: the own-attention path; not OWN_PLAIN: the AVX2 arithmetic too */
-    int8_t *q;
-    int32_t *acc;
     int64_t *scores, *own_top, *top, *z_pre;
     int64_t *block_top, *block_z;  /* (blocks, H): each block's maxima and weight sums */
     double *block_num;             /* (blocks, H, D): each block's weighted values */
@@ -586,104 +576,6 @@ static void own_outputs(const Model *m, Py_ssize_t own, int prefixed, Scratch *s
     }
 }
 
-/* Part one of the attention block: norm, q/k/v, RoPE, fixed point, the new key and value stored at
- * `own`, the query rows and each row's maximum over its own keys. 0 when not finite. */
-static int attention_in(const Model *m, const Layer *l, Py_ssize_t li, Py_ssize_t pos, int32_t *keys, int32_t *values,
-                        Py_ssize_t cap, Py_ssize_t own, int level, Scratch *s) {
-    const Py_ssize_t H = m->heads, KV = m->kv, D = m->dim, qkv_n = (H + 2 * KV) * D;
-    const double xs = rms_quantize(m, s->x, l->attn_norm, m->amax_hidden, s->tmp, s->q, s->vector);
-    if (isnan(xs)) return 0;
-    scaled_products(s->q, xs, l->qkv, l->qkv_scale, m->hidden, qkv_n, level, s->acc, s->y, s->vector);
-    if (!finite_rows(s->y, qkv_n, s->vector)) return 0;
-    const double *c = m->cos + pos * (D / 2), *sn = m->sin + pos * (D / 2);
-    for (Py_ssize_t h = 0; h < H + KV; h++) {  /* RoPE: queries and keys (values keep x * 1 + x' * 0 = x) */
-        double *r = s->y + h * D;
-        for (Py_ssize_t j = 0; j < D / 2; j++) {
-            const double e = r[2 * j], o = r[2 * j + 1];
-            const double e1 = e * c[j], o1 = o * (-sn[j]);
-            const double o2 = o * c[j], e2 = e * sn[j];
-            r[2 * j] = e1 + o1;
-            r[2 * j + 1] = o2 + e2;
-        }
-    }
-    const double qk_scale = (double)(1 << QK_FRACTION_BITS), v_scale = (double)(1 << V_FRACTION_BITS);
-    fixed_point(s->y, (H + KV) * D, qk_scale, (double)QK_LIMIT, s->vector);
-    fixed_point(s->y + (H + KV) * D, KV * D, v_scale, (double)V_LIMIT, s->vector);
-    int32_t *k_row = keys + ((li * cap + own) * KV) * D, *v_row = values + ((li * cap + own) * KV) * D;
-    for (Py_ssize_t i = 0; i < KV * D; i++) {
-        k_row[i] = (int32_t)s->y[H * D + i];
-        v_row[i] = (int32_t)s->y[(H + KV) * D + i];
-    }
-    memcpy(s->rows, s->y, sizeof(double) * (size_t)(H * D));  /* (KV, G, D): row g of kv head h is head h * G + g */
-    OwnJob job = {m, li, cap, own, keys, values, 0, s};
-    attend_blocks(block_scores, &job);
-    own_maxima(m, own, s);
-    return 1;
-}
-
-/* Part two: the own keys' weights (with the rows' maxima `top` over prefix and own keys), the
- * weighted values joined with the prefix's (num_pre, z_pre; NULL: none), o, then the MLP. */
-static int attention_out_mlp(const Model *m, const Layer *l, Py_ssize_t li, int32_t *values, Py_ssize_t cap,
-                             Py_ssize_t own, int prefixed, int level, Scratch *s) {
-    const Py_ssize_t H = m->heads, D = m->dim;
-    OwnJob job = {m, li, cap, own, NULL, values, prefixed, s};
-    attend_blocks(block_weigh, &job);
-    own_outputs(m, own, prefixed, s);
-    const Py_ssize_t hidden = m->hidden, ffn = m->ffn;
-    double as = quantize(s->att, H * D, m->amax_hidden, s->q, s->vector);
-    if (isnan(as)) return 0;
-    scaled_products(s->q, as, l->o, l->o_scale, H * D, hidden, level, s->acc, s->y, s->vector);
-    add_into(s->x, s->y, hidden, s->vector);
-    /* MLP: down(silu(gate(x)) * up(x)) */
-    const double xs = rms_quantize(m, s->x, l->ffn_norm, m->amax_hidden, s->tmp, s->q, s->vector);
-    if (isnan(xs)) return 0;
-    scaled_products(s->q, xs, l->gate_up, l->gate_up_scale, hidden, 2 * ffn, level, s->acc, s->y, s->vector);
-    if (!finite_rows(s->y, 2 * ffn, s->vector)) return 0;
-    silu_times_up(m, s->y, s->vector);
-    const double hs = quantize(s->y, ffn, m->amax_ffn, s->q, s->vector);
-    if (isnan(hs)) return 0;
-    scaled_products(s->q, hs, l->down, l->down_scale, ffn, hidden, level, s->acc, s->tmp, s->vector);
-    add_into(s->x, s->tmp, hidden, s->vector);
-    return 1;
-}
-
-/* attend(layer) -> (num, z, top), copied into the scratch. 0 with an exception set on failure. */
-static int call_attend(PyObject *attend, Py_ssize_t li, Py_ssize_t rows, Py_ssize_t dim, Scratch *s) {
-    PyObject *res = PyObject_CallFunction(attend, "n", li);
-    if (!res) return 0;
-    int ok = 0;
-    Py_buffer b[3];
-    int got = 0;
-    if (!PyTuple_Check(res) || PyTuple_GET_SIZE(res) != 3) {
-        PyErr_SetString(PyExc_TypeError, "attend must return (num, z, top)");
-        goto done;
-    }
-    const Py_ssize_t want[3] = {rows * dim * 8, rows * 8, rows * 8};
-    const char kinds[3] = {'d', 'q', 'q'};
-    for (; got < 3; got++) {
-        if (PyObject_GetBuffer(PyTuple_GET_ITEM(res, got), &b[got], PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) goto done;
-        if (b[got].len != want[got] || !holds(&b[got], kinds[got])) {
-            got++;
-            PyErr_SetString(PyExc_ValueError, "attend's results have the wrong type or size");
-            goto done;
-        }
-    }
-    memcpy(s->num_pre, b[0].buf, (size_t)want[0]);
-    memcpy(s->z_pre, b[1].buf, (size_t)want[1]);
-    memcpy(s->top, b[2].buf, (size_t)want[2]);
-    for (Py_ssize_t i = 0; i < rows; i++)  /* what attend promises; anything else would index E16 out of bounds */
-        if (s->top[i] < s->own_top[i] || s->top[i] > SCORE_LIMIT || s->z_pre[i] < 0 ||
-            s->z_pre[i] > (int64_t)MAX_POSITIONS * P_MAX) {
-            PyErr_SetString(PyExc_ValueError, "attend's maxima or weight sums are outside their bounds");
-            goto done;
-        }
-    ok = 1;
-done:
-    for (int i = 0; i < got; i++) PyBuffer_Release(&b[i]);
-    Py_DECREF(res);
-    return ok;
-}
-
 static int writable(PyObject *obj, Py_buffer *b, char kind, Py_ssize_t ndim, const char *what) {
     if (PyObject_GetBuffer(obj, b, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0) return 0;
     if (b->ndim != ndim || !holds(b, kind)) {
@@ -697,8 +589,8 @@ static int writable(PyObject *obj, Py_buffer *b, char kind, Py_ssize_t ndim, con
 /* The scores and weights of a long cache: H * (own + 1) int64 each, past malloc's mmap threshold
  * from about 1,800 own positions, so a fresh buffer per step would cost a map, page faults and an
  * unmap. Kept per thread (steps of other caches may run on other threads), grown, never shrunk:
- * at most 2 * heads * MAX_POSITIONS int64 (1.2 MB for SmolLM2). A step that starts while the
- * thread's buffer is in use (from within attend) gets its own. NULL when out of memory. */
+ * at most 2 * heads * MAX_POSITIONS int64 (1.2 MB for SmolLM2). While it is in use (a step's
+ * later lanes, a step run from within attend) a fresh buffer is made. NULL when out of memory. */
 static _Thread_local int64_t *kept_scratch = NULL;
 static _Thread_local Py_ssize_t kept_size = 0;
 static _Thread_local int kept_busy = 0;
@@ -720,110 +612,6 @@ static void give_scratch(int64_t *buffer) {
     else free(buffer);
 }
 
-PyObject *semcodec_step(PyObject *self, PyObject *args) {
-    (void)self;
-    PyObject *capsule, *x_obj, *k_obj, *v_obj, *attend, *rows_obj, *top_obj;
-    Py_ssize_t pos, own;
-    const char *path = NULL;
-    if (!PyArg_ParseTuple(args, "OOnOOnOOO|z:step", &capsule, &x_obj, &pos, &k_obj, &v_obj, &own, &attend, &rows_obj,
-                          &top_obj, &path))
-        return NULL;
-    Model *m = (Model *)PyCapsule_GetPointer(capsule, CAPSULE);
-    if (!m) return NULL;
-    int level;
-    if (semcodec_products_level(path, &level) < 0) return NULL;
-    const int prefixed = attend != Py_None;
-    if (prefixed && !PyCallable_Check(attend)) {
-        PyErr_SetString(PyExc_TypeError, "attend must be callable or None");
-        return NULL;
-    }
-    Py_buffer xb, kb, vb, rb, tb;
-    int held = 0;
-    PyObject *result = NULL;
-    Scratch s = {0};
-    if (!writable(x_obj, &xb, 'd', 1, "x")) goto done;
-    held = 1;
-    if (!writable(k_obj, &kb, 'i', 4, "keys")) goto done;
-    held = 2;
-    if (!writable(v_obj, &vb, 'i', 4, "values")) goto done;
-    held = 3;
-    if (!writable(rows_obj, &rb, 'd', 3, "rows")) goto done;
-    held = 4;
-    if (!writable(top_obj, &tb, 'q', 2, "own_top")) goto done;
-    held = 5;
-    const Py_ssize_t H = m->heads, KV = m->kv, D = m->dim, cap = kb.shape[1];
-    if (xb.shape[0] != m->hidden || kb.shape[0] != m->n_layers || kb.shape[2] != KV || kb.shape[3] != D ||
-        vb.shape[0] != kb.shape[0] || vb.shape[1] != cap || vb.shape[2] != KV || vb.shape[3] != D ||
-        rb.shape[0] != KV || rb.shape[1] != H / KV || rb.shape[2] != D || tb.shape[0] != KV || tb.shape[1] != H / KV) {
-        PyErr_SetString(PyExc_ValueError, "step: x, the cache, rows or own_top do not match the model");
-        goto done;
-    }
-    if (own < 0 || own >= cap || pos < 0 || pos >= m->positions || own + 1 > MAX_POSITIONS) {
-        PyErr_Format(PyExc_ValueError, "step: position %zd / cache index %zd out of range", pos, own);
-        goto done;
-    }
-    const Py_ssize_t wide = m->ffn > m->hidden ? 2 * m->ffn : 2 * m->hidden;
-    const Py_ssize_t qkv_n = (H + 2 * KV) * D;
-    const Py_ssize_t big = wide > qkv_n ? wide : qkv_n;
-    s.x = (double *)xb.buf;
-    s.rows = (double *)rb.buf;
-    s.own_top = (int64_t *)tb.buf;
-    s.tmp = malloc(sizeof(double) * (size_t)big);
-    s.y = malloc(sizeof(double) * (size_t)big);
-    s.att = malloc(sizeof(double) * (size_t)(H * D));
-    s.num_pre = malloc(sizeof(double) * (size_t)(H * D));
-    s.q = malloc((size_t)big);
-    s.acc = malloc(sizeof(int32_t) * (size_t)big);
-    s.scores = take_scratch(2 * H * (own + 1));  /* scores, then weights */
-    s.top = malloc(sizeof(int64_t) * (size_t)H);
-    s.z_pre = malloc(sizeof(int64_t) * (size_t)H);
-    s.weights = s.scores ? s.scores + H * (own + 1) : NULL;
-    s.num_own = malloc(sizeof(double) * (size_t)(H * D));
-    const Py_ssize_t blocks = own_blocks(own + 1);
-    s.block_top = malloc(sizeof(int64_t) * (size_t)(blocks * H));
-    s.block_z = malloc(sizeof(int64_t) * (size_t)(blocks * H));
-    s.block_num = malloc(sizeof(double) * (size_t)(blocks * H * D));
-    s.vector = own_path(level);
-    if (!s.tmp || !s.y || !s.att || !s.num_pre || !s.q || !s.acc || !s.scores || !s.top || !s.z_pre || !s.weights ||
-        !s.num_own || !s.block_top || !s.block_z || !s.block_num) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    int finite = 1;
-    for (Py_ssize_t li = 0; li < m->n_layers && finite; li++) {
-        const Layer *l = &m->layers[li];
-        PyThreadState *ts = PyEval_SaveThread();
-        finite = attention_in(m, l, li, pos, (int32_t *)kb.buf, (int32_t *)vb.buf, cap, own, level, &s);
-        PyEval_RestoreThread(ts);
-        if (!finite) break;
-        if (prefixed && !call_attend(attend, li, H, D, &s)) goto done;
-        ts = PyEval_SaveThread();
-        finite = attention_out_mlp(m, l, li, (int32_t *)vb.buf, cap, own, prefixed, level, &s);
-        PyEval_RestoreThread(ts);
-    }
-    result = PyBool_FromLong(finite);
-done:
-    free(s.tmp);
-    free(s.y);
-    free(s.att);
-    free(s.num_pre);
-    free(s.q);
-    free(s.acc);
-    free(s.top);
-    free(s.z_pre);
-    free(s.num_own);
-    if (s.scores) give_scratch(s.scores);
-    free(s.block_top);
-    free(s.block_z);
-    free(s.block_num);
-    if (held > 4) PyBuffer_Release(&tb);
-    if (held > 3) PyBuffer_Release(&rb);
-    if (held > 2) PyBuffer_Release(&vb);
-    if (held > 1) PyBuffer_Release(&kb);
-    if (held > 0) PyBuffer_Release(&xb);
-    return result;
-}
-
 /* -- many rows in lockstep ------------------------------------------------------------------------
  *
  * step_many runs M rows through every layer: the rows share each weight product (one pass over
@@ -839,10 +627,11 @@ done:
  * few rows onnxruntime's MLAS is faster (kernels.NATIVE_MAX_ROWS). */
 
 typedef struct {
-    Py_buffer kb, vb;
-    int held;  /* buffers held: 0..2 */
+    int32_t *keys, *values;  /* the cache (L, cap, KV, D) */
     Py_ssize_t cap, own, pos;
     Scratch s;
+    Py_buffer kb, vb;        /* step_many's views of keys and values */
+    int held;                /* of those, held: 0..2 */
 } Lane;
 
 typedef struct {
@@ -900,16 +689,15 @@ static int many_norm(Many *c, Lane *lanes, const double *gain) {
     return 1;
 }
 
-/* After the q/k/v products of row r (y row): RoPE, fixed point, the key and value stored, the query
- * rows and the own keys' scores and maxima: attention_in's second half. 0 when not finite. */
-static int lane_keys(const Model *m, Py_ssize_t li, Lane *lane, const double *y_row) {
+/* After the q/k/v products of a row (y, scaled; overwritten): RoPE, fixed point, the key and value
+ * stored at the lane's index, the query rows and the own keys' scores and maxima. 0 when not finite. */
+static int lane_keys(const Model *m, Py_ssize_t li, Lane *lane, double *y) {
     const Py_ssize_t H = m->heads, KV = m->kv, D = m->dim, qkv_n = (H + 2 * KV) * D;
     Scratch *s = &lane->s;
-    if (!finite_rows(y_row, qkv_n, s->vector)) return 0;
-    memcpy(s->y, y_row, sizeof(double) * (size_t)qkv_n);
+    if (!finite_rows(y, qkv_n, s->vector)) return 0;
     const double *c = m->cos + lane->pos * (D / 2), *sn = m->sin + lane->pos * (D / 2);
-    for (Py_ssize_t h = 0; h < H + KV; h++) {
-        double *r = s->y + h * D;
+    for (Py_ssize_t h = 0; h < H + KV; h++) {  /* RoPE: queries and keys (values keep x * 1 + x' * 0 = x) */
+        double *r = y + h * D;
         for (Py_ssize_t j = 0; j < D / 2; j++) {
             const double e = r[2 * j], o = r[2 * j + 1];
             const double e1 = e * c[j], o1 = o * (-sn[j]);
@@ -919,16 +707,15 @@ static int lane_keys(const Model *m, Py_ssize_t li, Lane *lane, const double *y_
         }
     }
     const double qk_scale = (double)(1 << QK_FRACTION_BITS), v_scale = (double)(1 << V_FRACTION_BITS);
-    fixed_point(s->y, (H + KV) * D, qk_scale, (double)QK_LIMIT, s->vector);
-    fixed_point(s->y + (H + KV) * D, KV * D, v_scale, (double)V_LIMIT, s->vector);
-    int32_t *keys = (int32_t *)lane->kb.buf, *values = (int32_t *)lane->vb.buf;
-    int32_t *k_row = keys + ((li * lane->cap + lane->own) * KV) * D, *v_row = values + ((li * lane->cap + lane->own) * KV) * D;
+    fixed_point(y, (H + KV) * D, qk_scale, (double)QK_LIMIT, s->vector);
+    fixed_point(y + (H + KV) * D, KV * D, v_scale, (double)V_LIMIT, s->vector);
+    const Py_ssize_t at = ((li * lane->cap + lane->own) * KV) * D;
     for (Py_ssize_t i = 0; i < KV * D; i++) {
-        k_row[i] = (int32_t)s->y[H * D + i];
-        v_row[i] = (int32_t)s->y[(H + KV) * D + i];
+        lane->keys[at + i] = (int32_t)y[H * D + i];
+        lane->values[at + i] = (int32_t)y[(H + KV) * D + i];
     }
-    memcpy(s->rows, s->y, sizeof(double) * (size_t)(H * D));
-    OwnJob job = {m, li, lane->cap, lane->own, keys, values, 0, s};
+    memcpy(s->rows, y, sizeof(double) * (size_t)(H * D));  /* (KV, G, D): row g of kv head h is head h * G + g */
+    OwnJob job = {m, li, lane->cap, lane->own, lane->keys, lane->values, 0, s};
     attend_blocks(block_scores, &job);
     own_maxima(m, lane->own, s);
     return 1;
@@ -1006,7 +793,7 @@ static int many_layer(Many *c, Lane *lanes, Py_ssize_t li, PyObject *attend, dou
     }
     for (Py_ssize_t r = 0; r < M; r++) {
         Scratch *s = &lanes[r].s;
-        OwnJob job = {m, li, lanes[r].cap, lanes[r].own, NULL, (const int32_t *)lanes[r].vb.buf, attend != NULL, s};
+        OwnJob job = {m, li, lanes[r].cap, lanes[r].own, NULL, lanes[r].values, attend != NULL, s};
         attend_blocks(block_weigh, &job);
         own_outputs(m, lanes[r].own, attend != NULL, s);
         c->xs[r] = quantize(s->att, H * D, m->amax_hidden, c->q + r * H * D, s->vector);
@@ -1037,7 +824,6 @@ static int many_layer(Many *c, Lane *lanes, Py_ssize_t li, PyObject *attend, dou
 static void lane_free(Lane *lane) {
     Scratch *s = &lane->s;
     free(s->tmp);
-    free(s->y);
     free(s->att);
     free(s->num_pre);
     free(s->rows);
@@ -1045,12 +831,39 @@ static void lane_free(Lane *lane) {
     free(s->own_top);
     free(s->top);
     free(s->z_pre);
-    free(s->scores);
+    if (s->scores) give_scratch(s->scores);
     free(s->block_top);
     free(s->block_z);
     free(s->block_num);
     if (lane->held > 1) PyBuffer_Release(&lane->vb);
     if (lane->held > 0) PyBuffer_Release(&lane->kb);
+}
+
+/* The lane's scratch for a cache index own: the thread's kept buffer of scores and weights for
+ * the first lane (take_scratch), fresh ones for the others. 0 with an exception set. */
+static int lane_scratch(const Model *m, Lane *lane, int vector) {
+    const Py_ssize_t H = m->heads, D = m->dim, T = lane->own + 1, blocks = own_blocks(T);
+    Scratch *s = &lane->s;
+    s->vector = vector;
+    s->tmp = malloc(sizeof(double) * (size_t)m->hidden);
+    s->att = malloc(sizeof(double) * (size_t)(H * D));
+    s->num_pre = malloc(sizeof(double) * (size_t)(H * D));
+    s->rows = malloc(sizeof(double) * (size_t)(H * D));
+    s->num_own = malloc(sizeof(double) * (size_t)(H * D));
+    s->own_top = malloc(sizeof(int64_t) * (size_t)H);
+    s->top = malloc(sizeof(int64_t) * (size_t)H);
+    s->z_pre = malloc(sizeof(int64_t) * (size_t)H);
+    s->scores = take_scratch(2 * H * T);  /* scores, then weights */
+    s->weights = s->scores ? s->scores + H * T : NULL;
+    s->block_top = malloc(sizeof(int64_t) * (size_t)(blocks * H));
+    s->block_z = malloc(sizeof(int64_t) * (size_t)(blocks * H));
+    s->block_num = malloc(sizeof(double) * (size_t)(blocks * H * D));
+    if (!s->tmp || !s->att || !s->num_pre || !s->rows || !s->num_own || !s->own_top || !s->top || !s->z_pre ||
+        !s->scores || !s->block_top || !s->block_z || !s->block_num) {
+        PyErr_NoMemory();
+        return 0;
+    }
+    return 1;
 }
 
 /* The row's cache (keys, values, own) and scratch; 0 with an exception set. */
@@ -1066,7 +879,7 @@ static int lane_open(const Model *m, PyObject *spec, Py_ssize_t pos, int vector,
     if (!writable(v_obj, &lane->vb, 'i', 4, "values")) return 0;
     lane->held = 2;
     const Py_buffer *kb = &lane->kb, *vb = &lane->vb;
-    const Py_ssize_t H = m->heads, KV = m->kv, D = m->dim, cap = kb->shape[1];
+    const Py_ssize_t KV = m->kv, D = m->dim, cap = kb->shape[1];
     if (kb->shape[0] != m->n_layers || kb->shape[2] != KV || kb->shape[3] != D || vb->shape[0] != kb->shape[0] ||
         vb->shape[1] != cap || vb->shape[2] != KV || vb->shape[3] != D) {
         PyErr_SetString(PyExc_ValueError, "step_many: a cache does not match the model");
@@ -1076,32 +889,45 @@ static int lane_open(const Model *m, PyObject *spec, Py_ssize_t pos, int vector,
         PyErr_Format(PyExc_ValueError, "step_many: position %zd / cache index %zd out of range", pos, own);
         return 0;
     }
+    lane->keys = (int32_t *)kb->buf;
+    lane->values = (int32_t *)vb->buf;
     lane->cap = cap;
     lane->own = own;
     lane->pos = pos;
-    const Py_ssize_t T = own + 1, blocks = own_blocks(T), qkv_n = (H + 2 * KV) * D;
-    Scratch *s = &lane->s;
-    s->vector = vector;
-    s->tmp = malloc(sizeof(double) * (size_t)m->hidden);
-    s->y = malloc(sizeof(double) * (size_t)qkv_n);
-    s->att = malloc(sizeof(double) * (size_t)(H * D));
-    s->num_pre = malloc(sizeof(double) * (size_t)(H * D));
-    s->rows = malloc(sizeof(double) * (size_t)(H * D));
-    s->num_own = malloc(sizeof(double) * (size_t)(H * D));
-    s->own_top = malloc(sizeof(int64_t) * (size_t)H);
-    s->top = malloc(sizeof(int64_t) * (size_t)H);
-    s->z_pre = malloc(sizeof(int64_t) * (size_t)H);
-    s->scores = malloc(sizeof(int64_t) * (size_t)(2 * H * T));
-    s->weights = s->scores ? s->scores + H * T : NULL;
-    s->block_top = malloc(sizeof(int64_t) * (size_t)(blocks * H));
-    s->block_z = malloc(sizeof(int64_t) * (size_t)(blocks * H));
-    s->block_num = malloc(sizeof(double) * (size_t)(blocks * H * D));
-    if (!s->tmp || !s->y || !s->att || !s->num_pre || !s->rows || !s->num_own || !s->own_top || !s->top || !s->z_pre ||
-        !s->scores || !s->block_top || !s->block_z || !s->block_num) {
-        PyErr_NoMemory();
-        return 0;
-    }
-    return 1;
+    return lane_scratch(m, lane, vector);
+}
+
+/* The rows' shared buffers (q, acc, y: rows x the widest product; xs: rows). 0 with an exception set. */
+static int many_open(Many *c) {
+    const Model *m = c->m;
+    const Py_ssize_t qkv_n = (m->heads + 2 * m->kv) * m->dim;
+    Py_ssize_t widest = 2 * m->ffn > qkv_n ? 2 * m->ffn : qkv_n;
+    widest = widest > m->hidden ? widest : m->hidden;
+    c->q = malloc((size_t)(c->rows * widest));
+    c->acc = malloc(sizeof(int32_t) * (size_t)(c->rows * widest));
+    c->y = malloc(sizeof(double) * (size_t)(c->rows * widest));
+    c->xs = malloc(sizeof(double) * (size_t)c->rows);
+    if (c->q && c->acc && c->y && c->xs) return 1;
+    PyErr_NoMemory();
+    return 0;
+}
+
+static void many_free(Many *c) {
+    free(c->q);
+    free(c->acc);
+    free(c->y);
+    free(c->xs);
+}
+
+/* Every layer for every row, without the GIL (many_layer takes it for the callbacks): 1 done,
+ * 0 a row is not finite, -1 an exception is set. */
+static int many_layers(Many *c, Lane *lanes, PyObject *attend, double *rows_all, int64_t *top_all) {
+    int state = 1;
+    PyThreadState *ts = PyEval_SaveThread();
+    for (Py_ssize_t li = 0; li < c->m->n_layers && state == 1; li++)
+        state = many_layer(c, lanes, li, attend == Py_None ? NULL : attend, rows_all, top_all);
+    PyEval_RestoreThread(ts);
+    return state;
 }
 
 PyObject *semcodec_step_many(PyObject *self, PyObject *args) {
@@ -1120,11 +946,8 @@ PyObject *semcodec_step_many(PyObject *self, PyObject *args) {
         return NULL;
     }
     const Py_ssize_t M = PyList_GET_SIZE(caches), H = m->heads, KV = m->kv, D = m->dim, G = H / KV;
-    const Py_ssize_t qkv_n = (H + 2 * KV) * D;
     Py_ssize_t widest_in = m->ffn > m->hidden ? m->ffn : m->hidden;  /* the widest product input */
     widest_in = widest_in > H * D ? widest_in : H * D;
-    Py_ssize_t widest = 2 * m->ffn > qkv_n ? 2 * m->ffn : qkv_n;
-    widest = widest > m->hidden ? widest : m->hidden;
     if (M < 1 || PyTuple_GET_SIZE(pos_obj) != M) {
         PyErr_SetString(PyExc_ValueError, "step_many: one position per cache, at least one");
         return NULL;
@@ -1162,8 +985,8 @@ PyObject *semcodec_step_many(PyObject *self, PyObject *args) {
         if (pos == -1 && PyErr_Occurred()) goto done;
         if (!lane_open(m, PyList_GET_ITEM(caches, r), pos, vector, &lanes[r])) goto done;
         for (Py_ssize_t q = r - 1; q >= 0; q--)  /* the last earlier row of the same cache, if any */
-            if (lanes[q].kb.buf == lanes[r].kb.buf || lanes[q].vb.buf == lanes[r].vb.buf) {
-                if (lanes[q].kb.buf != lanes[r].kb.buf || lanes[q].vb.buf != lanes[r].vb.buf ||
+            if (lanes[q].keys == lanes[r].keys || lanes[q].values == lanes[r].values) {
+                if (lanes[q].keys != lanes[r].keys || lanes[q].values != lanes[r].values ||
                     lanes[r].own != lanes[q].own + 1) {
                     PyErr_SetString(PyExc_ValueError, "step_many: rows of one cache must take consecutive indices");
                     goto done;
@@ -1172,30 +995,82 @@ PyObject *semcodec_step_many(PyObject *self, PyObject *args) {
             }
         lanes[r].s.x = (double *)xb.buf + r * m->hidden;
     }
-    c.q = malloc((size_t)(M * widest));
-    c.acc = malloc(sizeof(int32_t) * (size_t)(M * widest));
-    c.y = malloc(sizeof(double) * (size_t)(M * widest));
-    c.xs = malloc(sizeof(double) * (size_t)M);
-    if (!c.q || !c.acc || !c.y || !c.xs) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    int state = 1;
-    PyThreadState *ts = PyEval_SaveThread();
-    for (Py_ssize_t li = 0; li < m->n_layers && state == 1; li++)
-        state = many_layer(&c, lanes, li, attend == Py_None ? NULL : attend, (double *)rb.buf, (int64_t *)tb.buf);
-    PyEval_RestoreThread(ts);
+    if (!many_open(&c)) goto done;
+    const int state = many_layers(&c, lanes, attend, (double *)rb.buf, (int64_t *)tb.buf);
     if (state >= 0) result = PyBool_FromLong(state);
 done:
-    free(c.q);
-    free(c.acc);
-    free(c.y);
-    free(c.xs);
+    many_free(&c);
     for (Py_ssize_t r = 0; r < M; r++) lane_free(&lanes[r]);
     free(lanes);
     if (held > 3) PyBuffer_Release(&sb);
     if (held > 2) PyBuffer_Release(&tb);
     if (held > 1) PyBuffer_Release(&rb);
+    if (held > 0) PyBuffer_Release(&xb);
+    return result;
+}
+
+/* step(): the lockstep code for one row, with the native products. Its own messages name the
+ * arrays it takes; rows and own_top are the caller's arrays, which attend reads. */
+PyObject *semcodec_step(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *capsule, *x_obj, *k_obj, *v_obj, *attend, *rows_obj, *top_obj;
+    Py_ssize_t pos, own;
+    const char *path = NULL;
+    if (!PyArg_ParseTuple(args, "OOnOOnOOO|z:step", &capsule, &x_obj, &pos, &k_obj, &v_obj, &own, &attend, &rows_obj,
+                          &top_obj, &path))
+        return NULL;
+    Model *m = (Model *)PyCapsule_GetPointer(capsule, CAPSULE);
+    if (!m) return NULL;
+    int level;
+    if (semcodec_products_level(path, &level) < 0) return NULL;
+    if (attend != Py_None && !PyCallable_Check(attend)) {
+        PyErr_SetString(PyExc_TypeError, "attend must be callable or None");
+        return NULL;
+    }
+    Py_buffer xb, kb, vb, rb, tb;
+    int held = 0;
+    PyObject *result = NULL;
+    Lane lane = {0};
+    Many c = {m, 1, level, 0, NULL, NULL, NULL, NULL, NULL, NULL};
+    if (!writable(x_obj, &xb, 'd', 1, "x")) goto done;
+    held = 1;
+    if (!writable(k_obj, &kb, 'i', 4, "keys")) goto done;
+    held = 2;
+    if (!writable(v_obj, &vb, 'i', 4, "values")) goto done;
+    held = 3;
+    if (!writable(rows_obj, &rb, 'd', 3, "rows")) goto done;
+    held = 4;
+    if (!writable(top_obj, &tb, 'q', 2, "own_top")) goto done;
+    held = 5;
+    const Py_ssize_t H = m->heads, KV = m->kv, D = m->dim, cap = kb.shape[1];
+    if (xb.shape[0] != m->hidden || kb.shape[0] != m->n_layers || kb.shape[2] != KV || kb.shape[3] != D ||
+        vb.shape[0] != kb.shape[0] || vb.shape[1] != cap || vb.shape[2] != KV || vb.shape[3] != D ||
+        rb.shape[0] != KV || rb.shape[1] != H / KV || rb.shape[2] != D || tb.shape[0] != KV || tb.shape[1] != H / KV) {
+        PyErr_SetString(PyExc_ValueError, "step: x, the cache, rows or own_top do not match the model");
+        goto done;
+    }
+    if (own < 0 || own >= cap || pos < 0 || pos >= m->positions || own + 1 > MAX_POSITIONS) {
+        PyErr_Format(PyExc_ValueError, "step: position %zd / cache index %zd out of range", pos, own);
+        goto done;
+    }
+    lane.keys = (int32_t *)kb.buf;
+    lane.values = (int32_t *)vb.buf;
+    lane.cap = cap;
+    lane.own = own;
+    lane.pos = pos;
+    lane.s.x = (double *)xb.buf;
+    if (!lane_scratch(m, &lane, own_path(level))) goto done;
+    c.vec = lane.s.vector != OWN_PLAIN;
+    if (!many_open(&c)) goto done;
+    const int state = many_layers(&c, &lane, attend, (double *)rb.buf, (int64_t *)tb.buf);
+    if (state >= 0) result = PyBool_FromLong(state);
+done:
+    many_free(&c);
+    lane_free(&lane);
+    if (held > 4) PyBuffer_Release(&tb);
+    if (held > 3) PyBuffer_Release(&rb);
+    if (held > 2) PyBuffer_Release(&vb);
+    if (held > 1) PyBuffer_Release(&kb);
     if (held > 0) PyBuffer_Release(&xb);
     return result;
 }
