@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from types import ModuleType
@@ -480,6 +480,21 @@ class ExactLM:
         except (ValueError, TypeError, BufferError):  # a layout the step does not take: the numpy code runs
             return None
 
+    def _prefix_attend(self, prefix: SharedPrefix | None, rows: np.ndarray, own_top: np.ndarray,
+                       ) -> Callable[[int], tuple[np.ndarray, np.ndarray, np.ndarray]] | None:
+        """The native step's ``attend(layer)``: the prefix kernel's (num, z, top) for the query
+        rows and own maxima the step writes into ``rows`` and ``own_top``; None without a prefix."""
+        if prefix is None or not prefix.length:
+            return None
+        kernel, table = prefix.products(self._prefix_backend), self._attention_exp
+
+        def attend(layer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            num, z, top = kernel.attend(layer, rows, own_top, table, ATTENTION_SHIFT)
+            return (np.ascontiguousarray(num, np.float64), np.ascontiguousarray(z, np.int64),
+                    np.ascontiguousarray(top, np.int64))
+
+        return attend
+
     def _native_forward_one(self, token: int, cache: KVCache) -> np.ndarray | None:
         """One token after ``cache`` in ``native/step.c`` (the numpy code's bits): its final hidden
         state (1, hidden), or None where the step does not run natively or met a value that is
@@ -495,16 +510,7 @@ class ExactLM:
         group = self.n_heads // self.n_kv_heads
         rows = np.empty((self.n_kv_heads, group, self.head_dim))  # query rows, written by the step
         own_top = np.empty((self.n_kv_heads, group), np.int64)  # their maxima over the cache's own keys
-        attend = None
-        prefix = cache.prefix
-        if prefix is not None and prefix.length:
-            kernel, table = prefix.products(self._prefix_backend), self._attention_exp
-
-            def attend(layer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-                num, z, top = kernel.attend(layer, rows, own_top, table, ATTENTION_SHIFT)
-                return (np.ascontiguousarray(num, np.float64), np.ascontiguousarray(z, np.int64),
-                        np.ascontiguousarray(top, np.int64))
-
+        attend = self._prefix_attend(cache.prefix, rows, own_top)
         if not native.step(state, x, position, cache.keys, cache.values, cache.own, attend, rows, own_top, path):
             return None
         cache.own += 1
@@ -542,15 +548,7 @@ class ExactLM:
         group = self.n_heads // self.n_kv_heads
         rows = np.empty((self.n_kv_heads, m * group, self.head_dim))  # every row's queries, written by the step
         own_top = np.empty((self.n_kv_heads, m * group), np.int64)  # their maxima over their own keys
-        attend = None
-        if prefix is not None and prefix.length:
-            kernel, table = prefix.products(self._prefix_backend), self._attention_exp
-
-            def attend(layer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-                num, z, top = kernel.attend(layer, rows, own_top, table, ATTENTION_SHIFT)
-                return (np.ascontiguousarray(num, np.float64), np.ascontiguousarray(z, np.int64),
-                        np.ascontiguousarray(top, np.int64))
-
+        attend = self._prefix_attend(prefix, rows, own_top)
         products = staging = None
         if m > getattr(self.products, "max_rows", m):  # past the native kernel's rows: self.products decides
             cfg = self.cfg
