@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from semcodec.models import tables
-from semcodec.models.exact import ExactLM, KVCache
+from semcodec.models.exact import ExactLM, KVCache, SharedPrefix
 from semcodec.models.kernels import NativeProducts, QMatrix, native_products_module
 from semcodec.models.weights import LayerWeights, ModelConfig, ModelWeights
 
@@ -70,6 +70,19 @@ def _same_cache(a: KVCache, b: KVCache) -> bool:
             and np.array_equal(a.values[:, :n], b.values[:, :n]))
 
 
+def _copy(cache: KVCache) -> KVCache:
+    """An independent cache with the same keys, values and prefix."""
+    return KVCache(cache.keys.copy(), cache.values.copy(), cache.own, cache.prefix)
+
+
+def _frozen_prefix(lm: ExactLM, rng: np.random.Generator, length: int) -> SharedPrefix:
+    """A shared prefix of ``length`` random tokens, evaluated by the numpy code (which it leaves on)."""
+    lm.native_step = False
+    start = lm.new_cache()
+    lm.forward(rng.integers(0, 50, length), start)
+    return start.freeze()
+
+
 def _step_both(lm: ExactLM, token: int, native: KVCache, numpy: KVCache) -> tuple[np.ndarray, np.ndarray]:
     lm.native_step = True
     a = lm.forward([token], native)
@@ -85,12 +98,7 @@ def test_random_models_step_as_numpy(path: str, seed: int, prefixed: bool) -> No
     lm = ExactLM(_tiny_weights(seed), NativeProducts(path=path, threads=2))
     assert lm._native_step_model is not None
     rng = np.random.default_rng(seed)
-    prefix = None
-    if prefixed:
-        lm.native_step = False
-        start = lm.new_cache()
-        lm.forward(rng.integers(0, 50, 7), start)
-        prefix = start.freeze()
+    prefix = _frozen_prefix(lm, rng, 7) if prefixed else None
     native, numpy = lm.new_cache(prefix, 2), lm.new_cache(prefix, 2)  # capacity 2: the cache grows while stepping
     for token in rng.integers(0, 50, 40):
         a, b = _step_both(lm, int(token), native, numpy)
@@ -109,15 +117,10 @@ def test_random_models_step_as_numpy_over_many_blocks(path: str, prefixed: bool)
     lm = ExactLM(_tiny_weights(5, weight_scale=0.0005, positions=640), NativeProducts(path=path, threads=2))
     rng = np.random.default_rng(5)
     lm.native_step = False
-    prefix = None
-    if prefixed:
-        start = lm.new_cache()
-        lm.forward(rng.integers(0, 50, 9), start)
-        prefix = start.freeze()
+    prefix = _frozen_prefix(lm, rng, 9) if prefixed else None
     filled = lm.new_cache(prefix, 620)
     lm.forward(rng.integers(0, 50, 600), filled)
-    native = KVCache(filled.keys.copy(), filled.values.copy(), filled.own, filled.prefix)
-    numpy = KVCache(filled.keys.copy(), filled.values.copy(), filled.own, filled.prefix)
+    native, numpy = _copy(filled), _copy(filled)
     for token in rng.integers(0, 50, 5):
         a, b = _step_both(lm, int(token), native, numpy)
         assert _same_bits(a, b)
@@ -131,10 +134,7 @@ def test_a_step_run_from_within_attend_leaves_the_outer_steps_scratch_alone(
     it: the outer step still gives the numpy code's bits."""
     lm = ExactLM(_tiny_weights(6, positions=640), NativeProducts(path=PATHS[0]))
     rng = np.random.default_rng(6)
-    lm.native_step = False
-    start = lm.new_cache()
-    lm.forward(rng.integers(0, 50, 9), start)
-    prefix = start.freeze()
+    prefix = _frozen_prefix(lm, rng, 9)
     other = lm.new_cache(None, 600)
     lm.forward(rng.integers(0, 50, 500), other)
     outer_native, outer_numpy = lm.new_cache(prefix), lm.new_cache(prefix)
@@ -262,8 +262,7 @@ def test_real_model_steps_as_numpy_after_a_long_cache(model, path: str) -> None:
     filled = lm.new_cache(start.prefix, 320)
     lm.native_step = False
     lm.forward(rng.integers(0, lm.vocab_size, 300), filled)
-    native = KVCache(filled.keys.copy(), filled.values.copy(), filled.own, filled.prefix)
-    numpy = KVCache(filled.keys.copy(), filled.values.copy(), filled.own, filled.prefix)
+    native, numpy = _copy(filled), _copy(filled)
     for token in rng.integers(0, lm.vocab_size, 4):
         a, b = _step_both(lm, int(token), native, numpy)
         assert _same_bits(a, b)
@@ -314,7 +313,7 @@ def _caches(lm: ExactLM, rng: np.random.Generator, prefix: object, lengths: tupl
         cache = lm.new_cache(prefix, 2)  # type: ignore[arg-type]
         if length:
             lm.forward(rng.integers(0, 50, length), cache)
-        native.append(KVCache(cache.keys.copy(), cache.values.copy(), cache.own, cache.prefix))
+        native.append(_copy(cache))
         numpy.append(cache)
     return native, numpy
 
@@ -322,13 +321,7 @@ def _caches(lm: ExactLM, rng: np.random.Generator, prefix: object, lengths: tupl
 def _tiny_lm(path: str, max_rows: int, prefixed: bool, rng: np.random.Generator) -> tuple[ExactLM, object]:
     lm = ExactLM(_tiny_weights(7, weight_scale=0.0005, positions=640),
                  NativeProducts(path=path, threads=2, max_rows=max_rows))
-    prefix = None
-    if prefixed:
-        lm.native_step = False
-        start = lm.new_cache()
-        lm.forward(rng.integers(0, 50, 9), start)
-        prefix = start.freeze()
-    return lm, prefix
+    return lm, _frozen_prefix(lm, rng, 9) if prefixed else None
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -405,7 +398,7 @@ def test_real_model_steps_many_as_numpy(model) -> None:  # type: ignore[no-untyp
         cache = lm.new_cache(start.prefix)
         if length:
             lm.forward(rng.integers(0, lm.vocab_size, int(length)), cache)
-        native.append(KVCache(cache.keys.copy(), cache.values.copy(), cache.own, cache.prefix))
+        native.append(_copy(cache))
         numpy.append(cache)
     for _ in range(3):
         _many_both(lm, [[int(t)] for t in rng.integers(0, lm.vocab_size, 8)], native, numpy)
