@@ -1,5 +1,5 @@
-/* One decode step of the exact runtime for a single row (semcodec.models.exact.ExactLM), native;
- * and step_many, the same step for several rows in lockstep (at the end of this file).
+/* The decode step of the exact runtime (semcodec.models.exact.ExactLM), native: step_many runs
+ * several rows in lockstep, and step() is the same code for one row (both at the end of this file).
  *
  * step(model, x, position, keys, values, own, attend, rows, own_top, path) runs every layer of one
  * token's row in place, with the same IEEE binary64 operations in the same order as the numpy
