@@ -8,7 +8,9 @@ product per matrix with M activation rows, median of 5 passes, all in this proce
 * float32 BLAS (numpy), weights as float32 (N, K) — the runtime before int8 kernels;
 * onnxruntime ``MatMulInteger`` uint8 × int8 and int8 × int8 (weights fed per call);
 * numpy int8 → int32 (``np.matmul`` with ``dtype=np.int32``: no BLAS);
-* torch ``_int_mm`` on the CPU (if torch is installed; it needs M > 16 on some builds).
+* torch ``_int_mm`` on the CPU (if torch is installed; it needs M > 16 on some builds);
+* semcodec's native kernel on its panel layout (``native/products.c``), every path this CPU
+  runs, one thread (the layout made once, as the cache stores it).
 
 Each result is checked equal to the exact int64 product.
 
@@ -52,6 +54,22 @@ def candidates(weights: list[np.ndarray]) -> dict[str, Callable[[list[np.ndarray
             np.matmul(x, w, dtype=np.int32) for x, w in zip(xs, weights, strict=True)
         ],
     }
+    from semcodec.models.kernels import native_products_module, panel_layout
+
+    native = native_products_module()
+    if native is not None:
+        native.set_threads(1)
+        panels = [panel_layout(w) for w in weights]
+        for path in native.vector_paths():
+            def run(xs: list[np.ndarray], path: str = path) -> list[np.ndarray]:
+                outs = []
+                for x, p, c, w in zip(xs, panels, colsums, weights, strict=True):
+                    y = np.empty((len(x), w.shape[1]), np.int32)
+                    native.matmul(x, p, c, y, path)
+                    outs.append(y)
+                return outs
+
+            out[f"semcodec native panels, {path}"] = run
     try:
         import torch
     except ImportError:

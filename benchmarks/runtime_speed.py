@@ -103,7 +103,7 @@ def worker(caption: str, step_texts: list[str]) -> dict[str, Any]:
     model = load_model(0)
     lm = model.lm
     matrices = lm.w.matrices()
-    weights = sum(m.q.size for m in matrices)
+    weights = sum(m.shape[0] * m.shape[1] for m in matrices)
     # The floor: one GEMV per weight matrix with the runtime's kernel, streaming every weight once.
     int8_x = [np.ones((1, m.shape[0]), dtype=np.int8) for m in matrices]
     int8_pass = timed(lambda: [lm.products(x, m) for x, m in zip(int8_x, matrices, strict=True)], 9)

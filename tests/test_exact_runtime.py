@@ -12,10 +12,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from semcodec.models import load_model, tables
 from semcodec.models.exact import PRECISION, WEIGHT_MAX, ExactLM, activation_max, quantize_rows, rms_quantize
-from semcodec.models.kernels import OnnxProducts, Products, QMatrix, products_from_name
+from semcodec.models.kernels import (
+    OnnxProducts,
+    Products,
+    QMatrix,
+    from_panel_layout,
+    panel_layout,
+    panel_layout_shape,
+    products_from_name,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -143,6 +153,54 @@ def _run_measured(script: str) -> list[int]:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=1800)
     assert done.returncode == 0, done.stderr[-2000:]
     return [int(v) for v in done.stdout.split()]
+
+
+@settings(max_examples=40, deadline=None)
+@given(k=st.integers(1, 70), n=st.integers(1, 150), seed=st.integers(0, 2**32 - 1))
+def test_panel_layout_round_trips(k: int, n: int, seed: int) -> None:
+    """The cache's only copy of a matrix is its panel layout: (K, N) and embedding rows come
+    back from it exactly, the padding holds zeros, and the array is 64-byte aligned."""
+    rng = np.random.default_rng(seed)
+    q = rng.integers(-127, 128, (k, n)).astype(np.int8)
+    panels = panel_layout(q)
+    assert panels.shape == panel_layout_shape((k, n)) and panels.ctypes.data % 64 == 0
+    assert np.abs(panels.astype(np.int64)).sum() == np.abs(q.astype(np.int64)).sum()  # padding: zeros
+    assert np.array_equal(from_panel_layout(panels, (k, n)), q)
+    stored = QMatrix("stored", None, np.ones(n), q.sum(axis=0, dtype=np.int32), panels, (k, n))
+    ids = rng.integers(0, n, 7)
+    assert np.array_equal(stored.columns(ids), q[:, ids].T)  # read from the panels
+    assert stored._q is None
+    assert np.array_equal(stored.q, q) and stored.shape == (k, n)
+    with pytest.raises(ValueError):
+        QMatrix("nothing", None, np.ones(n))
+
+
+_PANELS_ONLY = """
+import semcodec
+from semcodec.models import load_model
+from semcodec.models.kernels import NativeProducts
+model = load_model(10)
+assert isinstance(model.lm.products, NativeProducts), model.lm.products.name
+text = "A man riding a wave on top of a surfboard."
+data = semcodec.pack(text)
+assert semcodec.unpack(data).text == text
+long = semcodec.pack(" ".join([text] * 12))  # a prefill of more than one chunk
+print(sorted(w.name for w in model.lm.w.matrices() if w._q is not None))
+"""
+
+
+def test_the_native_runtime_reads_only_the_panels() -> None:
+    """The cache holds each matrix once, in the native kernel's layout (runtime version 3):
+    packing and unpacking never make the (K, N) copy, which would double the weights' memory
+    (it is made only for another backend, or for a batch past the native kernel's rows)."""
+    from semcodec.models.kernels import native_products_module
+
+    if native_products_module() is None:
+        pytest.skip("semcodec.models._products is not built")
+    done = subprocess.run([sys.executable, "-c", _PANELS_ONLY], capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, SEMCODEC_THREADS="1"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["[]"]
 
 
 def test_prefill_memory_is_bounded_for_a_long_text() -> None:

@@ -30,6 +30,7 @@ from semcodec.models.kernels import (
     QMatrix,
     default_threads,
     native_products_module,
+    panel_layout,
     products_from_name,
 )
 
@@ -44,7 +45,7 @@ def _exact(x: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 def _run(x: np.ndarray, w: np.ndarray, path: str) -> np.ndarray:
     out = np.full((len(x), w.shape[1]), -1, np.int32)
-    NATIVE.matmul(np.ascontiguousarray(x), np.ascontiguousarray(w), out, path)
+    NATIVE.matmul(np.ascontiguousarray(x), panel_layout(w), w.sum(axis=0, dtype=np.int32), out, path)
     return out
 
 
@@ -98,28 +99,39 @@ def test_model_shapes_are_exact(path: str) -> None:
 
 def test_arguments_outside_the_proof_are_refused() -> None:
     x, w, out = np.zeros((2, 8), np.int8), np.zeros((8, 40), np.int8), np.zeros((2, 40), np.int32)
+    p, c = panel_layout(w), np.zeros(40, np.int32)
     bad_x = x.copy()
     bad_x[1, 3] = -128
     with pytest.raises(ValueError, match=r"\[-127, 127\]"):
-        NATIVE.matmul(bad_x, w, out)
+        NATIVE.matmul(bad_x, p, c, out)
+    with pytest.raises(ValueError, match="shapes"):  # out of another width (the panels cover 64 columns)
+        NATIVE.matmul(x, p, c, np.zeros((2, 65), np.int32))
+    with pytest.raises(ValueError, match="shapes"):  # column sums of another width
+        NATIVE.matmul(x, p, np.zeros(39, np.int32), out)
+    with pytest.raises(ValueError, match="shapes"):  # x of another inner dimension than the panels'
+        NATIVE.matmul(np.zeros((2, 13), np.int8), p, c, out)
     with pytest.raises(ValueError, match="shapes"):
-        NATIVE.matmul(x, w, np.zeros((2, 39), np.int32))
-    with pytest.raises(ValueError, match="shapes"):
-        NATIVE.matmul(np.zeros((2, 7), np.int8), w, out)
+        NATIVE.matmul(x, panel_layout(np.zeros((8, 40), np.int8))[:, :1], c, out)
     with pytest.raises(TypeError):
-        NATIVE.matmul(x.astype(np.int16), w, out)
+        NATIVE.matmul(x.astype(np.int16), p, c, out)
     with pytest.raises(TypeError):
-        NATIVE.matmul(x, w, out.astype(np.int64))
+        NATIVE.matmul(x, p, c, out.astype(np.int64))
+    with pytest.raises(TypeError):
+        NATIVE.matmul(x, w, c, out)  # (K, N) is not the kernel's layout
+    with pytest.raises(TypeError):
+        NATIVE.matmul(x, p, c.astype(np.int64), out)
     with pytest.raises((TypeError, ValueError, BufferError)):  # not C-contiguous
-        NATIVE.matmul(x, np.zeros((40, 8), np.int8).T, out)
+        NATIVE.matmul(x, np.asfortranarray(p), c, out)
     with pytest.raises((TypeError, ValueError, BufferError)):  # read-only output
         ro = out.copy()
         ro.flags.writeable = False
-        NATIVE.matmul(x, w, ro)
+        NATIVE.matmul(x, p, c, ro)
     with pytest.raises(ValueError, match="unknown path"):
-        NATIVE.matmul(x, w, out, "sse9")
+        NATIVE.matmul(x, p, c, out, "sse9")
+    k = 66312  # K * 255 * 127 >= 2**31: the offset form's sums could wrap
     with pytest.raises(ValueError, match="exceeds"):
-        NATIVE.matmul(np.zeros((1, 133144), np.int8), np.zeros((133144, 1), np.int8), np.zeros((1, 1), np.int32))
+        NATIVE.matmul(np.zeros((1, k), np.int8), panel_layout(np.zeros((k, 1), np.int8)), np.zeros(1, np.int32),
+                      np.zeros((1, 1), np.int32))
     with pytest.raises(ValueError):
         NATIVE.set_threads(0)
     low = np.zeros((8, 40), np.int8)

@@ -473,8 +473,15 @@ class ExactLM:
                   self.amax_ffn, float(cfg.rms_eps), ATTENTION_SHIFT, tables.SIGMOID_RANGE << tables.SIGMOID_STEP_BITS,
                   tables.SIGMOID_STEP_BITS)
         arrays = (w.rope_cos, w.rope_sin, w.sigmoid_table, self._attention_exp)
-        layers = [(ly.attn_norm, ly.qkv.q, ly.qkv.scale, ly.o.q, ly.o.scale, ly.ffn_norm, ly.gate_up.q,
-                   ly.gate_up.scale, ly.down.q, ly.down.scale) for ly in w.layers]
+        products = self.products
+        assert isinstance(products, NativeProducts)
+
+        def matrix(m: QMatrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # the kernel's layout, as cached
+            assert m.colsum is not None
+            return products.panels(m), m.colsum, m.scale
+
+        layers = [(ly.attn_norm, *matrix(ly.qkv), *matrix(ly.o), ly.ffn_norm, *matrix(ly.gate_up), *matrix(ly.down))
+                  for ly in w.layers]
         try:
             return native, native.step_model(config, arrays, layers), self.products.path
         except (ValueError, TypeError, BufferError):  # a layout the step does not take: the numpy code runs
@@ -506,7 +513,7 @@ class ExactLM:
         native, state, path = model
         cache.reserve(1)
         embed = self.w.embed
-        x = embed.q[:, token].astype(np.float64) * embed.scale[token]  # (hidden,): as _forward_segments
+        x = embed.columns(np.array([token]))[0].astype(np.float64) * embed.scale[token]  # (hidden,): as below
         group = self.n_heads // self.n_kv_heads
         rows = np.empty((self.n_kv_heads, group, self.head_dim))  # query rows, written by the step
         own_top = np.empty((self.n_kv_heads, group), np.int64)  # their maxima over the cache's own keys
@@ -544,7 +551,7 @@ class ExactLM:
             cache.reserve(n)
         specs = [(c.keys, c.values, c.own + i) for c, n in zip(caches, lengths, strict=True) for i in range(n)]
         m, embed = len(ids), self.w.embed
-        x = np.ascontiguousarray(embed.q[:, ids].T * embed.scale[ids][:, None])  # (M, hidden): as below
+        x = np.ascontiguousarray(embed.columns(ids) * embed.scale[ids][:, None])  # (M, hidden): as below
         group = self.n_heads // self.n_kv_heads
         rows = np.empty((self.n_kv_heads, m * group, self.head_dim))  # every row's queries, written by the step
         own_top = np.empty((self.n_kv_heads, m * group), np.int64)  # their maxima over their own keys
@@ -586,7 +593,7 @@ class ExactLM:
         positions = np.concatenate([np.arange(c.length, c.length + hi - lo) for lo, hi, c in spans])
         rotation = self._rotation(positions)
         embed = self.w.embed
-        x = embed.q[:, ids].T * embed.scale[ids][:, None]  # (N, hidden): exact int8 -> binary64, then * scale
+        x = embed.columns(ids) * embed.scale[ids][:, None]  # (N, hidden): exact int8 -> binary64, then * scale
         for li, layer in enumerate(self.w.layers):
             x = x + self._attention_block(layer, li, self._norm(x, layer.attn_norm), rotation, spans)
             x = x + self._mlp(layer, self._norm(x, layer.ffn_norm))

@@ -8,11 +8,12 @@ in any order, so the kernel is a free choice: the tables never depend on it.
 
 * :class:`NativeProducts` (``native``, the default where the optional extension
   :mod:`semcodec.models._products` is built): the products in C (AVX512-VNNI, AVX-VNNI, AVX2
-  or plain C; ``native/products.c``), on the cache's int8 weights in place, the columns split
-  across the machine's cores; the whole step runs beside them (``native/step.c``). More rows
-  than :attr:`NativeProducts.max_rows` (:data:`NATIVE_MAX_ROWS`: 128 with AVX2, where it was
-  measured to beat onnxruntime at every count; 2 with VNNI) go to onnxruntime, called back from
-  the native step for batches.
+  or plain C; ``native/products.c``), on the cache's copy of each matrix in the kernel's own
+  layout (:func:`panel_layout`, read in place), the columns split across the machine's cores;
+  the whole step runs beside them (``native/step.c``). More rows than
+  :attr:`NativeProducts.max_rows` (:data:`NATIVE_MAX_ROWS`: 128 with AVX2, 64 with VNNI, where
+  each was measured to beat onnxruntime) go to onnxruntime, called back from the native step
+  for batches.
 * :class:`OnnxProducts` (``int8``): onnxruntime's ``MatMulInteger`` on
   uint8 × int8 (MLAS, VNNI where the CPU has it), one quarter of float32's bytes.
 * :class:`NumpyProducts` (``numpy``): integer-valued float32 through numpy's BLAS (the
@@ -34,35 +35,93 @@ integers, so the choice never changes a table.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
 from semcodec.errors import SemModelError
 
+PANEL_COLUMNS = 64
+"""Output columns per panel of the native kernel's layout (``native/products.h``)."""
+PANEL_DEPTH = 4
+"""Consecutive weight rows per quad of that layout: one int32 lane of ``vpdpbusd``."""
 
-@dataclass(frozen=True, eq=False)
+
+def panel_layout_shape(shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The shape :func:`panel_layout` gives a (K, N) matrix."""
+    k, n = shape
+    return -(-n // PANEL_COLUMNS), -(-k // PANEL_DEPTH), PANEL_COLUMNS, PANEL_DEPTH
+
+
+def panel_layout(q: np.ndarray) -> np.ndarray:
+    """The native kernel's layout of a (K, N) int8 matrix (``native/products.h``): shape
+    ``(ceil(N/64), ceil(K/4), 64, 4)`` with ``panels[p, j, c, i] = q[4j + i, 64p + c]``, zero
+    past K and N. Made once at conversion and stored in the cache; the same bytes reordered
+    (and zero padding), so every product stays the same integer.
+
+        >>> panel_layout(np.arange(6, dtype=np.int8).reshape(2, 3))[0, 0, :4].tolist()
+        [[0, 3, 0, 0], [1, 4, 0, 0], [2, 5, 0, 0], [0, 0, 0, 0]]
+    """
+    k, n = q.shape
+    shape = panel_layout_shape((k, n))
+    padded = np.zeros((shape[1] * PANEL_DEPTH, shape[0] * PANEL_COLUMNS), np.int8)
+    padded[:k, :n] = q
+    # 64-byte aligned like the cache's arrays: a vector load across two cache lines costs two
+    raw = np.empty(padded.size + 64, np.int8)
+    start = -raw.ctypes.data % 64
+    out = raw[start : start + padded.size].reshape(shape)
+    out[...] = padded.reshape(shape[1], PANEL_DEPTH, shape[0], PANEL_COLUMNS).transpose(2, 0, 3, 1)
+    return out
+
+
+def from_panel_layout(panels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The (K, N) matrix whose :func:`panel_layout` is ``panels`` (a new C-contiguous array)."""
+    k, n = shape
+    p, quads = panels.shape[:2]
+    full = panels.transpose(1, 3, 0, 2).reshape(quads * PANEL_DEPTH, p * PANEL_COLUMNS)
+    return np.ascontiguousarray(full[:k, :n])
+
+
 class QMatrix:
-    """One int8 weight matrix stored (K, N): ``y = x @ q`` then ``* scale`` per column.
+    """One int8 weight matrix (K, N): ``y = x @ q`` then ``* scale`` per column.
 
-    Compared and hashed by identity, so a kernel may key its device copy by the matrix
-    itself: a dict entry keeps the matrix alive, and no other matrix can take its key.
+    Stored one way or the other: as ``q`` (K, N), or, as the converted cache holds it, only in
+    the native kernel's layout (``panels``, :func:`panel_layout`, with ``shape``); then ``q`` is
+    made from the panels on first use (by the onnxruntime, numpy and torch backends, never by
+    the native step) and kept. Compared and hashed by identity, so a kernel may key its copy
+    by the matrix itself: a dict entry keeps the matrix alive, and no other matrix can take
+    its key.
     """
 
-    name: str
-    q: np.ndarray  # (K, N) int8, read-only (memory-mapped)
-    scale: np.ndarray  # (N,) float64: column n of the float matrix is q[:, n] * scale[n]
-    colsum: np.ndarray | None = None  # (N,) int32: sum over K of q (computed when not given)
-
-    def __post_init__(self) -> None:
-        if self.colsum is None:
-            object.__setattr__(self, "colsum", self.q.sum(axis=0, dtype=np.int32))
+    def __init__(self, name: str, q: np.ndarray | None, scale: np.ndarray, colsum: np.ndarray | None = None,
+                 panels: np.ndarray | None = None, shape: tuple[int, int] | None = None) -> None:
+        if q is None and (panels is None or shape is None):
+            raise ValueError("a matrix needs q, or its panels and shape")
+        self.name = name
+        self._q = q
+        self.scale = scale  # (N,) float64: column n of the float matrix is q[:, n] * scale[n]
+        self.panels = panels  # panel_layout(q), from the cache (made on first native use when not given)
+        k, n = q.shape if q is not None else shape  # type: ignore[misc]
+        self.shape: tuple[int, int] = (int(k), int(n))
+        self.colsum = colsum if colsum is not None else self.q.sum(axis=0, dtype=np.int32)  # (N,) int32: over K
 
     @property
-    def shape(self) -> tuple[int, int]:
-        k, n = self.q.shape
-        return int(k), int(n)
+    def q(self) -> np.ndarray:
+        """(K, N) int8, read-only."""
+        if self._q is None:
+            assert self.panels is not None
+            self._q = from_panel_layout(self.panels, self.shape)
+            self._q.flags.writeable = False
+        return self._q
+
+    def columns(self, ids: np.ndarray) -> np.ndarray:
+        """``q[:, ids].T`` (len(ids), K) int8: the embedding rows of a tied head, read from the
+        panels where ``q`` was not made (a token's weights lie in one panel, ~9 pages)."""
+        if self._q is not None or self.panels is None:
+            return self.q[:, ids].T
+        ids = np.asarray(ids, dtype=np.int64)
+        rows = self.panels[ids // PANEL_COLUMNS, :, ids % PANEL_COLUMNS, :]  # (len(ids), K/4, 4)
+        return rows.reshape(len(ids), -1)[:, : self.shape[0]]
 
 
 class Products(Protocol):
@@ -144,14 +203,14 @@ def default_threads() -> int:
 NATIVE_PATHS = ("vnni", "avxvnni", "avx2", "plain")
 """The native product kernel's code paths, widest first (``native/products.c``)."""
 
-NATIVE_MAX_ROWS = {"vnni": 2, "avxvnni": 2, "avx2": 128, "plain": 1}
-"""Rows a path takes before onnxruntime's MLAS wins. AVX2 (2-core EPYC, every matrix of a step,
-CPU time, 1 thread, after the activation quad became one load): 1 row 14.4 ms vs onnxruntime's
-27.0, 4 rows 29.7 vs 36.4, 16 rows 71.6 vs 79.8, 128 rows 477 vs 492; it was 2 rows before.
-AVX512-VNNI (a 2-core EPYC with AVX-512, where MLAS multiplies with VNNI too; same measure,
-2026-12-07): 1 row 9.9 ms vs 11.8, 2 rows 18.3 vs 18.9, 3 rows 20.9 vs 19.9, 4 rows 22.5 vs
-20.4, 8 rows 32.4 vs 23.0, 64 rows 158 vs 62: MLAS from 3 rows. AVX-VNNI (the same
-instructions on 256 bits) is taken to break even at the same count, unmeasured."""
+NATIVE_MAX_ROWS = {"vnni": 64, "avxvnni": 8, "avx2": 128, "plain": 1}
+"""Rows a path takes before onnxruntime's MLAS wins (``benchmarks/int8_kernels.py``: every matrix
+of a step, 1 thread). AVX2 (a 2-core EPYC without AVX-512, on runtime version 2's (K, N)
+layout): 1 row 14.4 ms vs onnxruntime's 27.0, 16 rows 71.6 vs 79.8, 128 rows 477 vs 492.
+AVX512-VNNI on the panels of version 3 (a 2-core EPYC with AVX-512, where MLAS multiplies with
+VNNI too; 2026-12-07): 1 row 5.9 ms vs 14.2, 8 rows 14.9 vs 25.0, 32 rows 28.7 vs 48.9, 64 rows
+52.1 vs 73.3, 128 rows 171.5 vs 143.1: MLAS from somewhere past 64 (on (K, N) it won from 3
+rows). AVX-VNNI (256 bits, one row at a time) is taken to break even at 8 rows, unmeasured."""
 
 
 class NativeProducts:
@@ -181,6 +240,7 @@ class NativeProducts:
         self.name = f"native-{self.path}"
         self._fallback = fallback
         self._checked: dict[QMatrix, bool] = {}
+        self._panels: dict[QMatrix, np.ndarray] = {}  # made here for matrices that bring none
 
     def _probe(self, path: str) -> bool:
         """Whether ``path`` gives numpy's int64 products on worst-case and random operands."""
@@ -194,10 +254,19 @@ class NativeProducts:
             x[-1] = rng.integers(-127, 128, k)
             for ww in (w, rng.integers(-127, 128, (k, n)).astype(np.int8)):
                 out = np.empty((m, n), np.int32)
-                self._native.matmul(x, ww, out, path)
+                self._native.matmul(x, panel_layout(ww), ww.sum(axis=0, dtype=np.int32), out, path)
                 if not np.array_equal(out, x.astype(np.int64) @ ww.astype(np.int64)):
                     return False
         return True
+
+    def panels(self, w: QMatrix) -> np.ndarray:
+        """``w``'s panels: the cache's, or :func:`panel_layout` once per matrix."""
+        if w.panels is not None:
+            return w.panels
+        made = self._panels.get(w)
+        if made is None:
+            made = self._panels[w] = panel_layout(np.asarray(w.q, dtype=np.int8))
+        return made
 
     @property
     def fallback(self) -> Products:
@@ -212,8 +281,10 @@ class NativeProducts:
         """Whether the native kernel multiplies ``w`` (C-contiguous int8 without ``-128``; checked once)."""
         ok = self._checked.get(w)
         if ok is None:
-            ok = self._checked[w] = (w.q.dtype == np.int8 and w.q.flags.c_contiguous
-                                     and bool(self._native.weights_in_range(w.q)))
+            panels = self.panels(w) if w.panels is not None or w.q.dtype == np.int8 else None
+            ok = self._checked[w] = (panels is not None and panels.dtype == np.int8 and panels.flags.c_contiguous
+                                     and panels.shape == panel_layout_shape(w.shape)
+                                     and bool(self._native.weights_in_range(panels)))
         return ok
 
     def __call__(self, x: np.ndarray, w: QMatrix) -> np.ndarray:
@@ -221,8 +292,8 @@ class NativeProducts:
         if len(x) > self.max_rows or not ok:
             return self.fallback(x, w)
         x = np.ascontiguousarray(x, dtype=np.int8)
-        out = np.empty((len(x), w.q.shape[1]), np.int32)
-        self._native.matmul(x, w.q, out, self.path)
+        out = np.empty((len(x), w.shape[1]), np.int32)
+        self._native.matmul(x, self.panels(w), w.colsum, out, self.path)
         return out
 
 

@@ -40,7 +40,7 @@ from semcodec.errors import SemModelError
 from semcodec.fileio import temp_beside
 from semcodec.models import pins, tables, verified
 from semcodec.models.adapter import packaged as packaged_adapter
-from semcodec.models.kernels import QMatrix
+from semcodec.models.kernels import QMatrix, panel_layout
 from semcodec.registry import WeightsSource
 
 try:
@@ -48,11 +48,14 @@ try:
 except ImportError:  # Windows: no flock (cache_lock locks nothing)
     fcntl = None  # type: ignore[assignment]
 
-RUNTIME_VERSION = 2
+RUNTIME_VERSION = 3
 """Bump when the cache layout, conversion or runtime arithmetic changes.
 
 2: matrices stored (K, N) with column sums, q/k/v and gate/up fused; KV cache int32
-(same tables as 1)."""
+(same tables as 1).
+3: every matrix stored in the native kernel's panel layout instead (``kernels.panel_layout``,
+``native/products.h``), read in place by the products; (K, N) is made from it where another
+backend asks (same tables as 1 and 2)."""
 
 MAX_POSITIONS = 4096 + 256
 """Context plus text tokens the runtime supports (the codec's limits stay below)."""
@@ -414,15 +417,17 @@ def build_cache(source: WeightsSource, gguf_path: Path, directory: Path, check_p
     gguf = GGUFFile(gguf_path)
     cfg = _config_from_gguf(gguf.metadata)
     arrays: dict[str, np.ndarray] = {}
+    shapes: dict[str, list[int]] = {}  # each matrix's (K, N)
     adapter = packaged_adapter(source.adapter, source.adapter_sha256) if source.adapter else None
 
     def add_matrix(name: str, *gguf_names: str) -> None:
         parts = [adapter.merge(n, *quantize_matrix(gguf.dequantize(n))) if adapter else
                  quantize_matrix(gguf.dequantize(n)) for n in gguf_names]  # rows: outputs; SPEC §5 steps 1, 1b
-        q = np.concatenate([p[0] for p in parts])
-        arrays[name] = np.ascontiguousarray(q.T)  # (K, N)
+        q = np.concatenate([p[0] for p in parts])  # (N, K)
+        arrays[f"{name}.panels"] = panel_layout(q.T)  # (K, N) in the native kernel's layout, made once
         arrays[f"{name}.scale"] = np.concatenate([p[1] for p in parts])
         arrays[f"{name}.colsum"] = q.astype(np.int32).sum(axis=1, dtype=np.int32)
+        shapes[name] = [q.shape[1], q.shape[0]]
 
     add_matrix("embed", "token_embd.weight")
     arrays["final_norm"] = gguf.dequantize("output_norm.weight")
@@ -466,6 +471,7 @@ def build_cache(source: WeightsSource, gguf_path: Path, directory: Path, check_p
             "weights_sha256": digest.hexdigest(),
             "files_sha256": {name: _sha256_file(staging / name) for name in _TOKENIZER_FILES},
             "config": cfg.__dict__,
+            "matrices": shapes,
             "tensors": index,
         }
         (staging / "index.json").write_text(json.dumps(meta, indent=1))
@@ -519,7 +525,8 @@ def _load_dir(directory: Path, pinned: dict[str, str] | None) -> ModelWeights:
         return arr.reshape(info["shape"])
 
     def matrix(name: str) -> QMatrix:
-        return QMatrix(name, get(name), get(f"{name}.scale"), get(f"{name}.colsum"))
+        k, n = (int(d) for d in meta["matrices"][name])
+        return QMatrix(name, None, get(f"{name}.scale"), get(f"{name}.colsum"), get(f"{name}.panels"), (k, n))
 
     cfg = ModelConfig(**meta["config"])
     layers = [

@@ -4,10 +4,12 @@
  * step 1; -128 never occurs, and the kernels' argument checks refuse it), activations int8
  * with |x| <= ACT_MAX = 127 (SPEC §5 step 2 uses at most 127). One product:
  * |x w| <= 127 * 127 = 16129 < 2**14. A pair of products: <= 32258 <= 32767, so an int16
- * pair sum (vpmaddubsw on |x| and sign(w, x)) never saturates. A sum over K inner dims:
- * <= K * 16129, below 2**31 for K <= MAX_INNER = 133143; the format's widest is 1536
- * (< 2**24 even, SPEC §5 step 2), so int32 accumulators never wrap and every order of
- * addition gives the same integer.
+ * pair sum (vpmaddubsw on |x| and sign(w, x)) never saturates. The VNNI paths multiply the
+ * offset byte x + 128 (<= 255) by w and subtract 128 * colsum afterwards: a lane's running sum
+ * is at most K * 255 * 127 = K * 32385 in magnitude, below 2**31 for K <= MAX_INNER = 66311
+ * (the true sum, <= K * 16129, is smaller still); the format's widest is 1536 (< 2**24 even,
+ * SPEC §5 step 2), so int32 accumulators never wrap and every order of addition gives the
+ * same integer.
  *
  * Attention over a prefix (prefix.c): |q|, |k| <= QK_LIMIT = 2**20 - 1, D <= MAX_DIM = 64:
  * |q.k| < 64 * 2**40 = 2**46; 0 <= p <= P_MAX = 2**16 and |v| <= V_LIMIT = 2**24 - 1 over
@@ -26,7 +28,7 @@
 
 #define WEIGHT_MAX 127
 #define ACT_MAX 127
-#define MAX_INNER 133143     /* K * 127 * 127 < 2**31 */
+#define MAX_INNER 66311      /* K * 255 * 127 < 2**31 (the offset form of the VNNI paths) */
 
 #define QK_LIMIT ((1 << 20) - 1)
 #define V_LIMIT ((1 << 24) - 1)

@@ -1,28 +1,44 @@
 /* Exact int8 x int8 -> int32 weight products for the decode step (semcodec.models.kernels).
  *
- * matmul(x, w, out, path=None): out[m, n] = sum_k x[m, k] * w[k, n]
- *     x (M, K) int8, w (K, N) int8 (the converted cache's own layout, used in place: a
- *     memory-mapped matrix is read where it lies), out (M, N) int32; all C-contiguous.
+ * matmul(x, panels, colsum, out, path=None): out[m, n] = sum_k x[m, k] * w[k, n]
+ *     x (M, K) int8, w given in the kernel layout of products.h (`panels`, made once at conversion
+ *     and stored in the converted cache, so a memory-mapped matrix is read where it lies) with its
+ *     column sums `colsum` (N,) int32, out (M, N) int32; all C-contiguous.
+ *
+ * Why a layout of its own: one panel is 64 output columns with their K weights in quads of four
+ * consecutive rows, front to back. A quad of one column is exactly one int32 lane of vpdpbusd,
+ * so a single row's product is one 32-byte load and one vpdpbusd per 8 columns x 4 rows, reading
+ * the panel as one sequential stream. On (K, N) rows the same product needed four loads, eight
+ * byte/word unpacks and four sign operations per 32 columns x 4 rows to build the quads in
+ * registers: measured on the 2-core EPYC (1 thread, every matrix of a step, 134.5 M weights),
+ * 12.9 ms on (K, N) against 6.2 ms on panels (21.8 GB/s, near what one core streams).
  *
  * Exactness (bounds.h): |x| <= 127 (checked here on every call: -128 is refused) and
  * |w| <= 127 (the caller checks each matrix once: weights_in_range). Every path adds the same
  * integers, each sum below 2**31 in magnitude, in int32 lanes that neither saturate nor wrap,
  * so the result is the exact integer whatever the order:
  *
- * - avx2: four weight rows are interleaved in registers into byte quads (w[k..k+3, n]) and
- *   multiplied with vpmaddubsw(|x| as u8, sign(w, x) as s8): each int16 lane is the sum of two
- *   products, |.| <= 2 * 127 * 127 = 32258 <= 32767, so it never saturates; vpmaddwd with ones
- *   adds the two pairs into int32 (<= 64516) and vpaddd accumulates (<= K * 16129 < 2**31).
- * - avxvnni (VEX vpdpbusd) and vnni (AVX512-VNNI, 256-bit EVEX vpdpbusd): the same quads and
- *   operands; vpdpbusd adds the four u8 x s8 products into the int32 lane without saturation
- *   (the non-"s" form), the same integers as the avx2 path.
+ * - vnni (AVX512-VNNI) and avxvnni (VEX vpdpbusd), the *offset* form: x + 128 (in [1, 255], the
+ *   byte x ^ 0x80) as u8 times w as s8; vpdpbusd adds four products into the int32 lane without
+ *   saturation (the non-"s" form), |lane| <= K * 255 * 127 < 2**31 for K <= MAX_INNER; then
+ *   sum_k (x + 128) w - 128 * colsum = sum_k x w. Padding (K past a quad, N past a panel) holds
+ *   zero weights, so a padded x byte (128) adds nothing.
+ * - avx2 (vpmaddubsw saturates int16 pairs, so no offset): |x| as u8 times sign(w, x) as s8;
+ *   each int16 lane is the sum of two products, |.| <= 2 * 127 * 127 = 32258 <= 32767;
+ *   vpmaddwd with ones adds the pairs into int32 and vpaddd accumulates (<= K * 16129).
  * - plain: the C loop, int32 sums.
  *
- * Threads: the columns are cut into blocks (whole numbers of 32 columns) that a small pool of
- * pthreads (set_threads) and the caller claim one at a time, so a block's sums are computed
- * exactly as without threads and a thread kept waiting by the scheduler holds nobody up.
- * A second caller arriving while the pool is busy runs alone in its own thread. The GIL is
- * released while the products run.
+ * Rows: the avx512 path takes rows four (then two) at a time per panel (16 zmm sums, the
+ * panel's four 64-byte loads shared by the rows); a last single row, and every row on the
+ * 256-bit paths, keeps eight ymm sums (64 columns) and reads the panel once per row (from L1/L2
+ * after the first). One row alone runs on 256 bits: in a standalone prototype of a step's
+ * products, 6.2 ms against 6.9 with zmm sums on the 2-core EPYC (AVX-512 there executes as two
+ * 256-bit halves).
+ *
+ * Threads: the panels are cut into blocks that a small pool of pthreads (set_threads) and the
+ * caller claim one at a time, so a block's sums are computed exactly as without threads and a
+ * thread kept waiting by the scheduler holds nobody up. A second caller arriving while the pool
+ * is busy runs alone in its own thread. The GIL is released while the products run.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -46,175 +62,224 @@
 
 static const char *const PATH_NAMES[] = {"plain", "avx2", "avxvnni", "vnni"};
 
-#define BLOCK 32  /* columns per vector block (one 256-bit register of bytes per weight row) */
+#define PANEL_BYTES (PANEL_COLUMNS * PANEL_DEPTH)  /* one quad of every column of a panel: 256 bytes */
 
 typedef struct {
-    const int8_t *x, *w;
-    int32_t *y;
-    Py_ssize_t m, k, n;
+    const int8_t *x;       /* (M, K) */
+    const int8_t *panels;  /* products.h's layout */
+    const int32_t *colsum; /* (N,) */
+    int32_t *y;            /* (M, N) */
+    Py_ssize_t m, k, n, quads;  /* quads = ceil(K / 4) */
     int path;
 } Gemv;
 
+/* Four activation bytes x[0..3] as one int32 lane's bytes (missing ones 0 when fewer than 4 are
+ * left; the vector paths are x86: little-endian). A constant-size copy compiles to one load; the
+ * tail is built byte by byte, since a libc call in the loop made GCC spill every sum around it. */
+static inline int32_t x_quad(const int8_t *x, Py_ssize_t left) {
+    int32_t s;
+    if (__builtin_expect(left >= 4, 1)) {
+        memcpy(&s, x, 4);
+        return s;
+    }
+    uint32_t u = 0;
+    for (Py_ssize_t i = 0; i < left; i++) u |= (uint32_t)(uint8_t)x[i] << (8 * i);
+    return (int32_t)u;
+}
+
+static inline const int8_t *panel_at(const Gemv *g, Py_ssize_t p) { return g->panels + p * g->quads * PANEL_BYTES; }
+
+/* The panel's columns that exist: 64, or fewer in the last panel. */
+static inline Py_ssize_t panel_width(const Gemv *g, Py_ssize_t p) {
+    Py_ssize_t left = g->n - p * PANEL_COLUMNS;
+    return left < PANEL_COLUMNS ? left : PANEL_COLUMNS;
+}
+
+/* Row r's 64 sums of panel p into y (the columns that exist). */
+static inline void put_sums(const Gemv *g, Py_ssize_t r, Py_ssize_t p, const int32_t *sums) {
+    memcpy(g->y + r * g->n + p * PANEL_COLUMNS, sums, (size_t)panel_width(g, p) * sizeof(int32_t));
+}
+
 /* -- plain C ----------------------------------------------------------------------------- */
 
-static void gemv_plain(const Gemv *g, Py_ssize_t c0, Py_ssize_t c1) {
+static void panel_plain(const Gemv *g, Py_ssize_t p) {
+    const int8_t *w = panel_at(g, p);
     for (Py_ssize_t r = 0; r < g->m; r++) {
-        int32_t *y = g->y + r * g->n;
         const int8_t *x = g->x + r * g->k;
-        for (Py_ssize_t c = c0; c < c1; c++) y[c] = 0;
+        int32_t sums[PANEL_COLUMNS] = {0};
         for (Py_ssize_t k = 0; k < g->k; k++) {
-            int32_t xv = x[k];
+            const int32_t xv = x[k];
             if (!xv) continue;
-            const int8_t *w = g->w + k * g->n;
-            for (Py_ssize_t c = c0; c < c1; c++) y[c] += xv * (int32_t)w[c];
+            const int8_t *wk = w + (k / 4) * PANEL_BYTES + k % 4;  /* column c's weight: wk[4 c] */
+            for (int c = 0; c < PANEL_COLUMNS; c++) sums[c] += xv * (int32_t)wk[PANEL_DEPTH * c];
         }
+        put_sums(g, r, p, sums);
     }
 }
 
 /* -- vector paths ------------------------------------------------------------------------ */
 
 #ifdef HAVE_AVX2
-/* One loop body for every vector path; DOT(acc, ax, sw) adds the four products of each int32
- * lane's u8 quad ax (|x|) and s8 quad sw (sign(w, x)) to acc.
- *
- * Per 32 columns and 4 weight rows: r0..r3 hold w[k + j, c .. c + 31]; the byte and word
- * unpacks give q0..q3, whose int32 lanes are the quads (w[k, n], .., w[k + 3, n]) of columns
- * {c+0..3, c+16..19}, {c+4..7, c+20..23}, {c+8..11, c+24..27}, {c+12..15, c+28..31} (the unpacks
- * work within 128-bit halves); the stores put the halves back in column order.
- *
- * Loop order: CHUNK weight rows at a time across the part's whole column range, the partial
- * sums kept in `out` between chunks (int32: exact, the same integers in another order). Each
- * chunk reads CHUNK rows front to back (a few sequential streams, one page per 4 KB), where a
- * column block down all K rows would touch a new page at every row of a wide matrix (the
- * 49152-column output head). The chunk's quads of a 32-column block are interleaved once and
- * serve every row of x. A single row of a matrix of at most PANEL_MAX_N columns (every layer's)
- * goes down all K rows per column block instead (rows at most 8 KB apart: the stride prefetcher
- * follows, helped by a software prefetch PREFETCH_QUADS quads ahead), its sums kept in registers:
- * measured 17.5 -> 12.6 ms per step's products with the quad load below, then 10.2 -> 8.8 ms
- * with the prefetch (down 2.3 -> 1.6 ms, gate_up 4.5 -> 3.9 ms), on the 2-core EPYC (1 thread;
- * the 49152-column head stays in chunks: as a panel it took 3.6 ms instead of 2.4). A K not
- * divisible by 4 ends with a quad whose missing rows are zero vectors (no read past the matrix)
- * and whose missing x bytes are 0. */
-#define CHUNK 16
-/* Four activation bytes x[0..3] as one int32 (missing ones 0 when fewer than 4 are left); a
- * constant-size copy compiles to one load, where a variable size was a libc call per quad. */
-static inline int32_t x_quad(const int8_t *x, Py_ssize_t left) {
-    int32_t s = 0;
-    if (left >= 4)
-        memcpy(&s, x, 4);
-    else
-        memcpy(&s, x, (size_t)left);
-    return s;
-}
-#define PREFETCH_QUADS 16  /* a single row's panel prefetches the quad of rows this far ahead */
-#define PANEL_MAX_N 8192  /* widest matrix whose single-row product runs down all K per column block */
-/* Partial sums of 32 columns between column order (in `out`) and the lanes' order (a0..a3). */
-#define LOAD_ACC(y)                                                                                  \
-    {                                                                                               \
-        __m256i y0 = _mm256_loadu_si256((const __m256i *)(y)), y1 = _mm256_loadu_si256((const __m256i *)((y) + 8)); \
-        __m256i y2 = _mm256_loadu_si256((const __m256i *)((y) + 16)), y3 = _mm256_loadu_si256((const __m256i *)((y) + 24)); \
-        a0 = _mm256_permute2x128_si256(y0, y2, 0x20);                                               \
-        a1 = _mm256_permute2x128_si256(y0, y2, 0x31);                                               \
-        a2 = _mm256_permute2x128_si256(y1, y3, 0x20);                                               \
-        a3 = _mm256_permute2x128_si256(y1, y3, 0x31);                                               \
-    }
-#define STORE_ACC(y)                                                                                 \
-    {                                                                                               \
-        _mm256_storeu_si256((__m256i *)(y), _mm256_permute2x128_si256(a0, a1, 0x20));               \
-        _mm256_storeu_si256((__m256i *)((y) + 8), _mm256_permute2x128_si256(a2, a3, 0x20));         \
-        _mm256_storeu_si256((__m256i *)((y) + 16), _mm256_permute2x128_si256(a0, a1, 0x31));        \
-        _mm256_storeu_si256((__m256i *)((y) + 24), _mm256_permute2x128_si256(a2, a3, 0x31));        \
-    }
-#define GEMV_BODY(NAME, TARGET, DOT)                                                                 \
-    TARGET static void NAME(const Gemv *g, Py_ssize_t c0, Py_ssize_t c1) {                          \
-        const Py_ssize_t K = g->k, N = g->n, M = g->m;                                              \
-        const Py_ssize_t cv = c0 + (c1 - c0) / BLOCK * BLOCK; /* vector blocks end here */          \
-        const Py_ssize_t span = M == 1 && N <= PANEL_MAX_N ? K : CHUNK;                             \
-        for (Py_ssize_t k0 = 0; k0 < K; k0 += span) {                                               \
-            const Py_ssize_t k1 = k0 + span < K ? k0 + span : K, quads = (k1 - k0 + 3) / 4;         \
-            for (Py_ssize_t c = c0; c < cv; c += BLOCK) {                                           \
-                __m256i qb[CHUNK / 4][4];                                                           \
-                const int8_t *wp = g->w + k0 * N + c;                                               \
-                const int one = M == 1;                                                             \
-                __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;                     \
-                if (one && k0) LOAD_ACC(g->y + c)                                                   \
-                for (Py_ssize_t j = 0; j < quads; j++, wp += 4 * N) {                               \
-                    const Py_ssize_t left = k1 - k0 - 4 * j;                                        \
-                    __m256i r0 = _mm256_loadu_si256((const __m256i *)wp);                           \
-                    __m256i r1 = left > 1 ? _mm256_loadu_si256((const __m256i *)(wp + N)) : _mm256_setzero_si256(); \
-                    __m256i r2 = left > 2 ? _mm256_loadu_si256((const __m256i *)(wp + 2 * N)) : _mm256_setzero_si256(); \
-                    __m256i r3 = left > 3 ? _mm256_loadu_si256((const __m256i *)(wp + 3 * N)) : _mm256_setzero_si256(); \
-                    __m256i lo01 = _mm256_unpacklo_epi8(r0, r1), hi01 = _mm256_unpackhi_epi8(r0, r1); \
-                    __m256i lo23 = _mm256_unpacklo_epi8(r2, r3), hi23 = _mm256_unpackhi_epi8(r2, r3); \
-                    __m256i q0 = _mm256_unpacklo_epi16(lo01, lo23), q1 = _mm256_unpackhi_epi16(lo01, lo23); \
-                    __m256i q2 = _mm256_unpacklo_epi16(hi01, hi23), q3 = _mm256_unpackhi_epi16(hi01, hi23); \
-                    if (one) {                                                                      \
-                        if (PREFETCH_QUADS && j + PREFETCH_QUADS < quads) {                         \
-                            const char *pf = (const char *)(wp + PREFETCH_QUADS * 4 * N);           \
-                            _mm_prefetch(pf, _MM_HINT_T0);                                          \
-                            _mm_prefetch(pf + N, _MM_HINT_T0);                                      \
-                            _mm_prefetch(pf + 2 * N, _MM_HINT_T0);                                  \
-                            _mm_prefetch(pf + 3 * N, _MM_HINT_T0);                                  \
-                        }                                                                           \
-                        const int32_t s = x_quad(g->x + k0 + 4 * j, left);                         \
-                        __m256i sx = _mm256_set1_epi32(s), ax = _mm256_abs_epi8(sx);                \
-                        a0 = DOT(a0, ax, _mm256_sign_epi8(q0, sx));                                 \
-                        a1 = DOT(a1, ax, _mm256_sign_epi8(q1, sx));                                 \
-                        a2 = DOT(a2, ax, _mm256_sign_epi8(q2, sx));                                 \
-                        a3 = DOT(a3, ax, _mm256_sign_epi8(q3, sx));                                 \
-                    } else {                                                                        \
-                        qb[j][0] = q0, qb[j][1] = q1, qb[j][2] = q2, qb[j][3] = q3;                 \
-                    }                                                                               \
-                }                                                                                   \
-                if (one) {                                                                          \
-                    STORE_ACC(g->y + c)                                                             \
-                    continue;                                                                       \
-                }                                                                                   \
-                for (Py_ssize_t r = 0; r < M; r++) {                                                \
-                    int32_t *y = g->y + r * N + c;                                                  \
-                    const int8_t *x = g->x + r * K + k0;                                            \
-                    a0 = a1 = a2 = a3 = _mm256_setzero_si256();                                     \
-                    if (k0) LOAD_ACC(y)                                                             \
-                    for (Py_ssize_t j = 0; j < quads; j++) {                                        \
-                        const Py_ssize_t left = k1 - k0 - 4 * j;                                    \
-                        const int32_t s = x_quad(x + 4 * j, left);                                  \
-                        __m256i sx = _mm256_set1_epi32(s), ax = _mm256_abs_epi8(sx);                \
-                        a0 = DOT(a0, ax, _mm256_sign_epi8(qb[j][0], sx));                           \
-                        a1 = DOT(a1, ax, _mm256_sign_epi8(qb[j][1], sx));                           \
-                        a2 = DOT(a2, ax, _mm256_sign_epi8(qb[j][2], sx));                           \
-                        a3 = DOT(a3, ax, _mm256_sign_epi8(qb[j][3], sx));                           \
-                    }                                                                               \
-                    STORE_ACC(y)                                                                    \
-                }                                                                                   \
-            }                                                                                       \
-        }                                                                                           \
-        if (cv < c1) gemv_plain(g, cv, c1); /* fewer than 32 columns left */                        \
-    }
 #define AVX2 __attribute__((target("avx2")))
-AVX2 static inline __m256i dot_avx2(__m256i acc, __m256i ax, __m256i sw) {
-    /* pairs: |.| <= 32258, no saturation; then int32 sums of the two pairs */
-    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sw), _mm256_set1_epi16(1)));
-}
-GEMV_BODY(gemv_avx2, AVX2, dot_avx2)
+#define VNNI __attribute__((target("avx2,avx512f,avx512bw,avx512vl,avx512vnni")))
+#define XOR_128 ((int32_t)0x80808080)  /* x ^ 0x80 per byte: x + 128 as u8 */
 
-#define VNNI __attribute__((target("avx2,avx512f,avx512vl,avx512vnni")))
-VNNI static inline __m256i dot_vnni(__m256i acc, __m256i ax, __m256i sw) { return _mm256_dpbusd_epi32(acc, ax, sw); }
-GEMV_BODY(gemv_vnni, VNNI, dot_vnni)
+/* 128 * colsum of panel p's columns c0 .. c0 + 7 (zero past N). */
+AVX2 static inline __m256i offset8(const Gemv *g, Py_ssize_t p, int c0) {
+    const Py_ssize_t width = panel_width(g, p);
+    if (c0 + 8 <= width)
+        return _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(g->colsum + p * PANEL_COLUMNS + c0)), 7);
+    int32_t cs[8] = {0};
+    for (int c = c0; c < width && c < c0 + 8; c++) cs[c - c0] = g->colsum[p * PANEL_COLUMNS + c];
+    return _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)cs), 7);
+}
+
+/* One row, 256-bit: eight sums of 8 columns; DOT adds a quad of u8 x s8 products per lane. */
+#define ROW_BODY(NAME, TARGET, DOT)                                                                  \
+    TARGET static void NAME(const Gemv *g, Py_ssize_t p, Py_ssize_t r) {                            \
+        const int8_t *w = panel_at(g, p), *x = g->x + r * g->k;                                     \
+        __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0; \
+        for (Py_ssize_t j = 0; j < g->quads; j++, w += PANEL_BYTES) {                               \
+            const int32_t xq = x_quad(x + 4 * j, g->k - 4 * j);                                     \
+            const __m256i bx = _mm256_set1_epi32(xq ^ XOR_128);                                     \
+            a0 = DOT(a0, bx, _mm256_loadu_si256((const __m256i *)w));                               \
+            a1 = DOT(a1, bx, _mm256_loadu_si256((const __m256i *)(w + 32)));                        \
+            a2 = DOT(a2, bx, _mm256_loadu_si256((const __m256i *)(w + 64)));                        \
+            a3 = DOT(a3, bx, _mm256_loadu_si256((const __m256i *)(w + 96)));                        \
+            a4 = DOT(a4, bx, _mm256_loadu_si256((const __m256i *)(w + 128)));                       \
+            a5 = DOT(a5, bx, _mm256_loadu_si256((const __m256i *)(w + 160)));                       \
+            a6 = DOT(a6, bx, _mm256_loadu_si256((const __m256i *)(w + 192)));                       \
+            a7 = DOT(a7, bx, _mm256_loadu_si256((const __m256i *)(w + 224)));                       \
+        }                                                                                           \
+        int32_t sums[PANEL_COLUMNS];                                                                \
+        __m256i *s = (__m256i *)sums;                                                               \
+        _mm256_storeu_si256(s + 0, _mm256_sub_epi32(a0, offset8(g, p, 0)));                         \
+        _mm256_storeu_si256(s + 1, _mm256_sub_epi32(a1, offset8(g, p, 8)));                         \
+        _mm256_storeu_si256(s + 2, _mm256_sub_epi32(a2, offset8(g, p, 16)));                        \
+        _mm256_storeu_si256(s + 3, _mm256_sub_epi32(a3, offset8(g, p, 24)));                        \
+        _mm256_storeu_si256(s + 4, _mm256_sub_epi32(a4, offset8(g, p, 32)));                        \
+        _mm256_storeu_si256(s + 5, _mm256_sub_epi32(a5, offset8(g, p, 40)));                        \
+        _mm256_storeu_si256(s + 6, _mm256_sub_epi32(a6, offset8(g, p, 48)));                        \
+        _mm256_storeu_si256(s + 7, _mm256_sub_epi32(a7, offset8(g, p, 56)));                        \
+        put_sums(g, r, p, sums);                                                                    \
+    }
+
+VNNI static inline __m256i dot_vnni(__m256i acc, __m256i ux, __m256i w) { return _mm256_dpbusd_epi32(acc, ux, w); }
+ROW_BODY(row_vnni, VNNI, dot_vnni)
+
+/* Four rows of panel p, 512-bit: the panel's quad of 64 columns is four zmm loads, each shared
+ * by the four rows' sums (16 zmm, named one by one: GCC spilled an array of them every quad). */
+#define DOT4(r, b)                                                                                   \
+    a##r##0 = _mm512_dpbusd_epi32(a##r##0, b, w0), a##r##1 = _mm512_dpbusd_epi32(a##r##1, b, w1), \
+    a##r##2 = _mm512_dpbusd_epi32(a##r##2, b, w2), a##r##3 = _mm512_dpbusd_epi32(a##r##3, b, w3)
+#define PUT4(r)                                                                                      \
+    {                                                                                               \
+        int32_t sums[PANEL_COLUMNS];                                                                \
+        _mm512_storeu_si512(sums, _mm512_sub_epi32(a##r##0, off0));                                 \
+        _mm512_storeu_si512(sums + 16, _mm512_sub_epi32(a##r##1, off1));                            \
+        _mm512_storeu_si512(sums + 32, _mm512_sub_epi32(a##r##2, off2));                            \
+        _mm512_storeu_si512(sums + 48, _mm512_sub_epi32(a##r##3, off3));                            \
+        put_sums(g, r0 + r, p, sums);                                                               \
+    }
+VNNI static inline __m512i offset16(const Gemv *g, Py_ssize_t p, int c0) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(offset8(g, p, c0)), offset8(g, p, c0 + 8), 1);
+}
+VNNI static void rows4_vnni(const Gemv *g, Py_ssize_t p, Py_ssize_t r0) {
+    const int8_t *w = panel_at(g, p);
+    const int8_t *x0 = g->x + r0 * g->k, *x1 = x0 + g->k, *x2 = x1 + g->k, *x3 = x2 + g->k;
+    __m512i a00 = _mm512_setzero_si512(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00,
+            a13 = a00, a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00, a32 = a00, a33 = a00;
+    for (Py_ssize_t j = 0; j < g->quads; j++, w += PANEL_BYTES) {
+        const Py_ssize_t left = g->k - 4 * j;
+        const __m512i w0 = _mm512_loadu_si512(w), w1 = _mm512_loadu_si512(w + 64);
+        const __m512i w2 = _mm512_loadu_si512(w + 128), w3 = _mm512_loadu_si512(w + 192);
+        const __m512i b0 = _mm512_set1_epi32(x_quad(x0 + 4 * j, left) ^ XOR_128);
+        const __m512i b1 = _mm512_set1_epi32(x_quad(x1 + 4 * j, left) ^ XOR_128);
+        const __m512i b2 = _mm512_set1_epi32(x_quad(x2 + 4 * j, left) ^ XOR_128);
+        const __m512i b3 = _mm512_set1_epi32(x_quad(x3 + 4 * j, left) ^ XOR_128);
+        DOT4(0, b0);
+        DOT4(1, b1);
+        DOT4(2, b2);
+        DOT4(3, b3);
+    }
+    const __m512i off0 = offset16(g, p, 0), off1 = offset16(g, p, 16), off2 = offset16(g, p, 32),
+                  off3 = offset16(g, p, 48);
+    PUT4(0)
+    PUT4(1)
+    PUT4(2)
+    PUT4(3)
+}
+
+/* Two rows of panel p: rows4_vnni's loop for rows 0 and 1 (8 zmm sums). */
+VNNI static void rows2_vnni(const Gemv *g, Py_ssize_t p, Py_ssize_t r0) {
+    const int8_t *w = panel_at(g, p);
+    const int8_t *x0 = g->x + r0 * g->k, *x1 = x0 + g->k;
+    __m512i a00 = _mm512_setzero_si512(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00,
+            a13 = a00;
+    for (Py_ssize_t j = 0; j < g->quads; j++, w += PANEL_BYTES) {
+        const Py_ssize_t left = g->k - 4 * j;
+        const __m512i w0 = _mm512_loadu_si512(w), w1 = _mm512_loadu_si512(w + 64);
+        const __m512i w2 = _mm512_loadu_si512(w + 128), w3 = _mm512_loadu_si512(w + 192);
+        const __m512i b0 = _mm512_set1_epi32(x_quad(x0 + 4 * j, left) ^ XOR_128);
+        const __m512i b1 = _mm512_set1_epi32(x_quad(x1 + 4 * j, left) ^ XOR_128);
+        DOT4(0, b0);
+        DOT4(1, b1);
+    }
+    const __m512i off0 = offset16(g, p, 0), off1 = offset16(g, p, 16), off2 = offset16(g, p, 32),
+                  off3 = offset16(g, p, 48);
+    PUT4(0)
+    PUT4(1)
+}
+
+/* Rows four at a time, then two, then one (a single row: 256-bit, the fastest for one stream here). */
+VNNI static void panel_vnni(const Gemv *g, Py_ssize_t p) {
+    Py_ssize_t r = 0;
+    for (; r + 4 <= g->m; r += 4) rows4_vnni(g, p, r);
+    if (r + 2 <= g->m) {
+        rows2_vnni(g, p, r);
+        r += 2;
+    }
+    if (r < g->m) row_vnni(g, p, r);
+}
 
 #ifdef HAVE_AVXVNNI
 #define AVXVNNI __attribute__((target("avx2,avxvnni")))
-AVXVNNI static inline __m256i dot_avxvnni(__m256i acc, __m256i ax, __m256i sw) {
-    return _mm256_dpbusd_avx_epi32(acc, ax, sw);
+AVXVNNI static inline __m256i dot_avxvnni(__m256i acc, __m256i ux, __m256i w) {
+    return _mm256_dpbusd_avx_epi32(acc, ux, w);
 }
-GEMV_BODY(gemv_avxvnni, AVXVNNI, dot_avxvnni)
+ROW_BODY(row_avxvnni, AVXVNNI, dot_avxvnni)
+static void panel_avxvnni(const Gemv *g, Py_ssize_t p) {
+    for (Py_ssize_t r = 0; r < g->m; r++) row_avxvnni(g, p, r);
+}
 #endif
+
+/* AVX2 without VNNI: |x| times sign(w, x), pairs in int16 (no offset: it would saturate). */
+AVX2 static void row_avx2(const Gemv *g, Py_ssize_t p, Py_ssize_t r) {
+    const int8_t *w = panel_at(g, p), *x = g->x + r * g->k;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i a[8];
+    for (int i = 0; i < 8; i++) a[i] = _mm256_setzero_si256();
+    for (Py_ssize_t j = 0; j < g->quads; j++, w += PANEL_BYTES) {
+        const __m256i sx = _mm256_set1_epi32(x_quad(x + 4 * j, g->k - 4 * j)), ax = _mm256_abs_epi8(sx);
+        for (int i = 0; i < 8; i++) {
+            const __m256i sw = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(w + 32 * i)), sx);
+            a[i] = _mm256_add_epi32(a[i], _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sw), ones));
+        }
+    }
+    int32_t sums[PANEL_COLUMNS];
+    for (int i = 0; i < 8; i++) _mm256_storeu_si256((__m256i *)(sums + 8 * i), a[i]);
+    put_sums(g, r, p, sums);
+}
+static void panel_avx2(const Gemv *g, Py_ssize_t p) {
+    for (Py_ssize_t r = 0; r < g->m; r++) row_avx2(g, p, r);
+}
 
 static int cpu_has(int level) {
     __builtin_cpu_init();
     switch (level) {
     case PATH_VNNI:
         return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl") &&
-               __builtin_cpu_supports("avx2");
+               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx2");
 #ifdef HAVE_AVXVNNI
     case PATH_AVXVNNI: return __builtin_cpu_supports("avxvnni") && __builtin_cpu_supports("avx2");
 #endif
@@ -227,16 +292,16 @@ static int cpu_has(int level) {
 static int cpu_has(int level) { return level == PATH_PLAIN; }
 #endif
 
-static void gemv_columns(const Gemv *g, Py_ssize_t c0, Py_ssize_t c1) {
+static void gemv_panel(const Gemv *g, Py_ssize_t p) {
     switch (g->path) {
 #ifdef HAVE_AVX2
-    case PATH_VNNI: gemv_vnni(g, c0, c1); return;
+    case PATH_VNNI: panel_vnni(g, p); return;
 #ifdef HAVE_AVXVNNI
-    case PATH_AVXVNNI: gemv_avxvnni(g, c0, c1); return;
+    case PATH_AVXVNNI: panel_avxvnni(g, p); return;
 #endif
-    case PATH_AVX2: gemv_avx2(g, c0, c1); return;
+    case PATH_AVX2: panel_avx2(g, p); return;
 #endif
-    default: gemv_plain(g, c0, c1);
+    default: panel_plain(g, p);
     }
 }
 
@@ -382,13 +447,14 @@ static void run_blocks(BlockFn fn, void *arg, long blocks, int threads) {
 
 typedef struct {
     const Gemv *g;
-    Py_ssize_t width;  /* columns per block: a multiple of BLOCK */
+    Py_ssize_t width;  /* panels per block */
 } GemvJob;
 
 static void gemv_block(void *arg, long block) {
     const GemvJob *job = (const GemvJob *)arg;
-    Py_ssize_t c0 = block * job->width, c1 = c0 + job->width < job->g->n ? c0 + job->width : job->g->n;
-    gemv_columns(job->g, c0, c1);
+    const Py_ssize_t panels = (job->g->n + PANEL_COLUMNS - 1) / PANEL_COLUMNS;
+    Py_ssize_t p0 = block * job->width, p1 = p0 + job->width < panels ? p0 + job->width : panels;
+    for (Py_ssize_t p = p0; p < p1; p++) gemv_panel(job->g, p);
 }
 
 #define MIN_BLOCK_WEIGHTS 32768  /* a block reads at least this many weights (smaller products: one block) */
@@ -399,23 +465,22 @@ static int parse_path(const char *path, int *level);
 static int choose_path(int want);
 
 /* products.h: the products for native callers (step.c), without the GIL. */
-void semcodec_products(const int8_t *x, const int8_t *w, int32_t *y, Py_ssize_t m, Py_ssize_t k, Py_ssize_t n,
+void semcodec_products(const int8_t *x, const Weights *w, int32_t *y, Py_ssize_t m, Py_ssize_t k, Py_ssize_t n,
                        int level) {
     if (!m || !n) return;
     if (!k) {
         memset(y, 0, (size_t)(m * n) * sizeof(int32_t));
         return;
     }
-    Gemv g = {x, w, y, m, k, n, level};
-    /* about 4 blocks per thread, each a whole number of 32-column blocks and at least
-     * MIN_BLOCK_WEIGHTS weights */
-    int threads = pool.threads;
-    Py_ssize_t width = (n + 4 * threads - 1) / (4 * threads);
-    Py_ssize_t least = (MIN_BLOCK_WEIGHTS + k - 1) / k;
+    Gemv g = {x, w->panels, w->colsum, y, m, k, n, (k + PANEL_DEPTH - 1) / PANEL_DEPTH, level};
+    /* about 4 blocks per thread, each a whole number of panels and at least MIN_BLOCK_WEIGHTS weights */
+    const int threads = pool.threads;
+    const Py_ssize_t panels = (n + PANEL_COLUMNS - 1) / PANEL_COLUMNS;
+    Py_ssize_t width = (panels + 4 * threads - 1) / (4 * threads);
+    const Py_ssize_t least = (MIN_BLOCK_WEIGHTS + k * PANEL_COLUMNS - 1) / (k * PANEL_COLUMNS);
     width = width > least ? width : least;
-    width = (width + BLOCK - 1) / BLOCK * BLOCK;
     GemvJob job = {&g, width};
-    run_blocks(gemv_block, &job, (long)((n + width - 1) / width), threads);
+    run_blocks(gemv_block, &job, (long)((panels + width - 1) / width), threads);
 }
 
 void semcodec_run_blocks(void (*fn)(void *arg, long block), void *arg, long blocks) {
@@ -429,11 +494,12 @@ int semcodec_products_level(const char *path, int *level) {
     return 0;
 }
 
-static int check_buffer(const Py_buffer *b, const char *what, Py_ssize_t itemsize, const char *formats) {
+/* b is a C-contiguous array of `ndim` dimensions whose items are `itemsize` bytes of one of `formats`. */
+static int check_buffer(const Py_buffer *b, const char *what, int ndim, Py_ssize_t itemsize, const char *formats) {
     const char *f = b->format ? b->format : "B";
     if (*f == '<' || *f == '=' || *f == '@') f++;
-    if (b->ndim != 2 || b->itemsize != itemsize || strlen(f) != 1 || !strchr(formats, *f)) {
-        PyErr_Format(PyExc_TypeError, "%s must be a 2-d C-contiguous %s array", what,
+    if (b->ndim != ndim || b->itemsize != itemsize || strlen(f) != 1 || !strchr(formats, *f)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a %d-d C-contiguous %s array", what, ndim,
                      itemsize == 1 ? "int8" : "int32");
         return -1;
     }
@@ -463,51 +529,48 @@ static int choose_path(int want) {
 
 static PyObject *matmul(PyObject *self, PyObject *args) {
     (void)self;
-    PyObject *x_obj, *w_obj, *out_obj;
+    PyObject *x_obj, *p_obj, *c_obj, *out_obj;
     const char *path = NULL;
-    if (!PyArg_ParseTuple(args, "OOO|z:matmul", &x_obj, &w_obj, &out_obj, &path)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOOO|z:matmul", &x_obj, &p_obj, &c_obj, &out_obj, &path)) return NULL;
     int want;
     if (parse_path(path, &want) < 0) return NULL;
-    Py_buffer xb, wb, ob;
-    if (PyObject_GetBuffer(x_obj, &xb, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return NULL;
-    if (PyObject_GetBuffer(w_obj, &wb, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
-        PyBuffer_Release(&xb);
-        return NULL;
-    }
-    if (PyObject_GetBuffer(out_obj, &ob, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0) {
-        PyBuffer_Release(&xb);
-        PyBuffer_Release(&wb);
-        return NULL;
-    }
+    Py_buffer b[4];
+    PyObject *objs[4] = {x_obj, p_obj, c_obj, out_obj};
+    int got = 0;
     PyObject *result = NULL;
-    if (check_buffer(&xb, "x", 1, "b") < 0 || check_buffer(&wb, "w", 1, "b") < 0 ||
-        check_buffer(&ob, "out", 4, "il"))
+    for (; got < 4; got++)
+        if (PyObject_GetBuffer(objs[got], &b[got], PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (got == 3 ? PyBUF_WRITABLE : 0)) < 0)
+            goto done;
+    if (check_buffer(&b[0], "x", 2, 1, "b") < 0 || check_buffer(&b[1], "panels", 4, 1, "b") < 0 ||
+        check_buffer(&b[2], "colsum", 1, 4, "il") < 0 || check_buffer(&b[3], "out", 2, 4, "il") < 0)
         goto done;
-    Py_ssize_t m = xb.shape[0], k = xb.shape[1], n = wb.shape[1];
-    if (wb.shape[0] != k || ob.shape[0] != m || ob.shape[1] != n) {
-        PyErr_Format(PyExc_ValueError, "shapes x (%zd, %zd), w (%zd, %zd), out (%zd, %zd) do not match", m, k,
-                     wb.shape[0], n, ob.shape[0], ob.shape[1]);
+    const Py_ssize_t m = b[0].shape[0], k = b[0].shape[1], n = b[3].shape[1];
+    const Py_ssize_t *ps = b[1].shape;
+    if (b[3].shape[0] != m || b[2].shape[0] != n || ps[0] != (n + PANEL_COLUMNS - 1) / PANEL_COLUMNS ||
+        ps[1] != (k + PANEL_DEPTH - 1) / PANEL_DEPTH || ps[2] != PANEL_COLUMNS || ps[3] != PANEL_DEPTH) {
+        PyErr_Format(PyExc_ValueError,
+                     "shapes x (%zd, %zd), panels (%zd, %zd, %zd, %zd), colsum (%zd,), out (%zd, %zd) do not match", m,
+                     k, ps[0], ps[1], ps[2], ps[3], b[2].shape[0], b[3].shape[0], n);
         goto done;
     }
     if (k > MAX_INNER) {
         PyErr_Format(PyExc_ValueError, "inner dimension %zd exceeds %d (int32 sums could wrap)", k, MAX_INNER);
         goto done;
     }
-    const int8_t *x = (const int8_t *)xb.buf;
+    const int8_t *x = (const int8_t *)b[0].buf;
     for (Py_ssize_t i = 0; i < m * k; i++)
         if (x[i] < -ACT_MAX) {
             PyErr_SetString(PyExc_ValueError, "activations must lie in [-127, 127]");
             goto done;
         }
     const int level = choose_path(want);
+    const Weights w = {(const int8_t *)b[1].buf, (const int32_t *)b[2].buf};
     Py_BEGIN_ALLOW_THREADS
-    semcodec_products(x, (const int8_t *)wb.buf, (int32_t *)ob.buf, m, k, n, level);
+    semcodec_products(x, &w, (int32_t *)b[3].buf, m, k, n, level);
     Py_END_ALLOW_THREADS
     result = Py_NewRef(Py_None);
 done:
-    PyBuffer_Release(&xb);
-    PyBuffer_Release(&wb);
-    PyBuffer_Release(&ob);
+    while (got > 0) PyBuffer_Release(&b[--got]);
     return result;
 }
 
@@ -585,8 +648,9 @@ static PyObject *vector_paths(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"matmul", matmul, METH_VARARGS,
-     "matmul(x, w, out, path=None): out[m, n] = sum_k x[m, k] w[k, n] exactly; x (M, K) int8 in [-127, 127], "
-     "w (K, N) int8 in [-127, 127] (check once with weights_in_range), out (M, N) int32; all C-contiguous. "
+     "matmul(x, panels, colsum, out, path=None): out[m, n] = sum_k x[m, k] w[k, n] exactly; x (M, K) int8 in "
+     "[-127, 127], w (K, N) int8 in [-127, 127] given as its panels (kernels.panel_layout; check once with "
+     "weights_in_range) and its column sums colsum (N,) int32, out (M, N) int32; all C-contiguous. "
      "path: the widest code path to use (vnni, avxvnni, avx2, plain; default the widest this CPU runs)."},
     {"weights_in_range", weights_in_range, METH_O, "weights_in_range(w): True when no entry of int8 w is -128."},
     {"set_threads", set_threads, METH_O, "set_threads(n): use n threads (the caller's included); returns the count."},

@@ -67,11 +67,11 @@
 #define V_FRACTION_BITS 12   /* values: rint(y * 2**12) */
 #define RMS_STEPS 32767.0    /* SPEC section 5, step 3: the sum of squares' 16-bit image */
 #define N_TABLES 4
-#define N_LAYER_ARRAYS 10
+#define N_LAYER_ARRAYS 14
 
 typedef struct {
     const double *attn_norm, *ffn_norm;
-    const int8_t *qkv, *o, *gate_up, *down;
+    Weights qkv, o, gate_up, down;  /* products.h's panels and column sums */
     const double *qkv_scale, *o_scale, *gate_up_scale, *down_scale;
 } Layer;
 
@@ -113,6 +113,24 @@ static const void *view(Model *m, PyObject *obj, char kind, int ndim, Py_ssize_t
     }
     m->n_views++;
     return b->buf;
+}
+
+/* The panels (products.h's layout) and column sums of a (k, n) matrix, both kept in m->views. */
+static int weights_view(Model *m, PyObject *panels, PyObject *colsum, Py_ssize_t k, Py_ssize_t n, Weights *w,
+                        const char *what) {
+    Py_buffer *b = &m->views[m->n_views];
+    if (PyObject_GetBuffer(panels, b, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return 0;
+    const int ok = b->ndim == 4 && holds(b, 'b') && b->shape[0] == (n + PANEL_COLUMNS - 1) / PANEL_COLUMNS &&
+                   b->shape[1] == (k + PANEL_DEPTH - 1) / PANEL_DEPTH && b->shape[2] == PANEL_COLUMNS &&
+                   b->shape[3] == PANEL_DEPTH;
+    if (!ok) {
+        PyBuffer_Release(b);
+        PyErr_Format(PyExc_ValueError, "step_model: %s panels have the wrong type or shape", what);
+        return 0;
+    }
+    m->n_views++;
+    w->panels = b->buf;
+    return (w->colsum = view(m, colsum, 'i', 1, n, -1, what)) != NULL;
 }
 
 PyObject *semcodec_step_model(PyObject *self, PyObject *args) {
@@ -161,22 +179,24 @@ PyObject *semcodec_step_model(PyObject *self, PyObject *args) {
     for (Py_ssize_t li = 0; li < m->n_layers; li++) {
         PyObject *t = PyList_GET_ITEM(layers, li);
         if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != N_LAYER_ARRAYS) {
-            PyErr_SetString(PyExc_ValueError, "step_model: each layer is a tuple of 10 arrays");
+            PyErr_SetString(PyExc_ValueError, "step_model: each layer is a tuple of 14 arrays");
             goto fail;
         }
         Layer *l = &m->layers[li];
         const Py_ssize_t h = m->hidden, f = m->ffn, hd = m->heads * m->dim;
-        if (!(l->attn_norm = view(m, PyTuple_GET_ITEM(t, 0), 'd', 1, h, -1, "attn_norm")) ||
-            !(l->qkv = view(m, PyTuple_GET_ITEM(t, 1), 'b', 2, h, qkv_n, "qkv")) ||
-            !(l->qkv_scale = view(m, PyTuple_GET_ITEM(t, 2), 'd', 1, qkv_n, -1, "qkv scale")) ||
-            !(l->o = view(m, PyTuple_GET_ITEM(t, 3), 'b', 2, hd, h, "o")) ||
-            !(l->o_scale = view(m, PyTuple_GET_ITEM(t, 4), 'd', 1, h, -1, "o scale")) ||
-            !(l->ffn_norm = view(m, PyTuple_GET_ITEM(t, 5), 'd', 1, h, -1, "ffn_norm")) ||
-            !(l->gate_up = view(m, PyTuple_GET_ITEM(t, 6), 'b', 2, h, 2 * f, "gate_up")) ||
-            !(l->gate_up_scale = view(m, PyTuple_GET_ITEM(t, 7), 'd', 1, 2 * f, -1, "gate_up scale")) ||
-            !(l->down = view(m, PyTuple_GET_ITEM(t, 8), 'b', 2, f, h, "down")) ||
-            !(l->down_scale = view(m, PyTuple_GET_ITEM(t, 9), 'd', 1, h, -1, "down scale")))
+#define ITEM(i) PyTuple_GET_ITEM(t, i)
+        if (!(l->attn_norm = view(m, ITEM(0), 'd', 1, h, -1, "attn_norm")) ||
+            !weights_view(m, ITEM(1), ITEM(2), h, qkv_n, &l->qkv, "qkv") ||
+            !(l->qkv_scale = view(m, ITEM(3), 'd', 1, qkv_n, -1, "qkv scale")) ||
+            !weights_view(m, ITEM(4), ITEM(5), hd, h, &l->o, "o") ||
+            !(l->o_scale = view(m, ITEM(6), 'd', 1, h, -1, "o scale")) ||
+            !(l->ffn_norm = view(m, ITEM(7), 'd', 1, h, -1, "ffn_norm")) ||
+            !weights_view(m, ITEM(8), ITEM(9), h, 2 * f, &l->gate_up, "gate_up") ||
+            !(l->gate_up_scale = view(m, ITEM(10), 'd', 1, 2 * f, -1, "gate_up scale")) ||
+            !weights_view(m, ITEM(11), ITEM(12), f, h, &l->down, "down") ||
+            !(l->down_scale = view(m, ITEM(13), 'd', 1, h, -1, "down scale")))
             goto fail;
+#undef ITEM
     }
     /* The weights' range (|w| <= WEIGHT_MAX) is the caller's check (weights_in_range, once per matrix). */
     PyObject *capsule = PyCapsule_New(m, CAPSULE, model_free);
@@ -647,7 +667,7 @@ typedef struct {
 
 /* acc = q @ w for every row (exact int32); 0 with an exception set when the callback fails.
  * Called without the GIL; takes it for the callback. */
-static int many_products(Many *c, Py_ssize_t matrix, const int8_t *w, Py_ssize_t k, Py_ssize_t n) {
+static int many_products(Many *c, Py_ssize_t matrix, const Weights *w, Py_ssize_t k, Py_ssize_t n) {
     if (!c->products) {
         semcodec_products(c->q, w, c->acc, c->rows, k, n, c->level);
         return 1;
@@ -781,7 +801,7 @@ static int many_layer(Many *c, Lane *lanes, Py_ssize_t li, PyObject *attend, dou
     const Py_ssize_t H = m->heads, KV = m->kv, D = m->dim, qkv_n = (H + 2 * KV) * D, hidden = m->hidden, ffn = m->ffn;
     const Py_ssize_t M = c->rows;
     if (!many_norm(c, lanes, l->attn_norm)) return 0;
-    if (!many_products(c, 4 * li + 0, l->qkv, hidden, qkv_n)) return -1;
+    if (!many_products(c, 4 * li + 0, &l->qkv, hidden, qkv_n)) return -1;
     many_scale(c, c->xs, l->qkv_scale, qkv_n);
     for (Py_ssize_t r = 0; r < M; r++)
         if (!lane_keys(m, li, &lanes[r], c->y + r * qkv_n)) return 0;
@@ -799,13 +819,13 @@ static int many_layer(Many *c, Lane *lanes, Py_ssize_t li, PyObject *attend, dou
         c->xs[r] = quantize(s->att, H * D, m->amax_hidden, c->q + r * H * D, s->vector);
         if (isnan(c->xs[r])) return 0;
     }
-    if (!many_products(c, 4 * li + 1, l->o, H * D, hidden)) return -1;
+    if (!many_products(c, 4 * li + 1, &l->o, H * D, hidden)) return -1;
     many_scale(c, c->xs, l->o_scale, hidden);
     for (Py_ssize_t r = 0; r < M; r++)
         add_into(lanes[r].s.x, c->y + r * hidden, hidden, lanes[r].s.vector);
     /* MLP: down(silu(gate(x)) * up(x)) */
     if (!many_norm(c, lanes, l->ffn_norm)) return 0;
-    if (!many_products(c, 4 * li + 2, l->gate_up, hidden, 2 * ffn)) return -1;
+    if (!many_products(c, 4 * li + 2, &l->gate_up, hidden, 2 * ffn)) return -1;
     many_scale(c, c->xs, l->gate_up_scale, 2 * ffn);
     for (Py_ssize_t r = 0; r < M; r++) {
         double *y = c->y + r * 2 * ffn;
@@ -814,7 +834,7 @@ static int many_layer(Many *c, Lane *lanes, Py_ssize_t li, PyObject *attend, dou
         c->xs[r] = quantize(y, ffn, m->amax_ffn, c->q + r * ffn, lanes[r].s.vector);
         if (isnan(c->xs[r])) return 0;
     }
-    if (!many_products(c, 4 * li + 3, l->down, ffn, hidden)) return -1;
+    if (!many_products(c, 4 * li + 3, &l->down, ffn, hidden)) return -1;
     many_scale(c, c->xs, l->down_scale, hidden);
     for (Py_ssize_t r = 0; r < M; r++)
         add_into(lanes[r].s.x, c->y + r * hidden, hidden, lanes[r].s.vector);
