@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -252,3 +254,45 @@ def test_decode_steps_through_the_native_kernel_give_the_pinned_tables() -> None
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+_HARNESS = Path(__file__).parent / "native" / "panels_check.c"
+_KERNELS = Path(__file__).parents[1] / "src" / "semcodec" / "models" / "native"
+
+
+def _build(cc: str, out: Path, *flags: str) -> None:
+    done = subprocess.run([cc, "-O2", "-Wall", *flags, f"-I{_KERNELS}", str(_HARNESS), str(_KERNELS / "panels.c"),
+                           "-o", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_panel_kernels_alone_match_int64_sums(tmp_path: Path) -> None:
+    """panels.c without Python (tests/native/panels_check.c): every path this CPU runs against
+    int64 sums at the format's worst case, the model's shapes and random tails."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    _build(cc, tmp_path / "check")
+    done = subprocess.run([str(tmp_path / "check")], capture_output=True, text=True, timeout=300)
+    assert done.returncode in (0, 2), done.stdout[-2000:]  # 2: plain C only (no vector path here)
+    assert "plain: exact" in done.stdout
+    for path in PATHS:
+        assert f"{path}: exact" in done.stdout
+
+
+def test_the_arm64_sdot_path_under_emulation(tmp_path: Path) -> None:
+    """The NEON sdot path (arm64), which no machine of this project runs natively: built with a
+    cross compiler and run under qemu, on a CPU with the dot-product extension (it must run and
+    be exact) and on one without it (a Cortex-A53: plain C only)."""
+    cc = shutil.which("aarch64-linux-gnu-gcc")
+    qemu = shutil.which("qemu-aarch64-static") or shutil.which("qemu-aarch64")
+    if cc is None or qemu is None:
+        pytest.skip("needs aarch64-linux-gnu-gcc and qemu-aarch64 (scripts/test.sh installs both as root)")
+    _build(cc, tmp_path / "check", "-static")
+    done = subprocess.run([qemu, str(tmp_path / "check")], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert "neon: exact" in done.stdout and "plain: exact" in done.stdout
+    done = subprocess.run([qemu, "-cpu", "cortex-a53", str(tmp_path / "check")], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 2, done.stdout[-2000:]
+    assert "neon" not in done.stdout

@@ -8,7 +8,7 @@ in any order, so the kernel is a free choice: the tables never depend on it.
 
 * :class:`NativeProducts` (``native``, the default where the optional extension
   :mod:`semcodec.models._products` is built): the products in C (AVX512-VNNI, AVX-VNNI, AVX2
-  or plain C; ``native/products.c``), on the cache's copy of each matrix in the kernel's own
+  NEON ``sdot`` on arm64, or plain C; ``native/panels.c``), on the cache's copy of each matrix in the kernel's own
   layout (:func:`panel_layout`, read in place), the columns split across the machine's cores;
   the whole step runs beside them (``native/step.c``). More rows than
   :attr:`NativeProducts.max_rows` (:data:`NATIVE_MAX_ROWS`: 128 with AVX2, 64 with VNNI, where
@@ -200,24 +200,27 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-NATIVE_PATHS = ("vnni", "avxvnni", "avx2", "plain")
-"""The native product kernel's code paths, widest first (``native/products.c``)."""
+NATIVE_PATHS = ("neon", "vnni", "avxvnni", "avx2", "plain")
+"""The native product kernel's code paths, widest first (``native/panels.c``; ``neon`` is arm64's
+``sdot``, the others x86's)."""
 
-NATIVE_MAX_ROWS = {"vnni": 64, "avxvnni": 8, "avx2": 128, "plain": 1}
+NATIVE_MAX_ROWS = {"neon": 8, "vnni": 64, "avxvnni": 8, "avx2": 128, "plain": 1}
 """Rows a path takes before onnxruntime's MLAS wins (``benchmarks/int8_kernels.py``: every matrix
 of a step, 1 thread). AVX2 (a 2-core EPYC without AVX-512, on runtime version 2's (K, N)
 layout): 1 row 14.4 ms vs onnxruntime's 27.0, 16 rows 71.6 vs 79.8, 128 rows 477 vs 492.
 AVX512-VNNI on the panels of version 3 (a 2-core EPYC with AVX-512, where MLAS multiplies with
 VNNI too; 2026-12-07): 1 row 5.9 ms vs 14.2, 8 rows 14.9 vs 25.0, 32 rows 28.7 vs 48.9, 64 rows
 52.1 vs 73.3, 128 rows 171.5 vs 143.1: MLAS from somewhere past 64 (on (K, N) it won from 3
-rows). AVX-VNNI (256 bits, one row at a time) is taken to break even at 8 rows, unmeasured."""
+rows). AVX-VNNI (256 bits) and NEON (``sdot``, 128 bits), one row at a time, are taken to
+break even at 8 rows, unmeasured (no such machine here; the NEON path's exactness is tested
+under qemu)."""
 
 
 class NativeProducts:
     """The native kernel (:mod:`semcodec.models._products`) for up to :attr:`max_rows` rows; more
     rows go to ``fallback`` (onnxruntime where installed, else numpy).
 
-    ``path`` caps the code path (``vnni``, ``avxvnni``, ``avx2``, ``plain``; default the widest
+    ``path`` caps the code path (``neon``, ``vnni``, ``avxvnni``, ``avx2``, ``plain``; default the widest
     this CPU runs): tests and benchmarks only, every path gives the same integers. Each
     vector path is first checked against numpy's int64 products at the format's extremes
     (:meth:`_probe`): a path that disagrees is never used (the next one is). Each weight

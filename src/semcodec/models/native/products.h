@@ -1,11 +1,6 @@
 /* The weight products of products.c for other native kernels (step.c).
  *
- * The kernel layout of a (K, N) int8 weight matrix w (made once at conversion:
- * semcodec.models.kernels.panel_layout, stored in the converted cache):
- *     panels[p][j][c][i] = w[4 j + i][64 p + c], 0 where 4 j + i >= K or 64 p + c >= N,
- *     shape (ceil(N / 64), ceil(K / 4), 64, 4) int8, C order; colsum[n] = sum_k w[k][n] int32.
- * A panel is PANEL_COLUMNS = 64 output columns, its weights in quads of PANEL_DEPTH = 4
- * consecutive rows (one quad of one column: one int32 lane of vpdpbusd), read front to back.
+ * The layout of the weights and the code paths: panels.h.
  *
  * semcodec_products(x, w, y, m, k, n, level): y[m, n] = sum_k x[m, k] w[k, n], exact int32
  *     x (M, K) int8 in [-ACT_MAX, ACT_MAX], w's panels and column sums (entries in
@@ -23,14 +18,10 @@
 #include <Python.h>
 #include <stdint.h>
 
-/* The code paths, narrowest first (products.c's PATH_NAMES: "plain", "avx2", "avxvnni", "vnni"). */
-enum { PATH_PLAIN = 0, PATH_AVX2 = 1, PATH_AVXVNNI = 2, PATH_VNNI = 3 };
-
-#define PANEL_COLUMNS 64
-#define PANEL_DEPTH 4
+#include "panels.h"
 
 typedef struct {
-    const int8_t *panels;   /* the layout above */
+    const int8_t *panels;   /* panels.h's layout */
     const int32_t *colsum;  /* (N,) */
 } Weights;
 

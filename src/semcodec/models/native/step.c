@@ -71,7 +71,7 @@
 
 typedef struct {
     const double *attn_norm, *ffn_norm;
-    Weights qkv, o, gate_up, down;  /* products.h's panels and column sums */
+    Weights qkv, o, gate_up, down;  /* panels.h's layout and column sums */
     const double *qkv_scale, *o_scale, *gate_up_scale, *down_scale;
 } Layer;
 
@@ -115,7 +115,7 @@ static const void *view(Model *m, PyObject *obj, char kind, int ndim, Py_ssize_t
     return b->buf;
 }
 
-/* The panels (products.h's layout) and column sums of a (k, n) matrix, both kept in m->views. */
+/* The panels (panels.h's layout) and column sums of a (k, n) matrix, both kept in m->views. */
 static int weights_view(Model *m, PyObject *panels, PyObject *colsum, Py_ssize_t k, Py_ssize_t n, Weights *w,
                         const char *what) {
     Py_buffer *b = &m->views[m->n_views];

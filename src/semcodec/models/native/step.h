@@ -13,7 +13,8 @@ PyObject *semcodec_step_many(PyObject *self, PyObject *args);
     "step_model(config, tables, layers): the weights of ExactLM for step() (kept referenced), as a capsule. " \
     "config = (hidden, ffn, heads, kv_heads, head_dim, amax_hidden, amax_ffn, rms_eps, attention_shift, "      \
     "sigmoid_half, sigmoid_step_bits); tables = (rope_cos, rope_sin, sigmoid, attention_exp + [0]); layers = "   \
-    "[(attn_norm, qkv, qkv_scale, o, o_scale, ffn_norm, gate_up, gate_up_scale, down, down_scale), ...]."
+    "[(attn_norm, qkv panels, qkv colsum, qkv scale, o panels, o colsum, o scale, ffn_norm, gate_up panels, "  \
+    "gate_up colsum, gate_up scale, down panels, down colsum, down scale), ...] (panels: panels.h's layout)."
 #define SEMCODEC_STEP_DOC                                                                                 \
     "step(model, x, position, keys, values, own, attend, rows, own_top, path=None) -> bool: every layer of " \
     "one token's row x (hidden,) float64, in place (SPEC section 5, steps 2-5), writing its keys and values " \
