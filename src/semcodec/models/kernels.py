@@ -204,16 +204,19 @@ NATIVE_PATHS = ("neon", "vnni", "avxvnni", "avx2", "plain")
 """The native product kernel's code paths, widest first (``native/panels.c``; ``neon`` is arm64's
 ``sdot``, the others x86's)."""
 
-NATIVE_MAX_ROWS = {"neon": 8, "vnni": 64, "avxvnni": 8, "avx2": 128, "plain": 1}
+NATIVE_MAX_ROWS = {"neon": 64, "vnni": 64, "avxvnni": 64, "avx2": 128, "plain": 1}
 """Rows a path takes before onnxruntime's MLAS wins (``benchmarks/int8_kernels.py``: every matrix
 of a step, 1 thread). AVX2 (a 2-core EPYC without AVX-512, on runtime version 2's (K, N)
 layout): 1 row 14.4 ms vs onnxruntime's 27.0, 16 rows 71.6 vs 79.8, 128 rows 477 vs 492.
 AVX512-VNNI on the panels of version 3 (a 2-core EPYC with AVX-512, where MLAS multiplies with
 VNNI too; 2026-12-07): 1 row 5.9 ms vs 14.2, 8 rows 14.9 vs 25.0, 32 rows 28.7 vs 48.9, 64 rows
 52.1 vs 73.3, 128 rows 171.5 vs 143.1: MLAS from somewhere past 64 (on (K, N) it won from 3
-rows). AVX-VNNI (256 bits) and NEON (``sdot``, 128 bits), one row at a time, are taken to
-break even at 8 rows, unmeasured (no such machine here; the NEON path's exactness is tested
-under qemu)."""
+rows). AVX-VNNI (256 bits) and NEON (``sdot``, 128 bits) run one row at a time and are
+unmeasured (no such machine here; the NEON path's exactness is tested under qemu): they keep
+every batch the codec makes (a prefill chunk of 32 rows, a lockstep batch of 64 files), since
+handing one to MLAS first makes the (K, N) copy of every matrix from the panels (135 MB more
+per process and about 0.15 s, once). The per-row AVX2 path, measured here as a stand-in, takes
+2.2x MLAS's time at 64 rows; past 64, MLAS."""
 
 
 class NativeProducts:
