@@ -154,8 +154,10 @@ AVX2 static inline __m256i offset8(const Gemv *g, ptrdiff_t p, int c0) {
 VNNI static inline __m256i dot_vnni(__m256i acc, __m256i ux, __m256i w) { return _mm256_dpbusd_epi32(acc, ux, w); }
 ROW_BODY(row_vnni, VNNI, dot_vnni)
 
-/* Four rows of panel p, 512-bit: the panel's quad of 64 columns is four zmm loads, each shared
- * by the four rows' sums (16 zmm, named one by one: GCC spilled an array of them every quad). */
+/* Four (four = 1) or two (four = 0) rows of panel p, 512-bit: the panel's quad of 64 columns is
+ * four zmm loads, each shared by the rows' sums (16 or 8 zmm, named one by one: GCC spilled an
+ * array of them every quad). Always inlined with a constant `four`, so each caller compiles to
+ * its own loop with no test in it. */
 #define DOT4(r, b)                                                                                   \
     a##r##0 = _mm512_dpbusd_epi32(a##r##0, b, w0), a##r##1 = _mm512_dpbusd_epi32(a##r##1, b, w1), \
     a##r##2 = _mm512_dpbusd_epi32(a##r##2, b, w2), a##r##3 = _mm512_dpbusd_epi32(a##r##3, b, w3)
@@ -171,9 +173,11 @@ ROW_BODY(row_vnni, VNNI, dot_vnni)
 VNNI static inline __m512i offset16(const Gemv *g, ptrdiff_t p, int c0) {
     return _mm512_inserti64x4(_mm512_castsi256_si512(offset8(g, p, c0)), offset8(g, p, c0 + 8), 1);
 }
-VNNI static void rows4_vnni(const Gemv *g, ptrdiff_t p, ptrdiff_t r0) {
+VNNI static inline __attribute__((always_inline)) void rows_vnni(const Gemv *g, ptrdiff_t p, ptrdiff_t r0,
+                                                                 const int four) {
     const int8_t *w = panel_at(g, p);
-    const int8_t *x0 = g->x + r0 * g->k, *x1 = x0 + g->k, *x2 = x1 + g->k, *x3 = x2 + g->k;
+    const int8_t *x0 = g->x + r0 * g->k, *x1 = x0 + g->k;
+    const int8_t *x2 = four ? x1 + g->k : x1, *x3 = four ? x2 + g->k : x1;  /* rows 2, 3 only with four */
     __m512i a00 = _mm512_setzero_si512(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00,
             a13 = a00, a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00, a32 = a00, a33 = a00;
     for (ptrdiff_t j = 0; j < g->quads; j++, w += PANEL_BYTES) {
@@ -182,41 +186,26 @@ VNNI static void rows4_vnni(const Gemv *g, ptrdiff_t p, ptrdiff_t r0) {
         const __m512i w2 = _mm512_loadu_si512(w + 128), w3 = _mm512_loadu_si512(w + 192);
         const __m512i b0 = _mm512_set1_epi32(x_quad(x0 + 4 * j, left) ^ XOR_128);
         const __m512i b1 = _mm512_set1_epi32(x_quad(x1 + 4 * j, left) ^ XOR_128);
-        const __m512i b2 = _mm512_set1_epi32(x_quad(x2 + 4 * j, left) ^ XOR_128);
-        const __m512i b3 = _mm512_set1_epi32(x_quad(x3 + 4 * j, left) ^ XOR_128);
         DOT4(0, b0);
         DOT4(1, b1);
-        DOT4(2, b2);
-        DOT4(3, b3);
+        if (four) {
+            const __m512i b2 = _mm512_set1_epi32(x_quad(x2 + 4 * j, left) ^ XOR_128);
+            const __m512i b3 = _mm512_set1_epi32(x_quad(x3 + 4 * j, left) ^ XOR_128);
+            DOT4(2, b2);
+            DOT4(3, b3);
+        }
     }
     const __m512i off0 = offset16(g, p, 0), off1 = offset16(g, p, 16), off2 = offset16(g, p, 32),
                   off3 = offset16(g, p, 48);
     PUT4(0)
     PUT4(1)
-    PUT4(2)
-    PUT4(3)
-}
-
-/* Two rows of panel p: rows4_vnni's loop for rows 0 and 1 (8 zmm sums). */
-VNNI static void rows2_vnni(const Gemv *g, ptrdiff_t p, ptrdiff_t r0) {
-    const int8_t *w = panel_at(g, p);
-    const int8_t *x0 = g->x + r0 * g->k, *x1 = x0 + g->k;
-    __m512i a00 = _mm512_setzero_si512(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00,
-            a13 = a00;
-    for (ptrdiff_t j = 0; j < g->quads; j++, w += PANEL_BYTES) {
-        const ptrdiff_t left = g->k - 4 * j;
-        const __m512i w0 = _mm512_loadu_si512(w), w1 = _mm512_loadu_si512(w + 64);
-        const __m512i w2 = _mm512_loadu_si512(w + 128), w3 = _mm512_loadu_si512(w + 192);
-        const __m512i b0 = _mm512_set1_epi32(x_quad(x0 + 4 * j, left) ^ XOR_128);
-        const __m512i b1 = _mm512_set1_epi32(x_quad(x1 + 4 * j, left) ^ XOR_128);
-        DOT4(0, b0);
-        DOT4(1, b1);
+    if (four) {
+        PUT4(2)
+        PUT4(3)
     }
-    const __m512i off0 = offset16(g, p, 0), off1 = offset16(g, p, 16), off2 = offset16(g, p, 32),
-                  off3 = offset16(g, p, 48);
-    PUT4(0)
-    PUT4(1)
 }
+VNNI static void rows4_vnni(const Gemv *g, ptrdiff_t p, ptrdiff_t r0) { rows_vnni(g, p, r0, 1); }
+VNNI static void rows2_vnni(const Gemv *g, ptrdiff_t p, ptrdiff_t r0) { rows_vnni(g, p, r0, 0); }
 
 /* Rows four at a time, then two, then one (a single row: 256-bit, the fastest for one stream here). */
 VNNI static void panel_vnni(const Gemv *g, ptrdiff_t p) {
