@@ -7,13 +7,13 @@ kernel that adds those integers without saturating or rounding gives the same re
 in any order, so the kernel is a free choice: the tables never depend on it.
 
 * :class:`NativeProducts` (``native``, the default where the optional extension
-  :mod:`semcodec.models._products` is built): the products in C (AVX512-VNNI, AVX-VNNI, AVX2
-  NEON ``sdot`` on arm64, or plain C; ``native/panels.c``), on the cache's copy of each matrix in the kernel's own
-  layout (:func:`panel_layout`, read in place), the columns split across the machine's cores;
-  the whole step runs beside them (``native/step.c``). More rows than
-  :attr:`NativeProducts.max_rows` (:data:`NATIVE_MAX_ROWS`: 128 with AVX2, 64 with VNNI, where
-  each was measured to beat onnxruntime) go to onnxruntime, called back from the native step
-  for batches.
+  :mod:`semcodec.models._products` is built): the products in C (AVX512-VNNI, AVX-VNNI, AVX2,
+  NEON ``sdot`` on arm64, or plain C; ``native/panels.c``), on the cache's copy of each matrix
+  in the kernel's own layout (:func:`panel_layout`, read in place), the columns split across
+  the machine's cores; the whole step runs beside them (``native/step.c``). More rows than
+  :attr:`NativeProducts.max_rows` (:data:`NATIVE_MAX_ROWS`: 128 with AVX2 and 64 with
+  AVX512-VNNI, each measured to beat onnxruntime; 64 with AVX-VNNI and NEON, unmeasured) go to
+  onnxruntime, called back from the native step for batches.
 * :class:`OnnxProducts` (``int8``): onnxruntime's ``MatMulInteger`` on
   uint8 × int8 (MLAS, VNNI where the CPU has it), one quarter of float32's bytes.
 * :class:`NumpyProducts` (``numpy``): integer-valued float32 through numpy's BLAS (the
@@ -42,7 +42,7 @@ import numpy as np
 from semcodec.errors import SemModelError
 
 PANEL_COLUMNS = 64
-"""Output columns per panel of the native kernel's layout (``native/products.h``)."""
+"""Output columns per panel of the native kernel's layout (``native/panels.h``)."""
 PANEL_DEPTH = 4
 """Consecutive weight rows per quad of that layout: one int32 lane of ``vpdpbusd``."""
 
@@ -54,7 +54,7 @@ def panel_layout_shape(shape: tuple[int, int]) -> tuple[int, int, int, int]:
 
 
 def panel_layout(q: np.ndarray) -> np.ndarray:
-    """The native kernel's layout of a (K, N) int8 matrix (``native/products.h``): shape
+    """The native kernel's layout of a (K, N) int8 matrix (``native/panels.h``): shape
     ``(ceil(N/64), ceil(K/4), 64, 4)`` with ``panels[p, j, c, i] = q[4j + i, 64p + c]``, zero
     past K and N. Made once at conversion and stored in the cache; the same bytes reordered
     (and zero padding), so every product stays the same integer.

@@ -54,7 +54,7 @@ RUNTIME_VERSION = 3
 2: matrices stored (K, N) with column sums, q/k/v and gate/up fused; KV cache int32
 (same tables as 1).
 3: every matrix stored in the native kernel's panel layout instead (``kernels.panel_layout``,
-``native/products.h``), read in place by the products; (K, N) is made from it where another
+``native/panels.h``), read in place by the products; (K, N) is made from it where another
 backend asks (same tables as 1 and 2)."""
 
 MAX_POSITIONS = 4096 + 256
