@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -278,6 +279,22 @@ def test_panel_kernels_alone_match_int64_sums(tmp_path: Path) -> None:
     assert "plain: exact" in done.stdout
     for path in PATHS:
         assert f"{path}: exact" in done.stdout
+
+
+def test_the_avxvnni_path_with_its_instruction_emulated(tmp_path: Path) -> None:
+    """The AVX-VNNI path (Intel client CPUs with AVX2 and VEX vpdpbusd but no AVX-512), which no
+    machine or emulator here runs (QEMU's TCG lacks AVX-VNNI): built with vpdpbusd done exactly in
+    AVX2 (``SEMCODEC_EMULATE_AVXVNNI``), so that everything else the path runs (its dispatch, the
+    offset form, panels and tails) is checked against int64 sums."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None or platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("needs an x86-64 C compiler")
+    _build(cc, tmp_path / "check", "-DSEMCODEC_EMULATE_AVXVNNI")
+    done = subprocess.run([str(tmp_path / "check")], capture_output=True, text=True, timeout=300)
+    if "avx2: exact" not in done.stdout:
+        pytest.skip("this CPU has no AVX2")
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert "avxvnni: exact" in done.stdout
 
 
 def test_the_arm64_sdot_path_under_emulation(tmp_path: Path) -> None:

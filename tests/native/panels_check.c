@@ -1,7 +1,8 @@
 /* Every code path of native/panels.c this CPU runs against exact int64 sums, without Python: the
  * check tests/test_native_products.py compiles and runs natively and, where a cross compiler and
  * qemu are installed, for arm64 under emulation (the NEON sdot path, which no CI machine here
- * runs natively).
+ * runs natively); and built with -DSEMCODEC_EMULATE_AVXVNNI, the AVX-VNNI path with its one
+ * instruction done exactly in AVX2 (no CPU or emulator here has AVX-VNNI).
  *
  * Cases: the format's worst case (|x| = |w| = 127 of one sign over K = 1536), mixed signs, the
  * model's shapes, and random shapes with tails in K (not a multiple of 4) and N (not of 64),

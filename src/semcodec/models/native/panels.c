@@ -219,10 +219,30 @@ VNNI static void panel_vnni(const Gemv *g, ptrdiff_t p) {
 }
 
 #ifdef HAVE_AVXVNNI
+#ifdef SEMCODEC_EMULATE_AVXVNNI
+/* Tests only (tests/native/panels_check.c): no CPU or emulator here has AVX-VNNI (QEMU's TCG
+ * lacks it), so the harness builds this path with vpdpbusd done exactly in AVX2: each byte
+ * widened to int16 (u8 zero-, s8 sign-extended), vpmaddwd adds pairs into int32 (|.| <= 2 * 255
+ * * 128), vphaddd adds pairs of pairs, a permute puts the quads in lane order, and the add
+ * wraps like vpdpbusd. Everything else the path runs is what a CPU with AVX-VNNI runs. */
+#define AVXVNNI AVX2
+AVXVNNI static inline __m256i dot_avxvnni(__m256i acc, __m256i ux, __m256i w) {
+    const __m256i lo = _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm256_castsi256_si128(ux)),
+                                         _mm256_cvtepi8_epi16(_mm256_castsi256_si128(w)));
+    const __m256i hi = _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm256_extracti128_si256(ux, 1)),
+                                         _mm256_cvtepi8_epi16(_mm256_extracti128_si256(w, 1)));
+    const __m256i order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);  /* vphaddd: q0 q1 q4 q5 | q2 q3 q6 q7 */
+    const __m256i quads = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(lo, hi), order);
+    return _mm256_add_epi32(acc, quads);
+}
+#define CPU_HAS_AVXVNNI 1
+#else
 #define AVXVNNI __attribute__((target("avx2,avxvnni")))
 AVXVNNI static inline __m256i dot_avxvnni(__m256i acc, __m256i ux, __m256i w) {
     return _mm256_dpbusd_avx_epi32(acc, ux, w);
 }
+#define CPU_HAS_AVXVNNI __builtin_cpu_supports("avxvnni")
+#endif
 ROW_BODY(row_avxvnni, AVXVNNI, dot_avxvnni)
 static void panel_avxvnni(const Gemv *g, ptrdiff_t p) {
     for (ptrdiff_t r = 0; r < g->m; r++) row_avxvnni(g, p, r);
@@ -257,7 +277,7 @@ int semcodec_panels_cpu_has(int level) {
         return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl") &&
                __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx2");
 #ifdef HAVE_AVXVNNI
-    case PATH_AVXVNNI: return __builtin_cpu_supports("avxvnni") && __builtin_cpu_supports("avx2");
+    case PATH_AVXVNNI: return CPU_HAS_AVXVNNI && __builtin_cpu_supports("avx2");
 #endif
     case PATH_AVX2: return __builtin_cpu_supports("avx2");
     case PATH_PLAIN: return 1;
