@@ -203,6 +203,53 @@ def test_the_native_runtime_reads_only_the_panels() -> None:
     assert done.stdout.split() == ["[]"]
 
 
+_WEIGHTS_MEMORY = """
+import hashlib, sys
+import semcodec
+from semcodec.models import load_model
+from semcodec.models.weights import weights_memory
+model = load_model(10)
+panels = model.lm.w.layers[0].qkv.panels
+memory = weights_memory()
+assert not panels.flags.writeable
+texts = ["A man riding a wave on top of a surfboard.", "a plate of food with broccoli, rice and meat " * 6]
+blobs = [semcodec.pack(t) for t in texts]
+assert [semcodec.unpack(b).text for b in blobs] == texts
+huge = [l for l in open("/proc/self/smaps_rollup") if l.startswith("AnonHugePages")] if sys.platform == "linux" else []
+print(memory, hashlib.sha256(b"".join(blobs)).hexdigest(), int(huge[0].split()[1]) if huge else 0)
+"""
+
+
+def test_weights_on_huge_pages_and_mapped_give_the_same_files() -> None:
+    """The two places a model's weights may live (``SEMCODEC_WEIGHTS_MEMORY``: read onto huge
+    pages, the default where the kernel offers them, or the cache file mapped in place) give the
+    same bytes; the huge-page read really lands on huge pages where the kernel has them."""
+    from semcodec.models.weights import huge_pages_available
+
+    runs = {}
+    for memory in ("map", "huge"):
+        done = subprocess.run([sys.executable, "-c", _WEIGHTS_MEMORY], capture_output=True, text=True, timeout=600,
+                              env=dict(os.environ, SEMCODEC_THREADS="1", SEMCODEC_WEIGHTS_MEMORY=memory))
+        assert done.returncode == 0, done.stderr[-2000:]
+        chosen, digest, huge_kb = done.stdout.split()
+        runs[memory] = digest
+        assert chosen == ("huge" if memory == "huge" and huge_pages_available() else "map")
+        if chosen == "huge":
+            assert int(huge_kb) >= 100_000  # most of the 140 MB of weights
+    assert runs["map"] == runs["huge"]
+
+
+def test_a_wrong_weights_memory_setting_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from semcodec.errors import SemModelError
+    from semcodec.models.weights import weights_memory
+
+    monkeypatch.setenv("SEMCODEC_WEIGHTS_MEMORY", "hugepages")
+    with pytest.raises(SemModelError, match="SEMCODEC_WEIGHTS_MEMORY must be one of huge, map, not 'hugepages'"):
+        weights_memory()
+    monkeypatch.setenv("SEMCODEC_WEIGHTS_MEMORY", "map")
+    assert weights_memory() == "map"
+
+
 def test_prefill_memory_is_bounded_for_a_long_text() -> None:
     """A 2,048-token text's forward pass runs in chunks (issue 20, item 5: in one pass,
     attention's temporaries grew with rows x positions and packing peaked at 1.73 GB)."""

@@ -496,13 +496,75 @@ _FILE_DTYPES = frozenset({"|i1", "|u1", "<i4", "<i8", "<f4", "<f8"})
 """Byte-order-explicit dtypes an index may name (a native ``=`` or big-endian one is refused)."""
 
 
-def _load_dir(directory: Path, pinned: dict[str, str] | None) -> ModelWeights:
+HUGE_PAGE = 2 << 20
+"""The transparent huge page's size on x86-64 and arm64 Linux (4 KB base pages)."""
+
+
+def huge_pages_available() -> bool:
+    """Whether this kernel backs an anonymous mapping with transparent huge pages on request."""
+    import mmap
+
+    if not hasattr(mmap, "MADV_HUGEPAGE"):
+        return False
+    try:
+        mode = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return False
+    return "[never]" not in mode
+
+
+WEIGHTS_MEMORY = ("huge", "map")
+
+
+def weights_memory() -> str:
+    """Where a loaded model's weights live (``$SEMCODEC_WEIGHTS_MEMORY``):
+
+    * ``huge`` (the default where the kernel offers transparent huge pages, as Linux does): read
+      once into this process's memory, on 2 MB pages. A decode step streams all 135 MB of
+      weights; on 4 KB pages the CPU's prefetcher stops at every page boundary and the TLB
+      misses every 4 KB, so the same step took 9-21 % longer (``benchmarks/README.md``,
+      "Weights on huge pages"). The read costs about 25 ms more than mapping at load.
+    * ``map``: the cache file mapped in place, shared through the page cache by every process
+      that loads the same model (many workers on one machine: one copy in memory, not one each).
+
+    The integers are the same either way; where huge pages are not offered, ``huge`` means ``map``.
+    """
+    chosen = os.environ.get("SEMCODEC_WEIGHTS_MEMORY", "").strip() or "huge"
+    if chosen not in WEIGHTS_MEMORY:
+        raise SemModelError(f"SEMCODEC_WEIGHTS_MEMORY must be one of {', '.join(WEIGHTS_MEMORY)}, not {chosen!r}")
+    return "huge" if chosen == "huge" and huge_pages_available() else "map"
+
+
+def _weights_memory(handle: IO[bytes], memory: str) -> np.ndarray:
+    """``weights.bin``'s bytes, read-only: mapped in place, or read into memory on huge pages
+    (``memory``: :func:`weights_memory`)."""
+    if memory == "map":
+        return np.memmap(handle, dtype="u1", mode="r")  # int8 weights are used in place
+    import mmap
+
+    size = os.fstat(handle.fileno()).st_size
+    pages = mmap.mmap(-1, size + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    pages.madvise(mmap.MADV_HUGEPAGE)
+    base = np.frombuffer(pages, dtype="u1")  # holds the mapping
+    start = -base.ctypes.data % HUGE_PAGE
+    blob = base[start : start + size]
+    view, done = memoryview(pages)[start : start + size], 0
+    while done < size:
+        got = os.preadv(handle.fileno(), [view[done:]], done)
+        if got <= 0:
+            raise ValueError(f"weights.bin ended at {done} of its {size} bytes")
+        done += got
+    blob.flags.writeable = False
+    return blob
+
+
+def _load_dir(directory: Path, pinned: dict[str, str] | None, memory: str = "map") -> ModelWeights:
     """Load an entry; with ``pinned``, first check every file against it (a digest in the code,
     never one recorded beside the files; the :mod:`verified` record only says which file
     versions already matched it) and the tables against theirs."""
     with (directory / "weights.bin").open("rb") as handle:
-        # Mapped from the descriptor whose numbers the verification record is compared with.
-        blob = np.memmap(handle, dtype="u1", mode="r")  # int8 weights are used in place
+        # Read or mapped from the descriptor whose numbers the verification record is compared with.
+        blob = _weights_memory(handle, memory)
         stats = {"weights.bin": verified.file_stat(directory / "weights.bin", handle.fileno())}
     if pinned is not None:
         # Hashes exactly the mapped bytes, unless the record vouches for this very file (verified.py).
@@ -575,14 +637,15 @@ def load_weights(source: WeightsSource, verify: bool = True) -> ModelWeights:
     """Load the converted weights, building (or rebuilding a wrong) cache entry first."""
     directory = cache_directory(source)
     pinned = pinned_digests(source) if verify else None
+    memory = weights_memory()
     if (directory / "index.json").is_file():
         try:
-            return _load_dir(directory, pinned)
+            return _load_dir(directory, pinned, memory)
         except (ValueError, KeyError, OSError, TypeError, json.JSONDecodeError) as err:
             _progress(f"cache entry {directory.name} is unusable ({err}); rebuilding it")
     try:
         gguf_path = ensure_gguf(source)
         build_cache(source, gguf_path, directory, check_pins=verify)
-        return _load_dir(directory, pinned)
+        return _load_dir(directory, pinned, memory)
     except OSError as err:  # a full or read-only cache: the model's failure, never the input's
         raise SemModelError(f"cannot build the model cache {directory}: {err.strerror or err}") from None
