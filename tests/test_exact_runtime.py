@@ -705,3 +705,22 @@ def test_float_backends_are_probed_for_exact_sums(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(kernels.np, "matmul", truncating)
     with pytest.raises(SemModelError, match="exactly"):
         kernels.NumpyProducts()
+
+
+def test_an_oversized_weights_file_is_refused_before_it_is_read(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The huge-page load reads weights.bin in full, so its size is bounded first (an
+    unusable entry is rebuilt by load_weights)."""
+    from semcodec.models import weights
+
+    if weights.weights_memory() != "huge":
+        pytest.skip("no transparent huge pages here")
+    monkeypatch.setattr(weights, "MAX_WEIGHTS_BYTES", 1000)
+    blob = tmp_path / "weights.bin"
+    blob.write_bytes(bytes(1001))
+    with blob.open("rb") as handle, pytest.raises(ValueError, match="more than any model this build converts"):
+        weights._weights_memory(handle, "huge")
+    blob.write_bytes(bytes(range(256)) * 3)
+    with blob.open("rb") as handle:
+        read = weights._weights_memory(handle, "huge")
+    assert read.tobytes() == bytes(range(256)) * 3 and not read.flags.writeable

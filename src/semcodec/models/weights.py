@@ -496,6 +496,9 @@ _FILE_DTYPES = frozenset({"|i1", "|u1", "<i4", "<i8", "<f4", "<f8"})
 """Byte-order-explicit dtypes an index may name (a native ``=`` or big-endian one is refused)."""
 
 
+MAX_WEIGHTS_BYTES = 1 << 30
+"""The largest ``weights.bin`` a load reads into memory (SmolLM2-135M's is 140 MB)."""
+
 HUGE_PAGE = 2 << 20
 """The transparent huge page's size on x86-64 and arm64 Linux (4 KB base pages)."""
 
@@ -543,6 +546,8 @@ def _weights_memory(handle: IO[bytes], memory: str) -> np.ndarray:
     import mmap
 
     size = os.fstat(handle.fileno()).st_size
+    if size > MAX_WEIGHTS_BYTES:  # read in full, unlike a mapping: bounded before any memory is taken
+        raise ValueError(f"weights.bin holds {size} bytes, more than any model this build converts")
     pages = mmap.mmap(-1, size + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     pages.madvise(mmap.MADV_HUGEPAGE)
     base = np.frombuffer(pages, dtype="u1")  # holds the mapping
