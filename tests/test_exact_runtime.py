@@ -724,3 +724,26 @@ def test_an_oversized_weights_file_is_refused_before_it_is_read(tmp_path: Path,
     with blob.open("rb") as handle:
         read = weights._weights_memory(handle, "huge")
     assert read.tobytes() == bytes(range(256)) * 3 and not read.flags.writeable
+
+
+def test_the_huge_page_load_maps_the_file_when_no_memory_is_left(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process under a memory limit that leaves no room for the copy maps the file instead
+    (the "map" behaviour) rather than failing, or rebuilding an entry that is fine."""
+    import mmap
+
+    from semcodec.models import weights
+
+    real = mmap.mmap
+
+    def no_anonymous_memory(fileno: int, *args: object, **kwargs: object) -> mmap.mmap:
+        if fileno == -1:
+            raise OSError(12, "Cannot allocate memory")
+        return real(fileno, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(mmap, "mmap", no_anonymous_memory)
+    blob = tmp_path / "weights.bin"
+    blob.write_bytes(bytes(range(256)) * 3)
+    with blob.open("rb") as handle:
+        read = weights._weights_memory(handle, "huge")
+    assert isinstance(read, np.memmap) and read.tobytes() == bytes(range(256)) * 3

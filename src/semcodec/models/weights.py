@@ -548,8 +548,12 @@ def _weights_memory(handle: IO[bytes], memory: str) -> np.ndarray:
     size = os.fstat(handle.fileno()).st_size
     if size > MAX_WEIGHTS_BYTES:  # read in full, unlike a mapping: bounded before any memory is taken
         raise ValueError(f"weights.bin holds {size} bytes, more than any model this build converts")
-    pages = mmap.mmap(-1, size + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    pages.madvise(mmap.MADV_HUGEPAGE)
+    try:
+        pages = mmap.mmap(-1, size + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    except OSError:  # no room for a copy (a memory limit): map the file, as with "map"
+        return np.memmap(handle, dtype="u1", mode="r")
+    with contextlib.suppress(OSError):  # a kernel that refuses the advice still gives 4 KB pages
+        pages.madvise(mmap.MADV_HUGEPAGE)
     base = np.frombuffer(pages, dtype="u1")  # holds the mapping
     start = -base.ctypes.data % HUGE_PAGE
     blob = base[start : start + size]
