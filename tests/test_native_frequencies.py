@@ -1,7 +1,8 @@
 """The native frequency tables (``native/frequencies.c``) give :meth:`ExactLM.frequencies`' integers
 (SPEC §5, step 6) for every kind of logit row: ties for the largest, spreads past the end of
 E24, a single token, every token equal, huge and tiny magnitudes; a logit that is not finite
-sends the row back to numpy; and the real model's tables are the same either way.
+sends the row back to numpy, also when many rows share the thread pool; and the real model's
+tables are the same either way.
 """
 
 from __future__ import annotations
@@ -66,6 +67,28 @@ def test_a_logit_that_is_not_finite_is_left_to_numpy() -> None:
         logits[2, 17] = bad
         ok, _ = _native(logits)
         assert not ok
+
+
+@pytest.fixture
+def two_threads():  # type: ignore[no-untyped-def]
+    before = NATIVE.threads()
+    NATIVE.set_threads(2)
+    yield
+    NATIVE.set_threads(before)
+
+
+@pytest.mark.usefixtures("two_threads")
+def test_rows_on_the_thread_pool_are_numpys() -> None:
+    """Many rows are spread over the products' pool (each row alone): the same integers, and a
+    single row that is not finite, wherever it lies, still sends the whole call back to numpy."""
+    rng = np.random.default_rng(64)
+    logits = np.concatenate([_rows(rng, 4096) for _ in range(8)])  # 72 rows
+    ok, out = _native(logits)
+    assert ok and np.array_equal(out, _numpy(logits))
+    for at in (0, 35, len(logits) - 1):
+        bad = logits.copy()
+        bad[at, 100] = np.nan
+        assert not _native(bad)[0]
 
 
 def test_the_arguments_are_checked() -> None:

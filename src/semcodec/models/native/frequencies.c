@@ -1,5 +1,5 @@
 /* Frequency tables from logits (SPEC section 5, step 6), the numpy reference's arithmetic in its
- * order (semcodec.models.exact.ExactLM.frequencies), one row at a time:
+ * order (semcodec.models.exact.ExactLM.frequencies), each row alone (rows spread over the pool):
  *
  *   pass 1: m = max l (a logit that is not finite: return False, numpy decides);
  *           n_j = rint(min((m - l_j) * scale, L - 1)) (binary64: one subtraction, one product by a
@@ -14,6 +14,7 @@
 #define PY_SSIZE_T_CLEAN
 #include "frequencies.h"
 #include "buffers.h"
+#include "products.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -45,6 +46,27 @@ static int row_tables(const double *l, Py_ssize_t V, const int64_t *table, Py_ss
     out[first] += (int32_t)(free_mass - given);
     for (Py_ssize_t j = 0; j < V; j++) out[j] += 1;
     return 1;
+}
+
+/* Rows are independent: each is computed from its own logits into its own table, so handing
+ * them to the products' thread pool (products.h) changes no bit. */
+typedef struct {
+    const double *logits;
+    Py_ssize_t V;
+    const int64_t *table;
+    Py_ssize_t L;
+    double scale;
+    int64_t free_mass;
+    int32_t *out;
+    int not_finite; /* set (atomically) by any row with a logit that is not finite */
+} RowsJob;
+
+static void row_block(void *arg, long row) {
+    RowsJob *job = (RowsJob *)arg;
+    if (__atomic_load_n(&job->not_finite, __ATOMIC_RELAXED)) return; /* numpy redoes every row */
+    if (!row_tables(job->logits + row * job->V, job->V, job->table, job->L, job->scale, job->free_mass,
+                    job->out + row * job->V))
+        __atomic_store_n(&job->not_finite, 1, __ATOMIC_RELEASE);
 }
 
 /* A C-contiguous view of `obj` with `ndim` dimensions and items of `kind` (holds). */
@@ -90,12 +112,11 @@ PyObject *semcodec_frequencies(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "frequencies: shapes, table or precision out of bounds");
         return NULL;
     }
-    int ok = 1;
-    const int64_t free_mass = ((int64_t)1 << bits) - V;
+    RowsJob job = {lv.buf, V, table, L, scale, ((int64_t)1 << bits) - V, ov.buf, 0};
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; ok && i < N; i++)
-        ok = row_tables((const double *)lv.buf + i * V, V, table, L, scale, free_mass, (int32_t *)ov.buf + i * V);
+    semcodec_run_blocks(row_block, &job, (long)N);  /* rows on the products' pool: each row alone */
     Py_END_ALLOW_THREADS
+    const int ok = !__atomic_load_n(&job.not_finite, __ATOMIC_ACQUIRE);
     PyBuffer_Release(&lv);
     PyBuffer_Release(&tv);
     PyBuffer_Release(&ov);

@@ -2,7 +2,8 @@
  * passes per row where numpy makes about fourteen. Layouts: logits (N, V) float64, table (L,)
  * int64 (E24 and one 0 past its end), out (N, V) int32, all C-contiguous; V <= 2**24 - 1.
  * Bounds: an E24 entry is at most 2**24, so a row's sum of V entries is below 2**48 and
- * e * (2**24 - V) below 2**48: int64 throughout, exact. */
+ * e * (2**24 - V) below 2**48: int64 throughout, exact. Rows are handed to the products' thread
+ * pool (products.h), one row per block: each row is computed alone, so no bit depends on it. */
 #ifndef SEMCODEC_NATIVE_FREQUENCIES_H
 #define SEMCODEC_NATIVE_FREQUENCIES_H
 
