@@ -110,6 +110,48 @@ def test_the_arguments_are_checked() -> None:
         NATIVE.frequencies(logits, E24, SCALE, PRECISION, out[:, ::2])
 
 
+def _head(acc: np.ndarray, x_scale: np.ndarray, w_scale: np.ndarray) -> tuple[bool, np.ndarray]:
+    out = np.full(acc.shape, -7, dtype=np.int32)
+    return NATIVE.head_frequencies(acc, x_scale, w_scale, E24, SCALE, PRECISION, out), out
+
+
+@pytest.mark.usefixtures("two_threads")
+@pytest.mark.parametrize("vocab", [1, 7, 49152])
+def test_head_frequencies_make_the_logits_as_matmul_does(vocab: int) -> None:
+    """head_frequencies makes each logit as ExactLM._scaled does, ((double)acc * x_scale) *
+    w_scale, without storing them: the same tables as numpy's, from products at the int32
+    extremes and scales that are tiny, huge, subnormal or make a logit overflow (then False)."""
+    rng = np.random.default_rng(vocab)
+    rows = 9
+    acc = rng.integers(-(2**31) + 1, 2**31 - 1, (rows, vocab), dtype=np.int64).astype(np.int32)
+    acc[1] = rng.integers(-3, 4, vocab)  # ties
+    x_scale = np.array([1e-9, 3.7e-5, 1.0, 1e-300, 5e-324, 0.1, 2.0**-40, 1e-7, 0.3])
+    w_scale = rng.uniform(1e-4, 1e-2, vocab)
+    w_scale[0] = 2.0**-30
+    matrix = SimpleNamespace(scale=w_scale)  # what _scaled reads of the head
+    ok, out = _head(acc, x_scale, w_scale)
+    assert ok
+    assert np.array_equal(out, _numpy(ExactLM._scaled(acc, x_scale[:, None], matrix)))  # type: ignore[arg-type]
+    huge = x_scale.copy()
+    huge[4] = 1e300  # (2**31 * 1e300) * 1e-2 overflows to inf: numpy decides
+    with np.errstate(over="ignore"):
+        overflows = np.isinf(ExactLM._scaled(acc[4:5], huge[4], matrix)).any()  # type: ignore[arg-type]
+    if overflows:
+        assert not _head(acc, huge, w_scale)[0]
+
+
+def test_head_frequencies_check_their_arguments() -> None:
+    acc, out = np.zeros((2, 10), np.int32), np.zeros((2, 10), np.int32)
+    with pytest.raises(ValueError, match="x_scale must be"):
+        NATIVE.head_frequencies(acc, np.ones(3), np.ones(10), E24, SCALE, PRECISION, out)
+    with pytest.raises(ValueError, match="x_scale must be"):
+        NATIVE.head_frequencies(acc, np.ones(2), np.ones(9), E24, SCALE, PRECISION, out)
+    with pytest.raises(ValueError, match="int32"):
+        NATIVE.head_frequencies(acc.astype(np.int64), np.ones(2), np.ones(10), E24, SCALE, PRECISION, out)
+    with pytest.raises(ValueError, match="out of bounds"):
+        NATIVE.head_frequencies(acc, np.ones(2), np.ones(10), E24, SCALE, PRECISION, np.zeros((3, 10), np.int32))
+
+
 def test_real_model_tables_are_the_same_either_way(model) -> None:  # type: ignore[no-untyped-def]
     from semcodec.models import load_model
 

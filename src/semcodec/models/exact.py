@@ -268,7 +268,13 @@ class ExactLM:
     def _matmul(self, x: Quantized, w: QMatrix) -> np.ndarray:
         """``(x_q @ w_q) * x_scale * w_scale``: (N, K) -> (N, out) float64; the product is exact."""
         x_q, x_scale = x
-        y = self.products(x_q, w).astype(np.float64)  # exact (a mixed-type multiply is slower)
+        return self._scaled(self.products(x_q, w), x_scale, w)
+
+    @staticmethod
+    def _scaled(acc: np.ndarray, x_scale: RowScalar, w: QMatrix) -> np.ndarray:
+        """``(acc * x_scale) * w_scale`` in float64: two correctly rounded products per entry, in
+        that order (``native/frequencies.c`` makes the output head's logits the same way)."""
+        y = acc.astype(np.float64)  # exact (a mixed-type multiply is slower)
         y *= x_scale  # in place, same order: (product * x_scale) * w_scale
         y *= w.scale
         return y
@@ -633,15 +639,23 @@ class ExactLM:
         unless :attr:`native_tables` is off or a logit is not finite."""
         out = np.empty((len(hidden), self.vocab_size), dtype=np.int32)
         for lo in range(0, len(hidden), _TABLE_CHUNK):
-            self._frequencies_into(self.logits(hidden[lo : lo + _TABLE_CHUNK]), out[lo : lo + _TABLE_CHUNK])
+            self._tables_into(hidden[lo : lo + _TABLE_CHUNK], out[lo : lo + _TABLE_CHUNK])
         return out
 
-    def _frequencies_into(self, logits: np.ndarray, rows: np.ndarray) -> None:
-        """``rows[:] = self.frequencies(logits)``, natively where it can be."""
+    def _tables_into(self, hidden: np.ndarray, rows: np.ndarray) -> None:
+        """``rows[:] = self.frequencies(self.logits(hidden))``, natively where it can be: the output
+        head's exact products, then each row's logits made as :meth:`_scaled` makes them and its
+        table at once, rows spread over the products' threads (no (N, vocab) float64 logits)."""
         native = native_products_module() if self.native_tables else None
-        if native is None or not native.frequencies(
-                np.ascontiguousarray(logits), self._logit_exp, float(1 << tables.SOFTMAX_STEP_BITS), PRECISION, rows):
-            rows[:] = self.frequencies(logits)
+        if native is None:
+            rows[:] = self.frequencies(self.logits(hidden))
+            return
+        x_q, x_scale = self._norm(hidden, self.w.final_norm)
+        acc = np.ascontiguousarray(self.products(x_q, self.w.embed), dtype=np.int32)
+        x_rows = np.ascontiguousarray(np.broadcast_to(np.asarray(x_scale, np.float64).reshape(-1), (len(acc),)))
+        if not native.head_frequencies(acc, x_rows, np.ascontiguousarray(self.w.embed.scale, np.float64),
+                                       self._logit_exp, float(1 << tables.SOFTMAX_STEP_BITS), PRECISION, rows):
+            rows[:] = self.frequencies(self._scaled(acc, x_scale, self.w.embed))  # a logit that is not finite
 
 
 _TABLE_CHUNK = 64  # rows of (N, vocab) temporaries at a time: bounded memory for long texts

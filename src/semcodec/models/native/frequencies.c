@@ -19,18 +19,39 @@
 #include <math.h>
 #include <stdint.h>
 
-static int row_tables(const double *l, Py_ssize_t V, const int64_t *table, Py_ssize_t L, double scale,
-                      int64_t free_mass, int32_t *out) {
-    double m = l[0];
+/* Where a row's logits come from: given (logits), or made from the output head's exact products
+ * as ExactLM._matmul makes them, l_j = ((double)acc_j * x_scale) * w_scale_j (two correctly
+ * rounded products in that order, no contraction: numpy's astype and two in-place multiplies). */
+typedef struct {
+    const double *logits;    /* (N, V), or NULL: from acc */
+    const int32_t *acc;      /* (N, V) */
+    const double *x_scale;   /* (N,) */
+    const double *w_scale;   /* (V,) */
+} Source;
+
+static inline __attribute__((always_inline)) double logit(const Source *src, Py_ssize_t row, Py_ssize_t V,
+                                                          Py_ssize_t j, const int from_products) {
+    if (from_products) return ((double)src->acc[row * V + j] * src->x_scale[row]) * src->w_scale[j];
+    return src->logits[row * V + j];
+}
+
+/* One row's table; 0 (out undefined) when a logit is not finite. Always inlined with a constant
+ * from_products, so each caller is its own loop with no test in it. */
+static inline __attribute__((always_inline)) int row_tables(const Source *src, Py_ssize_t row, Py_ssize_t V,
+                                                            const int64_t *table, Py_ssize_t L, double scale,
+                                                            int64_t free_mass, int32_t *out,
+                                                            const int from_products) {
+    double m = logit(src, row, V, 0, from_products);
     for (Py_ssize_t j = 0; j < V; j++) {
-        if (!isfinite(l[j])) return 0;
-        if (l[j] > m) m = l[j];
+        const double l = logit(src, row, V, j, from_products);
+        if (!isfinite(l)) return 0;
+        if (l > m) m = l;
     }
     const double last = (double)(L - 1);
     int64_t total = 0, best = -1;
     Py_ssize_t first = 0;
     for (Py_ssize_t j = 0; j < V; j++) {
-        double d = (m - l[j]) * scale;
+        double d = (m - logit(src, row, V, j, from_products)) * scale;
         if (d > last) d = last; /* np.minimum; d >= 0 */
         const int64_t e = table[(Py_ssize_t)rint(d)];
         out[j] = (int32_t)e;
@@ -51,7 +72,7 @@ static int row_tables(const double *l, Py_ssize_t V, const int64_t *table, Py_ss
 /* Rows are independent: each is computed from its own logits into its own table, so handing
  * them to the products' thread pool (products.h) changes no bit. */
 typedef struct {
-    const double *logits;
+    Source src;
     Py_ssize_t V;
     const int64_t *table;
     Py_ssize_t L;
@@ -61,13 +82,16 @@ typedef struct {
     int not_finite; /* set (atomically) by any row with a logit that is not finite */
 } RowsJob;
 
-static void row_block(void *arg, long row) {
-    RowsJob *job = (RowsJob *)arg;
-    if (__atomic_load_n(&job->not_finite, __ATOMIC_RELAXED)) return; /* numpy redoes every row */
-    if (!row_tables(job->logits + row * job->V, job->V, job->table, job->L, job->scale, job->free_mass,
-                    job->out + row * job->V))
-        __atomic_store_n(&job->not_finite, 1, __ATOMIC_RELEASE);
-}
+#define ROW_BLOCK(NAME, FROM_PRODUCTS)                                                                 \
+    static void NAME(void *arg, long row) {                                                           \
+        RowsJob *job = (RowsJob *)arg;                                                                \
+        if (__atomic_load_n(&job->not_finite, __ATOMIC_RELAXED)) return; /* numpy redoes every row */ \
+        if (!row_tables(&job->src, row, job->V, job->table, job->L, job->scale, job->free_mass,        \
+                        job->out + row * job->V, FROM_PRODUCTS))                                      \
+            __atomic_store_n(&job->not_finite, 1, __ATOMIC_RELEASE);                                  \
+    }
+ROW_BLOCK(row_block_logits, 0)
+ROW_BLOCK(row_block_products, 1)
 
 /* A C-contiguous view of `obj` with `ndim` dimensions and items of `kind` (holds). */
 static int get_buffer(PyObject *obj, Py_buffer *view, int writable, char kind, int ndim, const char *name) {
@@ -82,43 +106,70 @@ static int get_buffer(PyObject *obj, Py_buffer *view, int writable, char kind, i
     return 1;
 }
 
+/* The checks both entry points share, then every row on the pool; releases the three views. */
+static PyObject *run_tables(RowsJob *job, void (*block)(void *, long), Py_ssize_t N, Py_buffer *tv, Py_buffer *ov,
+                            int bits) {
+    const Py_ssize_t V = job->V, L = tv->shape[0];
+    const int64_t *table = tv->buf;
+    int bad = ov->shape[0] != N || ov->shape[1] != V || V < 1 || L < 1 || bits < 1 || bits > 30 ||
+              V >= ((Py_ssize_t)1 << bits) || !(job->scale > 0);
+    for (Py_ssize_t i = 0; !bad && i < L; i++) bad = table[i] < 0 || table[i] > ((int64_t)1 << bits);
+    if (!bad) bad = table[0] < 1; /* the largest e of every row is table[0] > 0: the sum is positive */
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "frequencies: shapes, table or precision out of bounds");
+        return NULL;
+    }
+    job->table = table;
+    job->L = L;
+    job->free_mass = ((int64_t)1 << bits) - V;
+    job->out = ov->buf;
+    Py_BEGIN_ALLOW_THREADS
+    semcodec_run_blocks(block, job, (long)N);  /* rows on the products' pool: each row alone */
+    Py_END_ALLOW_THREADS
+    return PyBool_FromLong(!__atomic_load_n(&job->not_finite, __ATOMIC_ACQUIRE));
+}
+
 PyObject *semcodec_frequencies(PyObject *self, PyObject *args) {
     (void)self;
-    PyObject *lo, *to, *oo;
+    PyObject *lo, *to, *oo, *res = NULL;
     double scale;
     int bits;
     if (!PyArg_ParseTuple(args, "OOdiO", &lo, &to, &scale, &bits, &oo)) return NULL;
     Py_buffer lv, tv, ov;
-    if (!get_buffer(lo, &lv, 0, 'd', 2, "logits")) return NULL;
-    if (!get_buffer(to, &tv, 0, 'q', 1, "table")) {
-        PyBuffer_Release(&lv);
-        return NULL;
+    int got = 0;
+    if (get_buffer(lo, &lv, 0, 'd', 2, "logits") && ++got && get_buffer(to, &tv, 0, 'q', 1, "table") && ++got &&
+        get_buffer(oo, &ov, 1, 'i', 2, "out") && ++got) {
+        RowsJob job = {{lv.buf, NULL, NULL, NULL}, lv.shape[1], NULL, 0, scale, 0, NULL, 0};
+        res = run_tables(&job, row_block_logits, lv.shape[0], &tv, &ov, bits);
     }
-    if (!get_buffer(oo, &ov, 1, 'i', 2, "out")) {
-        PyBuffer_Release(&lv);
-        PyBuffer_Release(&tv);
-        return NULL;
+    if (got > 2) PyBuffer_Release(&ov);
+    if (got > 1) PyBuffer_Release(&tv);
+    if (got > 0) PyBuffer_Release(&lv);
+    return res;
+}
+
+PyObject *semcodec_head_frequencies(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *ao, *xo, *wo, *to, *oo, *res = NULL;
+    double scale;
+    int bits;
+    if (!PyArg_ParseTuple(args, "OOOOdiO", &ao, &xo, &wo, &to, &scale, &bits, &oo)) return NULL;
+    Py_buffer av, xv, wv, tv, ov;
+    int got = 0;
+    if (get_buffer(ao, &av, 0, 'i', 2, "acc") && ++got && get_buffer(xo, &xv, 0, 'd', 1, "x_scale") && ++got &&
+        get_buffer(wo, &wv, 0, 'd', 1, "w_scale") && ++got && get_buffer(to, &tv, 0, 'q', 1, "table") && ++got &&
+        get_buffer(oo, &ov, 1, 'i', 2, "out") && ++got) {
+        if (xv.shape[0] != av.shape[0] || wv.shape[0] != av.shape[1]) {
+            PyErr_SetString(PyExc_ValueError, "head_frequencies: x_scale must be (N,) and w_scale (V,) for acc (N, V)");
+        } else {
+            RowsJob job = {{NULL, av.buf, xv.buf, wv.buf}, av.shape[1], NULL, 0, scale, 0, NULL, 0};
+            res = run_tables(&job, row_block_products, av.shape[0], &tv, &ov, bits);
+        }
     }
-    const Py_ssize_t N = lv.shape[0], V = lv.shape[1], L = tv.shape[0];
-    const int64_t *table = tv.buf;
-    int bad = ov.shape[0] != N || ov.shape[1] != V || V < 1 || L < 1 || bits < 1 || bits > 30 ||
-              V >= ((Py_ssize_t)1 << bits) || !(scale > 0);
-    for (Py_ssize_t i = 0; !bad && i < L; i++) bad = table[i] < 0 || table[i] > ((int64_t)1 << bits);
-    if (!bad) bad = table[0] < 1; /* the largest e of every row is table[0] > 0: the sum is positive */
-    if (bad) {
-        PyBuffer_Release(&lv);
-        PyBuffer_Release(&tv);
-        PyBuffer_Release(&ov);
-        PyErr_SetString(PyExc_ValueError, "frequencies: shapes, table or precision out of bounds");
-        return NULL;
-    }
-    RowsJob job = {lv.buf, V, table, L, scale, ((int64_t)1 << bits) - V, ov.buf, 0};
-    Py_BEGIN_ALLOW_THREADS
-    semcodec_run_blocks(row_block, &job, (long)N);  /* rows on the products' pool: each row alone */
-    Py_END_ALLOW_THREADS
-    const int ok = !__atomic_load_n(&job.not_finite, __ATOMIC_ACQUIRE);
-    PyBuffer_Release(&lv);
-    PyBuffer_Release(&tv);
-    PyBuffer_Release(&ov);
-    return PyBool_FromLong(ok);
+    if (got > 4) PyBuffer_Release(&ov);
+    if (got > 3) PyBuffer_Release(&tv);
+    if (got > 2) PyBuffer_Release(&wv);
+    if (got > 1) PyBuffer_Release(&xv);
+    if (got > 0) PyBuffer_Release(&av);
+    return res;
 }

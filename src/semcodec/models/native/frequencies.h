@@ -10,11 +10,17 @@
 #include <Python.h>
 
 PyObject *semcodec_frequencies(PyObject *self, PyObject *args);
+PyObject *semcodec_head_frequencies(PyObject *self, PyObject *args);
 
 #define SEMCODEC_FREQUENCIES_DOC                                                                          \
     "frequencies(logits, table, scale, precision_bits, out) -> bool: out[i] = the frequency table of "      \
     "logits[i] (SPEC section 5, step 6): n = rint(min((max - l) * scale, len(table) - 1)), e = table[n], "   \
     "f = 1 + floor(e * (2**precision_bits - V) / sum(e)), the remainder added to the first largest e. "     \
     "False (out undefined) when a logit is not finite: the caller computes the table with numpy."
+
+#define SEMCODEC_HEAD_FREQUENCIES_DOC                                                                     \
+    "head_frequencies(acc, x_scale, w_scale, table, scale, precision_bits, out) -> bool: frequencies() of "  \
+    "the logits ((double)acc * x_scale[i]) * w_scale[j] (acc (N, V) int32: the output head's exact products; " \
+    "x_scale (N,), w_scale (V,) float64), made row by row as ExactLM._matmul makes them, never stored."
 
 #endif

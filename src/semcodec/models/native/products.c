@@ -389,6 +389,7 @@ static PyMethodDef methods[] = {
     {"step", semcodec_step, METH_VARARGS, SEMCODEC_STEP_DOC},
     {"step_many", semcodec_step_many, METH_VARARGS, SEMCODEC_STEP_MANY_DOC},
     {"frequencies", semcodec_frequencies, METH_VARARGS, SEMCODEC_FREQUENCIES_DOC},
+    {"head_frequencies", semcodec_head_frequencies, METH_VARARGS, SEMCODEC_HEAD_FREQUENCIES_DOC},
     {NULL, NULL, 0, NULL},
 };
 
