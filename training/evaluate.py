@@ -33,7 +33,7 @@ KIND_OF_SET = {"captions-coco": "captions", "captions-flickr8k": "captions", "pa
                "descriptions-vlm": "descriptions", "alt-text-cc3m": "alt-text"}
 
 
-def adapted_model(adapter: Path, rank: int, alpha: float) -> torch.nn.Module:
+def adapted_model(adapter: Path, rank: int, alpha: float, device: str = "cpu") -> torch.nn.Module:
     """The float model with ``adapter`` (a run's ``adapter.pt`` or a shipped ``.npz``) applied."""
     from peft import LoraConfig, get_peft_model
 
@@ -42,20 +42,22 @@ def adapted_model(adapter: Path, rank: int, alpha: float) -> torch.nn.Module:
     if adapter.suffix == ".npz":
         load_shipped(model, adapter, alpha / rank)
     else:
-        state = torch.load(adapter, weights_only=False)
+        state = torch.load(adapter, weights_only=False, map_location="cpu")
         unexpected = model.load_state_dict(state["lora"], strict=False).unexpected_keys
         assert not unexpected, unexpected
     model.eval()
-    return model.base_model.model
+    return model.base_model.model.to(device)
 
 
 @torch.no_grad()
 def text_bits(model: torch.nn.Module, context: list[int], reply: list[int], eos: int) -> float:
     """Bits of ``reply`` and end-of-text after ``context`` (one sequence, no padding)."""
     seq = context + reply + [eos]
-    ids = torch.tensor([seq])
+    device = model.embed.weight.device
+    ids = torch.tensor([seq], device=device)
     logits = model.head(model.hidden(ids)[0, len(context) - 1: len(seq) - 1])  # (len(reply) + 1, V)
-    return float(F.cross_entropy(logits.float(), torch.tensor(seq[len(context):]), reduction="sum")) / math.log(2)
+    targets = torch.tensor(seq[len(context):], device=device)
+    return float(F.cross_entropy(logits.float(), targets, reduction="sum")) / math.log(2)
 
 
 def main() -> int:
@@ -67,6 +69,7 @@ def main() -> int:
     ap.add_argument("--rank", type=int, default=16)
     ap.add_argument("--alpha", type=float, default=32.0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -77,7 +80,7 @@ def main() -> int:
     print("| adapter | " + " | ".join(sets) + " |")
     print("| --- |" + " ---: |" * len(sets))
     for adapter in args.adapters:
-        model = adapted_model(adapter, args.rank, args.alpha)
+        model = adapted_model(adapter, args.rank, args.alpha, args.device)
         means = [statistics.fmean(text_bits(model, contexts[KIND_OF_SET[name]], r, eos) for r in replies[name])
                  for name in sets]
         print(f"| {adapter} | " + " | ".join(f"{m:.2f}" for m in means) + " |", flush=True)

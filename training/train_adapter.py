@@ -133,6 +133,7 @@ def batches(stream: list[tuple[str, list[int]]], budget: int, seed: int) -> list
 def batch_loss(model: torch.nn.Module, batch: list[list[int]], ctx_len: dict[tuple[int, ...], int]) -> tuple[
         torch.Tensor, int]:
     """Mean cross-entropy (nats) of the reply tokens and end-of-text in ``batch``."""
+    device = model.embed.weight.device
     t = max(len(ids) for ids in batch)
     ids = torch.zeros((len(batch), t), dtype=torch.long)
     rows, cols, targets = [], [], []
@@ -143,9 +144,9 @@ def batch_loss(model: torch.nn.Module, batch: list[list[int]], ctx_len: dict[tup
             rows.append(b)
             cols.append(p)
             targets.append(seq[p + 1])
-    hidden = model.hidden(ids)  # (B, T, hidden)
-    logits = model.head(hidden[torch.tensor(rows), torch.tensor(cols)])  # only the coded positions
-    return F.cross_entropy(logits, torch.tensor(targets)), len(targets)
+    hidden = model.hidden(ids.to(device))  # (B, T, hidden)
+    logits = model.head(hidden[torch.tensor(rows, device=device), torch.tensor(cols, device=device)])  # coded positions
+    return F.cross_entropy(logits, torch.tensor(targets, device=device)), len(targets)
 
 
 def lr_at(step: int, steps: int, peak: float, warmup: int) -> float:
@@ -201,6 +202,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--device", default="cpu",
+                    help="torch device to train on, e.g. cuda (the adapter is the same artifact; a GPU run is not "
+                         "bit-reproducible, a CPU run is)")
     ap.add_argument("--checkpoint-every", type=int, default=20)
     ap.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: all)")
     ap.add_argument("--init", type=Path, help="start from this run's adapter.pt (a second stage)")
@@ -228,13 +232,13 @@ def main() -> None:
     base = smol.build()
     config = LoraConfig(r=args.rank, lora_alpha=args.alpha, lora_dropout=0.0, target_modules=list(smol.TARGETS),
                         bias="none")
-    model = get_peft_model(base, config)
+    model = get_peft_model(base, config).to(args.device)
     params = [p for p in model.parameters() if p.requires_grad]
     print(f"trainable parameters: {sum(p.numel() for p in params)}", flush=True)
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
 
     if args.init:
-        first = torch.load(args.init, weights_only=False)
+        first = torch.load(args.init, weights_only=False, map_location="cpu")
         missing = model.load_state_dict(first["lora"], strict=False).unexpected_keys
         assert not missing, missing
         print(f"initialised from {args.init}", flush=True)
@@ -244,7 +248,7 @@ def main() -> None:
     ckpt = args.out / "checkpoint.pt"
     start = 0
     if ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
+        state = torch.load(ckpt, weights_only=False, map_location="cpu")  # the RNG state must stay on the CPU
         model.load_state_dict(state["model"], strict=False)
         opt.load_state_dict(state["opt"])
         start = state["step"]
@@ -279,12 +283,12 @@ def main() -> None:
             log.flush()
             print(line, flush=True)
         if (step + 1) % args.checkpoint_every == 0 or step + 1 == steps:
-            trainable = {k: v for k, v in model.state_dict().items() if "lora_" in k}
+            trainable = {k: v.detach().cpu() for k, v in model.state_dict().items() if "lora_" in k}
             tmp = ckpt.with_suffix(".tmp")
             torch.save({"model": trainable, "opt": opt.state_dict(), "step": step + 1,
                         "rng": torch.get_rng_state()}, tmp)
             os.replace(tmp, ckpt)
-    trainable = {k: v for k, v in model.state_dict().items() if "lora_" in k}
+    trainable = {k: v.detach().cpu() for k, v in model.state_dict().items() if "lora_" in k}
     torch.save({"lora": trainable, "rank": args.rank, "alpha": args.alpha}, args.out / "adapter.pt")
     print("done", flush=True)
 
