@@ -29,9 +29,6 @@ import heldout
 import model as smol
 from train_adapter import load_shipped, tokenizer_and_contexts
 
-KIND_OF_SET = {"captions-coco": "captions", "captions-flickr8k": "captions", "paragraphs-coco": "paragraphs",
-               "descriptions-vlm": "descriptions", "alt-text-cc3m": "alt-text"}
-
 
 def adapted_model(adapter: Path, rank: int, alpha: float, device: str = "cpu") -> torch.nn.Module:
     """The float model with ``adapter`` (a run's ``adapter.pt`` or a shipped ``.npz``) applied."""
@@ -74,14 +71,16 @@ def main() -> int:
     torch.set_num_threads(args.threads)
 
     tok, contexts, eos = tokenizer_and_contexts()
-    sets = {name: [t.text for t in heldout.held_texts(name, args.part)][: args.limit] for name in args.sets.split(",")}
-    replies = {name: [tok.encode(t) for t in texts] for name, texts in sets.items()}  # type: ignore[attr-defined]
+    sets = {name: heldout.held_texts(name, args.part)[: args.limit] for name in args.sets.split(",")}
+    # (context of the text's kind, reply): each held text names the profile it is coded under
+    coded = {name: [(contexts[t.kind], tok.encode(t.text)) for t in texts]  # type: ignore[attr-defined]
+             for name, texts in sets.items()}
     print(f"held-back part {args.part!r}, first {args.limit} texts per set; mean bits per text (float model)")
     print("| adapter | " + " | ".join(sets) + " |")
     print("| --- |" + " ---: |" * len(sets))
     for adapter in args.adapters:
         model = adapted_model(adapter, args.rank, args.alpha, args.device)
-        means = [statistics.fmean(text_bits(model, contexts[KIND_OF_SET[name]], r, eos) for r in replies[name])
+        means = [statistics.fmean(text_bits(model, context, r, eos) for context, r in coded[name])
                  for name in sets]
         print(f"| {adapter} | " + " | ".join(f"{m:.2f}" for m in means) + " |", flush=True)
     return 0
