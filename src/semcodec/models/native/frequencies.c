@@ -93,20 +93,39 @@ typedef struct {
 ROW_BLOCK(row_block_logits, 0)
 ROW_BLOCK(row_block_products, 1)
 
-/* A C-contiguous view of `obj` with `ndim` dimensions and items of `kind` (holds). */
-static int get_buffer(PyObject *obj, Py_buffer *view, int writable, char kind, int ndim, const char *name) {
-    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) < 0)
-        return 0;
-    if (view->ndim != ndim || !holds(view, kind)) {
-        PyErr_Format(PyExc_ValueError, "%s: expected a C-contiguous %d-d %s array", name, ndim,
-                     kind == 'd' ? "float64" : kind == 'q' ? "int64" : "int32");
-        PyBuffer_Release(view);
-        return 0;
+/* What an entry point wants of one argument: a C-contiguous view with `ndim` dimensions and
+ * items of `kind` (holds), writable or not; `name` is what a refusal calls it. */
+typedef struct {
+    int writable;
+    char kind;
+    int ndim;
+    const char *name;
+} Want;
+
+static void release_views(Py_buffer *views, int n) {
+    while (n > 0) PyBuffer_Release(&views[--n]);
+}
+
+/* Views of objs[0 .. n) as `want` says; 0 with an exception set and none held if one fails. */
+static int get_views(PyObject *const *objs, const Want *want, Py_buffer *views, int n) {
+    for (int i = 0; i < n; i++) {
+        const Want *w = &want[i];
+        const int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (w->writable ? PyBUF_WRITABLE : 0);
+        if (PyObject_GetBuffer(objs[i], &views[i], flags) < 0) {
+            release_views(views, i);
+            return 0;
+        }
+        if (views[i].ndim != w->ndim || !holds(&views[i], w->kind)) {
+            PyErr_Format(PyExc_ValueError, "%s: expected a C-contiguous %d-d %s array", w->name, w->ndim,
+                         w->kind == 'd' ? "float64" : w->kind == 'q' ? "int64" : "int32");
+            release_views(views, i + 1);
+            return 0;
+        }
     }
     return 1;
 }
 
-/* The checks both entry points share, then every row on the pool; releases the three views. */
+/* The checks both entry points share, then every row on the pool. */
 static PyObject *run_tables(RowsJob *job, void (*block)(void *, long), Py_ssize_t N, Py_buffer *tv, Py_buffer *ov,
                             int bits) {
     const Py_ssize_t V = job->V, L = tv->shape[0];
@@ -131,45 +150,37 @@ static PyObject *run_tables(RowsJob *job, void (*block)(void *, long), Py_ssize_
 
 PyObject *semcodec_frequencies(PyObject *self, PyObject *args) {
     (void)self;
-    PyObject *lo, *to, *oo, *res = NULL;
+    static const Want want[3] = {{0, 'd', 2, "logits"}, {0, 'q', 1, "table"}, {1, 'i', 2, "out"}};
+    PyObject *objs[3];
     double scale;
     int bits;
-    if (!PyArg_ParseTuple(args, "OOdiO", &lo, &to, &scale, &bits, &oo)) return NULL;
-    Py_buffer lv, tv, ov;
-    int got = 0;
-    if (get_buffer(lo, &lv, 0, 'd', 2, "logits") && ++got && get_buffer(to, &tv, 0, 'q', 1, "table") && ++got &&
-        get_buffer(oo, &ov, 1, 'i', 2, "out") && ++got) {
-        RowsJob job = {{lv.buf, NULL, NULL, NULL}, lv.shape[1], NULL, 0, scale, 0, NULL, 0};
-        res = run_tables(&job, row_block_logits, lv.shape[0], &tv, &ov, bits);
-    }
-    if (got > 2) PyBuffer_Release(&ov);
-    if (got > 1) PyBuffer_Release(&tv);
-    if (got > 0) PyBuffer_Release(&lv);
+    if (!PyArg_ParseTuple(args, "OOdiO", &objs[0], &objs[1], &scale, &bits, &objs[2])) return NULL;
+    Py_buffer v[3];
+    if (!get_views(objs, want, v, 3)) return NULL;
+    RowsJob job = {{v[0].buf, NULL, NULL, NULL}, v[0].shape[1], NULL, 0, scale, 0, NULL, 0};
+    PyObject *res = run_tables(&job, row_block_logits, v[0].shape[0], &v[1], &v[2], bits);
+    release_views(v, 3);
     return res;
 }
 
 PyObject *semcodec_head_frequencies(PyObject *self, PyObject *args) {
     (void)self;
-    PyObject *ao, *xo, *wo, *to, *oo, *res = NULL;
+    static const Want want[5] = {{0, 'i', 2, "acc"}, {0, 'd', 1, "x_scale"}, {0, 'd', 1, "w_scale"},
+                                 {0, 'q', 1, "table"}, {1, 'i', 2, "out"}};
+    PyObject *objs[5];
     double scale;
     int bits;
-    if (!PyArg_ParseTuple(args, "OOOOdiO", &ao, &xo, &wo, &to, &scale, &bits, &oo)) return NULL;
-    Py_buffer av, xv, wv, tv, ov;
-    int got = 0;
-    if (get_buffer(ao, &av, 0, 'i', 2, "acc") && ++got && get_buffer(xo, &xv, 0, 'd', 1, "x_scale") && ++got &&
-        get_buffer(wo, &wv, 0, 'd', 1, "w_scale") && ++got && get_buffer(to, &tv, 0, 'q', 1, "table") && ++got &&
-        get_buffer(oo, &ov, 1, 'i', 2, "out") && ++got) {
-        if (xv.shape[0] != av.shape[0] || wv.shape[0] != av.shape[1]) {
-            PyErr_SetString(PyExc_ValueError, "head_frequencies: x_scale must be (N,) and w_scale (V,) for acc (N, V)");
-        } else {
-            RowsJob job = {{NULL, av.buf, xv.buf, wv.buf}, av.shape[1], NULL, 0, scale, 0, NULL, 0};
-            res = run_tables(&job, row_block_products, av.shape[0], &tv, &ov, bits);
-        }
+    if (!PyArg_ParseTuple(args, "OOOOdiO", &objs[0], &objs[1], &objs[2], &objs[3], &scale, &bits, &objs[4]))
+        return NULL;
+    Py_buffer v[5];
+    if (!get_views(objs, want, v, 5)) return NULL;
+    PyObject *res = NULL;
+    if (v[1].shape[0] != v[0].shape[0] || v[2].shape[0] != v[0].shape[1]) {
+        PyErr_SetString(PyExc_ValueError, "head_frequencies: x_scale must be (N,) and w_scale (V,) for acc (N, V)");
+    } else {
+        RowsJob job = {{NULL, v[0].buf, v[1].buf, v[2].buf}, v[0].shape[1], NULL, 0, scale, 0, NULL, 0};
+        res = run_tables(&job, row_block_products, v[0].shape[0], &v[3], &v[4], bits);
     }
-    if (got > 4) PyBuffer_Release(&ov);
-    if (got > 3) PyBuffer_Release(&tv);
-    if (got > 2) PyBuffer_Release(&wv);
-    if (got > 1) PyBuffer_Release(&xv);
-    if (got > 0) PyBuffer_Release(&av);
+    release_views(v, 5);
     return res;
 }
