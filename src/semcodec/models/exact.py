@@ -646,16 +646,15 @@ class ExactLM:
         """``rows[:] = self.frequencies(self.logits(hidden))``, natively where it can be: the output
         head's exact products, then each row's logits made as :meth:`_scaled` makes them and its
         table at once, rows spread over the products' threads (no (N, vocab) float64 logits)."""
-        native = native_products_module() if self.native_tables else None
-        if native is None:
-            rows[:] = self.frequencies(self.logits(hidden))
-            return
-        x_q, x_scale = self._norm(hidden, self.w.final_norm)
+        x_q, x_scale = self._norm(hidden, self.w.final_norm)  # :meth:`logits`, up to its float64 array
         acc = np.ascontiguousarray(self.products(x_q, self.w.embed), dtype=np.int32)
-        x_rows = np.ascontiguousarray(np.broadcast_to(np.asarray(x_scale, np.float64).reshape(-1), (len(acc),)))
-        if not native.head_frequencies(acc, x_rows, np.ascontiguousarray(self.w.embed.scale, np.float64),
+        native = native_products_module() if self.native_tables else None
+        if native is not None:
+            x_rows = np.ascontiguousarray(np.broadcast_to(np.asarray(x_scale, np.float64).reshape(-1), (len(acc),)))
+            if native.head_frequencies(acc, x_rows, np.ascontiguousarray(self.w.embed.scale, np.float64),
                                        self._logit_exp, float(1 << tables.SOFTMAX_STEP_BITS), PRECISION, rows):
-            rows[:] = self.frequencies(self._scaled(acc, x_scale, self.w.embed))  # a logit that is not finite
+                return
+        rows[:] = self.frequencies(self._scaled(acc, x_scale, self.w.embed))  # numpy, or a logit not finite
 
 
 _TABLE_CHUNK = 64  # rows of (N, vocab) temporaries at a time: bounded memory for long texts
