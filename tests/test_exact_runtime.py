@@ -719,10 +719,10 @@ def test_an_oversized_weights_file_is_refused_before_it_is_read(tmp_path: Path,
     blob = tmp_path / "weights.bin"
     blob.write_bytes(bytes(1001))
     with blob.open("rb") as handle, pytest.raises(ValueError, match="more than any model this build converts"):
-        weights._weights_memory(handle, "huge")
+        weights._weights_bytes(handle, "huge")
     blob.write_bytes(bytes(range(256)) * 3)
     with blob.open("rb") as handle:
-        read = weights._weights_memory(handle, "huge")
+        read = weights._weights_bytes(handle, "huge")
     assert read.tobytes() == bytes(range(256)) * 3 and not read.flags.writeable
 
 
@@ -745,5 +745,5 @@ def test_the_huge_page_load_maps_the_file_when_no_memory_is_left(tmp_path: Path,
     blob = tmp_path / "weights.bin"
     blob.write_bytes(bytes(range(256)) * 3)
     with blob.open("rb") as handle:
-        read = weights._weights_memory(handle, "huge")
+        read = weights._weights_bytes(handle, "huge")
     assert isinstance(read, np.memmap) and read.tobytes() == bytes(range(256)) * 3

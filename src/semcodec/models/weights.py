@@ -538,7 +538,7 @@ def weights_memory() -> str:
     return "huge" if chosen == "huge" and huge_pages_available() else "map"
 
 
-def _weights_memory(handle: IO[bytes], memory: str) -> np.ndarray:
+def _weights_bytes(handle: IO[bytes], memory: str) -> np.ndarray:
     """``weights.bin``'s bytes, read-only: mapped in place, or read into memory on huge pages
     (``memory``: :func:`weights_memory`)."""
     if memory == "map":
@@ -573,7 +573,7 @@ def _load_dir(directory: Path, pinned: dict[str, str] | None, memory: str = "map
     versions already matched it) and the tables against theirs."""
     with (directory / "weights.bin").open("rb") as handle:
         # Read or mapped from the descriptor whose numbers the verification record is compared with.
-        blob = _weights_memory(handle, memory)
+        blob = _weights_bytes(handle, memory)
         stats = {"weights.bin": verified.file_stat(directory / "weights.bin", handle.fileno())}
     if pinned is not None:
         # Hashes exactly the mapped bytes, unless the record vouches for this very file (verified.py).
